@@ -1,0 +1,85 @@
+"""The ``hwloop`` command: a thin dispatcher over entry-point subcommands.
+
+Every subcommand comes from the ``hwloop.commands`` entry-point group (see
+:mod:`hwloop.plugins`). Errors derived from :class:`hwloop.errors.HwloopError`
+print one line on stderr and exit with code 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from hwloop import __version__
+from hwloop.errors import HwloopError
+from hwloop.plugins import BACKENDS_GROUP, backend_names, command_entry_points
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit with code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"hwloop: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with one subparser per installed subcommand."""
+    parser = _Parser(
+        prog="hwloop",
+        description="Hardware-in-the-loop Equilibrium Propagation for resistive-network boards.",
+    )
+    parser.add_argument("--version", action="version", version=f"hwloop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, ep in sorted(command_entry_points().items()):
+        try:
+            register = ep.load()
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            print(f"hwloop: warning: subcommand {name!r} failed to load: {exc}", file=sys.stderr)
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        code = func(args)
+    except HwloopError as exc:
+        print(f"hwloop {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"hwloop {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return int(code or 0)
+
+
+def _run_backends(args: argparse.Namespace) -> int:
+    names = backend_names()
+    if args.json:
+        print(json.dumps({"group": BACKENDS_GROUP, "backends": names}))
+    else:
+        for n in names:
+            print(n)
+    return 0
+
+
+def register_backends(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hwloop backends``: list the installed board backends."""
+    p = sub.add_parser("backends", help="list the installed board backends")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=_run_backends)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

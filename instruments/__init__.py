@@ -1,0 +1,1 @@
+"""instruments package (filled in by later issues)."""

@@ -1,0 +1,1 @@
+"""protocols package (filled in by later issues)."""

@@ -1,0 +1,527 @@
+"""``EmulatedBoard``: the Device contract implemented on the DRN emulator.
+
+The board owns a :class:`~simulated_device.drn.DRN` whose conductances live in
+the flat buffer of a :class:`~simulated_device.device_models.DeviceArray`, so
+programming pulses change what the solver sees in place. Reads add the device
+model's read noise; every random draw comes from the one generator passed in.
+
+Node order on the board: input nodes, then each hidden layer, then the output
+nodes, then ground (last). Edge order: layer after layer, each ``(n_l,
+n_{l+1})`` block row-major (see :class:`hwloop.device.LayerBlock`).
+
+Time is simulated: a clock advances by ``settle_time_s`` per settle and by
+``sample_time_s`` per sample, so timestamps look like a bench's (device-models
+doc section 5: about 2 ms per host-looped layer read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.device import (
+    BoardDescription,
+    Clamp,
+    CurrentNudge,
+    LayerBlock,
+    NodeReading,
+    NodeRole,
+    Nudge,
+    ProgramResult,
+    ProgramStatus,
+    ResistiveNudge,
+    SafetyLimits,
+    SampleFlag,
+    check_inputs_within_limits,
+    check_nudge_within_limits,
+)
+from hwloop.errors import ConfigError, LimitError
+from simulated_device.device_models import DeviceArray, DeviceModel, get_preset
+from simulated_device.drn import DRN, n_excitatory, parse_arch
+
+Array = NDArray[np.floating]
+
+
+def _describe_drn(
+    net: DRN, model: DeviceModel, limits: SafetyLimits, name: str, info: dict[str, object]
+) -> BoardDescription:
+    sizes = net.layer_sizes
+    names: list[str] = []
+    roles: list[NodeRole] = []
+    clamps: list[Clamp] = []
+    names += [f"in{i}" for i in range(sizes[0])]
+    roles += [NodeRole.INPUT] * sizes[0]
+    clamps += [Clamp.NONE] * sizes[0]
+    for k, n in enumerate(sizes[1:-1], start=1):
+        h = n_excitatory(n)
+        names += [f"h{k}_{i}" for i in range(n)]
+        roles += [NodeRole.HIDDEN] * n
+        clamps += [Clamp.NON_NEGATIVE] * h + [Clamp.NON_POSITIVE] * (n - h)
+    names += [f"out{i}" for i in range(sizes[-1])]
+    roles += [NodeRole.OUTPUT] * sizes[-1]
+    clamps += [Clamp.NONE] * sizes[-1]
+    names.append("gnd")
+    roles.append(NodeRole.GROUND)
+    clamps.append(Clamp.NONE)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    blocks = []
+    edge_parts = []
+    off = 0
+    for k in range(len(sizes) - 1):
+        src = np.arange(starts[k], starts[k + 1], dtype=np.int64)
+        dst = np.arange(starts[k + 1], starts[k + 2], dtype=np.int64)
+        blocks.append(LayerBlock(src=src, dst=dst, edge_offset=off))
+        pairs = np.empty((len(src) * len(dst), 2), dtype=np.int32)
+        pairs[:, 0] = np.repeat(src, len(dst))
+        pairs[:, 1] = np.tile(dst, len(src))
+        edge_parts.append(pairs)
+        off += len(src) * len(dst)
+    bias_nodes = np.arange(starts[1], starts[-1], dtype=np.int64)
+    return BoardDescription(
+        name=name,
+        backend="emulator",
+        node_names=tuple(names),
+        node_roles=tuple(roles),
+        node_clamps=tuple(clamps),
+        edge_nodes=np.concatenate(edge_parts),
+        g_min_s=model.write.g_min_s,
+        g_max_s=model.write.g_max_s,
+        limits=limits,
+        supports_complex_nudge=False,
+        layers=tuple(blocks),
+        bias_nodes=bias_nodes,
+        v_read_range_v=model.read.adc_range_v,
+        pulse_step_s=model.write.nominal_step_s,
+        info=info,
+    )
+
+
+class EmulatedBoard:
+    """A numerical DRN board behind the Device contract.
+
+    Args:
+        net: the network; its ``g_flat`` buffer becomes the device array's buffer.
+        model: device model (read noise, write model).
+        rng: the run's random generator (device-to-device draws happen here).
+        limits: safety limits; default: generous limits sized to the network
+            (inputs up to 10 kV in simulation units, see :func:`default_limits`).
+        n_sweeps: block-coordinate-descent sweeps per settle (>= 1) when ``tol_v`` is None.
+        tol_v: if set, settle to this largest per-sweep change, V.
+        warm_start: start each free-phase settle from the previous equilibrium
+            when the batch size is unchanged (as the published training code does);
+            nudged settles always start from the last free equilibrium.
+        settle_time_s: simulated time per settle, s (>= 0).
+        sample_time_s: simulated time per sample of one example, s (>= 0).
+        name: board name in its description.
+    """
+
+    def __init__(
+        self,
+        net: DRN,
+        model: DeviceModel,
+        rng: np.random.Generator,
+        *,
+        limits: SafetyLimits | None = None,
+        n_sweeps: int = 4,
+        tol_v: float | None = None,
+        warm_start: bool = True,
+        settle_time_s: float = 1e-3,
+        sample_time_s: float = 2e-3,
+        name: str = "emulated DRN",
+    ) -> None:
+        if n_sweeps < 1:
+            raise ConfigError(f"n_sweeps={n_sweeps} must be >= 1")
+        if tol_v is not None and not tol_v > 0:
+            raise ConfigError(f"tol_v={tol_v} must be > 0")
+        if settle_time_s < 0 or sample_time_s < 0:
+            raise ConfigError("settle_time_s and sample_time_s must be >= 0")
+        model.write.validate()
+        self._net = net
+        self._model = model
+        self._rng = rng
+        self._devices = DeviceArray(model.write, net.g_flat.copy(), rng, out=net.g_flat)
+        net.weights_changed()
+        self._limits = limits if limits is not None else default_limits(net)
+        self._n_sweeps = int(n_sweeps)
+        self._tol_v = tol_v
+        self._warm = bool(warm_start)
+        self._settle_time_s = float(settle_time_s)
+        self._sample_time_s = float(sample_time_s)
+        self._desc = _describe_drn(
+            net,
+            model,
+            self._limits,
+            name,
+            {"device_model": model.name, "layer_sizes": list(net.layer_sizes),
+             "dtype": str(net.dtype), "n_sweeps": n_sweeps, "tol_v": tol_v},
+        )
+        self._node_layer = np.concatenate(
+            [np.full(n, k) for k, n in enumerate(net.layer_sizes)] + [np.array([-1])]
+        )
+        starts = np.concatenate([[0], np.cumsum(net.layer_sizes)])
+        self._node_pos = np.concatenate(
+            [np.arange(n) for n in net.layer_sizes] + [np.array([0])]
+        )
+        self._starts = starts
+        self._free = self._desc.free_nodes
+        self._clock_s = 0.0
+        self._pulses_used = 0
+        self._v_in: Array | None = None
+        self._proj: Array | None = None
+        self._nudge: Nudge | None = None
+        self._state: list[Array] | None = None
+        self._free_state: list[Array] | None = None
+        self._dirty = True
+        self._closed = False
+
+    # ---------------------------------------------------------------- Describable
+    def describe(self) -> BoardDescription:
+        """The board description (topology, bounds, limits)."""
+        return self._desc
+
+    @property
+    def network(self) -> DRN:
+        """The underlying network (emulator only; protocols must not use it)."""
+        return self._net
+
+    @property
+    def devices(self) -> DeviceArray:
+        """The device array (emulator only)."""
+        return self._devices
+
+    @property
+    def clock_s(self) -> float:
+        """Simulated time since creation, s."""
+        return self._clock_s
+
+    @property
+    def pulses_used(self) -> int:
+        """Programming pulses applied over the board's life."""
+        return self._pulses_used
+
+    # ---------------------------------------------------------------- Biasable
+    def apply_inputs(self, v_inputs: Array) -> None:
+        """Set the input sources, ``(batch, n_inputs)`` V (checked against the limits first)."""
+        self._check_open()
+        check_inputs_within_limits(v_inputs, self._limits, self._net.n_inputs)
+        v = np.array(v_inputs, dtype=self._net.dtype, copy=True)
+        if self._v_in is None or self._v_in.shape[0] != v.shape[0]:
+            self._state = None
+            self._free_state = None
+            if self._nudge is not None:
+                self._nudge = None  # a nudge sized for another batch cannot stay applied
+        self._v_in = v
+        self._proj = None
+        self._free_state = None
+        self._dirty = True
+
+    def apply_nudge(self, nudge: Nudge | None) -> None:
+        """Apply (or with ``None`` release) a nudge on the outputs, checked first."""
+        self._check_open()
+        if nudge is not None:
+            if self._v_in is None:
+                raise ConfigError("apply inputs before applying a nudge (the batch size is unknown)")
+            check_nudge_within_limits(
+                nudge, self._limits, self._v_in.shape[0], self._net.n_outputs, complex_ok=False
+            )
+        self._nudge = nudge
+        self._dirty = True
+
+    def set_bias_currents(self, i_bias_a: Array) -> None:
+        """Set the bias current of every hidden and output node, A."""
+        self._check_open()
+        b = np.asarray(i_bias_a, dtype=np.float64)
+        if b.shape != self._net.b_flat.shape:
+            raise ConfigError(f"bias currents must have shape {self._net.b_flat.shape}, got {b.shape}")
+        if not np.all(np.isfinite(b)):
+            raise ConfigError("bias currents contain NaN or inf")
+        peak = float(np.max(np.abs(b), initial=0.0))
+        if peak > self._limits.i_nudge_max_a:
+            raise LimitError(
+                f"bias current {peak:.6g} A exceeds i_nudge_max_a={self._limits.i_nudge_max_a:.6g} A"
+            )
+        self._net.b_flat[:] = b
+        self._dirty = True
+
+    def read_bias_currents(self) -> Array:
+        """The bias currents as set, A (a copy)."""
+        return np.array(self._net.b_flat, dtype=np.float64)
+
+    # ---------------------------------------------------------------- Settleable
+    def settle(self, settle_time_s: float | None = None) -> None:
+        """Solve for the equilibrium under the present inputs, nudge and conductances."""
+        self._check_open()
+        if settle_time_s is not None and settle_time_s < 0:
+            raise ConfigError(f"settle_time_s={settle_time_s} must be >= 0")
+        self._solve()
+        self._clock_s += self._settle_time_s if settle_time_s is None else float(settle_time_s)
+
+    def _solve(self) -> None:
+        if self._v_in is None:
+            raise ConfigError("apply inputs before settling or reading the board")
+        if not self._dirty and self._state is not None:
+            return
+        nudge = self._nudge
+        if nudge is None:
+            start = self._state if self._warm else None
+        else:
+            start = self._free_state if self._free_state is not None else self._state
+        kwargs: dict[str, Any] = {}
+        if isinstance(nudge, ResistiveNudge):
+            kwargs = {"beta_s": float(np.real(nudge.beta_s)), "targets_v": nudge.targets_v}
+        elif isinstance(nudge, CurrentNudge):
+            kwargs = {"nudge_currents_a": np.asarray(nudge.currents_a, dtype=np.float64)}
+        if self._proj is None:
+            self._proj = self._net.project_inputs(self._v_in)
+        kwargs["projection"] = self._proj
+        if self._tol_v is None:
+            V, _ = self._net.relax(self._v_in, start, n_sweeps=self._n_sweeps, **kwargs)
+        else:
+            V, _ = self._net.relax(self._v_in, start, tol_v=self._tol_v, **kwargs)
+        self._state = V
+        if nudge is None:
+            self._free_state = V
+        self._dirty = False
+
+    # ---------------------------------------------------------------- Readable
+    def node_voltages(self) -> Array:
+        """``(batch, n_nodes)`` exact voltages of every node (emulator only), V."""
+        self._solve()
+        assert self._v_in is not None and self._state is not None
+        batch = self._v_in.shape[0]
+        return np.concatenate([self._v_in, *self._state, np.zeros((batch, 1), self._net.dtype)],
+                              axis=1)
+
+    def read_nodes(self, n_samples: int = 1, nodes: NDArray[np.integer] | None = None) -> NodeReading:
+        """Read node voltages ``n_samples`` times with the model's read noise."""
+        self._check_open()
+        if int(n_samples) != n_samples or n_samples < 1:
+            raise ConfigError(f"n_samples={n_samples} must be an integer >= 1")
+        idx = self._free if nodes is None else np.asarray(nodes, dtype=np.int64)
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= self._desc.n_nodes)):
+            raise ConfigError(f"node indices must lie in 0..{self._desc.n_nodes - 1}")
+        self._solve()
+        assert self._v_in is not None and self._state is not None
+        v_true = self._gather(idx)
+        samples, flags = self._model.read.sample(v_true, int(n_samples), self._rng)
+        batch = v_true.shape[0]
+        comp = self._compliance(batch)
+        if comp.any():
+            flags[:, comp, :] |= np.uint8(SampleFlag.COMPLIANCE)
+        order = np.arange(batch)[None, :] * n_samples + np.arange(n_samples)[:, None]
+        stamps = self._clock_s + (order + 1) * self._sample_time_s
+        self._clock_s += batch * n_samples * self._sample_time_s
+        return NodeReading(samples_v=samples, timestamps_s=stamps.astype(np.float64), flags=flags,
+                           nodes=idx)
+
+    def _gather(self, idx: NDArray[np.integer]) -> Array:
+        assert self._v_in is not None and self._state is not None
+        layers = [self._v_in, *self._state]
+        batch = self._v_in.shape[0]
+        out = np.zeros((batch, len(idx)), dtype=np.float64)
+        lay = self._node_layer[idx]
+        pos = self._node_pos[idx]
+        for k, arr in enumerate(layers):
+            sel = lay == k
+            if sel.any():
+                out[:, sel] = arr[:, pos[sel]]
+        return out
+
+    def _compliance(self, batch: int) -> NDArray[np.bool_]:
+        """Examples in which an input source would exceed its current compliance."""
+        assert self._v_in is not None and self._state is not None
+        c = self._limits.compliance_a
+        w0 = self._net.weights[0]
+        rows = w0.sum(axis=1)
+        vmax = np.max(np.abs(self._state[0]), axis=1, keepdims=True)
+        bound = rows * (np.abs(self._v_in) + vmax)  # |I_i| <= this, cheaply
+        suspect = np.any(bound > c, axis=1)
+        hit = np.zeros(batch, dtype=bool)
+        if suspect.any():
+            s = np.flatnonzero(suspect)
+            cur = self._net.source_currents(self._v_in[s], [st[s] for st in self._state])
+            hit[s] = np.any(np.abs(cur) > c, axis=1)
+        return hit
+
+    # ---------------------------------------------------------------- conductances
+    def read_conductances(self, edges: NDArray[np.integer] | None = None) -> Array:
+        """One read of the conductances (with the model's read noise), S."""
+        self._check_open()
+        idx = None if edges is None else self._check_edges(edges)
+        return np.asarray(self._devices.read(idx, self._rng), dtype=np.float64)
+
+    def _check_edges(self, edges: NDArray[np.integer]) -> NDArray[np.int64]:
+        e = np.asarray(edges, dtype=np.int64)
+        if e.ndim != 1:
+            raise ConfigError("edge indices must be a 1-D array")
+        n = self._desc.n_edges
+        if e.size and (e.min() < 0 or e.max() >= n):
+            raise ConfigError(f"edge indices must lie in 0..{n - 1}")
+        return e
+
+    def _check_pulse_budget(self, pulses: NDArray[np.integer]) -> None:
+        lim = self._limits
+        peak = int(np.max(np.abs(pulses), initial=0))
+        if peak > lim.max_pulses_per_call:
+            raise LimitError(
+                f"{peak} pulses on one edge exceed max_pulses_per_call={lim.max_pulses_per_call};"
+                " split the update or raise the limit"
+            )
+        total = int(np.abs(pulses).sum())
+        if self._pulses_used + total > lim.max_pulses_per_run:
+            raise LimitError(
+                f"{total} more pulses would exceed max_pulses_per_run={lim.max_pulses_per_run}"
+                f" ({self._pulses_used} used); start a new run or raise the limit"
+            )
+
+    def program_pulses(self, edges: NDArray[np.integer], pulses: NDArray[np.integer]) -> ProgramResult:
+        """Apply signed pulse counts to edges (limits checked before any pulse)."""
+        self._check_open()
+        e = self._check_edges(edges)
+        p = np.asarray(pulses)
+        if p.shape != e.shape or not np.issubdtype(p.dtype, np.integer):
+            raise ConfigError("pulses must be an integer array with one count per edge")
+        if len(np.unique(e)) != len(e):
+            raise ConfigError("each edge may appear once per programming call")
+        self._check_pulse_budget(p)
+        g0, g1, status = self._devices.apply_pulses(e, p.astype(np.int64), self._rng)
+        return self._after_program(e, p.astype(np.int64), p.astype(np.int64),
+                                   np.full(len(e), np.nan), g0, g1, status)
+
+    def program_deltas(self, edges: NDArray[np.integer], delta_g_s: Array) -> ProgramResult:
+        """Request conductance changes, S (open loop through the nominal update model)."""
+        self._check_open()
+        e = self._check_edges(edges)
+        d = np.asarray(delta_g_s, dtype=np.float64)
+        if d.shape != e.shape:
+            raise ConfigError("delta_g_s must have one value per edge")
+        if not np.all(np.isfinite(d)):
+            raise ConfigError("requested conductance changes contain NaN or inf")
+        if len(np.unique(e)) != len(e):
+            raise ConfigError("each edge may appear once per programming call")
+        self._check_pulse_budget(self._devices.pulses_for_delta(d))
+        req, g0, g1, status = self._devices.apply_deltas(e, d, self._rng)
+        return self._after_program(e, req, req, d, g0, g1, status)
+
+    def _after_program(
+        self,
+        e: NDArray[np.int64],
+        requested: NDArray[np.int64],
+        applied: NDArray[np.int64],
+        delta: Array,
+        g0: Array,
+        g1: Array,
+        status: NDArray[np.int8],
+    ) -> ProgramResult:
+        applied = np.where(status == ProgramStatus.NO_CHANGE, 0, applied).astype(np.int64)
+        self._pulses_used += int(np.abs(applied).sum())
+        self._net.weights_changed()
+        self._proj = None
+        self._free_state = None
+        self._dirty = True
+        return ProgramResult(
+            edges=e,
+            requested_pulses=np.asarray(requested, dtype=np.int64),
+            applied_pulses=applied,
+            requested_delta_s=np.asarray(delta, dtype=np.float64),
+            g_before_s=np.asarray(g0, dtype=np.float64),
+            g_after_s=np.asarray(g1, dtype=np.float64),
+            status=np.asarray(status, dtype=np.int8),
+            pulse_amplitude_v=1.0,
+            pulse_width_s=1e-6,
+        )
+
+    # ---------------------------------------------------------------- safety
+    def safe_state(self) -> None:
+        """Release the nudge and set every input source to 0 V (idempotent)."""
+        self._nudge = None
+        if self._v_in is not None:
+            self._v_in = np.zeros_like(self._v_in)
+            self._proj = None
+            self._free_state = None
+        self._dirty = True
+
+    @property
+    def is_safe(self) -> bool:
+        """True when no nudge is applied and every input source is at 0 V."""
+        return self._nudge is None and (self._v_in is None or not np.any(self._v_in))
+
+    def close(self) -> None:
+        """Go to the safe state; further calls other than ``close``/``safe_state`` fail."""
+        self.safe_state()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError("the board is closed; open a new one")
+
+    def __enter__(self) -> EmulatedBoard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def default_limits(net: DRN) -> SafetyLimits:
+    """Limits for an emulated network in simulation units.
+
+    The published DRNs use input gains up to 4000 (physics doc 5.1), so the
+    emulator admits inputs up to 1e4 V; nudges and biases up to 1e3 A / S;
+    pulses as the realistic bench defaults (device-models doc section 6).
+    """
+    return SafetyLimits(
+        v_input_max_v=1e4,
+        i_nudge_max_a=1e3,
+        beta_max_s=1e3,
+        v_target_max_v=1e4,
+        pulse_amplitude_max_v=3.0,
+        pulse_width_max_s=1e-3,
+        max_pulses_per_call=10_000,
+        max_pulses_per_run=10**15,
+        compliance_a=1e9,
+    )
+
+
+def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) -> EmulatedBoard:
+    """Backend factory for the ``emulator`` entry point.
+
+    Options (all optional): ``arch`` (``"1568-100-10"``), ``preset`` (``"ideal"``),
+    ``dtype`` (``"float64"`` or ``"float32"``), ``weight_gain`` (1.0), ``n_sweeps`` (4),
+    ``tol_v`` (None), ``warm_start`` (True).
+    """
+    known = {"arch", "preset", "dtype", "weight_gain", "n_sweeps", "tol_v", "warm_start"}
+    unknown = set(options) - known
+    if unknown:
+        raise ConfigError(
+            f"unknown emulator option(s) {sorted(unknown)}; known: {sorted(known)}"
+        )
+    sizes = parse_arch(str(options.get("arch", "1568-100-10")))
+    dtype_name = str(options.get("dtype", "float64"))
+    if dtype_name not in ("float64", "float32"):
+        raise ConfigError(f"dtype {dtype_name!r} must be 'float64' or 'float32'")
+    model = get_preset(str(options.get("preset", "ideal")))
+    net = DRN.initialise(
+        sizes, rng, weight_gain=float(options.get("weight_gain", 1.0)), dtype=np.dtype(dtype_name)
+    )
+    lo, hi = model.write.g_min_s, model.write.g_max_s
+    if np.isfinite(hi):
+        # map the published initial range [0, 1/sqrt(fan_in)] onto [g_min, g_max]
+        off = 0
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            seg = net.g_flat[off : off + a * b]
+            seg *= (hi - lo) * np.sqrt(a) / 2.0
+            seg += lo
+            off += a * b
+        net.weights_changed()
+    tol = options.get("tol_v")
+    return EmulatedBoard(
+        net,
+        model,
+        rng,
+        n_sweeps=int(options.get("n_sweeps", 4)),
+        tol_v=None if tol is None else float(tol),
+        warm_start=bool(options.get("warm_start", True)),
+    )
