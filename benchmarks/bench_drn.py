@@ -80,18 +80,39 @@ def main() -> None:
                 v_in = pixels_to_inputs(x, gain).astype(dt)
                 rate = throughput(net, v_in, min_time, repeats)
                 frac = rate * 2 * macs / peaks[dt]
-                rows.append({"model": name, "dtype": dt, "batch": batch,
-                             "examples_per_s": rate, "macs_per_example": macs,
-                             "fraction_of_matmul_peak": frac})
-    print(f"machine: {platform.machine()}, numpy {np.__version__}; matmul peak "
-          + ", ".join(f"{dt} {peaks[dt] / 1e9:.1f} GFLOP/s" for dt in DTYPES))
-    print(f"{'model':8} {'dtype':8} {'batch':>5} {'examples/s':>12} {'MAC/example':>12} "
-          f"{'% of peak':>9}")
+                rows.append(
+                    {
+                        "model": name,
+                        "dtype": dt,
+                        "batch": batch,
+                        "examples_per_s": rate,
+                        "macs_per_example": macs,
+                        "fraction_of_matmul_peak": frac,
+                    }
+                )
+    print(
+        f"machine: {platform.machine()}, numpy {np.__version__}; matmul peak "
+        + ", ".join(f"{dt} {peaks[dt] / 1e9:.1f} GFLOP/s" for dt in DTYPES)
+    )
+    print(
+        f"{'model':8} {'dtype':8} {'batch':>5} {'examples/s':>12} {'MAC/example':>12} "
+        f"{'% of peak':>9}"
+    )
     for r in rows:
-        print(f"{r['model']:8} {r['dtype']:8} {r['batch']:5d} {r['examples_per_s']:12,.0f} "
-              f"{r['macs_per_example']:12,d} {100 * r['fraction_of_matmul_peak']:8.1f}%")
-    print(json.dumps({"benchmark": "drn_free_phase", "sweeps": SWEEPS,
-                      "matmul_peak_flops": peaks, "rows": rows}))
+        print(
+            f"{r['model']:8} {r['dtype']:8} {r['batch']:5d} {r['examples_per_s']:12,.0f} "
+            f"{r['macs_per_example']:12,d} {100 * r['fraction_of_matmul_peak']:8.1f}%"
+        )
+    print(
+        json.dumps(
+            {
+                "benchmark": "drn_free_phase",
+                "sweeps": SWEEPS,
+                "matmul_peak_flops": peaks,
+                "rows": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ Conventions
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -31,6 +32,11 @@ from hwloop.errors import ConfigError
 
 FloatArray = NDArray[np.floating]
 IntArray = NDArray[np.integer]
+
+
+def _frozen(a: IntArray) -> IntArray:
+    a.setflags(write=False)
+    return a
 
 
 class NodeRole(enum.StrEnum):
@@ -183,35 +189,38 @@ class BoardDescription:
             raise ConfigError("board description: an edge refers to a node that does not exist")
         if not (self.g_min_s >= 0 and self.g_max_s > self.g_min_s):
             raise ConfigError(
-                f"board description: need 0 <= g_min_s < g_max_s, got {self.g_min_s}, {self.g_max_s}"
+                "board description: need 0 <= g_min_s < g_max_s, "
+                f"got {self.g_min_s}, {self.g_max_s}"
             )
 
+    @functools.cached_property
+    def _role_codes(self) -> NDArray[np.int8]:
+        order = list(NodeRole)
+        return np.array([order.index(r) for r in self.node_roles], dtype=np.int8)
+
     def nodes_with_role(self, role: NodeRole) -> IntArray:
-        """Indices of the nodes with ``role``, in board order."""
-        return np.array([i for i, r in enumerate(self.node_roles) if r == role], dtype=np.int64)
+        """Indices of the nodes with ``role``, in board order (a new array)."""
+        return np.flatnonzero(self._role_codes == list(NodeRole).index(role)).astype(np.int64)
 
-    @property
+    @functools.cached_property
     def input_nodes(self) -> IntArray:
-        """Indices of the input nodes (voltage-source driven)."""
-        return self.nodes_with_role(NodeRole.INPUT)
+        """Indices of the input nodes (voltage-source driven); do not modify."""
+        return _frozen(self.nodes_with_role(NodeRole.INPUT))
 
-    @property
+    @functools.cached_property
     def hidden_nodes(self) -> IntArray:
-        """Indices of the hidden nodes."""
-        return self.nodes_with_role(NodeRole.HIDDEN)
+        """Indices of the hidden nodes; do not modify."""
+        return _frozen(self.nodes_with_role(NodeRole.HIDDEN))
 
-    @property
+    @functools.cached_property
     def output_nodes(self) -> IntArray:
-        """Indices of the output nodes."""
-        return self.nodes_with_role(NodeRole.OUTPUT)
+        """Indices of the output nodes; do not modify."""
+        return _frozen(self.nodes_with_role(NodeRole.OUTPUT))
 
-    @property
+    @functools.cached_property
     def free_nodes(self) -> IntArray:
-        """Hidden and output nodes: the nodes a read returns by default."""
-        return np.array(
-            [i for i, r in enumerate(self.node_roles) if r in (NodeRole.HIDDEN, NodeRole.OUTPUT)],
-            dtype=np.int64,
-        )
+        """Hidden and output nodes, in board order: the nodes a read returns by default."""
+        return _frozen(np.union1d(self.hidden_nodes, self.output_nodes).astype(np.int64))
 
     @property
     def n_nodes(self) -> int:
@@ -334,19 +343,21 @@ class ProgramResult:
     """What a programming call did, edge by edge.
 
     Attributes:
-        edges: ``(k,)`` edge indices programmed.
+        edges: ``(k,)`` edge indices programmed, or ``None`` for a dense call that
+            addressed every edge in board order (``k = n_edges``).
         requested_pulses: ``(k,)`` signed pulse counts asked for (derived from the
             requested deltas in delta mode).
         applied_pulses: ``(k,)`` signed pulse counts actually applied.
         requested_delta_s: ``(k,)`` conductance change asked for, S (NaN in pulse mode).
-        g_before_s: ``(k,)`` conductance before, S (NaN when the board cannot know).
-        g_after_s: ``(k,)`` conductance after, S (NaN when the board cannot know).
+        g_before_s: ``(k,)`` conductance before, S (NaN when the board cannot know;
+            empty for a dense call, where only statuses come back).
+        g_after_s: ``(k,)`` conductance after, S (NaN when unknown; empty for a dense call).
         status: ``(k,)`` :class:`ProgramStatus` codes.
         pulse_amplitude_v: amplitude of the pulses, V (signed by polarity per pulse).
         pulse_width_s: width of the pulses, s.
     """
 
-    edges: IntArray
+    edges: IntArray | None
     requested_pulses: IntArray
     applied_pulses: IntArray
     requested_delta_s: FloatArray
@@ -462,9 +473,13 @@ class Programmable(Protocol):
         """
         ...
 
-    def program_deltas(self, edges: IntArray, delta_g_s: FloatArray) -> ProgramResult:
-        """Request conductance changes, S; the board converts them to pulses
-        through its nominal update model (open loop) and returns what it did.
+    def program_deltas(self, edges: IntArray | None, delta_g_s: FloatArray) -> ProgramResult:
+        """Request conductance changes, S, and return what was done.
+
+        The board converts them to pulses through its nominal update model
+        (open loop); a board without pulse granularity applies them directly.
+        ``edges=None`` addresses every edge in board order (``delta_g_s`` then
+        has one value per edge), which lets a board use a dense fast path.
         """
         ...
 
@@ -474,8 +489,9 @@ class SafeStateful(Protocol):
     """Can put the hardware in its safe state."""
 
     def safe_state(self) -> None:
-        """Zero all sources, release nudges, stop pulsing. Idempotent; never raises
-        for a board that is already safe.
+        """Zero all sources, release nudges, stop pulsing.
+
+        Idempotent; never raises for a board that is already safe.
         """
         ...
 

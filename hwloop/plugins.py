@@ -57,8 +57,6 @@ def load_backend(name: str) -> BackendFactory:
     return cast(BackendFactory, eps[name].load())
 
 
-def open_board(
-    name: str, options: Mapping[str, Any], rng: np.random.Generator
-) -> Device:
+def open_board(name: str, options: Mapping[str, Any], rng: np.random.Generator) -> Device:
     """Create a board from the backend ``name`` with ``options`` and the run's ``rng``."""
     return load_backend(name)(options, rng)

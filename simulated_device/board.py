@@ -16,6 +16,8 @@ doc section 5: about 2 ms per host-looped layer read).
 
 from __future__ import annotations
 
+import itertools
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -155,16 +157,19 @@ class EmulatedBoard:
             model,
             self._limits,
             name,
-            {"device_model": model.name, "layer_sizes": list(net.layer_sizes),
-             "dtype": str(net.dtype), "n_sweeps": n_sweeps, "tol_v": tol_v},
+            {
+                "device_model": model.name,
+                "layer_sizes": list(net.layer_sizes),
+                "dtype": str(net.dtype),
+                "n_sweeps": n_sweeps,
+                "tol_v": tol_v,
+            },
         )
         self._node_layer = np.concatenate(
             [np.full(n, k) for k, n in enumerate(net.layer_sizes)] + [np.array([-1])]
         )
         starts = np.concatenate([[0], np.cumsum(net.layer_sizes)])
-        self._node_pos = np.concatenate(
-            [np.arange(n) for n in net.layer_sizes] + [np.array([0])]
-        )
+        self._node_pos = np.concatenate([np.arange(n) for n in net.layer_sizes] + [np.array([0])])
         self._starts = starts
         self._free = self._desc.free_nodes
         self._clock_s = 0.0
@@ -223,7 +228,9 @@ class EmulatedBoard:
         self._check_open()
         if nudge is not None:
             if self._v_in is None:
-                raise ConfigError("apply inputs before applying a nudge (the batch size is unknown)")
+                raise ConfigError(
+                    "apply inputs before applying a nudge (the batch size is unknown)"
+                )
             check_nudge_within_limits(
                 nudge, self._limits, self._v_in.shape[0], self._net.n_outputs, complex_ok=False
             )
@@ -235,13 +242,16 @@ class EmulatedBoard:
         self._check_open()
         b = np.asarray(i_bias_a, dtype=np.float64)
         if b.shape != self._net.b_flat.shape:
-            raise ConfigError(f"bias currents must have shape {self._net.b_flat.shape}, got {b.shape}")
+            raise ConfigError(
+                f"bias currents must have shape {self._net.b_flat.shape}, got {b.shape}"
+            )
         if not np.all(np.isfinite(b)):
             raise ConfigError("bias currents contain NaN or inf")
         peak = float(np.max(np.abs(b), initial=0.0))
         if peak > self._limits.i_nudge_max_a:
             raise LimitError(
-                f"bias current {peak:.6g} A exceeds i_nudge_max_a={self._limits.i_nudge_max_a:.6g} A"
+                f"bias current {peak:.6g} A exceeds i_nudge_max_a="
+                f"{self._limits.i_nudge_max_a:.6g} A"
             )
         self._net.b_flat[:] = b
         self._dirty = True
@@ -292,10 +302,13 @@ class EmulatedBoard:
         self._solve()
         assert self._v_in is not None and self._state is not None
         batch = self._v_in.shape[0]
-        return np.concatenate([self._v_in, *self._state, np.zeros((batch, 1), self._net.dtype)],
-                              axis=1)
+        return np.concatenate(
+            [self._v_in, *self._state, np.zeros((batch, 1), self._net.dtype)], axis=1
+        )
 
-    def read_nodes(self, n_samples: int = 1, nodes: NDArray[np.integer] | None = None) -> NodeReading:
+    def read_nodes(
+        self, n_samples: int = 1, nodes: NDArray[np.integer] | None = None
+    ) -> NodeReading:
         """Read node voltages ``n_samples`` times with the model's read noise."""
         self._check_open()
         if int(n_samples) != n_samples or n_samples < 1:
@@ -314,8 +327,9 @@ class EmulatedBoard:
         order = np.arange(batch)[None, :] * n_samples + np.arange(n_samples)[:, None]
         stamps = self._clock_s + (order + 1) * self._sample_time_s
         self._clock_s += batch * n_samples * self._sample_time_s
-        return NodeReading(samples_v=samples, timestamps_s=stamps.astype(np.float64), flags=flags,
-                           nodes=idx)
+        return NodeReading(
+            samples_v=samples, timestamps_s=stamps.astype(np.float64), flags=flags, nodes=idx
+        )
 
     def _gather(self, idx: NDArray[np.integer]) -> Array:
         assert self._v_in is not None and self._state is not None
@@ -377,7 +391,9 @@ class EmulatedBoard:
                 f" ({self._pulses_used} used); start a new run or raise the limit"
             )
 
-    def program_pulses(self, edges: NDArray[np.integer], pulses: NDArray[np.integer]) -> ProgramResult:
+    def program_pulses(
+        self, edges: NDArray[np.integer], pulses: NDArray[np.integer]
+    ) -> ProgramResult:
         """Apply signed pulse counts to edges (limits checked before any pulse)."""
         self._check_open()
         e = self._check_edges(edges)
@@ -388,27 +404,39 @@ class EmulatedBoard:
             raise ConfigError("each edge may appear once per programming call")
         self._check_pulse_budget(p)
         g0, g1, status = self._devices.apply_pulses(e, p.astype(np.int64), self._rng)
-        return self._after_program(e, p.astype(np.int64), p.astype(np.int64),
-                                   np.full(len(e), np.nan), g0, g1, status)
+        return self._after_program(
+            e, p.astype(np.int64), p.astype(np.int64), np.full(len(e), np.nan), g0, g1, status
+        )
 
-    def program_deltas(self, edges: NDArray[np.integer], delta_g_s: Array) -> ProgramResult:
-        """Request conductance changes, S (open loop through the nominal update model)."""
+    def program_deltas(self, edges: NDArray[np.integer] | None, delta_g_s: Array) -> ProgramResult:
+        """Request conductance changes, S (open loop through the nominal update model).
+
+        ``edges=None`` programs every edge (``delta_g_s`` of length ``n_edges``).
+        """
         self._check_open()
-        e = self._check_edges(edges)
-        d = np.asarray(delta_g_s, dtype=np.float64)
-        if d.shape != e.shape:
-            raise ConfigError("delta_g_s must have one value per edge")
+        d = np.asarray(delta_g_s)
+        if edges is None:
+            if d.shape != (self._desc.n_edges,):
+                raise ConfigError(
+                    f"delta_g_s must have shape ({self._desc.n_edges},) for all edges"
+                )
+            e = None
+        else:
+            e = self._check_edges(edges)
+            if d.shape != e.shape:
+                raise ConfigError("delta_g_s must have one value per edge")
+            if len(np.unique(e)) != len(e):
+                raise ConfigError("each edge may appear once per programming call")
         if not np.all(np.isfinite(d)):
             raise ConfigError("requested conductance changes contain NaN or inf")
-        if len(np.unique(e)) != len(e):
-            raise ConfigError("each edge may appear once per programming call")
-        self._check_pulse_budget(self._devices.pulses_for_delta(d))
+        if not self._devices.model.is_continuous:
+            self._check_pulse_budget(self._devices.pulses_for_delta(d))
         req, g0, g1, status = self._devices.apply_deltas(e, d, self._rng)
         return self._after_program(e, req, req, d, g0, g1, status)
 
     def _after_program(
         self,
-        e: NDArray[np.int64],
+        e: NDArray[np.int64] | None,
         requested: NDArray[np.int64],
         applied: NDArray[np.int64],
         delta: Array,
@@ -416,19 +444,20 @@ class EmulatedBoard:
         g1: Array,
         status: NDArray[np.int8],
     ) -> ProgramResult:
-        applied = np.where(status == ProgramStatus.NO_CHANGE, 0, applied).astype(np.int64)
-        self._pulses_used += int(np.abs(applied).sum())
+        if not self._devices.model.is_continuous:
+            applied = np.where(status == ProgramStatus.NO_CHANGE, 0, applied).astype(np.int64)
+            self._pulses_used += int(np.abs(applied).sum())
         self._net.weights_changed()
         self._proj = None
         self._free_state = None
         self._dirty = True
         return ProgramResult(
             edges=e,
-            requested_pulses=np.asarray(requested, dtype=np.int64),
+            requested_pulses=requested,
             applied_pulses=applied,
-            requested_delta_s=np.asarray(delta, dtype=np.float64),
-            g_before_s=np.asarray(g0, dtype=np.float64),
-            g_after_s=np.asarray(g1, dtype=np.float64),
+            requested_delta_s=delta,
+            g_before_s=g0,
+            g_after_s=g1,
             status=np.asarray(status, dtype=np.int8),
             pulse_amplitude_v=1.0,
             pulse_width_s=1e-6,
@@ -490,19 +519,36 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
 
     Options (all optional): ``arch`` (``"1568-100-10"``), ``preset`` (``"ideal"``),
     ``dtype`` (``"float64"`` or ``"float32"``), ``weight_gain`` (1.0), ``n_sweeps`` (4),
-    ``tol_v`` (None), ``warm_start`` (True).
+    ``tol_v`` (None), ``warm_start`` (True), ``read_noise_v`` (replaces the preset's
+    additive read noise per sample, V).
     """
-    known = {"arch", "preset", "dtype", "weight_gain", "n_sweeps", "tol_v", "warm_start"}
+    known = {
+        "arch",
+        "preset",
+        "dtype",
+        "weight_gain",
+        "n_sweeps",
+        "tol_v",
+        "warm_start",
+        "read_noise_v",
+    }
     unknown = set(options) - known
     if unknown:
-        raise ConfigError(
-            f"unknown emulator option(s) {sorted(unknown)}; known: {sorted(known)}"
-        )
+        raise ConfigError(f"unknown emulator option(s) {sorted(unknown)}; known: {sorted(known)}")
     sizes = parse_arch(str(options.get("arch", "1568-100-10")))
     dtype_name = str(options.get("dtype", "float64"))
     if dtype_name not in ("float64", "float32"):
         raise ConfigError(f"dtype {dtype_name!r} must be 'float64' or 'float32'")
     model = get_preset(str(options.get("preset", "ideal")))
+    if options.get("read_noise_v") is not None:
+        sigma = float(options["read_noise_v"])
+        if not (np.isfinite(sigma) and sigma >= 0):
+            raise ConfigError(f"read_noise_v = {sigma} must be a finite number >= 0 V")
+        model = dataclasses.replace(
+            model,
+            name=f"{model.name}+read_noise={sigma:g}V",
+            read=dataclasses.replace(model.read, sigma_v=sigma),
+        )
     net = DRN.initialise(
         sizes, rng, weight_gain=float(options.get("weight_gain", 1.0)), dtype=np.dtype(dtype_name)
     )
@@ -510,7 +556,7 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
     if np.isfinite(hi):
         # map the published initial range [0, 1/sqrt(fan_in)] onto [g_min, g_max]
         off = 0
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        for a, b in itertools.pairwise(sizes):
             seg = net.g_flat[off : off + a * b]
             seg *= (hi - lo) * np.sqrt(a) / 2.0
             seg += lo

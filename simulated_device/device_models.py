@@ -598,6 +598,15 @@ class DeviceArray:
         self.g_s: NDArray[np.floating] = buf
         """``(n,)`` apparent conductances, S (the buffer passed as ``out``, updated in place)."""
         self._drift = model.drift_nu > 0
+        self._persistent_stale = False
+        self._dense_exact = (
+            model.is_continuous
+            and not self._any_stuck
+            and model.write_noise == 0
+            and not self._drift
+            and np.ndim(self._a) == 0
+            and np.ndim(self._b) == 0
+        )
         if self._drift:
             self._t_since_s: F64 = np.zeros(n, dtype=np.float64)
             self._persistent_prog: F64 = persistent.copy()
@@ -625,6 +634,7 @@ class DeviceArray:
     @property
     def g_persistent_s(self) -> F64:
         """``(n,)`` hidden persistent conductances, S (read-only view)."""
+        self._sync()
         v = self._persistent.view()
         v.setflags(write=False)
         return v
@@ -706,6 +716,7 @@ class DeviceArray:
             UnsupportedError: non-zero pulses on a continuous device (``n_states=None``).
 
         """
+        self._sync()
         ix = self._check_idx(idx)
         p = self._check_values("pulses", pulses, ix.shape[0])
         if not np.issubdtype(p.dtype, np.integer) and not (
@@ -837,6 +848,9 @@ class DeviceArray:
             ``requested_pulses`` is all 0 for a continuous device.
 
         """
+        if idx is None and self._dense_exact:
+            return self._apply_all_exact(delta_g_s)
+        self._sync()
         ix = self._check_idx(idx)
         d = self._check_values("delta_g_s", delta_g_s, ix.shape[0])
         pulses = self.pulses_for_delta(d)
@@ -866,6 +880,43 @@ class DeviceArray:
         g_after = g_before.copy()
         g_after[w] = self.g_s[dev]
         return pulses, g_before, g_after, status
+
+    def _apply_all_exact(self, delta_g_s: ArrayLike) -> tuple[I64, F64, F64, I8]:
+        """Dense fast path of :meth:`apply_deltas` for every device of an exact model.
+
+        Used when the model is continuous with scalar bounds, no stuck devices,
+        no write noise and no drift, so the apparent conductance *is* the
+        persistent one: ``g += delta`` in place on the whole buffer, then the
+        bounds, with the clipped devices marked. Per-device conductances are
+        not copied out (empty arrays are returned for before/after; read them
+        with :meth:`read`), and the requested pulse counts are a zero view.
+        """
+        d = np.asarray(delta_g_s)
+        if d.shape != (self._n,):
+            raise ConfigError(f"delta_g_s must have shape ({self._n},), got {d.shape}")
+        g = self.g_s
+        g += d
+        status = np.zeros(self._n, dtype=np.int8)
+        status[d == 0] = _NO_CHANGE
+        a, b = float(self._a), float(self._b)  # type: ignore[arg-type]
+        low = np.flatnonzero(g < a)
+        if low.size:
+            g[low] = a
+            status[low] = _AT_MIN
+        if math.isfinite(b):
+            high = np.flatnonzero(g > b)
+            if high.size:
+                g[high] = b
+                status[high] = _AT_MAX
+        self._persistent_stale = True
+        empty = np.zeros(0, dtype=np.float64)
+        return np.broadcast_to(np.int64(0), (self._n,)), empty, empty, status
+
+    def _sync(self) -> None:
+        """Bring the persistent state up to date after dense exact updates."""
+        if self._persistent_stale:
+            self._persistent[...] = self.g_s
+            self._persistent_stale = False
 
     # ---------------------------------------------------------- reads, time
 

@@ -30,6 +30,7 @@ weights change (:meth:`DRN.weights_changed`).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,12 +139,14 @@ class DRN:
         weight_gain: float = 1.0,
         dtype: type[np.floating] | np.dtype[np.floating] = np.float64,
     ) -> DRN:
-        """Initialise as the published code does: ``g ~ U(-s, s)``, ``s = gain/sqrt(fan_in)``,
-        clipped at 0 (about half start at exactly 0 S); biases 0 A.
+        """Initialise as the published code does.
+
+        ``g ~ U(-s, s)`` with ``s = weight_gain/sqrt(fan_in)``, clipped at 0 (about
+        half start at exactly 0 S); biases 0 A.
         """
         sizes = tuple(int(n) for n in layer_sizes)
         parts = []
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        for a, b in itertools.pairwise(sizes):
             s = weight_gain / np.sqrt(a)
             parts.append(np.maximum(rng.uniform(-s, s, size=a * b), 0.0))
         g = np.concatenate(parts).astype(dtype)
@@ -207,9 +210,7 @@ class DRN:
             if k >= 1:
                 a_in[k] = np.ascontiguousarray(self.weights[k] * inv[k][None, :], dtype=dt)
             if k + 1 < L:
-                a_out[k] = np.ascontiguousarray(
-                    (self.weights[k + 1] * inv[k][:, None]).T, dtype=dt
-                )
+                a_out[k] = np.ascontiguousarray((self.weights[k + 1] * inv[k][:, None]).T, dtype=dt)
                 n = self.layer_sizes[k + 1]
                 h = n_excitatory(n)
                 lo_k = np.full(n, -np.inf, dtype=dt)
@@ -275,7 +276,8 @@ class DRN:
             nudge_currents_a: ``(batch, n_outputs)`` injected output currents, A.
             n_sweeps: number of sweeps when ``tol_v`` is None (>= 1).
             tol_v: if given, sweep until the largest change in a sweep is below
-                ``tol_v`` (V), at most ``max_sweeps`` sweeps.
+                ``tol_v`` (V).
+            max_sweeps: most sweeps in tolerance mode (>= 1).
             projection: ``project_inputs(v_in)`` if the caller has it cached.
 
         Returns:
@@ -305,7 +307,7 @@ class DRN:
         else:
             V = self.zero_state(batch)
             fresh = True
-        groups = [k for k in range(0, L, 2)] + [k for k in range(1, L, 2)]
+        groups = [*range(0, L, 2), *range(1, L, 2)]
         track = tol_v is not None
         limit = max_sweeps if track else n_sweeps
         change = np.inf
@@ -314,6 +316,7 @@ class DRN:
             change = 0.0
             for k in groups:
                 a_in, a_out = ops.a_in[k], ops.a_out[k]
+                new: Array
                 if a_in is not None:
                     new = V[k - 1] @ a_in
                     new += const[k]
@@ -333,8 +336,9 @@ class DRN:
         return V, SolveStats(sweeps=sweeps, max_change_v=float(change) if track else float("nan"))
 
     # ------------------------------------------------------------------ physics
-    def energy(self, v_in: Array, V: list[Array], beta_s: float = 0.0,
-               targets_v: Array | None = None) -> NDArray[np.float64]:
+    def energy(
+        self, v_in: Array, V: list[Array], beta_s: float = 0.0, targets_v: Array | None = None
+    ) -> NDArray[np.float64]:
         """Per-example total energy ``E + beta*C``, in W/2 units as in the doc (float64)."""
         layers = [np.asarray(v_in, np.float64)] + [np.asarray(v, np.float64) for v in V]
         e = np.zeros(layers[0].shape[0])
@@ -342,8 +346,11 @@ class DRN:
             a, b = layers[k], layers[k + 1]
             w64 = w.astype(np.float64)
             # 1/2 sum_ij g_ij (a_i - b_j)^2 expanded without forming (batch, i, j)
-            e += 0.5 * ((a * a) @ w64.sum(axis=1) + (b * b) @ w64.sum(axis=0)
-                        - 2.0 * np.einsum("bi,ij,bj->b", a, w64, b))
+            e += 0.5 * (
+                (a * a) @ w64.sum(axis=1)
+                + (b * b) @ w64.sum(axis=0)
+                - 2.0 * np.einsum("bi,ij,bj->b", a, w64, b)
+            )
         for k, bias in enumerate(self.biases):
             e -= layers[k + 1] @ bias.astype(np.float64)
         if beta_s != 0.0 and targets_v is not None:
@@ -356,11 +363,14 @@ class DRN:
         return np.asarray(v_in * w0.sum(axis=1) - V[0] @ w0.T)
 
     def macs_per_example(self, n_sweeps: int, paired_inputs: bool = True) -> int:
-        """Minimal multiply-adds per example of one solve (input projection once,
-        then per sweep one product per weight matrix in each direction it is used)."""
+        """Minimal multiply-adds per example of one solve.
+
+        The input projection once, then per sweep one product per weight matrix
+        in each direction it is used.
+        """
         s = self.layer_sizes
         first = (s[0] // 2 if paired_inputs and s[0] % 2 == 0 else s[0]) * s[1]
-        per_sweep = sum(2 * a * b for a, b in zip(s[1:-1], s[2:], strict=True))
+        per_sweep = sum(2 * a * b for a, b in itertools.pairwise(s[1:]))
         return int(first + n_sweeps * per_sweep)
 
 

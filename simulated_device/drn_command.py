@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     V, stats = net.relax(v_in, n_sweeps=args.sweeps)
     t_solve = time.perf_counter() - t0
-    ref, ref_stats = net.relax(v_in, V, tol_v=1e-12 if dtype == np.float64 else 1e-5,
-                               max_sweeps=10_000)
+    ref, ref_stats = net.relax(
+        v_in, V, tol_v=1e-12 if dtype == np.float64 else 1e-5, max_sweeps=10_000
+    )
     gap = float(np.max(np.abs(ref[-1].astype(np.float64) - V[-1].astype(np.float64))))
     power_w = 2.0 * net.energy(v_in, V) + 2.0 * sum(
         (v.astype(np.float64) @ b.astype(np.float64)) for v, b in zip(V, net.biases, strict=True)
@@ -83,11 +84,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"DRN {result['arch']}  input gain {args.input_gain:g} V  batch {args.batch}  "
-          f"{dtype.name}  seed {args.seed}")
-    print(f"{stats.sweeps} sweeps in {t_solve * 1e3:.3f} ms "
-          f"({result['examples_per_s']:.0f} examples/s); distance from the fixed point "
-          f"{gap:.2e} V")
+    print(
+        f"DRN {result['arch']}  input gain {args.input_gain:g} V  batch {args.batch}  "
+        f"{dtype.name}  seed {args.seed}"
+    )
+    print(
+        f"{stats.sweeps} sweeps in {t_solve * 1e3:.3f} ms "
+        f"({result['examples_per_s']:.0f} examples/s); distance from the fixed point "
+        f"{gap:.2e} V"
+    )
     for k, frac in enumerate(result["hidden_active_fraction"], start=1):
         print(f"hidden layer {k}: {100 * frac:.1f} % of nodes conducting (off their clamp)")
     print("example  prediction  power (W)   output voltages (V)")
@@ -107,11 +112,19 @@ def register_solve_drn(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         description=__doc__,
     )
     p.add_argument("--arch", default="1568-100-10", help="layer sizes (default 1568-100-10)")
-    p.add_argument("--input-gain", type=_positive_float, default=100.0,
-                   help="input gain G_in, V per unit pixel (default 100)")
+    p.add_argument(
+        "--input-gain",
+        type=_positive_float,
+        default=100.0,
+        help="input gain G_in, V per unit pixel (default 100)",
+    )
     p.add_argument("--batch", type=_positive_int, default=4, help="examples (default 4)")
-    p.add_argument("--sweeps", type=_positive_int, default=4,
-                   help="block-coordinate-descent sweeps (default 4)")
+    p.add_argument(
+        "--sweeps",
+        type=_positive_int,
+        default=4,
+        help="block-coordinate-descent sweeps (default 4)",
+    )
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -74,9 +74,7 @@ def mnist_like(rng: np.random.Generator, batch: int, pixels: int) -> np.ndarray:
     return x * (rng.uniform(size=x.shape) < 0.19)
 
 
-@pytest.mark.parametrize(
-    "sizes", [(16, 6, 3), (20, 8, 6, 4), (12, 10, 6, 6, 2), (40, 30, 10)]
-)
+@pytest.mark.parametrize("sizes", [(16, 6, 3), (20, 8, 6, 4), (12, 10, 6, 6, 2), (40, 30, 10)])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_block_cd_matches_qp_reference(sizes: tuple[int, ...], seed: int) -> None:
     rng = np.random.default_rng(100 + seed)
@@ -239,7 +237,9 @@ def reference_sweeps(net: DRN, v_in: np.ndarray, n_sweeps: int) -> list[np.ndarr
 
 @pytest.mark.parametrize("sizes", [(16, 6, 3), (20, 8, 6, 4), (12, 10, 6, 6, 2)])
 @pytest.mark.parametrize("n_sweeps", [1, 2, 4])
-def test_fixed_sweep_count_matches_the_plain_algorithm(sizes: tuple[int, ...], n_sweeps: int) -> None:
+def test_fixed_sweep_count_matches_the_plain_algorithm(
+    sizes: tuple[int, ...], n_sweeps: int
+) -> None:
     rng = np.random.default_rng(21)
     net = random_net(sizes, 4)
     v_in = pixels_to_inputs(mnist_like(rng, 3, sizes[0] // 2), 10.0)

@@ -20,7 +20,6 @@ from hwloop.device import (
 from hwloop.errors import ConfigError, LimitError, UnsupportedError
 
 
-
 def _inputs(desc: BoardDescription, batch: int, seed: int = 0, frac: float = 0.5) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = len(desc.input_nodes)

@@ -1,0 +1,91 @@
+"""Registration of ``hwloop train`` and ``hwloop evaluate`` (argument parsing only).
+
+This module stays light: the dispatcher imports it for every ``hwloop``
+command, so the training machinery (:mod:`protocols.commands`) is imported
+only when one of these subcommands actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+# CLI flag -> configuration key (only options given on the command line override the file)
+_TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "backend": ("backend", str, "board backend (entry point in hwloop.backends)"),
+    "dataset": ("dataset", str, "mnist-subset (bundled), mnist, fashion-mnist, kmnist, or a path"),
+    "data_dir": ("data-dir", str, "directory with the IDX files (or set HWLOOP_DATA_DIR)"),
+    "arch": ("arch", str, "layer sizes, e.g. 1568-100-10"),
+    "input_gain": ("input-gain", float, "input voltage per unit pixel, V"),
+    "lr_weights": ("lr", float, "learning rate(s), one per layer or one for all"),
+    "lr_biases": ("lr-biases", float, "bias learning rate(s)"),
+    "momentum": ("momentum", float, "SGD momentum in [0, 1)"),
+    "lr_decay": ("lr-decay", float, "learning-rate factor per epoch"),
+    "epochs": ("epochs", int, "epochs"),
+    "batch_size": ("batch-size", int, "examples per EP step"),
+    "beta": ("beta", float, "nudge strength, S"),
+    "estimator": ("estimator", str, "centered (default), one-sided or random-sign"),
+    "nudge": ("nudge", str, "resistive (default) or current"),
+    "samples": ("samples", int, "repeat samples per phase"),
+    "sem_target": ("sem-target", float, "sample until every node's standard error < this, V"),
+    "max_samples": ("max-samples", int, "cap on samples per phase with --sem-target"),
+    "read_noise": ("read-noise", float, "emulator read noise per sample, V"),
+    "device_preset": ("device-preset", str, "emulator device model: ideal or reram"),
+    "programming": ("programming", str, "open-loop (default) or write-verify"),
+    "wv_tolerance": ("wv-tolerance", float, "write-verify tolerance, S"),
+    "sweeps": ("sweeps", int, "emulator coordinate-descent sweeps per settle"),
+    "dtype": ("dtype", str, "float32 (default) or float64"),
+    "seed": ("seed", int, "random seed"),
+    "train_limit": ("train-limit", int, "use only N training examples"),
+    "test_limit": ("test-limit", int, "use only N test examples"),
+}
+_MULTI = {"lr_weights", "lr_biases"}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from protocols.commands import run_train
+
+    return run_train(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from protocols.commands import run_evaluate
+
+    return run_evaluate(args)
+
+
+def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hwloop train``."""
+    p = sub.add_parser("train", help="train a resistive network with Equilibrium Propagation",
+                       description="Train with EP on a board; unset options take the published "
+                       "settings of the architecture (physics doc 5.1 / 5.2).")
+    p.add_argument("--config", type=Path, help="TOML file with training options")
+    for key, (flag, typ, help_) in _TRAIN_FLAGS.items():
+        if key in _MULTI:
+            p.add_argument(f"--{flag}", dest=key, type=typ, nargs="+", help=help_)
+        else:
+            p.add_argument(f"--{flag}", dest=key, type=typ, help=help_)
+    p.add_argument("--out", required=True, help="run file to write (.h5)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the step plan and check it against the limits; apply nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    p.set_defaults(func=_train)
+
+
+def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hwloop evaluate``."""
+    p = sub.add_parser("evaluate", help="accuracy of a trained run on a dataset",
+                       description="Load the conductances and biases of RUN.h5 into the "
+                       "emulator and measure accuracy (noise-free unless --read-noise).")
+    p.add_argument("run", help="run file written by hwloop train")
+    p.add_argument("--dataset", required=True,
+                   help="dataset name, a directory of IDX files, or an .npz with x and y")
+    p.add_argument("--data-dir", help="directory with the IDX files")
+    p.add_argument("--read-noise", type=float, default=None, help="read noise per sample, V")
+    p.add_argument("--samples", type=int, default=1, help="samples averaged per read")
+    p.add_argument("--seed", type=int, default=0, help="seed of the read noise")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=_evaluate)

@@ -1,0 +1,172 @@
+"""Training configuration: validated, with the published settings as defaults.
+
+Every option left unset (``None``) is resolved from the published
+hyper-parameters of the chosen architecture and dataset (physics doc 5.1 for
+MNIST, the fast-DRN paper; 5.2 for Fashion-MNIST and KMNIST, the
+universal-approximation paper), so ``hwloop train --arch 1568-100-10`` trains
+well with no other option. The resolved configuration is saved with the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from hwloop.config import build_config
+from hwloop.errors import ConfigError
+
+DTypeName = Literal["float32", "float64"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of ``hwloop train``. Units: volts, siemens, amperes, seconds.
+
+    ``None`` means "the published value for this architecture and dataset"
+    (see :func:`resolve`).
+    """
+
+    backend: str = "emulator"
+    dataset: str = "mnist-subset"
+    data_dir: str | None = None
+    arch: str = "1568-100-10"
+    input_gain: float | None = None
+    """Input voltage per unit pixel, V (inputs are +G*x and -G*x)."""
+    lr_weights: tuple[float, ...] | None = None
+    """Learning rate per weight layer (or one for all), S^2 per unit loss."""
+    lr_biases: tuple[float, ...] | None = None
+    momentum: float | None = None
+    lr_decay: float = 0.99
+    """Learning-rate factor per epoch, in (0, 1]."""
+    epochs: int | None = None
+    batch_size: int | None = None
+    beta: float | None = None
+    """Nudge strength, S (> 0); the estimator chooses its signs."""
+    estimator: Literal["centered", "one-sided", "random-sign"] = "centered"
+    nudge: Literal["resistive", "current"] = "resistive"
+    samples: int = 1
+    """Repeat samples per phase (>= 1)."""
+    sem_target: float | None = None
+    """Stop sampling early once each node's standard error is below this, V."""
+    max_samples: int | None = None
+    read_noise: float | None = None
+    """Gaussian read noise per sample on the emulator, V (overrides the preset's)."""
+    device_preset: str = "ideal"
+    programming: Literal["open-loop", "write-verify"] = "open-loop"
+    wv_tolerance: float | None = None
+    """Write-verify tolerance, S (default 2 % of the conductance range)."""
+    wv_max_iterations: int = 20
+    sweeps: int | None = None
+    """Coordinate-descent sweeps per settle on the emulator."""
+    dtype: DTypeName = "float32"
+    seed: int = 0
+    train_limit: int | None = None
+    """Use only the first N training examples (after shuffling with the seed)."""
+    test_limit: int | None = None
+    eval_batch_size: int = 500
+    test_fraction: float = 0.2
+    """Test share of the bundled MNIST subset (its split is stratified, seeded)."""
+
+    def __post_init__(self) -> None:
+        def pos(name: str, v: float | None, strict: bool = True) -> None:
+            if v is None:
+                return
+            if not np.isfinite(v) or v < 0 or (strict and v == 0):
+                rel = "> 0" if strict else ">= 0"
+                raise ConfigError(f"{name} = {v} must be a finite number {rel}")
+
+        pos("input_gain", self.input_gain)
+        pos("beta", self.beta)
+        pos("sem_target", self.sem_target)
+        pos("read_noise", self.read_noise, strict=False)
+        pos("wv_tolerance", self.wv_tolerance)
+        for name in ("lr_weights", "lr_biases"):
+            for v in getattr(self, name) or ():
+                pos(name, v, strict=False)
+        if self.momentum is not None and not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum = {self.momentum} must be in [0, 1)")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay = {self.lr_decay} must be in (0, 1]")
+        for name in ("epochs", "batch_size", "samples", "max_samples", "sweeps",
+                     "train_limit", "test_limit", "eval_batch_size", "wv_max_iterations"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ConfigError(f"{name} = {v} must be >= 1")
+        if self.max_samples is not None and self.max_samples < self.samples:
+            raise ConfigError(f"max_samples = {self.max_samples} must be >= samples = {self.samples}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"test_fraction = {self.test_fraction} must be in (0, 1)")
+        if self.beta is not None and self.beta > 1e3:
+            raise ConfigError(f"beta = {self.beta} S is out of range (at most 1000)")
+        if self.read_noise is not None and self.read_noise > 1.0:
+            raise ConfigError(f"read_noise = {self.read_noise} V is out of range (at most 1 V)")
+
+
+# --------------------------------------------------------------------------- published settings
+
+_MNIST_FAMILY = {"mnist-subset", "mnist"}
+
+# physics doc 5.1 (fast-DRN, Scellier 2024), MNIST: batch 4, momentum 0, gamma 0.99
+_FAST_DRN: dict[str, dict[str, Any]] = {
+    "1568-100-10": dict(input_gain=100.0, sweeps=4, beta=1.0, lr_weights=(0.006, 0.006),
+                        lr_biases=(0.006, 0.006), epochs=10),
+    "1568-32768-10": dict(input_gain=800.0, sweeps=4, beta=1.0, lr_weights=(0.006, 0.006),
+                          lr_biases=(0.006, 0.006), epochs=100),
+    "1568-1024-10": dict(input_gain=480.0, sweeps=4, beta=1.0, lr_weights=(0.006, 0.006),
+                         lr_biases=(0.006, 0.006), epochs=50),
+    "1568-1024-1024-10": dict(input_gain=2000.0, sweeps=5, beta=1.0,
+                              lr_weights=(0.002, 0.006, 0.018),
+                              lr_biases=(0.002, 0.006, 0.018), epochs=50),
+    "1568-1024-1024-1024-10": dict(input_gain=4000.0, sweeps=6, beta=2.0,
+                                   lr_weights=(0.005, 0.02, 0.08, 0.005),
+                                   lr_biases=(0.0005, 0.002, 0.008, 0.0005), epochs=50),
+}
+_FAST_COMMON = dict(batch_size=4, momentum=0.0)
+
+# physics doc 5.2 (universal-approximation paper): gain = dataset gain x model gain,
+# batch 32, momentum 0.9, 100 epochs, gamma 0.99
+_DATASET_GAIN = {"mnist": 8.0, "mnist-subset": 8.0, "kmnist": 5.0, "fashion-mnist": 5.0}
+_UNIVERSAL: dict[str, dict[str, Any]] = {
+    "1568-1024-10": dict(model_gain=60.0, beta=0.5, sweeps=4, lr_weights=(0.005, 0.005),
+                         lr_biases=(0.005, 0.005)),
+    "1568-1024-1024-10": dict(model_gain=250.0, beta=1.0, sweeps=5,
+                              lr_weights=(0.002, 0.006, 0.005),
+                              lr_biases=(0.002, 0.006, 0.005)),
+    "1568-1024-1024-1024-10": dict(model_gain=500.0, beta=2.0, sweeps=6,
+                                   lr_weights=(0.005, 0.02, 0.08, 0.005),
+                                   lr_biases=(0.0005, 0.002, 0.008, 0.0005)),
+}
+_UNIVERSAL_COMMON = dict(batch_size=32, momentum=0.9, epochs=100)
+
+
+def published_defaults(arch: str, dataset: str) -> tuple[dict[str, Any], str]:
+    """The published settings for ``arch`` on ``dataset`` and where they come from."""
+    arch_key = "-".join(str(int(s)) for s in arch.split("-")) if arch else arch
+    family = dataset if dataset in _DATASET_GAIN else "mnist"
+    if family not in _MNIST_FAMILY and arch_key in _UNIVERSAL:
+        u = dict(_UNIVERSAL[arch_key])
+        u["input_gain"] = _DATASET_GAIN[family] * u.pop("model_gain")
+        return {**_UNIVERSAL_COMMON, **u}, "Scellier & Mishra 2025 (physics doc 5.2)"
+    if arch_key in _FAST_DRN:
+        return {**_FAST_COMMON, **_FAST_DRN[arch_key]}, "Scellier 2024 fast-DRN (physics doc 5.1)"
+    n_layers = len(arch_key.split("-"))
+    generic = dict(input_gain=100.0, sweeps=4 + max(0, n_layers - 3), beta=1.0,
+                   lr_weights=(0.006,), lr_biases=(0.006,), epochs=10, **_FAST_COMMON)
+    return generic, "generic defaults (no published settings for this architecture)"
+
+
+def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str]:
+    """Fill every ``None`` option from :func:`published_defaults`; return the source too."""
+    defaults, source = published_defaults(cfg.arch, cfg.dataset)
+    changes = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
+    if cfg.max_samples is None:
+        changes["max_samples"] = cfg.samples if cfg.sem_target is None else 64 * cfg.samples
+    return dataclasses.replace(cfg, **changes), source
+
+
+def make_config(values: dict[str, Any], source: str = "configuration") -> TrainConfig:
+    """Build a :class:`TrainConfig` strictly from a mapping (TOML + CLI options)."""
+    return build_config(TrainConfig, values, source=source)

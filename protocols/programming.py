@@ -1,0 +1,296 @@
+"""Conductance programming: open loop, or write-verify.
+
+* Open loop: the requested change becomes a pulse count through the board's
+  nominal update model (``pulse_step_s`` from its description), rounded to the
+  nearest count or stochastically (with the run's generator); what rounding
+  leaves over is carried to the next step so small updates are not lost. A
+  board without pulse granularity (the ideal emulator) takes the deltas as they
+  are.
+* Write-verify (device-models doc section 4): read, pulse toward the target,
+  re-read, until within tolerance or out of pulses; a device that does not
+  respond is given up on. Each edge's record says how many pulses it took,
+  whether it converged and why it stopped.
+
+Nothing is clipped silently: a target beyond the device bounds is saturated at
+the bound and marked ``AT_BOUND``; more pulses than the per-step cap are
+capped and marked ``PULSE_CAP``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.device import Device, ProgramResult, ProgramStatus
+from hwloop.errors import ConfigError
+from protocols.optim import Update
+
+Array = NDArray[np.floating]
+
+
+class Reason(enum.IntEnum):
+    """Why programming of an edge ended the way it did."""
+
+    CONVERGED = 0
+    """Within tolerance (write-verify) or applied as requested (open loop)."""
+    AT_BOUND = 1
+    """The target lay beyond the device bound; programmed to the bound."""
+    MAX_ITERATIONS = 2
+    """Write-verify ran out of iterations before reaching the tolerance."""
+    NO_RESPONSE = 3
+    """The device did not move under pulses (stuck): given up."""
+    PULSE_CAP = 4
+    """The pulse count was capped at the per-step maximum."""
+    SKIPPED = 5
+    """The change was below the programming threshold (carried to the next step)."""
+
+
+@dataclass(frozen=True, eq=False)
+class ProgramReport:
+    """What programming did in one step.
+
+    Attributes:
+        mode: ``"open-loop"`` or ``"write-verify"``.
+        edges: ``(k,)`` edges addressed, or ``None`` when every edge was
+            programmed in one dense call (``k = n_edges``, board order).
+        requested_delta_s: ``(k,)`` change asked for by the optimiser, S.
+        target_s: ``(k,)`` target conductance, S (NaN when not known: open loop).
+        achieved_s: ``(k,)`` conductance after programming as the board reports
+            or last read it, S (NaN when unknown; empty for a dense call).
+        pulses: ``(k,)`` signed total pulses applied per edge.
+        reason: ``(k,)`` :class:`Reason` codes (``converged`` derives from it).
+        iterations: write-verify iterations used (1 for open loop).
+        bias_delta_a: ``(n_bias,)`` bias current changes applied, A.
+    """
+
+    mode: str
+    edges: NDArray[np.int64] | None
+    requested_delta_s: Array
+    target_s: Array
+    achieved_s: Array
+    pulses: NDArray[np.int64]
+    reason: NDArray[np.int8]
+    iterations: int
+    bias_delta_a: Array
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> NDArray[np.bool_]:
+        """``(k,)`` True where the edge ended within tolerance / as asked."""
+        return np.asarray(self.reason == Reason.CONVERGED)
+
+    @property
+    def total_pulses(self) -> int:
+        """Pulses applied in the step."""
+        if self.pulses.strides == (0,):  # a broadcast zero: continuous programming
+            return 0
+        return int(np.abs(self.pulses).sum())
+
+
+def _reason_counts(reason: NDArray[np.int8]) -> dict[str, int]:
+    """Number of edges per reason (sparse: one pass to find the non-zero codes)."""
+    nz = np.flatnonzero(reason)
+    counts = np.bincount(reason[nz].astype(np.int64), minlength=len(Reason))
+    counts[Reason.CONVERGED] = reason.size - nz.size
+    return {r.name.lower(): int(counts[r.value]) for r in Reason if counts[r.value]}
+
+
+def _status_to_reason(status: NDArray[np.int8]) -> NDArray[np.int8]:
+    """Device statuses to reasons: AT_MAX/AT_MIN become AT_BOUND, the rest CONVERGED."""
+    reason = np.zeros(status.shape, dtype=np.int8)
+    nz = np.flatnonzero(status)
+    if nz.size:
+        st = status[nz]
+        bound = (st == ProgramStatus.AT_MAX) | (st == ProgramStatus.AT_MIN)
+        reason[nz[bound]] = Reason.AT_BOUND
+    return reason
+
+
+@dataclass
+class OpenLoopProgrammer:
+    """Open-loop programming through the nominal update model.
+
+    Args:
+        rounding: ``"nearest"`` or ``"stochastic"`` pulse rounding.
+        carry_residual: keep what rounding (or the threshold) left over for the next step.
+        min_delta_s: changes smaller than this are not programmed this step, S (>= 0).
+        max_pulses: cap on pulses per edge per step (within the board's limit).
+    """
+
+    rounding: Literal["nearest", "stochastic"] = "nearest"
+    carry_residual: bool = True
+    min_delta_s: float = 0.0
+    max_pulses: int = 100
+    _residual: Array | None = field(default=None, repr=False)
+
+    mode = "open-loop"
+
+    def program(self, device: Device, update: Update, rng: np.random.Generator) -> ProgramReport:
+        """Apply ``update`` to ``device``; return what was done."""
+        desc = device.describe()
+        step = desc.pulse_step_s
+        delta = np.asarray(update.delta_g_s)
+        want = delta if self._residual is None else delta + self._residual
+        n = desc.n_edges
+        if step == 0:
+            if self.min_delta_s > 0:
+                sel = np.flatnonzero(np.abs(want) >= self.min_delta_s)
+                res = device.program_deltas(sel, want[sel])
+                edges = sel
+                reason_all = np.full(n, Reason.SKIPPED, dtype=np.int8)
+                reason_all[sel] = _status_to_reason(res.status)
+                if self.carry_residual:
+                    left = want.copy()
+                    left[sel] = 0.0
+                    self._residual = left
+                reason = reason_all[sel]
+            else:
+                res = device.program_deltas(None, want)
+                edges = None
+                reason = _status_to_reason(res.status)
+                self._residual = None
+            k = n if edges is None else len(edges)
+            pulses = np.broadcast_to(np.int64(0), (k,))
+            achieved = res.g_after_s
+            req = delta if edges is None else delta[edges]
+        else:
+            x = want / step
+            if self.rounding == "stochastic":
+                lo = np.floor(x)
+                counts = lo + (rng.random(x.shape) < (x - lo))
+            else:
+                counts = np.rint(x)
+            if self.min_delta_s > 0:
+                counts[np.abs(want) < self.min_delta_s] = 0
+            capped = np.abs(counts) > self.max_pulses
+            counts = np.clip(counts, -self.max_pulses, self.max_pulses).astype(np.int64)
+            if self.carry_residual:
+                self._residual = want - counts * step
+            edges = np.flatnonzero(counts)
+            res = device.program_pulses(edges, counts[edges])
+            pulses = res.applied_pulses
+            achieved = res.g_after_s
+            reason = _status_to_reason(res.status)
+            reason[capped[edges]] = Reason.PULSE_CAP
+            req = delta[edges]
+        b_delta = np.asarray(update.delta_b_a)
+        if b_delta.size and np.any(b_delta):
+            device.set_bias_currents(device.read_bias_currents() + b_delta)
+        return ProgramReport(
+            mode=self.mode,
+            edges=None if edges is None else np.asarray(edges, dtype=np.int64),
+            requested_delta_s=req,
+            target_s=np.broadcast_to(np.float64(np.nan), (len(reason),)),
+            achieved_s=achieved,
+            pulses=pulses,
+            reason=reason,
+            iterations=1,
+            bias_delta_a=b_delta,
+            counts=_reason_counts(reason),
+        )
+
+
+@dataclass
+class WriteVerifyProgrammer:
+    """Read, pulse, re-read until each edge is within tolerance of its target.
+
+    Args:
+        tolerance_s: acceptance window around the target, S (> 0).
+        max_iterations: verify rounds before giving up (>= 1).
+        max_pulses_per_iteration: pulse cap per edge per round (>= 1).
+        min_delta_s: changes smaller than this are skipped and carried over, S.
+        patience: rounds with pulses but no movement (< 10 % of a nominal step)
+            after which a device is declared unresponsive.
+        verify_reads: conductance reads averaged per verify.
+    """
+
+    tolerance_s: float
+    max_iterations: int = 20
+    max_pulses_per_iteration: int = 10
+    min_delta_s: float = 0.0
+    patience: int = 3
+    verify_reads: int = 1
+    _residual: Array | None = field(default=None, repr=False)
+
+    mode = "write-verify"
+
+    def __post_init__(self) -> None:
+        if not self.tolerance_s > 0:
+            raise ConfigError(f"write-verify tolerance = {self.tolerance_s} S must be > 0")
+        if self.max_iterations < 1 or self.max_pulses_per_iteration < 1 or self.verify_reads < 1:
+            raise ConfigError("write-verify iterations, pulses per iteration and reads must be >= 1")
+
+    def _read(self, device: Device, edges: NDArray[np.int64]) -> Array:
+        acc = device.read_conductances(edges)
+        for _ in range(self.verify_reads - 1):
+            acc = acc + device.read_conductances(edges)
+        return np.asarray(acc / self.verify_reads, dtype=np.float64)
+
+    def program(self, device: Device, update: Update, rng: np.random.Generator) -> ProgramReport:
+        """Apply ``update`` to ``device`` with verification; return what was done."""
+        desc = device.describe()
+        step = desc.pulse_step_s
+        delta = np.asarray(update.delta_g_s, dtype=np.float64)
+        want = delta if self._residual is None else delta + self._residual
+        thresh = max(self.min_delta_s, 0.0)
+        edges = np.flatnonzero(np.abs(want) > thresh) if thresh > 0 else np.flatnonzero(want)
+        left = want.copy()
+        left[edges] = 0.0
+        self._residual = left
+        k = len(edges)
+        g = self._read(device, edges)
+        target = g + want[edges]
+        reason = np.full(k, Reason.CONVERGED, dtype=np.int8)
+        beyond = (target > desc.g_max_s) | (target < desc.g_min_s)
+        target = np.clip(target, desc.g_min_s, desc.g_max_s)
+        pulses = np.zeros(k, dtype=np.int64)
+        still = np.zeros(k, dtype=np.int64)
+        gave_up = np.zeros(k, dtype=bool)
+        it = 0
+        for it in range(1, self.max_iterations + 1):
+            err = target - g
+            active = np.flatnonzero((np.abs(err) > self.tolerance_s) & ~gave_up)
+            if active.size == 0:
+                it -= 1
+                break
+            e = edges[active]
+            if step == 0:
+                device.program_deltas(e, err[active])
+            else:
+                p = np.clip(np.rint(err[active] / step), -self.max_pulses_per_iteration,
+                            self.max_pulses_per_iteration).astype(np.int64)
+                p[p == 0] = np.sign(err[active][p == 0]).astype(np.int64)
+                res: ProgramResult = device.program_pulses(e, p)
+                pulses[active] += res.applied_pulses
+            g_new = self._read(device, e)
+            moved = np.abs(g_new - g[active]) >= 0.1 * max(step, self.tolerance_s)
+            still[active] = np.where(moved, 0, still[active] + 1)
+            gave_up[active] |= still[active] >= self.patience
+            g[active] = g_new
+        err = target - g
+        converged = np.abs(err) <= self.tolerance_s
+        reason[~converged] = Reason.MAX_ITERATIONS
+        reason[~converged & gave_up] = Reason.NO_RESPONSE
+        reason[beyond] = Reason.AT_BOUND
+        b_delta = np.asarray(update.delta_b_a)
+        if b_delta.size and np.any(b_delta):
+            device.set_bias_currents(device.read_bias_currents() + b_delta)
+        return ProgramReport(
+            mode=self.mode,
+            edges=edges.astype(np.int64),
+            requested_delta_s=delta[edges],
+            target_s=target,
+            achieved_s=g,
+            pulses=pulses,
+            reason=reason,
+            iterations=it,
+            bias_delta_a=b_delta,
+            counts=_reason_counts(reason),
+        )
+
+
+Programmer = OpenLoopProgrammer | WriteVerifyProgrammer

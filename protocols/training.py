@@ -1,0 +1,314 @@
+"""EP training runs and evaluation on any backend.
+
+:class:`Trainer` runs epochs of mini-batches; each mini-batch is one EP step
+plan (:mod:`protocols.plan`) executed by :func:`protocols.engine.run_step`.
+Pixels become input voltages ``[+G x, -G x]``; targets are one-hot voltages
+(1 V for the label, 0 V elsewhere); the cost is ``1/2 sum (v_o - y_o)^2``.
+
+Accuracy is what the board measures: the argmax of the output voltages read in
+the free phase (with the configured repeat samples).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hwloop.datasets import Dataset
+from numpy.typing import NDArray
+
+from hwloop.device import Device
+from hwloop.errors import ConfigError
+from hwloop.runfile import RunWriter
+from hwloop.session import StopRequest
+from protocols.config import TrainConfig
+from protocols.engine import StepRecord, run_step
+from protocols.estimators import Estimator, make_estimator
+from protocols.optim import SGD, Update
+from protocols.plan import build_step_plan, dry_run
+from protocols.programming import OpenLoopProgrammer, ProgramReport, WriteVerifyProgrammer
+from protocols.updates import Gradient, output_cost
+
+Array = NDArray[np.floating]
+
+
+def encode_inputs(x: Array, input_gain_v: float, n_inputs: int) -> Array:
+    """Pixels ``(batch, P)`` in [0, 1] -> input voltages, V.
+
+    ``n_inputs == 2P``: the DRN's ``[+G x, -G x]`` pairs; ``n_inputs == P``: ``G x``.
+    """
+    p = x.shape[1]
+    if n_inputs == 2 * p:
+        return np.concatenate([input_gain_v * x, -input_gain_v * x], axis=1)
+    if n_inputs == p:
+        return input_gain_v * x
+    raise ConfigError(
+        f"the board has {n_inputs} inputs but the images have {p} pixels; "
+        f"use an architecture whose input layer is {2 * p} (+/- pairs) or {p}"
+    )
+
+
+def one_hot(labels: NDArray[np.integer], n_outputs: int) -> Array:
+    """``(batch, n_outputs)`` target voltages: 1 V for the label, 0 V elsewhere."""
+    if labels.size and int(labels.max()) >= n_outputs:
+        raise ConfigError(f"label {int(labels.max())} needs at least {int(labels.max()) + 1} outputs")
+    return np.eye(n_outputs)[labels]
+
+
+def backend_options(cfg: TrainConfig) -> dict[str, Any]:
+    """Options for the backend factory derived from the training configuration."""
+    if cfg.backend == "emulator":
+        opts: dict[str, Any] = {"arch": cfg.arch, "preset": cfg.device_preset, "dtype": cfg.dtype}
+        if cfg.sweeps is not None:
+            opts["n_sweeps"] = cfg.sweeps
+        if cfg.read_noise is not None:
+            opts["read_noise_v"] = cfg.read_noise
+        return opts
+    return {"arch": cfg.arch}
+
+
+@dataclass
+class _Learner:
+    optimiser: SGD
+    programmer: OpenLoopProgrammer | WriteVerifyProgrammer
+    rng: np.random.Generator
+
+    def update(self, gradient: Gradient) -> Update:
+        return self.optimiser.step(gradient)
+
+    def program(self, device: Device, update: Update) -> ProgramReport:
+        return self.programmer.program(device, update, self.rng)
+
+
+def evaluate(
+    device: Device,
+    x: Array,
+    labels: NDArray[np.integer],
+    input_gain_v: float,
+    *,
+    batch_size: int = 500,
+    n_samples: int = 1,
+) -> tuple[float, float]:
+    """Accuracy (fraction) and mean cost of the board's free-phase outputs on ``x``."""
+    desc = device.describe()
+    outs = desc.output_nodes
+    correct = 0
+    cost = 0.0
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        yb = labels[start : start + batch_size]
+        device.apply_nudge(None)
+        device.apply_inputs(encode_inputs(xb, input_gain_v, len(desc.input_nodes)))
+        device.settle()
+        v = device.read_nodes(n_samples, nodes=outs).mean_v.real
+        correct += int(np.sum(np.argmax(v, axis=1) == yb))
+        cost += float(output_cost(v, one_hot(yb, len(outs))).sum())
+    n = max(len(x), 1)
+    return correct / n, cost / n
+
+
+@dataclass
+class EpochMetrics:
+    """Metrics of one epoch."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    test_loss: float
+    time_s: float
+    examples_per_s: float
+    pulses: int
+    saturated: int
+
+    def as_dict(self) -> dict[str, float]:
+        """The metrics as floats, for the run file."""
+        return {k: float(v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class TrainResult:
+    """Outcome of a training run."""
+
+    status: str
+    reason: str
+    epochs: list[EpochMetrics] = field(default_factory=list)
+
+    @property
+    def final_test_accuracy(self) -> float:
+        """Test accuracy after the last finished epoch (NaN if none)."""
+        return self.epochs[-1].test_accuracy if self.epochs else float("nan")
+
+
+class Trainer:
+    """Runs EP training of ``device`` on ``data`` as configured.
+
+    Args:
+        cfg: the resolved configuration (see :func:`protocols.config.resolve`).
+        device: any Device (the caller owns it and its safe state).
+        data: the dataset.
+        rng: the run's generator (shuffling, random-sign nudges, stochastic rounding).
+        writer: the run file, or None.
+        stop: set by the first Ctrl-C; checked after every step.
+        on_step: called after every step with (step index in epoch, record, running
+            loss, running accuracy) -- the CLI's progress bar.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        device: Device,
+        data: Dataset,
+        rng: np.random.Generator,
+        *,
+        writer: RunWriter | None = None,
+        stop: StopRequest | None = None,
+        on_step: Callable[[int, StepRecord, float, float], None] | None = None,
+        on_epoch: Callable[[EpochMetrics], None] | None = None,
+    ) -> None:
+        if cfg.input_gain is None or cfg.beta is None or cfg.batch_size is None:
+            raise ConfigError("the training configuration must be resolved before training")
+        self.cfg = cfg
+        self.device = device
+        self.desc = device.describe()
+        self.rng = rng
+        self.writer = writer
+        self.stop = stop or StopRequest()
+        self.on_step = on_step
+        self.on_epoch = on_epoch
+        self.estimator: Estimator = make_estimator(cfg.estimator)
+        self.dtype = np.dtype(cfg.dtype)
+        self.optimiser = SGD(
+            self.desc,
+            cfg.lr_weights or (0.006,),
+            cfg.lr_biases or (0.006,),
+            momentum=cfg.momentum or 0.0,
+            gamma=cfg.lr_decay,
+            dtype=self.dtype,
+        )
+        programmer: OpenLoopProgrammer | WriteVerifyProgrammer
+        if cfg.programming == "open-loop":
+            programmer = OpenLoopProgrammer()
+        else:
+            span = self.desc.g_max_s - self.desc.g_min_s
+            tol = cfg.wv_tolerance or (0.02 * span if np.isfinite(span) else 1e-6)
+            programmer = WriteVerifyProgrammer(tolerance_s=tol,
+                                               max_iterations=cfg.wv_max_iterations)
+        self.learner = _Learner(self.optimiser, programmer, rng)
+        x_tr, y_tr = data.pixels("train"), data.y_train.astype(np.int64)
+        if cfg.train_limit is not None:
+            keep = rng.permutation(len(x_tr))[: cfg.train_limit]
+            x_tr, y_tr = x_tr[keep], y_tr[keep]
+        x_te, y_te = data.pixels("test"), data.y_test.astype(np.int64)
+        if cfg.test_limit is not None:
+            x_te, y_te = x_te[: cfg.test_limit], y_te[: cfg.test_limit]
+        if len(x_tr) == 0:
+            raise ConfigError(f"dataset {data.name} has no training examples")
+        self.x_train, self.y_train = x_tr, y_tr
+        self.x_test, self.y_test = x_te, y_te
+        self.n_in = len(self.desc.input_nodes)
+        self.n_out = len(self.desc.output_nodes)
+        self.out_pos = np.searchsorted(self.desc.free_nodes, self.desc.output_nodes)
+
+    def plan_for_step(self) -> tuple[Any, ...]:
+        """The step plan (a fresh stencil: random-sign draws its sign here)."""
+        cfg = self.cfg
+        assert cfg.beta is not None
+        stencil = self.estimator.stencil(cfg.beta, self.rng)
+        return build_step_plan(
+            stencil,
+            nudge_kind=cfg.nudge,
+            n_samples=cfg.samples,
+            sem_target_v=cfg.sem_target,
+            max_samples=cfg.max_samples,
+        )
+
+    def preflight(self) -> None:
+        """Dry-run the first step's plan against the board's limits (nothing applied)."""
+        cfg = self.cfg
+        assert cfg.input_gain is not None and cfg.batch_size is not None
+        xb = self.x_train[: cfg.batch_size]
+        v = encode_inputs(np.ones_like(xb), cfg.input_gain, self.n_in)  # worst-case pixels
+        y = one_hot(self.y_train[: cfg.batch_size], self.n_out)
+        stencil_plan = build_step_plan(
+            self.estimator.stencil(cfg.beta or 1.0, np.random.default_rng(0)),
+            nudge_kind=cfg.nudge, n_samples=cfg.samples, sem_target_v=cfg.sem_target,
+            max_samples=cfg.max_samples,
+        )
+        dry_run(stencil_plan, self.desc, v, y)
+
+    def run(self, start_epoch: int = 0) -> TrainResult:
+        """Train for the configured epochs; return the metrics and exit status."""
+        cfg = self.cfg
+        assert cfg.epochs is not None and cfg.batch_size is not None
+        assert cfg.input_gain is not None
+        self.preflight()
+        result = TrainResult(status="running", reason="")
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            order = self.rng.permutation(len(self.x_train))
+            loss_sum = 0.0
+            correct = 0
+            seen = 0
+            pulses = 0
+            saturated = 0
+            for i, start in enumerate(range(0, len(order), cfg.batch_size)):
+                idx = order[start : start + cfg.batch_size]
+                x = self.x_train[idx]
+                labels = self.y_train[idx]
+                v_in = encode_inputs(x, cfg.input_gain, self.n_in)
+                y = one_hot(labels, self.n_out)
+                rec = run_step(self.plan_for_step(), self.device, v_in, y, self.learner,
+                               dtype=self.dtype)
+                v_out = rec.mean_v(0)[:, self.out_pos].real
+                loss_sum += float(output_cost(v_out, y).sum())
+                correct += int(np.sum(np.argmax(v_out, axis=1) == labels))
+                seen += len(idx)
+                if rec.programming is not None:
+                    pulses += rec.programming.total_pulses
+                    saturated += rec.programming.counts.get("at_bound", 0)
+                if self.on_step is not None:
+                    self.on_step(i, rec, loss_sum / seen, correct / seen)
+                if self.stop.requested:
+                    break
+            train_time = time.perf_counter() - t0
+            if self.stop.requested and seen < len(order):
+                result.status, result.reason = "stopped", self.stop.reason
+                self._save_params(epoch)
+                return result
+            self.optimiser.end_epoch()
+            test_acc, test_loss = evaluate(
+                self.device, self.x_test, self.y_test, cfg.input_gain,
+                batch_size=cfg.eval_batch_size, n_samples=cfg.samples,
+            ) if len(self.x_test) else (float("nan"), float("nan"))
+            m = EpochMetrics(
+                epoch=epoch + 1,
+                train_loss=loss_sum / max(seen, 1),
+                train_accuracy=correct / max(seen, 1),
+                test_accuracy=test_acc,
+                test_loss=test_loss,
+                time_s=train_time,
+                examples_per_s=seen / train_time if train_time > 0 else float("inf"),
+                pulses=pulses,
+                saturated=saturated,
+            )
+            result.epochs.append(m)
+            if self.writer is not None:
+                self.writer.append_epoch(m.as_dict())
+            self._save_params(epoch + 1)
+            if self.on_epoch is not None:
+                self.on_epoch(m)
+            if self.stop.requested:
+                result.status, result.reason = "stopped", self.stop.reason
+                return result
+        result.status = "completed"
+        return result
+
+    def _save_params(self, epoch: int) -> None:
+        if self.writer is not None:
+            self.writer.write_params(
+                self.device.read_conductances(), self.device.read_bias_currents(), epoch
+            )

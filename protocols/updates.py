@@ -1,0 +1,148 @@
+"""Local EP updates from measured node voltages only (physics doc section 3.3).
+
+For a conductance ``g_ij`` the energy derivative is ``dE/dg_ij = 1/2 (v_i - v_j)^2``,
+for a bias current ``b_k`` it is ``dE/db_k = -v_k``. An estimator's stencil
+combines these at the nudged equilibria (``grad = sum_i c_i f(beta_i)``),
+averaged over the examples of the batch.
+
+The squared drops are never formed per example and per edge. For a dense layer
+block between node sets A (sources) and D (destinations)::
+
+    sum_b sum_i c_i (a_bi - d_bj)^2
+        = sum_i c_i [ sum_b a_bi^2 ]  +  sum_i c_i [ sum_b d_bj^2 ]  -  2 [ A_stack^T (c D)_stack ]_ij
+
+one matrix product with the phases stacked along the batch axis. When A is the
+input layer its voltages are the applied sources, identical in every phase, so
+the product collapses to ``A^T (sum_i c_i D_i)`` and, with ``+x/-x`` input
+pairs, to one half of that: the same cost as one forward projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.device import BoardDescription
+
+Array = NDArray[np.floating]
+
+
+@dataclass(frozen=True, eq=False)
+class Gradient:
+    """An EP gradient estimate.
+
+    Attributes:
+        g: ``(n_edges,)`` estimate of dL/dg for every edge, 1/S units of the loss.
+        b: ``(n_bias,)`` estimate of dL/db for every bias source.
+    """
+
+    g: Array
+    b: Array
+
+
+def _as_index(idx: NDArray[np.integer]) -> slice | NDArray[np.integer]:
+    """A contiguous ascending index array as a slice (views instead of gathers)."""
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _input_mask(desc: BoardDescription) -> NDArray[np.bool_]:
+    mask = np.zeros(desc.n_nodes, dtype=bool)
+    mask[desc.input_nodes] = True
+    return mask
+
+
+def full_voltages(desc: BoardDescription, v_inputs: Array, v_free: Array) -> Array:
+    """Assemble ``(batch, n_nodes)`` node voltages: inputs as applied, free nodes as
+    measured, ground 0 V (and any other node 0 V).
+    """
+    batch = v_inputs.shape[0]
+    out = np.zeros((batch, desc.n_nodes), dtype=np.result_type(v_inputs, v_free))
+    out[:, _as_index(desc.input_nodes)] = v_inputs
+    out[:, _as_index(desc.free_nodes)] = v_free
+    return out
+
+
+def ep_gradient(
+    desc: BoardDescription,
+    v_inputs: Array,
+    phases_free_v: list[Array],
+    coeffs: tuple[float, ...],
+    *,
+    dtype: np.dtype[np.floating] | type[np.floating] = np.float64,
+) -> Gradient:
+    """Estimate dL/dg and dL/db from the measured free-node voltages of each phase.
+
+    Args:
+        desc: the board description (topology; layer blocks enable the fast path).
+        v_inputs: ``(batch, n_inputs)`` input voltages as applied (identical in
+            every phase), V.
+        phases_free_v: one ``(batch, n_free)`` array per stencil phase: the mean
+            measured voltage of each free node (``desc.free_nodes`` order), V.
+        coeffs: the stencil coefficients, one per phase, 1/S.
+        dtype: arithmetic precision.
+
+    Returns:
+        The gradient estimate, averaged over the batch.
+    """
+    dt = np.dtype(dtype)
+    batch = v_inputs.shape[0]
+    vin = np.asarray(v_inputs, dtype=dt)
+    full = [full_voltages(desc, vin, np.asarray(p, dtype=dt)) for p in phases_free_v]
+    c = [dt.type(x) for x in coeffs]
+    c_sum = dt.type(sum(coeffs))
+    g = np.empty(desc.n_edges, dtype=dt)
+    is_input = _input_mask(desc)
+    scale = dt.type(0.5 / batch)
+    if desc.layers is not None:
+        for block in desc.layers:
+            src, dst = _as_index(block.src), _as_index(block.dst)
+            n_src, n_dst = len(block.src), len(block.dst)
+            out = g[block.edge_offset : block.edge_offset + block.n_edges].reshape(n_src, n_dst)
+            d_ph = [f[:, dst] for f in full]
+            sq_d = sum(ci * np.einsum("bj,bj->j", d, d) for ci, d in zip(c, d_ph, strict=True))
+            if bool(np.all(is_input[block.src])):
+                # inputs are the applied sources, the same in every phase
+                a = full[0][:, src]
+                z = sum(ci * d for ci, d in zip(c, d_ph, strict=True)) * dt.type(-1.0 / batch)
+                sq_a = c_sum * np.einsum("bi,bi->i", a, a)
+                h = n_src // 2
+                if n_src % 2 == 0 and np.array_equal(a[:, h:], -a[:, :h]):
+                    np.matmul(a[:, :h].T, z, out=out[:h])
+                    np.negative(out[:h], out=out[h:])
+                else:
+                    np.matmul(a.T, z, out=out)
+            else:
+                a_ph = [f[:, src] for f in full]
+                sq_a = sum(ci * np.einsum("bi,bi->i", a, a) for ci, a in zip(c, a_ph, strict=True))
+                a_stack = np.concatenate(a_ph, axis=0)
+                z_stack = np.concatenate(
+                    [(ci * dt.type(-1.0 / batch)) * d for ci, d in zip(c, d_ph, strict=True)],
+                    axis=0,
+                )
+                np.matmul(a_stack.T, z_stack, out=out)
+            # out now holds -(1/B) sum_i c_i A_i^T D_i; add the squared terms (1/2B) sum c (a^2 + d^2)
+            out += (scale * np.asarray(sq_d, dtype=dt))[None, :]
+            if np.any(sq_a):
+                out += (scale * np.asarray(sq_a, dtype=dt))[:, None]
+    else:
+        i, j = desc.edge_nodes[:, 0], desc.edge_nodes[:, 1]
+        acc = np.zeros(desc.n_edges, dtype=dt)
+        for ci, f in zip(c, full, strict=True):
+            drop = f[:, i] - f[:, j]
+            acc += ci * np.einsum("be,be->e", drop, drop)
+        g[:] = acc * scale
+    bias = desc.bias_nodes
+    b = np.zeros(len(bias), dtype=dt)
+    for ci, f in zip(c, full, strict=True):
+        b -= ci * f[:, bias].mean(axis=0)
+    return Gradient(g=g, b=b)
+
+
+def output_cost(v_out: Array, targets_v: Array) -> NDArray[np.float64]:
+    """Per-example cost ``C = 1/2 sum_o (v_o - y_o)^2``, V^2."""
+    d = np.asarray(v_out, dtype=np.float64) - np.asarray(targets_v, dtype=np.float64)
+    return np.asarray(0.5 * np.sum(d * d, axis=1))

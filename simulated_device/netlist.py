@@ -1,0 +1,776 @@
+"""A fast reader for the SPICE subset that ``hwloop op`` solves.
+
+Supported input (case-insensitive, SPICE conventions):
+
+* The **first line is the title** and is never parsed as an element.
+* Elements, one per statement (``+`` at the start of a line continues the previous one):
+
+  - ``Rname n1 n2 value``: linear resistor, ``value`` in ohm, must be > 0.
+  - ``Dname anode cathode MODEL [area]``: junction diode, ``area`` > 0 scales ``IS``.
+  - ``Vname n+ n- [DC] value``: independent DC voltage source, ``v(n+) - v(n-) = value`` (V).
+  - ``Iname n+ n- [DC] value``: independent DC current source (A). As in SPICE the
+    current flows from ``n+`` through the source to ``n-``: it is pulled out of ``n+``
+    and pushed into ``n-``.
+  - ``Cname n1 n2 value``: capacitor, an **open circuit** at DC (kept so that its nodes
+    exist; a node reached only through capacitors is floating).
+  - ``Lname n1 n2 value``: inductor, a **short circuit** at DC (a 0 V source).
+
+* ``.model NAME D(IS=... N=...)``: diode model. Used parameters: ``IS`` (A, default
+  1e-14), ``N`` (default 1), and for temperatures other than ``TNOM`` the SPICE
+  temperature scaling of ``IS`` with ``EG`` (eV, default 1.11), ``XTI`` (default 3)
+  and ``TNOM`` (degC, default 27). ``RS`` must be 0 and ``BV`` must be absent, since
+  both change the DC curve and are not modelled. Parameters that only affect AC,
+  transient or noise analysis (``CJO``/``CJ0``/``CJ``, ``VJ``/``PB``, ``M``/``MJ``,
+  ``TT``, ``FC``, ``KF``, ``AF``, ``IBV``) are accepted and ignored; anything else
+  is rejected.
+* Comments: lines whose first non-blank character is ``*``; inline comments start
+  at ``;`` or at a ``$`` followed by a blank or the end of the line.
+* Values take SPICE scale suffixes ``f p n u m k meg g t mil`` (``m`` is milli,
+  ``meg`` is mega) and any trailing unit letters are ignored: ``10kohm``, ``5uA``,
+  ``2.2K``, ``1meg``, ``1e3``.
+* Node ``0`` (alias ``gnd``) is ground.
+* Skipped dot commands: ``.op .options/.option/.opt .title .end .print .probe .save
+  .plot .width .nodeset .ic`` and whole ``.control`` ... ``.endc`` blocks. Text after
+  ``.end`` is ignored.
+* Rejected with a clear error: ``.temp`` and ``.options temp=/tnom=`` (pass the
+  temperature to the solver instead: ``hwloop op --temp C``), ``.include``/``.inc``
+  /``.lib``, ``.param``, ``.subckt``, every other dot command and every other
+  element letter (E, F, G, H, Q, M, J, X, ...).
+
+Every problem raises :class:`hwloop.errors.NetlistError` with a one-line message
+``SOURCE:LINE: problem; fix``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.errors import NetlistError
+
+__all__ = [
+    "GROUND",
+    "DiodeModel",
+    "Netlist",
+    "parse_netlist",
+    "parse_value",
+    "read_netlist",
+]
+
+GROUND: Final = "0"
+"""Name of the ground node; ``gnd`` is read as an alias."""
+
+_GROUND_ALIASES: Final = frozenset({"0", "gnd"})
+
+_SCALE: Final[dict[str, float]] = {
+    "f": 1e-15,
+    "p": 1e-12,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "g": 1e9,
+    "t": 1e12,
+}
+_NUMBER_RE: Final = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)([a-z]*)\Z")
+_EQUALS_RE: Final = re.compile(r"\s*=\s*")
+
+_SKIPPED_DOT: Final = frozenset(
+    {".op", ".title", ".print", ".probe", ".save", ".plot", ".width", ".nodeset", ".ic"}
+)
+_OPTIONS_DOT: Final = frozenset({".options", ".option", ".opt"})
+_INCLUDE_DOT: Final = frozenset({".include", ".inc", ".lib"})
+
+# diode model parameters: used, ignored (no DC effect), and rejected (change DC)
+_DIODE_DEFAULTS: Final[dict[str, float]] = {
+    "is": 1e-14,
+    "n": 1.0,
+    "eg": 1.11,
+    "xti": 3.0,
+    "tnom": 27.0,
+    "rs": 0.0,
+}
+_DIODE_IGNORED: Final = frozenset(
+    {"cjo", "cj0", "cj", "vj", "pb", "m", "mj", "tt", "fc", "kf", "af", "ibv", "level"}
+)
+_ELEMENT_HELP: Final[dict[str, str]] = {
+    "e": "voltage-controlled voltage source",
+    "f": "current-controlled current source",
+    "g": "voltage-controlled current source",
+    "h": "current-controlled voltage source",
+    "q": "bipolar transistor",
+    "m": "MOSFET",
+    "j": "JFET",
+    "x": "subcircuit instance",
+    "b": "behavioural source",
+    "s": "voltage-controlled switch",
+    "w": "current-controlled switch",
+    "t": "transmission line",
+    "k": "coupled inductor",
+}
+
+
+_SYNTAX: Final[dict[str, tuple[str, str]]] = {
+    "r": ("resistor", "Rname n1 n2 value"),
+    "d": ("diode", "Dname anode cathode MODEL [area]"),
+    "v": ("voltage source", "Vname n+ n- [DC] value"),
+    "i": ("current source", "Iname n+ n- [DC] value"),
+    "c": ("capacitor", "Cname n1 n2 value"),
+    "l": ("inductor", "Lname n1 n2 value"),
+}
+
+
+def parse_value(token: str) -> float:
+    """Read a SPICE number such as ``2.2k``, ``1meg``, ``5uA`` or ``1e-3``.
+
+    Args:
+        token: the number, lower- or upper-case, with an optional scale suffix
+            (``f p n u m k meg g t mil``) and optional trailing unit letters.
+
+    Returns:
+        The finite value in SI units (suffix applied, unit letters ignored).
+
+    Raises:
+        ValueError: the token is not a finite SPICE number.
+
+    """
+    try:
+        value = float(token)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(value):
+            return value
+    match = _NUMBER_RE.match(token.lower())
+    if match is None:
+        raise ValueError(f"not a number: {token!r}")
+    value = float(match.group(1))
+    suffix = match.group(2)
+    if suffix.startswith("meg"):
+        value *= 1e6
+    elif suffix.startswith("mil"):
+        value *= 25.4e-6
+    elif suffix:
+        value *= _SCALE.get(suffix[0], 1.0)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {token!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DiodeModel:
+    """Parameters of one ``.model NAME D(...)`` card.
+
+    Attributes:
+        name: model name (lower case).
+        is_a: saturation current IS at ``tnom_c``, in A (> 0).
+        n: emission coefficient N (> 0, dimensionless).
+        eg_ev: activation energy EG for the temperature scaling of IS, in eV.
+        xti: saturation-current temperature exponent XTI (dimensionless).
+        tnom_c: temperature at which IS was measured, in degC.
+
+    """
+
+    name: str
+    is_a: float = 1e-14
+    n: float = 1.0
+    eg_ev: float = 1.11
+    xti: float = 3.0
+    tnom_c: float = 27.0
+
+
+_A = TypeVar("_A", bound="np.ndarray[Any, Any]")
+
+
+def _ro(a: _A) -> _A:
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Netlist:
+    """A parsed netlist: node names plus one set of flat, read-only arrays per element type.
+
+    Node indices refer to :attr:`node_names`; index 0 is always ground (``"0"``).
+    Node and element names are lower case (SPICE is case-insensitive).
+
+    Attributes:
+        title: the title line (first line of the file), verbatim.
+        source: where the text came from (a path or ``"<netlist>"``), used in messages.
+        node_names: node names by index; ``node_names[0] == "0"``.
+        resistor_names: one name per resistor.
+        resistor_nodes: ``(n_r, 2)`` int array of the two terminals.
+        resistor_g_s: ``(n_r,)`` conductances in S (> 0).
+        diode_names: one name per diode.
+        diode_nodes: ``(n_d, 2)`` int array of (anode, cathode).
+        diode_is_a: ``(n_d,)`` saturation currents IS at ``diode_tnom_c``, in A (area applied).
+        diode_n: ``(n_d,)`` emission coefficients N.
+        diode_eg_ev: ``(n_d,)`` activation energies EG, in eV.
+        diode_xti: ``(n_d,)`` IS temperature exponents XTI.
+        diode_tnom_c: ``(n_d,)`` model reference temperatures TNOM, in degC.
+        vsource_names: one name per voltage source.
+        vsource_nodes: ``(n_v, 2)`` int array of (n+, n-).
+        vsource_v: ``(n_v,)`` source values ``v(n+) - v(n-)``, in V.
+        isource_names: one name per current source.
+        isource_nodes: ``(n_i, 2)`` int array of (n+, n-).
+        isource_a: ``(n_i,)`` currents in A flowing from n+ through the source to n-.
+        inductor_names: inductors, treated as 0 V sources (shorts) at DC.
+        inductor_nodes: ``(n_l, 2)`` int array of the two terminals.
+        capacitor_names: capacitors, treated as open circuits at DC.
+        capacitor_nodes: ``(n_c, 2)`` int array of the two terminals.
+        models: the diode models by (lower-case) name.
+
+    """
+
+    title: str
+    source: str
+    node_names: tuple[str, ...]
+    resistor_names: tuple[str, ...]
+    resistor_nodes: NDArray[np.intp]
+    resistor_g_s: NDArray[np.float64]
+    diode_names: tuple[str, ...]
+    diode_nodes: NDArray[np.intp]
+    diode_is_a: NDArray[np.float64]
+    diode_n: NDArray[np.float64]
+    diode_eg_ev: NDArray[np.float64]
+    diode_xti: NDArray[np.float64]
+    diode_tnom_c: NDArray[np.float64]
+    vsource_names: tuple[str, ...]
+    vsource_nodes: NDArray[np.intp]
+    vsource_v: NDArray[np.float64]
+    isource_names: tuple[str, ...]
+    isource_nodes: NDArray[np.intp]
+    isource_a: NDArray[np.float64]
+    inductor_names: tuple[str, ...] = ()
+    inductor_nodes: NDArray[np.intp] = field(
+        default_factory=lambda: np.zeros((0, 2), dtype=np.intp)
+    )
+    capacitor_names: tuple[str, ...] = ()
+    capacitor_nodes: NDArray[np.intp] = field(
+        default_factory=lambda: np.zeros((0, 2), dtype=np.intp)
+    )
+    models: dict[str, DiodeModel] = field(default_factory=dict)
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes including ground."""
+        return len(self.node_names)
+
+    def node_index(self, name: str) -> int:
+        """Index of node ``name`` (case-insensitive; ``gnd`` is ground).
+
+        Raises:
+            KeyError: no such node.
+
+        """
+        key = name.lower()
+        if key in _GROUND_ALIASES:
+            return 0
+        try:
+            return self.node_names.index(key)
+        except ValueError:
+            raise KeyError(f"no node named {name!r}") from None
+
+
+class _Elements:
+    """Columns of one element type, collected while reading (nodes still as names)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.n1: list[str] = []
+        self.n2: list[str] = []
+        self.lines: list[int] = []
+        self.values: list[float] = []
+
+    def add(self, name: str, n1: str, n2: str, lineno: int, value: float) -> None:
+        self.names.append(name)
+        self.n1.append(n1)
+        self.n2.append(n2)
+        self.lines.append(lineno)
+        self.values.append(value)
+
+
+class _Builder:
+    """Everything read so far; turned into arrays once by :func:`_finish`."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.r = _Elements()  # values: ohm
+        self.d = _Elements()  # values: area
+        self.v = _Elements()  # values: V
+        self.i = _Elements()  # values: A
+        self.l = _Elements()  # values: H (unused)
+        self.c = _Elements()  # values: F (unused)
+        self.r_ohm_bulk: NDArray[np.float64] | None = None  # set by _bulk_resistors
+        self.d_model: list[str] = []
+        self.models: dict[str, DiodeModel] = {}
+        self.model_line: dict[str, int] = {}
+
+    def kinds(self) -> tuple[_Elements, ...]:
+        return (self.r, self.d, self.v, self.i, self.l, self.c)
+
+    def error(self, lineno: int, message: str) -> NetlistError:
+        return NetlistError(f"{self.source}:{lineno}: {message}")
+
+    def value(self, lineno: int, token: str, what: str) -> float:
+        try:
+            return parse_value(token)
+        except ValueError:
+            raise self.error(
+                lineno,
+                f"bad {what} {token!r}; write a number with an optional SPICE suffix "
+                f"(f p n u m k meg g t mil), e.g. 2.2k or 1e-3",
+            ) from None
+
+
+def _strip_inline_comment(line: str) -> str:
+    cut = line.find(";")
+    if cut >= 0:
+        line = line[:cut]
+    start = 0
+    while True:
+        cut = line.find("$", start)
+        if cut < 0:
+            return line
+        if cut + 1 == len(line) or line[cut + 1] in " \t":
+            return line[:cut]
+        start = cut + 1
+
+
+def _statements(
+    lowered: list[str], source: str, inline_comments: bool
+) -> tuple[list[int], list[str]]:
+    """Join continuation lines, drop comments, .control blocks and everything after .end.
+
+    Only the few special lines (blank, ``*``, ``+``, ``.``) are visited one by one;
+    element lines go through list comprehensions.
+
+    Returns:
+        ``(line numbers, texts)`` of the statements, in file order; a line number is
+        1-based (the title is line 1) and is that of the statement's first physical line.
+
+    """
+    body = lowered[1:]
+    if inline_comments:
+        body = [_strip_inline_comment(s) for s in body]
+    texts = [s.strip() for s in body]
+    special = [i for i, s in enumerate(texts) if s[:1] in "+.*"]  # "" (blank) is "in" too
+    end = len(texts)
+    dropped: set[int] = set()
+    control = -1
+    for i in special:
+        s = texts[i]
+        if control >= 0:
+            if s.startswith(".endc") and s.split()[0] == ".endc":
+                dropped.update(range(control, i + 1))
+                control = -1
+            continue
+        c = s[:1]
+        if c in ("", "*"):
+            dropped.add(i)
+        elif c == "+":
+            j = i - 1
+            while j in dropped:
+                j -= 1
+            if j < 0:
+                raise NetlistError(
+                    f"{source}:{i + 2}: continuation line '+' has no statement to continue; "
+                    f"join it to an element or remove the '+'"
+                )
+            texts[j] = texts[j] + " " + s[1:]
+            dropped.add(i)
+        else:
+            word = s.split(None, 1)[0]
+            if word == ".control":
+                control = i
+            elif word == ".endc":
+                raise NetlistError(
+                    f"{source}:{i + 2}: '.endc' without '.control'; remove it or add the "
+                    f"missing '.control'"
+                )
+            elif word == ".end":
+                end = i
+                break
+    if control >= 0:
+        raise NetlistError(
+            f"{source}:{control + 2}: '.control' block is not closed; add '.endc' after it"
+        )
+    if dropped:
+        keep = [i for i in range(end) if i not in dropped]
+        return [i + 2 for i in keep], [texts[i] for i in keep]
+    return list(range(2, end + 2)), texts[:end]
+
+
+def _parse_model(b: _Builder, lineno: int, text: str) -> None:
+    flat = text.replace("(", " ").replace(")", " ").replace(",", " ")
+    toks = _EQUALS_RE.sub("=", flat).split()
+    if len(toks) < 3:
+        raise b.error(
+            lineno, "'.model' needs a name and a type; write '.model NAME D(IS=1e-14 N=1)'"
+        )
+    name, kind = toks[1], toks[2]
+    if kind != "d":
+        raise b.error(
+            lineno,
+            f"model {name!r} has type {kind.upper()!r}; only diode models (type D) are "
+            f"supported: write '.model {name.upper()} D(IS=... N=...)'",
+        )
+    if name in b.models:
+        raise b.error(
+            lineno,
+            f"duplicate model name {name!r} (first defined on line {b.model_line[name]}); "
+            f"rename or remove one",
+        )
+    params = dict(_DIODE_DEFAULTS)
+    for tok in toks[3:]:
+        key, eq, raw = tok.partition("=")
+        if not eq or not key or not raw:
+            raise b.error(lineno, f"bad model parameter {tok!r} in model {name!r}; write KEY=VALUE")
+        if key == "bv":
+            raise b.error(
+                lineno,
+                f"model {name!r}: breakdown (BV) changes the DC curve and is not modelled; "
+                f"remove BV (diodes are taken to have no reverse breakdown)",
+            )
+        if key in _DIODE_IGNORED:
+            continue
+        if key not in params:
+            raise b.error(
+                lineno,
+                f"model {name!r}: unsupported diode parameter {key.upper()!r}; use only "
+                f"IS, N, RS=0, EG, XTI, TNOM (and the ignored AC parameters CJO, VJ, M, "
+                f"TT, FC, KF, AF)",
+            )
+        params[key] = b.value(lineno, raw, f"value of {key.upper()}")
+    if params["rs"] != 0.0:
+        raise b.error(
+            lineno,
+            f"model {name!r}: series resistance RS={params['rs']:g} is not modelled; set "
+            f"RS=0 and add an explicit resistor in series with the diode",
+        )
+    if params["is"] <= 0.0 or params["n"] <= 0.0:
+        raise b.error(lineno, f"model {name!r}: IS and N must be > 0; fix their values")
+    if params["tnom"] <= -273.15:
+        raise b.error(lineno, f"model {name!r}: TNOM must be above -273.15 degC; fix it")
+    b.models[name] = DiodeModel(
+        name=name,
+        is_a=params["is"],
+        n=params["n"],
+        eg_ev=params["eg"],
+        xti=params["xti"],
+        tnom_c=params["tnom"],
+    )
+    b.model_line[name] = lineno
+
+
+def _parse_dot(b: _Builder, lineno: int, text: str) -> None:
+    word = text.split(None, 1)[0]
+    if word == ".model":
+        _parse_model(b, lineno, text)
+    elif word in _SKIPPED_DOT:
+        return
+    elif word in _OPTIONS_DOT:
+        for tok in _EQUALS_RE.sub("=", text).split()[1:]:
+            key = tok.partition("=")[0]
+            if key in ("temp", "tnom"):
+                raise b.error(
+                    lineno,
+                    f"'.options {key}' is not supported; remove it and pass the "
+                    f"temperature to the solver ('hwloop op --temp C')",
+                )
+    elif word == ".temp":
+        raise b.error(
+            lineno,
+            "'.temp' is not supported in the netlist; remove it and pass the temperature "
+            "to the solver ('hwloop op --temp C' or solve_op(temperature_c=...))",
+        )
+    elif word in _INCLUDE_DOT:
+        raise b.error(
+            lineno,
+            f"'{word}' is not supported; paste the included elements and models into this file",
+        )
+    elif word == ".param":
+        raise b.error(lineno, "'.param' is not supported; write the numbers in place")
+    elif word in (".subckt", ".ends"):
+        raise b.error(lineno, f"'{word}' (subcircuits) is not supported; flatten the circuit")
+    else:
+        raise b.error(
+            lineno,
+            f"unknown or unsupported dot command {word!r}; remove it (supported: .model, "
+            f".op, .options, .end, .control/.endc, .print, .probe, .save, .plot, .title, "
+            f".nodeset, .ic)",
+        )
+
+
+def _source_value(b: _Builder, lineno: int, toks: list[str], kind: str) -> float:
+    n = len(toks)
+    if n == 4:
+        raw = toks[3]
+    elif n == 5 and toks[3] == "dc":
+        raw = toks[4]
+    else:
+        unit = "V" if kind == "voltage" else "A"
+        letter = "V" if kind == "voltage" else "I"
+        raise b.error(
+            lineno,
+            f"{kind} source {toks[0]!r} has {n} fields; write '{letter}name n+ n- [DC] value' "
+            f"with the value in {unit} (AC and transient specifications are not supported)",
+        )
+    return b.value(lineno, raw, f"{kind} source value")
+
+
+def _statement(b: _Builder, lineno: int, text: str) -> None:
+    """Read one statement (any kind) into ``b``; raise NetlistError on bad input."""
+    c = text[0]
+    if c == ".":
+        _parse_dot(b, lineno, text)
+        return
+    toks = text.split()
+    name = toks[0]
+    if c not in "rdvicl":
+        what = _ELEMENT_HELP.get(c, "element")
+        raise b.error(
+            lineno,
+            f"unsupported element {name!r} ({what} {c.upper()!r}); the DC "
+            f"operating-point solver supports only R, D, V, I (C as open, L as short)",
+        )
+    if len(toks) < 4:
+        kind, syntax = _SYNTAX[c]
+        raise b.error(lineno, f"{kind} {name!r} has {len(toks)} fields; write '{syntax}'")
+    n1, n2 = toks[1], toks[2]
+    if c == "r":
+        if len(toks) != 4:
+            raise b.error(
+                lineno,
+                f"resistor {name!r} has {len(toks)} fields; write 'Rname n1 n2 value' "
+                f"(value in ohm, no extra parameters)",
+            )
+        ohm = b.value(lineno, toks[3], "resistance")
+        if not ohm > 0.0:
+            raise b.error(
+                lineno,
+                f"resistor {name!r} has resistance {ohm:g} ohm; it must be > 0 (remove "
+                f"it for an open circuit, use a 0 V source for a short)",
+            )
+        b.r.add(name, n1, n2, lineno, ohm)
+    elif c == "d":
+        if len(toks) > 5:
+            raise b.error(
+                lineno,
+                f"diode {name!r} has {len(toks)} fields; write 'Dname anode cathode MODEL [area]'",
+            )
+        area = 1.0
+        if len(toks) == 5:
+            area = b.value(lineno, toks[4], "diode area")
+            if not area > 0.0:
+                raise b.error(lineno, f"diode {name!r} area must be > 0 (got {area:g})")
+        b.d.add(name, n1, n2, lineno, area)
+        b.d_model.append(toks[3])
+    elif c == "v":
+        b.v.add(name, n1, n2, lineno, _source_value(b, lineno, toks, "voltage"))
+    elif c == "i":
+        b.i.add(name, n1, n2, lineno, _source_value(b, lineno, toks, "current"))
+    else:
+        kind = "capacitor" if c == "c" else "inductor"
+        if len(toks) != 4:
+            raise b.error(
+                lineno,
+                f"{kind} {name!r} has {len(toks)} fields; write "
+                f"'{c.upper()}name n1 n2 value' (initial conditions are not supported)",
+            )
+        val = b.value(lineno, toks[3], f"{kind} value")
+        if not val > 0.0:
+            raise b.error(lineno, f"{kind} {name!r} value must be > 0 (got {val:g})")
+        (b.c if c == "c" else b.l).add(name, n1, n2, lineno, val)
+
+
+def _bulk_resistors(b: _Builder, lines: list[int], texts: list[str]) -> bool:
+    """Read well-formed resistor lines in one go; False if any needs the per-line path."""
+    toks = " ".join(texts).split()
+    if len(toks) != 4 * len(texts):
+        return False
+    raw = toks[3::4]
+    try:
+        ohm = np.array(raw, dtype=np.float64)
+    except ValueError:
+        try:
+            ohm = np.array([parse_value(t) for t in raw], dtype=np.float64)
+        except ValueError:
+            return False
+    if not (np.all(ohm > 0.0) and np.all(np.isfinite(ohm))):
+        return False
+    r = b.r
+    r.names.extend(toks[0::4])
+    r.n1.extend(toks[1::4])
+    r.n2.extend(toks[2::4])
+    r.lines.extend(lines)
+    b.r_ohm_bulk = ohm
+    return True
+
+
+def _build(b: _Builder, lines: list[int], texts: list[str]) -> None:
+    if not texts:
+        return
+    r_pos = [p for p, t in enumerate(texts) if t[0] == "r"]
+    if len(r_pos) < len(texts):
+        for p, t in enumerate(texts):
+            if t[0] != "r":
+                _statement(b, lines[p], t)
+    if r_pos:
+        r_lines = [lines[p] for p in r_pos]
+        r_texts = [texts[p] for p in r_pos]
+        if not _bulk_resistors(b, r_lines, r_texts):
+            for lineno, text in zip(r_lines, r_texts, strict=True):
+                _statement(b, lineno, text)
+
+
+def _check_duplicates(b: _Builder) -> None:
+    names: list[str] = []
+    lines: list[int] = []
+    for e in b.kinds():
+        names += e.names
+        lines += e.lines
+    if len(set(names)) == len(names):
+        return
+    first_line: dict[str, int] = {}
+    for k in np.argsort(np.asarray(lines), kind="stable").tolist():
+        prev = first_line.setdefault(names[k], lines[k])
+        if prev != lines[k]:
+            raise b.error(
+                lines[k],
+                f"duplicate element name {names[k]!r} (first used on line {prev}); "
+                f"rename one of them",
+            )
+
+
+def _node_ids(b: _Builder) -> tuple[list[str], list[NDArray[np.intp]]]:
+    """Give the nodes ids by first appearance in the file (ground is 0); map every terminal."""
+    kinds = b.kinds()
+    first: dict[str, tuple[int, int]] = {}
+    for e in kinds:
+        for side, nodes in ((0, e.n1), (1, e.n2)):
+            # reversed: the earliest line wins; one C-level pass per column
+            for node, line in dict(zip(reversed(nodes), reversed(e.lines), strict=True)).items():
+                key = (line, side)
+                if key < first.get(node, (1 << 62, 0)):
+                    first[node] = key
+    ids: dict[str, int] = dict.fromkeys(_GROUND_ALIASES, 0)
+    names = [GROUND]
+    for node in sorted(first, key=first.__getitem__):
+        if node not in ids:
+            ids[node] = len(names)
+            names.append(node)
+    get = ids.__getitem__
+    out: list[NDArray[np.intp]] = []
+    for e in kinds:
+        k = len(e.n1)
+        pair = np.empty((k, 2), dtype=np.intp, order="F")  # columns contiguous
+        pair[:, 0] = np.fromiter(map(get, e.n1), dtype=np.intp, count=k)
+        pair[:, 1] = np.fromiter(map(get, e.n2), dtype=np.intp, count=k)
+        pair.setflags(write=False)
+        out.append(pair)
+    return names, out
+
+
+def _finish(b: _Builder, title: str) -> Netlist:
+    _check_duplicates(b)
+    d = b.d
+    n_d = len(d.names)
+    is_a = np.empty(n_d)
+    n = np.empty(n_d)
+    eg = np.empty(n_d)
+    xti = np.empty(n_d)
+    tnom = np.empty(n_d)
+    for j, model_name in enumerate(b.d_model):
+        model = b.models.get(model_name)
+        if model is None:
+            raise b.error(
+                d.lines[j],
+                f"diode {d.names[j]!r} uses undefined model {model_name!r}; add "
+                f"'.model {model_name.upper()} D(IS=1e-14 N=1)'",
+            )
+        is_a[j] = model.is_a * d.values[j]
+        n[j] = model.n
+        eg[j] = model.eg_ev
+        xti[j] = model.xti
+        tnom[j] = model.tnom_c
+    ohm = b.r_ohm_bulk if b.r_ohm_bulk is not None else np.asarray(b.r.values, dtype=float)
+    names, (r_nodes, d_nodes, v_nodes, i_nodes, l_nodes, c_nodes) = _node_ids(b)
+    return Netlist(
+        title=title,
+        source=b.source,
+        node_names=tuple(names),
+        resistor_names=tuple(b.r.names),
+        resistor_nodes=r_nodes,
+        resistor_g_s=_ro(1.0 / ohm),
+        diode_names=tuple(d.names),
+        diode_nodes=d_nodes,
+        diode_is_a=_ro(is_a),
+        diode_n=_ro(n),
+        diode_eg_ev=_ro(eg),
+        diode_xti=_ro(xti),
+        diode_tnom_c=_ro(tnom),
+        vsource_names=tuple(b.v.names),
+        vsource_nodes=v_nodes,
+        vsource_v=_ro(np.asarray(b.v.values, dtype=np.float64)),
+        isource_names=tuple(b.i.names),
+        isource_nodes=i_nodes,
+        isource_a=_ro(np.asarray(b.i.values, dtype=np.float64)),
+        inductor_names=tuple(b.l.names),
+        inductor_nodes=l_nodes,
+        capacitor_names=tuple(b.c.names),
+        capacitor_nodes=c_nodes,
+        models=dict(b.models),
+    )
+
+
+def parse_netlist(text: str, source: str = "<netlist>") -> Netlist:
+    """Parse SPICE-subset netlist text (see the module docstring for the subset).
+
+    Args:
+        text: the whole netlist; its first line is the title and is not parsed.
+        source: name used in error messages (``source:LINE: ...``), e.g. the path.
+
+    Returns:
+        The parsed :class:`Netlist` (node 0 is ground).
+
+    Raises:
+        NetlistError: malformed or unsupported input; the message names the line
+            and the fix.
+
+    """
+    lines = text.splitlines()
+    title = lines[0].strip() if lines else ""
+    b = _Builder(source)
+    low = text.lower()
+    _build(b, *_statements(low.splitlines(), source, ";" in low or "$" in low))
+    return _finish(b, title)
+
+
+def read_netlist(path: str | PathLike[str]) -> Netlist:
+    """Read and parse the netlist file at ``path`` (UTF-8 or Latin-1 text).
+
+    Raises:
+        NetlistError: the file cannot be read, or its content is malformed.
+
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise NetlistError(f"{p}: cannot read netlist: {reason}; check the path") from None
+    if b"\0" in raw:
+        raise NetlistError(f"{p}: not a text file; give the path of a SPICE netlist")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return parse_netlist(text, source=str(p))
