@@ -93,7 +93,7 @@ class ProgramReport:
 
 def _reason_counts(reason: NDArray[np.int8]) -> dict[str, int]:
     """Number of edges per reason (sparse: one pass to find the non-zero codes)."""
-    nz = np.flatnonzero(reason)
+    nz = np.flatnonzero(reason) if reason.any() else np.zeros(0, dtype=np.intp)
     counts = np.bincount(reason[nz].astype(np.int64), minlength=len(Reason))
     counts[Reason.CONVERGED] = reason.size - nz.size
     return {r.name.lower(): int(counts[r.value]) for r in Reason if counts[r.value]}
@@ -102,6 +102,8 @@ def _reason_counts(reason: NDArray[np.int8]) -> dict[str, int]:
 def _status_to_reason(status: NDArray[np.int8]) -> NDArray[np.int8]:
     """Device statuses to reasons: AT_MAX/AT_MIN become AT_BOUND, the rest CONVERGED."""
     reason = np.zeros(status.shape, dtype=np.int8)
+    if not status.any():
+        return reason
     nz = np.flatnonzero(status)
     if nz.size:
         st = status[nz]

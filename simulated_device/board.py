@@ -348,8 +348,7 @@ class EmulatedBoard:
         """Examples in which an input source would exceed its current compliance."""
         assert self._v_in is not None and self._state is not None
         c = self._limits.compliance_a
-        w0 = self._net.weights[0]
-        rows = w0.sum(axis=1)
+        rows = self._net.input_row_sums()
         vmax = np.max(np.abs(self._state[0]), axis=1, keepdims=True)
         bound = rows * (np.abs(self._v_in) + vmax)  # |I_i| <= this, cheaply
         suspect = np.any(bound > c, axis=1)

@@ -887,9 +887,10 @@ class DeviceArray:
         Used when the model is continuous with scalar bounds, no stuck devices,
         no write noise and no drift, so the apparent conductance *is* the
         persistent one: ``g += delta`` in place on the whole buffer, then the
-        bounds, with the clipped devices marked. Per-device conductances are
-        not copied out (empty arrays are returned for before/after; read them
-        with :meth:`read`), and the requested pulse counts are a zero view.
+        bounds, with the clipped devices marked (``NO_CHANGE`` is not marked in
+        this bulk mode). Per-device conductances are not copied out (empty
+        arrays are returned for before/after; read them with :meth:`read`), and
+        the requested pulse counts are a zero view.
         """
         d = np.asarray(delta_g_s)
         if d.shape != (self._n,):
@@ -897,15 +898,16 @@ class DeviceArray:
         g = self.g_s
         g += d
         status = np.zeros(self._n, dtype=np.int8)
-        status[d == 0] = _NO_CHANGE
         a, b = float(self._a), float(self._b)  # type: ignore[arg-type]
-        low = np.flatnonzero(g < a)
-        if low.size:
+        below = g < a
+        if below.any():
+            low = np.flatnonzero(below)
             g[low] = a
             status[low] = _AT_MIN
         if math.isfinite(b):
-            high = np.flatnonzero(g > b)
-            if high.size:
+            above = g > b
+            if above.any():
+                high = np.flatnonzero(above)
                 g[high] = b
                 status[high] = _AT_MAX
         self._persistent_stale = True

@@ -128,6 +128,7 @@ class DRN:
         self._den: list[Array] | None = None
         self._w0_diff: Array | None = None
         self._ops: dict[float, _Operators] = {}
+        self._rows: Array | None = None
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -171,6 +172,7 @@ class DRN:
         """Drop cached sums and scaled operators; call after any change of ``g_flat``."""
         self._den = None
         self._w0_diff = None
+        self._rows = None
         self._ops.clear()
 
     def _denominators(self) -> list[Array]:
@@ -356,6 +358,12 @@ class DRN:
         if beta_s != 0.0 and targets_v is not None:
             e += beta_s * 0.5 * np.sum((layers[-1] - targets_v) ** 2, axis=1)
         return e
+
+    def input_row_sums(self) -> Array:
+        """Total conductance at each input node, S (cached until the weights change)."""
+        if self._rows is None:
+            self._rows = np.ascontiguousarray(self.weights[0].sum(axis=1))
+        return self._rows
 
     def source_currents(self, v_in: Array, V: list[Array]) -> Array:
         """``(batch, n_inputs)`` current delivered by each input source, A."""

@@ -1,0 +1,30 @@
+"""Suite-wide settings.
+
+On CI (``CI`` set in the environment) the external references must be present:
+a test that skips because ngspice or the Fashion-MNIST files are missing would
+hide a missing install step, so the session refuses to start instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not os.environ.get("CI"):
+        return
+    missing = []
+    if shutil.which("ngspice") is None:
+        missing.append("ngspice (apt-get install ngspice)")
+    if not FASHION.exists():
+        missing.append("Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+    if missing:
+        raise pytest.UsageError(
+            "CI must run every reference test, but these are missing: " + "; ".join(missing)
+        )
