@@ -132,8 +132,11 @@ def run_train(args: argparse.Namespace) -> int:
     return 0 if status in ("completed", "stopped") else 1
 
 
-def _evaluation_data(name_or_path: str, data_dir: str | None) -> tuple[Dataset, str]:
-    data = load_dataset(name_or_path, data_dir=data_dir)
+def _evaluation_data(
+    name_or_path: str, data_dir: str | None, test_fraction: float
+) -> tuple[Dataset, str]:
+    # the run's test_fraction: another split of the bundled subset would mix in training images
+    data = load_dataset(name_or_path, data_dir=data_dir, test_fraction=test_fraction)
     return data, "test"
 
 
@@ -143,7 +146,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if run.conductances_s is None or run.biases_a is None:
         raise ConfigError(f"{args.run} holds no trained parameters (the run stopped before any)")
     cfg, _ = resolve(make_config(tomllib.loads(run.config_toml), source=f"{args.run} configuration"))
-    data, split = _evaluation_data(args.dataset, args.data_dir)
+    data, split = _evaluation_data(args.dataset, args.data_dir, cfg.test_fraction)
     x = data.pixels("test")
     y = data.y_test.astype(np.int64)
     if len(x) == 0:

@@ -897,19 +897,17 @@ class DeviceArray:
             raise ConfigError(f"delta_g_s must have shape ({self._n},), got {d.shape}")
         g = self.g_s
         g += d
-        status = np.zeros(self._n, dtype=np.int8)
         a, b = float(self._a), float(self._b)  # type: ignore[arg-type]
+        # mask arithmetic, not index lists: after training a large share of the
+        # devices sits at a bound and is pushed against it every step
         below = g < a
-        if below.any():
-            low = np.flatnonzero(below)
-            g[low] = a
-            status[low] = _AT_MIN
+        np.maximum(g, a, out=g)
+        status = below.view(np.int8)
+        status *= np.int8(_AT_MIN)
         if math.isfinite(b):
             above = g > b
-            if above.any():
-                high = np.flatnonzero(above)
-                g[high] = b
-                status[high] = _AT_MAX
+            np.minimum(g, b, out=g)
+            status[above] = _AT_MAX
         self._persistent_stale = True
         empty = np.zeros(0, dtype=np.float64)
         return np.broadcast_to(np.int64(0), (self._n,)), empty, empty, status
