@@ -16,19 +16,20 @@ Prints a table and, last, one JSON line. Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
 
 import numpy as np
-
 from bench_drn import matmul_peak_flops
+
 from hwloop.plugins import open_board
+from protocols.engine import run_step
 from protocols.estimators import Centered
 from protocols.optim import SGD
 from protocols.plan import build_step_plan
 from protocols.programming import OpenLoopProgrammer
-from protocols.engine import run_step
 
 MODELS = {"DRN-XS": ("1568-100-10", 100.0), "DRN-1H": ("1568-1024-10", 480.0)}
 BATCHES = (4, 32)
@@ -46,7 +47,7 @@ def macs_per_example(sizes: tuple[int, ...]) -> int:
     (two nudged phases stacked).
     """
     p = sizes[0] // 2
-    inner = sum(a * b for a, b in zip(sizes[1:-1], sizes[2:], strict=True))
+    inner = sum(a * b for a, b in itertools.pairwise(sizes[1:]))
     return p * sizes[1] * 2 + PHASES * SWEEPS * 2 * inner + 2 * inner
 
 

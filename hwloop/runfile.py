@@ -110,22 +110,30 @@ class RunWriter:
             grp = f["metrics/epoch"]
             for key, value in metrics.items():
                 if key not in grp:
-                    ds = grp.create_dataset(key, shape=(0,), maxshape=(None,), dtype="f8",
-                                            chunks=(256,))
+                    ds = grp.create_dataset(
+                        key, shape=(0,), maxshape=(None,), dtype="f8", chunks=(256,)
+                    )
                     ds.attrs["units"] = _UNITS.get(key, "1")
                 ds = grp[key]
                 ds.resize((ds.shape[0] + 1,))
                 ds[-1] = float(value)
 
-    def write_params(self, g_s: NDArray[np.floating], b_a: NDArray[np.floating], epoch: int) -> None:
+    def write_params(
+        self, g_s: NDArray[np.floating], b_a: NDArray[np.floating], epoch: int
+    ) -> None:
         """Store the latest conductances (S) and bias currents (A)."""
         with h5py.File(self.path, "a") as f:
             grp = f["params"]
             for name, arr, unit in (("conductances_s", g_s, "S"), ("biases_a", b_a, "A")):
                 if name in grp:
                     del grp[name]
-                ds = grp.create_dataset(name, data=np.asarray(arr, dtype=np.float64),
-                                        compression="gzip", compression_opts=1, shuffle=True)
+                ds = grp.create_dataset(
+                    name,
+                    data=np.asarray(arr, dtype=np.float64),
+                    compression="gzip",
+                    compression_opts=1,
+                    shuffle=True,
+                )
                 ds.attrs["units"] = unit
             grp.attrs["epoch"] = epoch
 

@@ -79,8 +79,10 @@ class StepRecord:
 
 
 def measure(device: Device, step: Measure) -> NodeReading:
-    """Read ``step.n_samples`` samples; with an SEM target, keep reading chunks of
-    that size until every node's standard error is below it or ``max_samples``.
+    """Read ``step.n_samples`` samples per example.
+
+    With an SEM target, keep reading chunks of that size until every node's
+    standard error is below it or ``max_samples`` is reached.
     """
     r = device.read_nodes(step.n_samples)
     if step.sem_target_v is None:

@@ -57,7 +57,10 @@ class Stencil:
 class Estimator(Protocol):
     """Chooses the nudges of one step."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The estimator's name."""
+        ...
 
     def stencil(self, beta_s: float, rng: np.random.Generator) -> Stencil:
         """The nudges for one step with nudge size ``beta_s`` (> 0), S."""

@@ -105,7 +105,16 @@ class Checkpoint:
     """The step is complete: hand its record to the checkpoint hook."""
 
 
-Step = ApplyInputs | Settle | Measure | ApplyNudge | ReleaseNudge | ComputeUpdate | Program | Checkpoint
+Step = (
+    ApplyInputs
+    | Settle
+    | Measure
+    | ApplyNudge
+    | ReleaseNudge
+    | ComputeUpdate
+    | Program
+    | Checkpoint
+)
 
 
 def build_step_plan(
@@ -229,8 +238,11 @@ def dry_run(
                 check_nudge_within_limits(
                     CurrentNudge(worst), lim, batch, n_out, desc.supports_complex_nudge
                 )
-        elif isinstance(s, Program) and max_pulses_per_step is not None:
-            if max_pulses_per_step > lim.max_pulses_per_call:
+        elif (
+            isinstance(s, Program)
+            and max_pulses_per_step is not None
+            and max_pulses_per_step > lim.max_pulses_per_call
+        ):
                 raise LimitError(
                     f"the programmer may apply {max_pulses_per_step} pulses per edge per step, "
                     f"more than max_pulses_per_call={lim.max_pulses_per_call}; lower it"

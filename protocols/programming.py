@@ -112,7 +112,11 @@ def _reason_counts(
 
 def _status_to_reason(status: NDArray[np.int8]) -> NDArray[np.int8]:
     """Device statuses to reasons: AT_MAX/AT_MIN become AT_BOUND, the rest CONVERGED."""
-    assert ProgramStatus.AT_MAX == 1 and ProgramStatus.AT_MIN == 2 and Reason.AT_BOUND == 1
+    assert (ProgramStatus.AT_MAX.value, ProgramStatus.AT_MIN.value, Reason.AT_BOUND.value) == (
+        1,
+        2,
+        1,
+    )
     # codes 1 and 2 are the bounds: (code - 1) mod 256 < 2 in two cheap int8 passes
     bound = (status.view(np.uint8) - np.uint8(1)) < 2
     return bound.view(np.int8)
@@ -175,12 +179,12 @@ class OpenLoopProgrammer:
             if self.min_delta_s > 0:
                 counts[np.abs(want) < self.min_delta_s] = 0
             capped = np.abs(counts) > self.max_pulses
-            counts = np.clip(counts, -self.max_pulses, self.max_pulses).astype(np.int64)
+            n_pulses = np.clip(counts, -self.max_pulses, self.max_pulses).astype(np.int64)
             if self.carry_residual:
-                self._residual = want - counts * step
-            edges = np.flatnonzero(counts)
-            res = device.program_pulses(edges, counts[edges])
-            pulses = res.applied_pulses
+                self._residual = want - n_pulses * step
+            edges = np.flatnonzero(n_pulses)
+            res = device.program_pulses(edges, n_pulses[edges])
+            pulses = np.asarray(res.applied_pulses, dtype=np.int64)
             achieved = res.g_after_s
             reason = _status_to_reason(res.status)
             reason[capped[edges]] = Reason.PULSE_CAP
@@ -232,7 +236,9 @@ class WriteVerifyProgrammer:
         if not self.tolerance_s > 0:
             raise ConfigError(f"write-verify tolerance = {self.tolerance_s} S must be > 0")
         if self.max_iterations < 1 or self.max_pulses_per_iteration < 1 or self.verify_reads < 1:
-            raise ConfigError("write-verify iterations, pulses per iteration and reads must be >= 1")
+            raise ConfigError(
+                "write-verify iterations, pulses per iteration and reads must be >= 1"
+            )
 
     def _read(self, device: Device, edges: NDArray[np.int64]) -> Array:
         acc = device.read_conductances(edges)
@@ -271,8 +277,11 @@ class WriteVerifyProgrammer:
             if step == 0:
                 device.program_deltas(e, err[active])
             else:
-                p = np.clip(np.rint(err[active] / step), -self.max_pulses_per_iteration,
-                            self.max_pulses_per_iteration).astype(np.int64)
+                p = np.clip(
+                    np.rint(err[active] / step),
+                    -self.max_pulses_per_iteration,
+                    self.max_pulses_per_iteration,
+                ).astype(np.int64)
                 p[p == 0] = np.sign(err[active][p == 0]).astype(np.int64)
                 res: ProgramResult = device.program_pulses(e, p)
                 pulses[active] += res.applied_pulses

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from hwloop.datasets import Dataset
 from numpy.typing import NDArray
 
+from hwloop.datasets import Dataset
 from hwloop.device import Device
 from hwloop.errors import ConfigError
 from hwloop.runfile import RunWriter
@@ -54,8 +54,10 @@ def encode_inputs(x: Array, input_gain_v: float, n_inputs: int) -> Array:
 def one_hot(labels: NDArray[np.integer], n_outputs: int) -> Array:
     """``(batch, n_outputs)`` target voltages: 1 V for the label, 0 V elsewhere."""
     if labels.size and int(labels.max()) >= n_outputs:
-        raise ConfigError(f"label {int(labels.max())} needs at least {int(labels.max()) + 1} outputs")
-    return np.eye(n_outputs)[labels]
+        raise ConfigError(
+            f"label {int(labels.max())} needs at least {int(labels.max()) + 1} outputs"
+        )
+    return np.asarray(np.eye(n_outputs)[labels], dtype=np.float64)
 
 
 def backend_options(cfg: TrainConfig) -> dict[str, Any]:
@@ -195,8 +197,9 @@ class Trainer:
         else:
             span = self.desc.g_max_s - self.desc.g_min_s
             tol = cfg.wv_tolerance or (0.02 * span if np.isfinite(span) else 1e-6)
-            programmer = WriteVerifyProgrammer(tolerance_s=tol,
-                                               max_iterations=cfg.wv_max_iterations)
+            programmer = WriteVerifyProgrammer(
+                tolerance_s=tol, max_iterations=cfg.wv_max_iterations
+            )
         self.learner = _Learner(self.optimiser, programmer, rng)
         x_tr, y_tr = data.pixels("train"), data.y_train.astype(np.int64)
         if cfg.train_limit is not None:
@@ -235,7 +238,9 @@ class Trainer:
         y = one_hot(self.y_train[: cfg.batch_size], self.n_out)
         stencil_plan = build_step_plan(
             self.estimator.stencil(cfg.beta or 1.0, np.random.default_rng(0)),
-            nudge_kind=cfg.nudge, n_samples=cfg.samples, sem_target_v=cfg.sem_target,
+            nudge_kind=cfg.nudge,
+            n_samples=cfg.samples,
+            sem_target_v=cfg.sem_target,
             max_samples=cfg.max_samples,
         )
         dry_run(stencil_plan, self.desc, v, y)
@@ -261,8 +266,9 @@ class Trainer:
                 labels = self.y_train[idx]
                 v_in = encode_inputs(x, cfg.input_gain, self.n_in)
                 y = one_hot(labels, self.n_out)
-                rec = run_step(self.plan_for_step(), self.device, v_in, y, self.learner,
-                               dtype=self.dtype)
+                rec = run_step(
+                    self.plan_for_step(), self.device, v_in, y, self.learner, dtype=self.dtype
+                )
                 v_out = rec.mean_v(0)[:, self.out_pos].real
                 loss_sum += float(output_cost(v_out, y).sum())
                 correct += int(np.sum(np.argmax(v_out, axis=1) == labels))
@@ -280,10 +286,18 @@ class Trainer:
                 self._save_params(epoch)
                 return result
             self.optimiser.end_epoch()
-            test_acc, test_loss = evaluate(
-                self.device, self.x_test, self.y_test, cfg.input_gain,
-                batch_size=cfg.eval_batch_size, n_samples=cfg.samples,
-            ) if len(self.x_test) else (float("nan"), float("nan"))
+            test_acc, test_loss = (
+                evaluate(
+                    self.device,
+                    self.x_test,
+                    self.y_test,
+                    cfg.input_gain,
+                    batch_size=cfg.eval_batch_size,
+                    n_samples=cfg.samples,
+                )
+                if len(self.x_test)
+                else (float("nan"), float("nan"))
+            )
             m = EpochMetrics(
                 epoch=epoch + 1,
                 train_loss=loss_sum / max(seen, 1),

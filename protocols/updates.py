@@ -9,7 +9,7 @@ The squared drops are never formed per example and per edge. For a dense layer
 block between node sets A (sources) and D (destinations)::
 
     sum_b sum_i c_i (a_bi - d_bj)^2
-        = sum_i c_i [ sum_b a_bi^2 ]  +  sum_i c_i [ sum_b d_bj^2 ]  -  2 [ A_stack^T (c D)_stack ]_ij
+        = sum_i c_i [sum_b a_bi^2] + sum_i c_i [sum_b d_bj^2] - 2 [A_stack^T (c D)_stack]_ij
 
 one matrix product with the phases stacked along the batch axis. When A is the
 input layer its voltages are the applied sources, identical in every phase, so
@@ -56,8 +56,9 @@ def _input_mask(desc: BoardDescription) -> NDArray[np.bool_]:
 
 
 def full_voltages(desc: BoardDescription, v_inputs: Array, v_free: Array) -> Array:
-    """Assemble ``(batch, n_nodes)`` node voltages: inputs as applied, free nodes as
-    measured, ground 0 V (and any other node 0 V).
+    """Assemble ``(batch, n_nodes)`` node voltages.
+
+    Inputs as applied, free nodes as measured, ground (and any other node) 0 V.
     """
     batch = v_inputs.shape[0]
     out = np.zeros((batch, desc.n_nodes), dtype=np.result_type(v_inputs, v_free))
@@ -124,7 +125,7 @@ def ep_gradient(
                     axis=0,
                 )
                 np.matmul(a_stack.T, z_stack, out=out)
-            # out now holds -(1/B) sum_i c_i A_i^T D_i; add the squared terms (1/2B) sum c (a^2 + d^2)
+            # out holds -(1/B) sum_i c_i A_i^T D_i; add (1/2B) sum_i c_i (a^2 + d^2)
             out += (scale * np.asarray(sq_d, dtype=dt))[None, :]
             if np.any(sq_a):
                 out += (scale * np.asarray(sq_a, dtype=dt))[:, None]

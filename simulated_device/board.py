@@ -16,8 +16,8 @@ doc section 5: about 2 ms per host-looped layer read).
 
 from __future__ import annotations
 
-import itertools
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from typing import Any
 

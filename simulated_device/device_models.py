@@ -897,7 +897,7 @@ class DeviceArray:
             raise ConfigError(f"delta_g_s must have shape ({self._n},), got {d.shape}")
         g = self.g_s
         g += d
-        a, b = float(self._a), float(self._b)  # type: ignore[arg-type]
+        a, b = float(self._a), float(self._b)
         # mask arithmetic, not index lists: after training a large share of the
         # devices sits at a bound and is pushed against it every step
         below = g < a

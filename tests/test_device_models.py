@@ -518,19 +518,20 @@ class TestDeltas:
         expect = np.maximum(g0 + delta, 0.0)
         np.testing.assert_allclose(dev.g_s, expect, rtol=1e-15, atol=0)
         np.testing.assert_array_equal(dev.g_persistent_s, dev.g_s)
-        req2, before, after, st2 = twin.apply_deltas(np.arange(n), delta, rng)
+        _, before, after, st2 = twin.apply_deltas(np.arange(n), delta, rng)
         np.testing.assert_array_equal(before, g0)
         np.testing.assert_array_equal(after, dev.g_s)
         np.testing.assert_array_equal(np.where(st2 == NO_CHANGE, OK, st2), st)
         clipped = g0 + delta < 0
         assert clipped.sum() > 1
         np.testing.assert_array_equal(st[clipped], AT_MIN)
-        assert st[0] == OK and st[2] == OK  # bulk mode marks bounds only and st[3] == OK and st[4] == OK
+        # bulk mode marks bounds only (no NO_CHANGE for the zero delta)
+        assert st[0] == OK and st[2] == OK and st[3] == OK and st[4] == OK
         assert after[3] == g0[3] + 1e-20 and after[4] == 0.0
 
     def test_ideal_bounded_continuous_clips_at_max(self) -> None:
         dev = DeviceArray(WriteModel(g_max_s=1e-4), np.array([9e-5, 9e-5]), np.random.default_rng())
-        _, _, after, st = dev.apply_deltas(None, np.array([2e-5, 1e-5]), np.random.default_rng())
+        _, _, _, st = dev.apply_deltas(None, np.array([2e-5, 1e-5]), np.random.default_rng())
         np.testing.assert_array_equal(dev.g_s, [1e-4, 9e-5 + 1e-5])
         np.testing.assert_array_equal(st, [AT_MAX, OK])
 

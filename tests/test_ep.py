@@ -51,8 +51,8 @@ def finite_difference(board: EmulatedBoard, v_in: np.ndarray, y: np.ndarray, h: 
         for s in (+1, -1):
             net.g_flat[e] = old + s * h
             net.weights_changed()
-            board._free_state = None  # noqa: SLF001 - test reaches into the emulator
-            board._dirty = True  # noqa: SLF001
+            board._free_state = None
+            board._dirty = True
             vals.append(loss(board, v_in, y))
         net.g_flat[e] = old
         net.weights_changed()
@@ -63,11 +63,11 @@ def finite_difference(board: EmulatedBoard, v_in: np.ndarray, y: np.ndarray, h: 
         vals = []
         for s in (+1, -1):
             net.b_flat[k] = old + s * h
-            board._dirty = True  # noqa: SLF001
+            board._dirty = True
             vals.append(loss(board, v_in, y))
         net.b_flat[k] = old
         b_fd[k] = (vals[0] - vals[1]) / (2 * h)
-    board._dirty = True  # noqa: SLF001
+    board._dirty = True
     return g_fd, b_fd
 
 

@@ -61,13 +61,16 @@ class Recorder:
 
 
 def small_board(preset: str = "ideal", **opts: Any) -> Any:
-    return open_board("emulator", {"arch": "16-8-4", "preset": preset, **opts},
-                      np.random.default_rng(5))
+    return open_board(
+        "emulator", {"arch": "16-8-4", "preset": preset, **opts}, np.random.default_rng(5)
+    )
 
 
 def data(batch: int = 2) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
-    return pixels_to_inputs(rng.uniform(0, 1, (batch, 8)), 5.0), np.eye(4)[rng.integers(0, 4, batch)]
+    return pixels_to_inputs(rng.uniform(0, 1, (batch, 8)), 5.0), np.eye(4)[
+        rng.integers(0, 4, batch)
+    ]
 
 
 class FixedLearner:
@@ -85,10 +88,19 @@ class FixedLearner:
 def test_centered_plan_is_the_documented_sequence() -> None:
     plan = build_step_plan(Centered().stencil(0.5, None), n_samples=3)
     assert plan == (
-        ApplyInputs(), Settle(), Measure(0, 3, None, 3),
-        ApplyNudge(1, -0.5, "resistive"), Settle(), Measure(1, 3, None, 3),
-        ApplyNudge(2, 0.5, "resistive"), Settle(), Measure(2, 3, None, 3),
-        ReleaseNudge(), ComputeUpdate((1, 2), (-1.0, 1.0)), Program(), Checkpoint(),
+        ApplyInputs(),
+        Settle(),
+        Measure(0, 3, None, 3),
+        ApplyNudge(1, -0.5, "resistive"),
+        Settle(),
+        Measure(1, 3, None, 3),
+        ApplyNudge(2, 0.5, "resistive"),
+        Settle(),
+        Measure(2, 3, None, 3),
+        ReleaseNudge(),
+        ComputeUpdate((1, 2), (-1.0, 1.0)),
+        Program(),
+        Checkpoint(),
     )
     text = format_plan(plan)
     assert "nudge #1: resistive pull, beta = -0.5 S" in text
@@ -109,11 +121,18 @@ def test_engine_calls_the_device_in_plan_order() -> None:
     checkpoints = []
     rec = run_step(plan, dev, v, y, FixedLearner(dev.describe()), checkpoint=checkpoints.append)
     assert dev.calls == [
-        ("apply_inputs",), ("settle",), ("read_nodes", 2),
-        ("apply_nudge", "resistive", -0.1), ("settle",), ("read_nodes", 2),
-        ("apply_nudge", "resistive", 0.1), ("settle",), ("read_nodes", 2),
+        ("apply_inputs",),
+        ("settle",),
+        ("read_nodes", 2),
+        ("apply_nudge", "resistive", -0.1),
+        ("settle",),
+        ("read_nodes", 2),
+        ("apply_nudge", "resistive", 0.1),
+        ("settle",),
+        ("read_nodes", 2),
         ("apply_nudge", None),
-        ("program_deltas",), ("read_bias_currents",),
+        ("program_deltas",),
+        ("read_bias_currents",),
         ("set_bias_currents",),
     ]
     assert checkpoints == [rec]
@@ -143,8 +162,12 @@ def test_dry_run_rejects_before_anything_is_applied() -> None:
     with pytest.raises(LimitError, match="beta"):
         dry_run(plan, dev.describe(), v, y)
     with pytest.raises(LimitError, match="input voltage"):
-        dry_run(build_step_plan(Centered().stencil(0.5, None)), dev.describe(),
-                v * 10 * lim.v_input_max_v, y)
+        dry_run(
+            build_step_plan(Centered().stencil(0.5, None)),
+            dev.describe(),
+            v * 10 * lim.v_input_max_v,
+            y,
+        )
     worst = build_step_plan(Centered().stencil(lim.beta_max_s, None), nudge_kind="current")
     big = np.full_like(v, lim.v_input_max_v)
     with pytest.raises(LimitError, match="nudge current"):
@@ -155,8 +178,9 @@ def test_dry_run_rejects_before_anything_is_applied() -> None:
 def test_sem_target_stops_sampling_early() -> None:
     dev = Recorder(small_board(read_noise_v=1e-3))
     v, y = data()
-    plan = build_step_plan(Centered().stencil(0.1, None), n_samples=4, sem_target_v=2e-4,
-                           max_samples=400)
+    plan = build_step_plan(
+        Centered().stencil(0.1, None), n_samples=4, sem_target_v=2e-4, max_samples=400
+    )
     rec = run_step(plan, dev, v, y, FixedLearner(dev.describe()))
     n = rec.readings[0].n_samples
     # sigma/sqrt(n) < 2e-4 needs n > 25: the reading stops soon after, far below the cap
@@ -200,16 +224,20 @@ def test_write_verify_reports_a_stuck_device() -> None:
     stuck = np.flatnonzero(board.devices.stuck)
     if stuck.size == 0:  # make sure there is one: find a seed with a stuck device
         for seed in range(50):
-            board = open_board("emulator", {"arch": "16-8-4", "preset": "reram"},
-                               np.random.default_rng(seed))
+            board = open_board(
+                "emulator", {"arch": "16-8-4", "preset": "reram"}, np.random.default_rng(seed)
+            )
             stuck = np.flatnonzero(board.devices.stuck)
             if stuck.size:
                 break
         desc = board.describe()
     assert stuck.size
     delta = np.zeros(desc.n_edges)
-    delta[stuck[0]] = 0.3 * (desc.g_max_s - desc.g_min_s) * (
-        1 if board.devices.g_s[stuck[0]] < 0.5 * desc.g_max_s else -1)
+    delta[stuck[0]] = (
+        0.3
+        * (desc.g_max_s - desc.g_min_s)
+        * (1 if board.devices.g_s[stuck[0]] < 0.5 * desc.g_max_s else -1)
+    )
     wv = WriteVerifyProgrammer(tolerance_s=0.02 * desc.g_max_s, max_iterations=20, patience=3)
     rep = wv.program(board, Update(delta, np.zeros(len(desc.bias_nodes))), np.random.default_rng(0))
     i = int(np.flatnonzero(rep.edges == stuck[0])[0])
@@ -238,8 +266,9 @@ def test_open_loop_records_saturation_at_the_bound() -> None:
     g = board.read_conductances()
     delta = np.zeros(desc.n_edges)
     delta[:3] = -(g[:3] + 1.0)  # below 0 S
-    rep = OpenLoopProgrammer().program(board, Update(delta, np.zeros(len(desc.bias_nodes))),
-                                       np.random.default_rng(0))
+    rep = OpenLoopProgrammer().program(
+        board, Update(delta, np.zeros(len(desc.bias_nodes))), np.random.default_rng(0)
+    )
     assert np.all(rep.reason[:3] == Reason.AT_BOUND)
     assert rep.counts["at_bound"] == 3
     assert np.all(board.read_conductances(np.arange(3)) == 0.0)
