@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from hwloop import __version__
 from hwloop.errors import HwloopError
@@ -21,7 +22,15 @@ EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and exit with code 2."""
+    """An ArgumentParser whose errors are one line and exit with code 2.
+
+    Abbreviated options are refused (``--epoch`` is not taken for ``--epochs``):
+    a typo must never be silently reinterpreted.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"hwloop: error: {message} (see '{self.prog} --help')\n")

@@ -263,6 +263,16 @@ def load_npz_dataset(path: str | Path) -> Dataset:
     """
     path = Path(path)
     try:
+        with path.open("rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {_one_line(exc)}") from None
+    if head == b"\x93NUMPY":
+        raise ConfigError(f"{path} is a single .npy array, not an .npz archive with 'x' and 'y'")
+    if not head.startswith(b"PK"):
+        what = "it is empty" if not head else f"it starts with {head!r}"
+        raise ConfigError(f"{path} is not an .npz (zip) archive: {what}")
+    try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ConfigError(f"cannot read {path} as .npz: {_one_line(exc)}") from None
@@ -442,7 +452,8 @@ def load_dataset(
     """Load a dataset by name (one of :data:`DATASET_NAMES`) or from a path.
 
     Names take precedence over paths: to load a directory called ``mnist`` in
-    the working directory, pass ``./mnist``.
+    the working directory, pass ``./mnist`` (a :class:`~pathlib.Path` argument
+    is always taken as a path).
 
     Args:
         name_or_path: ``"mnist-subset"``, ``"mnist"``, ``"fashion-mnist"``,

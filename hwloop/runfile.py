@@ -46,12 +46,28 @@ _UNITS = {
     "time_s": "s",
     "examples_per_s": "1/s",
     "pulses": "1",
-    "saturated": "1",
+    "bound_hits": "1",
 }
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def check_run_path(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Validate a run-file path before any work starts.
+
+    Raises:
+        ConfigError: wrong suffix, missing directory, or an existing file without ``overwrite``.
+    """
+    p = Path(path)
+    if p.suffix not in (".h5", ".hdf5"):
+        raise ConfigError(f"run file {p} must end in .h5 or .hdf5")
+    if not p.parent.exists():
+        raise ConfigError(f"directory {p.parent} does not exist; create it first")
+    if p.exists() and not overwrite:
+        raise ConfigError(f"run file {p} already exists; choose another --out or add --overwrite")
+    return p
 
 
 class RunWriter:
@@ -76,15 +92,7 @@ class RunWriter:
         defaults_source: str = "",
         overwrite: bool = False,
     ) -> None:
-        self.path = Path(path)
-        if self.path.suffix not in (".h5", ".hdf5"):
-            raise ConfigError(f"run file {self.path} must end in .h5 or .hdf5")
-        if self.path.exists() and not overwrite:
-            raise ConfigError(
-                f"run file {self.path} already exists; choose another --out or remove it"
-            )
-        if not self.path.parent.exists():
-            raise ConfigError(f"directory {self.path.parent} does not exist; create it first")
+        self.path = check_run_path(path, overwrite=overwrite)
         self.run_id = uuid.uuid4().hex
         with h5py.File(self.path, "w") as f:
             f.attrs.update(

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hwloop.datasets import Dataset, load_dataset
 
 from hwloop.config import config_to_dict, read_toml, to_toml
+from hwloop.datasets import Dataset, load_dataset
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
-from hwloop.runfile import RunWriter, read_run
+from hwloop.runfile import RunWriter, check_run_path, read_run
 from hwloop.session import StopRequest, deferred_interrupt, safe_session
 from protocols.cli import _MULTI, _TRAIN_FLAGS
 from protocols.config import TrainConfig, make_config, resolve
@@ -58,8 +58,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg, source = resolve(_collect_config(args))
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ConfigError(f"run file {out} already exists; choose another --out or add --overwrite")
+    if not args.dry_run:  # fail before loading data or opening the board
+        check_run_path(out, overwrite=args.overwrite)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
     rng = np.random.default_rng(cfg.seed)
     device = open_board(cfg.backend, backend_options(cfg), rng)
@@ -71,20 +71,38 @@ def run_train(args: argparse.Namespace) -> int:
             print(format_plan(trainer.plan_for_step()))
             print("dry run: the plan fits the board's limits; nothing was applied")
             return 0
-        writer = RunWriter(out, config_toml=to_toml(config_to_dict(cfg)), seed=cfg.seed,
-                           device_summary=device.describe().summary(), defaults_source=source,
-                           overwrite=args.overwrite)
+        writer = RunWriter(
+            out,
+            config_toml=to_toml(config_to_dict(cfg)),
+            seed=cfg.seed,
+            device_summary=device.describe().summary(),
+            defaults_source=source,
+            overwrite=args.overwrite,
+        )
         trainer.writer = writer
         n_train = len(trainer.x_train)
         assert cfg.batch_size is not None and cfg.epochs is not None
         steps_per_epoch = -(-n_train // cfg.batch_size)
         quiet = args.quiet
-        print(f"hwloop train: {cfg.arch} on {data.name} ({n_train} train / "
-              f"{len(trainer.x_test)} test), {cfg.epochs} epochs, batch {cfg.batch_size}, "
-              f"{cfg.estimator} EP, beta {cfg.beta:g}, input gain {cfg.input_gain:g} V, "
-              f"{cfg.samples} sample(s)/phase; defaults: {source}", file=sys.stderr)
-        bar = None if quiet else tqdm(total=steps_per_epoch, unit="step", leave=False, disable=None,
-                                       file=sys.stderr, mininterval=0.5)
+        print(
+            f"hwloop train: {cfg.arch} on {data.name} ({n_train} train / "
+            f"{len(trainer.x_test)} test), {cfg.epochs} epochs, batch {cfg.batch_size}, "
+            f"{cfg.estimator} EP, beta {cfg.beta:g}, input gain {cfg.input_gain:g} V, "
+            f"{cfg.samples} sample(s)/phase; defaults: {source}",
+            file=sys.stderr,
+        )
+        bar = (
+            None
+            if quiet
+            else tqdm(
+                total=steps_per_epoch,
+                unit="step",
+                leave=False,
+                disable=None,
+                file=sys.stderr,
+                mininterval=0.5,
+            )
+        )
 
         def on_step(i: int, rec: StepRecord, loss: float, acc: float) -> None:
             if bar is not None:
@@ -127,8 +145,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         acc = result.final_test_accuracy
-        print(f"{status}: test accuracy {100 * acc:.2f} % after {len(result.epochs)} epoch(s) "
-              f"in {wall:.1f} s; run saved to {out}")
+        print(
+            f"{status}: test accuracy {100 * acc:.2f} % after {len(result.epochs)} epoch(s) "
+            f"in {wall:.1f} s; run saved to {out}"
+        )
     return 0 if status in ("completed", "stopped") else 1
 
 
@@ -145,7 +165,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     run = read_run(args.run)
     if run.conductances_s is None or run.biases_a is None:
         raise ConfigError(f"{args.run} holds no trained parameters (the run stopped before any)")
-    cfg, _ = resolve(make_config(tomllib.loads(run.config_toml), source=f"{args.run} configuration"))
+    cfg, _ = resolve(
+        make_config(tomllib.loads(run.config_toml), source=f"{args.run} configuration")
+    )
     data, split = _evaluation_data(args.dataset, args.data_dir, cfg.test_fraction)
     x = data.pixels("test")
     y = data.y_test.astype(np.int64)
@@ -170,12 +192,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
         device.set_bias_currents(run.biases_a)
         assert cfg.input_gain is not None
         acc, loss = evaluate(device, x, y, cfg.input_gain, batch_size=500, n_samples=args.samples)
-    result = {"accuracy": acc, "n": len(x), "loss": loss, "dataset": data.name,
-              "split": split, "read_noise_v": args.read_noise or 0.0, "samples": args.samples,
-              "run": str(args.run)}
+    result = {
+        "accuracy": acc,
+        "n": len(x),
+        "loss": loss,
+        "dataset": data.name,
+        "split": split,
+        "read_noise_v": args.read_noise or 0.0,
+        "samples": args.samples,
+        "run": str(args.run),
+    }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"accuracy {100 * acc:.2f} % on {len(x)} examples of {data.name} ({split}); "
-              f"mean cost {loss:.4f} V^2")
+        print(
+            f"accuracy {100 * acc:.2f} % on {len(x)} examples of {data.name} ({split}); "
+            f"mean cost {loss:.4f} V^2"
+        )
     return 0

@@ -78,6 +78,15 @@ class TrainConfig:
                 rel = "> 0" if strict else ">= 0"
                 raise ConfigError(f"{name} = {v} must be a finite number {rel}")
 
+        try:
+            sizes = [int(s) for s in self.arch.split("-")]
+        except ValueError:
+            sizes = []
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ConfigError(
+                f"arch = {self.arch!r} must be two or more positive layer sizes separated by "
+                "'-', e.g. 1568-100-10"
+            )
         pos("input_gain", self.input_gain)
         pos("beta", self.beta)
         pos("sem_target", self.sem_target)
@@ -90,13 +99,24 @@ class TrainConfig:
             raise ConfigError(f"momentum = {self.momentum} must be in [0, 1)")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay = {self.lr_decay} must be in (0, 1]")
-        for name in ("epochs", "batch_size", "samples", "max_samples", "sweeps",
-                     "train_limit", "test_limit", "eval_batch_size", "wv_max_iterations"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "samples",
+            "max_samples",
+            "sweeps",
+            "train_limit",
+            "test_limit",
+            "eval_batch_size",
+            "wv_max_iterations",
+        ):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"{name} = {v} must be >= 1")
         if self.max_samples is not None and self.max_samples < self.samples:
-            raise ConfigError(f"max_samples = {self.max_samples} must be >= samples = {self.samples}")
+            raise ConfigError(
+                f"max_samples = {self.max_samples} must be >= samples = {self.samples}"
+            )
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction = {self.test_fraction} must be in (0, 1)")
         if self.beta is not None and self.beta > 1e3:
@@ -111,18 +131,46 @@ _MNIST_FAMILY = {"mnist-subset", "mnist"}
 
 # physics doc 5.1 (fast-DRN, Scellier 2024), MNIST: batch 4, momentum 0, gamma 0.99
 _FAST_DRN: dict[str, dict[str, Any]] = {
-    "1568-100-10": dict(input_gain=100.0, sweeps=4, beta=1.0, lr_weights=(0.006, 0.006),
-                        lr_biases=(0.006, 0.006), epochs=10),
-    "1568-32768-10": dict(input_gain=800.0, sweeps=4, beta=1.0, lr_weights=(0.006, 0.006),
-                          lr_biases=(0.006, 0.006), epochs=100),
-    "1568-1024-10": dict(input_gain=480.0, sweeps=4, beta=1.0, lr_weights=(0.006, 0.006),
-                         lr_biases=(0.006, 0.006), epochs=50),
-    "1568-1024-1024-10": dict(input_gain=2000.0, sweeps=5, beta=1.0,
-                              lr_weights=(0.002, 0.006, 0.018),
-                              lr_biases=(0.002, 0.006, 0.018), epochs=50),
-    "1568-1024-1024-1024-10": dict(input_gain=4000.0, sweeps=6, beta=2.0,
-                                   lr_weights=(0.005, 0.02, 0.08, 0.005),
-                                   lr_biases=(0.0005, 0.002, 0.008, 0.0005), epochs=50),
+    "1568-100-10": dict(
+        input_gain=100.0,
+        sweeps=4,
+        beta=1.0,
+        lr_weights=(0.006, 0.006),
+        lr_biases=(0.006, 0.006),
+        epochs=10,
+    ),
+    "1568-32768-10": dict(
+        input_gain=800.0,
+        sweeps=4,
+        beta=1.0,
+        lr_weights=(0.006, 0.006),
+        lr_biases=(0.006, 0.006),
+        epochs=100,
+    ),
+    "1568-1024-10": dict(
+        input_gain=480.0,
+        sweeps=4,
+        beta=1.0,
+        lr_weights=(0.006, 0.006),
+        lr_biases=(0.006, 0.006),
+        epochs=50,
+    ),
+    "1568-1024-1024-10": dict(
+        input_gain=2000.0,
+        sweeps=5,
+        beta=1.0,
+        lr_weights=(0.002, 0.006, 0.018),
+        lr_biases=(0.002, 0.006, 0.018),
+        epochs=50,
+    ),
+    "1568-1024-1024-1024-10": dict(
+        input_gain=4000.0,
+        sweeps=6,
+        beta=2.0,
+        lr_weights=(0.005, 0.02, 0.08, 0.005),
+        lr_biases=(0.0005, 0.002, 0.008, 0.0005),
+        epochs=50,
+    ),
 }
 _FAST_COMMON = dict(batch_size=4, momentum=0.0)
 
@@ -130,14 +178,23 @@ _FAST_COMMON = dict(batch_size=4, momentum=0.0)
 # batch 32, momentum 0.9, 100 epochs, gamma 0.99
 _DATASET_GAIN = {"mnist": 8.0, "mnist-subset": 8.0, "kmnist": 5.0, "fashion-mnist": 5.0}
 _UNIVERSAL: dict[str, dict[str, Any]] = {
-    "1568-1024-10": dict(model_gain=60.0, beta=0.5, sweeps=4, lr_weights=(0.005, 0.005),
-                         lr_biases=(0.005, 0.005)),
-    "1568-1024-1024-10": dict(model_gain=250.0, beta=1.0, sweeps=5,
-                              lr_weights=(0.002, 0.006, 0.005),
-                              lr_biases=(0.002, 0.006, 0.005)),
-    "1568-1024-1024-1024-10": dict(model_gain=500.0, beta=2.0, sweeps=6,
-                                   lr_weights=(0.005, 0.02, 0.08, 0.005),
-                                   lr_biases=(0.0005, 0.002, 0.008, 0.0005)),
+    "1568-1024-10": dict(
+        model_gain=60.0, beta=0.5, sweeps=4, lr_weights=(0.005, 0.005), lr_biases=(0.005, 0.005)
+    ),
+    "1568-1024-1024-10": dict(
+        model_gain=250.0,
+        beta=1.0,
+        sweeps=5,
+        lr_weights=(0.002, 0.006, 0.005),
+        lr_biases=(0.002, 0.006, 0.005),
+    ),
+    "1568-1024-1024-1024-10": dict(
+        model_gain=500.0,
+        beta=2.0,
+        sweeps=6,
+        lr_weights=(0.005, 0.02, 0.08, 0.005),
+        lr_biases=(0.0005, 0.002, 0.008, 0.0005),
+    ),
 }
 _UNIVERSAL_COMMON = dict(batch_size=32, momentum=0.9, epochs=100)
 
@@ -153,8 +210,15 @@ def published_defaults(arch: str, dataset: str) -> tuple[dict[str, Any], str]:
     if arch_key in _FAST_DRN:
         return {**_FAST_COMMON, **_FAST_DRN[arch_key]}, "Scellier 2024 fast-DRN (physics doc 5.1)"
     n_layers = len(arch_key.split("-"))
-    generic = dict(input_gain=100.0, sweeps=4 + max(0, n_layers - 3), beta=1.0,
-                   lr_weights=(0.006,), lr_biases=(0.006,), epochs=10, **_FAST_COMMON)
+    generic = dict(
+        input_gain=100.0,
+        sweeps=4 + max(0, n_layers - 3),
+        beta=1.0,
+        lr_weights=(0.006,),
+        lr_biases=(0.006,),
+        epochs=10,
+        **_FAST_COMMON,
+    )
     return generic, "generic defaults (no published settings for this architecture)"
 
 

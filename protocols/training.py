@@ -124,7 +124,9 @@ class EpochMetrics:
     time_s: float
     examples_per_s: float
     pulses: int
-    saturated: int
+    bound_hits: int
+    """(edge, step) pairs whose requested change was cut at a device bound (on the ideal
+    emulator: conductances at 0 S pushed further down, as g <- max(g, 0) does)."""
 
     def as_dict(self) -> dict[str, float]:
         """The metrics as floats, for the run file."""
@@ -259,7 +261,7 @@ class Trainer:
             correct = 0
             seen = 0
             pulses = 0
-            saturated = 0
+            bound_hits = 0
             for i, start in enumerate(range(0, len(order), cfg.batch_size)):
                 idx = order[start : start + cfg.batch_size]
                 x = self.x_train[idx]
@@ -275,7 +277,7 @@ class Trainer:
                 seen += len(idx)
                 if rec.programming is not None:
                     pulses += rec.programming.total_pulses
-                    saturated += rec.programming.counts.get("at_bound", 0)
+                    bound_hits += rec.programming.counts.get("at_bound", 0)
                 if self.on_step is not None:
                     self.on_step(i, rec, loss_sum / seen, correct / seen)
                 if self.stop.requested:
@@ -307,7 +309,7 @@ class Trainer:
                 time_s=train_time,
                 examples_per_s=seen / train_time if train_time > 0 else float("inf"),
                 pulses=pulses,
-                saturated=saturated,
+                bound_hits=bound_hits,
             )
             result.epochs.append(m)
             if self.writer is not None:
