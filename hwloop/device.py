@@ -34,6 +34,14 @@ FloatArray = NDArray[np.floating]
 IntArray = NDArray[np.integer]
 
 
+def index_or_slice(idx: IntArray) -> slice | IntArray:
+    """A contiguous ascending index array as a slice; any other array unchanged."""
+    idx = np.asarray(idx)
+    if idx.size and int(idx[-1]) - int(idx[0]) + 1 == idx.size and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
 def _frozen(a: IntArray) -> IntArray:
     a.setflags(write=False)
     return a
@@ -137,6 +145,16 @@ class LayerBlock:
         """Number of edges in the block."""
         return int(len(self.src) * len(self.dst))
 
+    @functools.cached_property
+    def src_index(self) -> slice | IntArray:
+        """``src`` as a slice when it is a contiguous range (views instead of gathers)."""
+        return index_or_slice(self.src)
+
+    @functools.cached_property
+    def dst_index(self) -> slice | IntArray:
+        """``dst`` as a slice when it is a contiguous range."""
+        return index_or_slice(self.dst)
+
 
 @dataclass(frozen=True, eq=False)
 class BoardDescription:
@@ -216,6 +234,24 @@ class BoardDescription:
     def output_nodes(self) -> IntArray:
         """Indices of the output nodes; do not modify."""
         return _frozen(self.nodes_with_role(NodeRole.OUTPUT))
+
+    @functools.cached_property
+    def input_index(self) -> slice | IntArray:
+        """:attr:`input_nodes` as a slice when contiguous."""
+        return index_or_slice(self.input_nodes)
+
+    @functools.cached_property
+    def free_index(self) -> slice | IntArray:
+        """:attr:`free_nodes` as a slice when contiguous."""
+        return index_or_slice(self.free_nodes)
+
+    @functools.cached_property
+    def input_mask(self) -> NDArray[np.bool_]:
+        """``(n_nodes,)`` True at input nodes; do not modify."""
+        m = np.zeros(self.n_nodes, dtype=bool)
+        m[self.input_nodes] = True
+        m.setflags(write=False)
+        return m
 
     @functools.cached_property
     def free_nodes(self) -> IntArray:

@@ -42,19 +42,6 @@ class Gradient:
     b: Array
 
 
-def _as_index(idx: NDArray[np.integer]) -> slice | NDArray[np.integer]:
-    """A contiguous ascending index array as a slice (views instead of gathers)."""
-    if idx.size and idx[-1] - idx[0] + 1 == idx.size and np.all(np.diff(idx) == 1):
-        return slice(int(idx[0]), int(idx[-1]) + 1)
-    return idx
-
-
-def _input_mask(desc: BoardDescription) -> NDArray[np.bool_]:
-    mask = np.zeros(desc.n_nodes, dtype=bool)
-    mask[desc.input_nodes] = True
-    return mask
-
-
 def full_voltages(desc: BoardDescription, v_inputs: Array, v_free: Array) -> Array:
     """Assemble ``(batch, n_nodes)`` node voltages.
 
@@ -62,8 +49,8 @@ def full_voltages(desc: BoardDescription, v_inputs: Array, v_free: Array) -> Arr
     """
     batch = v_inputs.shape[0]
     out = np.zeros((batch, desc.n_nodes), dtype=np.result_type(v_inputs, v_free))
-    out[:, _as_index(desc.input_nodes)] = v_inputs
-    out[:, _as_index(desc.free_nodes)] = v_free
+    out[:, desc.input_index] = v_inputs
+    out[:, desc.free_index] = v_free
     return out
 
 
@@ -96,11 +83,11 @@ def ep_gradient(
     c = [dt.type(x) for x in coeffs]
     c_sum = dt.type(sum(coeffs))
     g = np.empty(desc.n_edges, dtype=dt)
-    is_input = _input_mask(desc)
+    is_input = desc.input_mask
     scale = dt.type(0.5 / batch)
     if desc.layers is not None:
         for block in desc.layers:
-            src, dst = _as_index(block.src), _as_index(block.dst)
+            src, dst = block.src_index, block.dst_index
             n_src, n_dst = len(block.src), len(block.dst)
             out = g[block.edge_offset : block.edge_offset + block.n_edges].reshape(n_src, n_dst)
             d_ph = [f[:, dst] for f in full]

@@ -348,6 +348,13 @@ class EmulatedBoard:
         """Examples in which an input source would exceed its current compliance."""
         assert self._v_in is not None and self._state is not None
         c = self._limits.compliance_a
+        swing = float(np.max(np.abs(self._v_in), initial=0.0)) + float(
+            np.max(np.abs(self._state[0]), initial=0.0)
+        )
+        # |I_i| <= rows_i * swing <= (total conductance of the input block) * swing, and that
+        # total is at most the sum of the first free layer's denominators (already cached)
+        if self._net.first_layer_conductance() * swing <= c:
+            return np.zeros(batch, dtype=bool)
         rows = self._net.input_row_sums()
         vmax = np.max(np.abs(self._state[0]), axis=1, keepdims=True)
         bound = rows * (np.abs(self._v_in) + vmax)  # |I_i| <= this, cheaply

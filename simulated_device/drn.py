@@ -323,7 +323,7 @@ class DRN:
                     new = V[k - 1] @ a_in
                     new += const[k]
                 else:
-                    new = np.broadcast_to(const[k], V[k].shape).copy()
+                    new = const[k].copy()  # layer 0: bias + input projection, (batch, n)
                 if a_out is not None and not (fresh and sweeps == 0 and k % 2 == 0):
                     new += V[k + 1] @ a_out
                 lo = ops.lo[k]
@@ -358,6 +358,10 @@ class DRN:
         if beta_s != 0.0 and targets_v is not None:
             e += beta_s * 0.5 * np.sum((layers[-1] - targets_v) ** 2, axis=1)
         return e
+
+    def first_layer_conductance(self) -> float:
+        """An upper bound on the total input-block conductance, S (cheap, cached sums)."""
+        return float(self._denominators()[0].sum(dtype=np.float64))
 
     def input_row_sums(self) -> Array:
         """Total conductance at each input node, S (cached until the weights change)."""
