@@ -93,16 +93,23 @@ def ep_gradient(
             d_ph = [f[:, dst] for f in full]
             sq_d = sum(ci * np.einsum("bj,bj->j", d, d) for ci, d in zip(c, d_ph, strict=True))
             if bool(np.all(is_input[block.src])):
-                # inputs are the applied sources, the same in every phase
+                # Inputs are the applied sources, the same in every phase, so the cross
+                # term is a^T z with z = -(1/B) sum_i c_i D_i. The squared terms of the
+                # destinations ride along as one more "example" (a row of ones in a, the
+                # scaled sums in z): out = [a; 1]^T [z; s] in one product, no extra pass.
                 a = full[0][:, src]
                 z = sum(ci * d for ci, d in zip(c, d_ph, strict=True)) * dt.type(-1.0 / batch)
                 sq_a = c_sum * np.einsum("bi,bi->i", a, a)
-                h = n_src // 2
-                if n_src % 2 == 0 and np.array_equal(a[:, h:], -a[:, :h]):
-                    np.matmul(a[:, :h].T, z, out=out[:h])
-                    np.negative(out[:h], out=out[h:])
-                else:
-                    np.matmul(a.T, z, out=out)
+                a_aug = np.empty((batch + 1, n_src), dtype=dt)
+                a_aug[:batch] = a
+                a_aug[batch] = 1.0
+                z_aug = np.empty((batch + 1, n_dst), dtype=dt)
+                z_aug[:batch] = z
+                z_aug[batch] = scale * np.asarray(sq_d, dtype=dt)
+                np.matmul(a_aug.T, z_aug, out=out)
+                if np.any(sq_a):
+                    out += (scale * np.asarray(sq_a, dtype=dt))[:, None]
+                continue
             else:
                 a_ph = [f[:, src] for f in full]
                 sq_a = sum(ci * np.einsum("bi,bi->i", a, a) for ci, a in zip(c, a_ph, strict=True))

@@ -70,8 +70,8 @@ class _Operators:
     inv: list[Array]
     a_in: list[Array | None]
     a_out: list[Array | None]
-    lo: list[Array | None]
-    hi: list[Array | None]
+    n_exc: list[int]
+    """Number of ``v >= 0`` nodes in each free layer (hidden layers are clamped)."""
 
 
 @dataclass(frozen=True)
@@ -206,21 +206,13 @@ class DRN:
         inv = [np.asarray(1.0 / d, dtype=dt) for d in den]
         a_in: list[Array | None] = [None] * L
         a_out: list[Array | None] = [None] * L
-        lo: list[Array | None] = [None] * L
-        hi: list[Array | None] = [None] * L
         for k in range(L):
             if k >= 1:
                 a_in[k] = np.ascontiguousarray(self.weights[k] * inv[k][None, :], dtype=dt)
             if k + 1 < L:
                 a_out[k] = np.ascontiguousarray((self.weights[k + 1] * inv[k][:, None]).T, dtype=dt)
-                n = self.layer_sizes[k + 1]
-                h = n_excitatory(n)
-                lo_k = np.full(n, -np.inf, dtype=dt)
-                hi_k = np.full(n, np.inf, dtype=dt)
-                lo_k[:h] = 0
-                hi_k[h:] = 0
-                lo[k], hi[k] = lo_k, hi_k
-        ops = _Operators(inv=inv, a_in=a_in, a_out=a_out, lo=lo, hi=hi)
+        n_exc = [n_excitatory(n) for n in self.layer_sizes[1:]]
+        ops = _Operators(inv=inv, a_in=a_in, a_out=a_out, n_exc=n_exc)
         if len(self._ops) > 8:
             self._ops.clear()
         self._ops[key] = ops
@@ -326,9 +318,10 @@ class DRN:
                     new = const[k].copy()  # layer 0: bias + input projection, (batch, n)
                 if a_out is not None and not (fresh and sweeps == 0 and k % 2 == 0):
                     new += V[k + 1] @ a_out
-                lo = ops.lo[k]
-                if lo is not None:
-                    np.clip(new, lo, ops.hi[k], out=new)
+                if k + 1 < L:  # hidden layer: the diode clamps
+                    h = ops.n_exc[k]
+                    np.maximum(new[:, :h], 0, out=new[:, :h])
+                    np.minimum(new[:, h:], 0, out=new[:, h:])
                 if track:
                     change = max(change, float(np.max(np.abs(new - V[k]), initial=0.0)))
                 V[k] = new
