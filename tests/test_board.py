@@ -86,7 +86,7 @@ def test_compliance_is_flagged_when_a_source_exceeds_it() -> None:
     board.apply_inputs(v)
     board.settle()
     r = board.read_nodes(2)
-    cur = net.source_currents(v, board._state)  # noqa: SLF001 - the emulator's exact state
+    cur = net.source_currents(v, board._state)
     over = np.any(np.abs(cur) > 1.0, axis=1)
     assert over[0] and not over[1]
     flagged = np.any(r.flags & SampleFlag.COMPLIANCE, axis=(0, 2))
