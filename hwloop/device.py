@@ -177,6 +177,10 @@ class BoardDescription:
         pulse_step_s: nominal conductance change of one programming pulse at
             mid-range, S; 0 when the board has no pulse granularity and is programmed
             by conductance deltas only (the ideal emulator).
+        g_scale_s: the conductance that stands for 1 in the published (dimensionless)
+            simulation units, S. The DRN equations are homogeneous (physics doc 8.1),
+            so published hyper-parameters carry over with ``beta * g_scale_s`` and
+            learning rates ``* g_scale_s**2``; 1.0 for the ideal emulator.
         info: free-form JSON-able metadata (instrument identities, model, firmware...).
     """
 
@@ -194,6 +198,7 @@ class BoardDescription:
     bias_nodes: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     v_read_range_v: float = float("inf")
     pulse_step_s: float = 0.0
+    g_scale_s: float = 1.0
     info: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -284,6 +289,7 @@ class BoardDescription:
             "g_max_s": self.g_max_s,
             "supports_complex_nudge": self.supports_complex_nudge,
             "pulse_step_s": self.pulse_step_s,
+            "g_scale_s": self.g_scale_s,
             "limits": {k: getattr(self.limits, k) for k in self.limits.__dataclass_fields__},
             "info": self.info,
         }
@@ -354,7 +360,12 @@ class NodeReading:
         n = self.n_samples
         if n < 2:
             return np.zeros(self.samples_v.shape[1:], dtype=np.float64)
-        return np.asarray(np.abs(self.samples_v).std(axis=0, ddof=1) / np.sqrt(n))
+        s = self.samples_v
+        if np.iscomplexobj(s):
+            var = s.real.var(axis=0, ddof=1) + s.imag.var(axis=0, ddof=1)
+        else:
+            var = s.var(axis=0, ddof=1)
+        return np.asarray(np.sqrt(var / n))
 
     @property
     def any_flagged(self) -> bool:

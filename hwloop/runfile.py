@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 from hwloop import __version__
 from hwloop.errors import ConfigError
+from hwloop.session import sigint_held
 
 SCHEMA = "hwloop-run"
 SCHEMA_VERSION = 0
@@ -127,29 +128,46 @@ class RunWriter:
                 ds[-1] = float(value)
 
     def write_params(
-        self, g_s: NDArray[np.floating], b_a: NDArray[np.floating], epoch: int
+        self,
+        g_s: NDArray[np.floating],
+        b_a: NDArray[np.floating],
+        epoch: int,
+        *,
+        complete: bool = True,
     ) -> None:
-        """Store the latest conductances (S) and bias currents (A)."""
-        with h5py.File(self.path, "a") as f:
+        """Store the latest conductances (S) and bias currents (A).
+
+        The datasets are created once and then overwritten in place (never deleted
+        and re-created), with SIGINT held back while the file is open, so an
+        interrupt cannot leave the file without parameters.
+
+        Args:
+            g_s: conductances, S.
+            b_a: bias currents, A.
+            epoch: epochs completed when the parameters were read.
+            complete: False when the parameters were saved in the middle of an epoch
+                (after a stop or a failure).
+        """
+        with sigint_held(), h5py.File(self.path, "a") as f:
             grp = f["params"]
             for name, arr, unit in (("conductances_s", g_s, "S"), ("biases_a", b_a, "A")):
-                if name in grp:
-                    del grp[name]
-                ds = grp.create_dataset(
-                    name,
-                    data=np.asarray(arr, dtype=np.float64),
-                    compression="gzip",
-                    compression_opts=1,
-                    shuffle=True,
-                )
-                ds.attrs["units"] = unit
+                data = np.asarray(arr, dtype=np.float64)
+                if name not in grp:
+                    ds = grp.create_dataset(name, shape=data.shape, dtype="f8", chunks=True,
+                                            compression="gzip", compression_opts=1, shuffle=True)
+                    ds.attrs["units"] = unit
+                ds = grp[name]
+                if ds.shape != data.shape:
+                    raise ConfigError(f"{self.path}: parameter {name} changed shape")
+                ds[...] = data
             grp.attrs["epoch"] = epoch
+            grp.attrs["epoch_complete"] = complete
 
     def finish(self, status: str, reason: str = "") -> None:
         """Record the exit status (one of :data:`STATUSES`) and the stop time."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        with h5py.File(self.path, "a") as f:
+        with sigint_held(), h5py.File(self.path, "a") as f:
             f.attrs["status"] = status
             f.attrs["reason"] = reason
             f.attrs["finished_utc"] = _now()
@@ -184,16 +202,26 @@ def read_run(path: str | Path) -> RunData:
     with f:
         if f.attrs.get("schema") != SCHEMA:
             raise ConfigError(f"{p} is not an hwloop run file (no schema attribute {SCHEMA!r})")
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-        metrics = {k: np.asarray(v[()]) for k, v in f["metrics/epoch"].items()}
-        params = f["params"]
-        g = np.asarray(params["conductances_s"][()]) if "conductances_s" in params else None
-        b = np.asarray(params["biases_a"][()]) if "biases_a" in params else None
-        summary = json.loads(f["device"].attrs["summary_json"])
+        version = f.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ConfigError(
+                f"{p} has run-file schema version {version}; this hwloop reads version "
+                f"{SCHEMA_VERSION} (use the hwloop version that wrote it)"
+            )
+        try:
+            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+            metrics = {k: np.asarray(v[()]) for k, v in f["metrics/epoch"].items()}
+            params = f["params"]
+            g = np.asarray(params["conductances_s"][()]) if "conductances_s" in params else None
+            b = np.asarray(params["biases_a"][()]) if "biases_a" in params else None
+            summary = json.loads(f["device"].attrs["summary_json"])
+            config_toml = str(attrs["config_toml"])
+        except (KeyError, ValueError, OSError) as exc:
+            raise ConfigError(f"{p} is an incomplete or damaged run file ({exc})") from None
     return RunData(
         path=p,
         attrs=attrs,
-        config_toml=str(attrs["config_toml"]),
+        config_toml=config_toml,
         device_summary=summary,
         metrics=metrics,
         conductances_s=g,

@@ -60,12 +60,29 @@ def deferred_interrupt(stop: StopRequest) -> Iterator[StopRequest]:
 
 
 @contextmanager
+def sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C back while the file is being written (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, None)
+
+
+@contextmanager
 def safe_session(device: Device) -> Iterator[Device]:
     """Use ``device`` and put it in its safe state and close it on every exit path."""
     try:
         yield device
     finally:
-        try:
-            device.safe_state()
-        finally:
-            device.close()
+        with sigint_held():  # a Ctrl-C must not cut the way to the safe state short
+            try:
+                device.safe_state()
+            finally:
+                device.close()

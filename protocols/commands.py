@@ -52,6 +52,17 @@ def _collect_config(args: argparse.Namespace) -> TrainConfig:
     return make_config(values, source=source)
 
 
+def _save_partial(trainer: Trainer) -> None:
+    """Keep the parameters reached so far after a failure.
+
+    Best effort: the board may be what failed.
+    """
+    try:
+        trainer.save_params(getattr(trainer, "epochs_done", 0), complete=False)
+    except Exception as exc:  # never mask the original error
+        print(f"hwloop train: warning: could not save the parameters: {exc}", file=sys.stderr)
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Execute ``hwloop train``."""
     from tqdm import tqdm
@@ -124,9 +135,11 @@ def run_train(args: argparse.Namespace) -> int:
             status, reason = result.status, result.reason
         except KeyboardInterrupt:
             status, reason = "aborted", "aborted by a second Ctrl-C"
+            _save_partial(trainer)
             raise
         except Exception as exc:
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
+            _save_partial(trainer)
             raise
         finally:
             if bar is not None:
@@ -188,7 +201,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         desc = device.describe()
         if desc.n_edges != len(run.conductances_s) or len(desc.bias_nodes) != len(run.biases_a):
             raise ConfigError(f"{args.run}: stored parameters do not match architecture {cfg.arch}")
-        device.program_deltas(None, run.conductances_s - device.read_conductances())
+        g = run.conductances_s
+        if not np.all(np.isfinite(g)) or g.min() < desc.g_min_s or g.max() > desc.g_max_s:
+            raise ConfigError(
+                f"{args.run}: stored conductances lie outside the emulator's range "
+                f"[{desc.g_min_s:g}, {desc.g_max_s:g}] S (or are not finite); the run file is "
+                "damaged or was written for another device model"
+            )
+        device.program_deltas(None, g - device.read_conductances())
         device.set_bias_currents(run.biases_a)
         assert cfg.input_gain is not None
         acc, loss = evaluate(device, x, y, cfg.input_gain, batch_size=500, n_samples=args.samples)

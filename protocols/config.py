@@ -117,6 +117,8 @@ class TrainConfig:
             raise ConfigError(
                 f"max_samples = {self.max_samples} must be >= samples = {self.samples}"
             )
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed = {self.seed} must be an integer in [0, 2**63)")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction = {self.test_fraction} must be in (0, 1)")
         if self.beta is not None and self.beta > 1e3:

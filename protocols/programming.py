@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.device import Device, ProgramResult, ProgramStatus
-from hwloop.errors import ConfigError
+from hwloop.errors import ConfigError, LimitError
 from protocols.optim import Update
 
 Array = NDArray[np.floating]
@@ -110,6 +110,28 @@ def _reason_counts(
     return {r.name.lower(): int(c) for r, c in counts.items() if c}
 
 
+def _checked_biases(device: Device, b_delta: Array) -> Array | None:
+    """The new bias currents, checked against the limits before anything is programmed.
+
+    Raises:
+        LimitError: a bias current would exceed the board's current limit (nothing applied).
+        ConfigError: NaN or inf in the change.
+    """
+    if not b_delta.size or not np.any(b_delta):
+        return None
+    if not np.all(np.isfinite(b_delta)):
+        raise ConfigError("the bias update contains NaN or inf; lower the learning rate")
+    new = device.read_bias_currents() + b_delta
+    lim = device.describe().limits.i_nudge_max_a
+    peak = float(np.max(np.abs(new)))
+    if peak > lim:
+        raise LimitError(
+            f"bias current {peak:.6g} A would exceed the limit {lim:.6g} A; lower the bias "
+            "learning rate or raise the limit (nothing was programmed)"
+        )
+    return np.asarray(new)
+
+
 def _status_to_reason(status: NDArray[np.int8]) -> NDArray[np.int8]:
     """Device statuses to reasons: AT_MAX/AT_MIN become AT_BOUND, the rest CONVERGED."""
     assert (ProgramStatus.AT_MAX.value, ProgramStatus.AT_MIN.value, Reason.AT_BOUND.value) == (
@@ -144,6 +166,8 @@ class OpenLoopProgrammer:
     def program(self, device: Device, update: Update, rng: np.random.Generator) -> ProgramReport:
         """Apply ``update`` to ``device``; return what was done."""
         desc = device.describe()
+        b_delta = np.asarray(update.delta_b_a)
+        new_bias = _checked_biases(device, b_delta)
         step = desc.pulse_step_s
         delta = np.asarray(update.delta_g_s)
         want = delta if self._residual is None else delta + self._residual
@@ -180,18 +204,17 @@ class OpenLoopProgrammer:
                 counts[np.abs(want) < self.min_delta_s] = 0
             capped = np.abs(counts) > self.max_pulses
             n_pulses = np.clip(counts, -self.max_pulses, self.max_pulses).astype(np.int64)
-            if self.carry_residual:
-                self._residual = want - n_pulses * step
             edges = np.flatnonzero(n_pulses)
             res = device.program_pulses(edges, n_pulses[edges])
+            if self.carry_residual:  # only once the pulses went out
+                self._residual = want - n_pulses * step
             pulses = np.asarray(res.applied_pulses, dtype=np.int64)
             achieved = res.g_after_s
             reason = _status_to_reason(res.status)
             reason[capped[edges]] = Reason.PULSE_CAP
             req = delta[edges]
-        b_delta = np.asarray(update.delta_b_a)
-        if b_delta.size and np.any(b_delta):
-            device.set_bias_currents(device.read_bias_currents() + b_delta)
+        if new_bias is not None:
+            device.set_bias_currents(new_bias)
         return ProgramReport(
             mode=self.mode,
             edges=None if edges is None else np.asarray(edges, dtype=np.int64),
@@ -249,6 +272,8 @@ class WriteVerifyProgrammer:
     def program(self, device: Device, update: Update, rng: np.random.Generator) -> ProgramReport:
         """Apply ``update`` to ``device`` with verification; return what was done."""
         desc = device.describe()
+        b_delta = np.asarray(update.delta_b_a)
+        new_bias = _checked_biases(device, b_delta)
         step = desc.pulse_step_s
         delta = np.asarray(update.delta_g_s, dtype=np.float64)
         want = delta if self._residual is None else delta + self._residual
@@ -295,9 +320,8 @@ class WriteVerifyProgrammer:
         reason[~converged] = Reason.MAX_ITERATIONS
         reason[~converged & gave_up] = Reason.NO_RESPONSE
         reason[beyond] = Reason.AT_BOUND
-        b_delta = np.asarray(update.delta_b_a)
-        if b_delta.size and np.any(b_delta):
-            device.set_bias_currents(device.read_bias_currents() + b_delta)
+        if new_bias is not None:
+            device.set_bias_currents(new_bias)
         return ProgramReport(
             mode=self.mode,
             edges=edges.astype(np.int64),

@@ -185,10 +185,14 @@ class Trainer:
         self.on_epoch = on_epoch
         self.estimator: Estimator = make_estimator(cfg.estimator)
         self.dtype = np.dtype(cfg.dtype)
+        # hyper-parameters are in the published simulation units; map them onto the board
+        # (physics doc 8.1: beta scales with the conductance scale, learning rates with its square)
+        g0 = float(self.desc.g_scale_s)
+        self.beta_s = float(cfg.beta) * g0
         self.optimiser = SGD(
             self.desc,
-            cfg.lr_weights or (0.006,),
-            cfg.lr_biases or (0.006,),
+            tuple(lr * g0**2 for lr in (cfg.lr_weights or (0.006,))),
+            tuple(lr * g0**2 for lr in (cfg.lr_biases or (0.006,))),
             momentum=cfg.momentum or 0.0,
             gamma=cfg.lr_decay,
             dtype=self.dtype,
@@ -222,7 +226,7 @@ class Trainer:
         """The step plan (a fresh stencil: random-sign draws its sign here)."""
         cfg = self.cfg
         assert cfg.beta is not None
-        stencil = self.estimator.stencil(cfg.beta, self.rng)
+        stencil = self.estimator.stencil(self.beta_s, self.rng)
         return build_step_plan(
             stencil,
             nudge_kind=cfg.nudge,
@@ -239,7 +243,7 @@ class Trainer:
         v = encode_inputs(np.ones_like(xb), cfg.input_gain, self.n_in)  # worst-case pixels
         y = one_hot(self.y_train[: cfg.batch_size], self.n_out)
         stencil_plan = build_step_plan(
-            self.estimator.stencil(cfg.beta or 1.0, np.random.default_rng(0)),
+            self.estimator.stencil(self.beta_s, np.random.default_rng(0)),
             nudge_kind=cfg.nudge,
             n_samples=cfg.samples,
             sem_target_v=cfg.sem_target,
@@ -254,6 +258,7 @@ class Trainer:
         assert cfg.input_gain is not None
         self.preflight()
         result = TrainResult(status="running", reason="")
+        self.epochs_done = start_epoch
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             order = self.rng.permutation(len(self.x_train))
@@ -285,7 +290,7 @@ class Trainer:
             train_time = time.perf_counter() - t0
             if self.stop.requested and seen < len(order):
                 result.status, result.reason = "stopped", self.stop.reason
-                self._save_params(epoch)
+                self.save_params(epoch, complete=False)
                 return result
             self.optimiser.end_epoch()
             test_acc, test_loss = (
@@ -314,7 +319,7 @@ class Trainer:
             result.epochs.append(m)
             if self.writer is not None:
                 self.writer.append_epoch(m.as_dict())
-            self._save_params(epoch + 1)
+            self.save_params(epoch + 1)
             if self.on_epoch is not None:
                 self.on_epoch(m)
             if self.stop.requested:
@@ -323,8 +328,13 @@ class Trainer:
         result.status = "completed"
         return result
 
-    def _save_params(self, epoch: int) -> None:
+    def save_params(self, epoch: int, *, complete: bool = True) -> None:
+        """Write the board's present conductances and biases to the run file."""
         if self.writer is not None:
             self.writer.write_params(
-                self.device.read_conductances(), self.device.read_bias_currents(), epoch
+                self.device.read_conductances(),
+                self.device.read_bias_currents(),
+                epoch,
+                complete=complete,
             )
+        self.epochs_done = epoch

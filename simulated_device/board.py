@@ -17,7 +17,6 @@ doc section 5: about 2 ms per host-looped layer read).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +47,12 @@ Array = NDArray[np.floating]
 
 
 def _describe_drn(
-    net: DRN, model: DeviceModel, limits: SafetyLimits, name: str, info: dict[str, object]
+    net: DRN,
+    model: DeviceModel,
+    limits: SafetyLimits,
+    name: str,
+    info: dict[str, object],
+    g_scale_s: float = 1.0,
 ) -> BoardDescription:
     sizes = net.layer_sizes
     names: list[str] = []
@@ -97,6 +101,7 @@ def _describe_drn(
         bias_nodes=bias_nodes,
         v_read_range_v=model.read.adc_range_v,
         pulse_step_s=model.write.nominal_step_s,
+        g_scale_s=g_scale_s,
         info=info,
     )
 
@@ -118,6 +123,8 @@ class EmulatedBoard:
         settle_time_s: simulated time per settle, s (>= 0).
         sample_time_s: simulated time per sample of one example, s (>= 0).
         name: board name in its description.
+        g_scale_s: conductance standing for 1 simulation unit, S (see
+            :attr:`hwloop.device.BoardDescription.g_scale_s`).
     """
 
     def __init__(
@@ -133,6 +140,7 @@ class EmulatedBoard:
         settle_time_s: float = 1e-3,
         sample_time_s: float = 2e-3,
         name: str = "emulated DRN",
+        g_scale_s: float = 1.0,
     ) -> None:
         if n_sweeps < 1:
             raise ConfigError(f"n_sweeps={n_sweeps} must be >= 1")
@@ -164,6 +172,7 @@ class EmulatedBoard:
                 "n_sweeps": n_sweeps,
                 "tol_v": tol_v,
             },
+            g_scale_s=g_scale_s,
         )
         self._node_layer = np.concatenate(
             [np.full(n, k) for k, n in enumerate(net.layer_sizes)] + [np.array([-1])]
@@ -178,7 +187,8 @@ class EmulatedBoard:
         self._proj: Array | None = None
         self._nudge: Nudge | None = None
         self._state: list[Array] | None = None
-        self._free_state: list[Array] | None = None
+        self._free_state: list[Array] | None = None  # free equilibrium of the present inputs
+        self._last_free: list[Array] | None = None  # last free equilibrium (warm start)
         self._dirty = True
         self._closed = False
 
@@ -216,6 +226,7 @@ class EmulatedBoard:
         if self._v_in is None or self._v_in.shape[0] != v.shape[0]:
             self._state = None
             self._free_state = None
+            self._last_free = None
             if self._nudge is not None:
                 self._nudge = None  # a nudge sized for another batch cannot stay applied
         self._v_in = v
@@ -234,6 +245,8 @@ class EmulatedBoard:
             check_nudge_within_limits(
                 nudge, self._limits, self._v_in.shape[0], self._net.n_outputs, complex_ok=False
             )
+            if isinstance(nudge, ResistiveNudge) and np.real(nudge.beta_s) < 0:
+                self._net.check_beta(float(np.real(nudge.beta_s)))
         self._nudge = nudge
         self._dirty = True
 
@@ -276,7 +289,7 @@ class EmulatedBoard:
             return
         nudge = self._nudge
         if nudge is None:
-            start = self._state if self._warm else None
+            start = self._last_free if self._warm else None
         else:
             start = self._free_state if self._free_state is not None else self._state
         kwargs: dict[str, Any] = {}
@@ -294,6 +307,7 @@ class EmulatedBoard:
         self._state = V
         if nudge is None:
             self._free_state = V
+            self._last_free = V
         self._dirty = False
 
     # ---------------------------------------------------------------- Readable
@@ -559,14 +573,15 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
         sizes, rng, weight_gain=float(options.get("weight_gain", 1.0)), dtype=np.dtype(dtype_name)
     )
     lo, hi = model.write.g_min_s, model.write.g_max_s
+    g_scale = 1.0
     if np.isfinite(hi):
-        # map the published initial range [0, 1/sqrt(fan_in)] onto [g_min, g_max]
-        off = 0
-        for a, b in itertools.pairwise(sizes):
-            seg = net.g_flat[off : off + a * b]
-            seg *= (hi - lo) * np.sqrt(a) / 2.0
-            seg += lo
-            off += a * b
+        # One conductance scale for the whole network (the DRN is homogeneous in g, so a
+        # common scale keeps the published network function): the widest published initial
+        # range, [0, weight_gain/sqrt(smallest fan-in)], fills half the device range.
+        s_max = float(options.get("weight_gain", 1.0)) / np.sqrt(min(sizes[:-1]))
+        g_scale = 0.5 * (hi - lo) / s_max
+        scaled = net.g_flat.astype(np.float64) * g_scale + lo
+        net.g_flat[:] = np.clip(scaled, lo, hi)  # float32 rounding only
         net.weights_changed()
     tol = options.get("tol_v")
     return EmulatedBoard(
@@ -576,4 +591,5 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
         n_sweeps=int(options.get("n_sweeps", 4)),
         tol_v=None if tol is None else float(tol),
         warm_start=bool(options.get("warm_start", True)),
+        g_scale_s=g_scale,
     )

@@ -13,28 +13,38 @@ Shockley law ``i = IS (exp(dv / (n Vt)) - 1)``, where ``dv = v_anode - v_cathode
 and ``Vt = k T / q``. With ``diodes="ideal"`` each diode is instead the constraint
 ``v_anode <= v_cathode`` with a forward current >= 0 (a convex QP).
 
-Method:
+Method (:func:`prepare_op` does steps 1-3 once, :meth:`PreparedOp.solve` step 4):
 
 1. Voltage sources and inductors are eliminated exactly: the nodes they join form
    groups (connected components); a group holding ground is fixed, every other
    group is one unknown plus exact offsets (a least-squares solve of the source
-   equations, which also detects inconsistent source loops).
-2. Nodes without a DC path to a fixed node are reported (``CircuitError``).
-3. Shockley diodes: Newton's method on ``E`` over the free unknowns, stopped when
-   the Newton step is below ``tol_v``. Each step length comes from a 1-D search on
-   ``E`` along the Newton direction (it may extrapolate beyond the full step, which
-   brings a diode down from far up its exponential in one step), then is checked
+   equations, which also detects inconsistent source loops). Fixed nodes leave the
+   problem (a Schur-complement reduction: their voltages only enter the linear term).
+2. The quadratic part ``1/2 x^T H x + h^T x`` over the free unknowns is assembled
+   with one ``np.bincount`` over all resistors (dense ``H`` for up to
+   :data:`DENSE_MAX_UNKNOWNS` unknowns, else ``scipy.sparse``).
+3. Nodes without a DC path to a fixed node are reported (``CircuitError``). For the
+   dense Shockley solve the unknowns are reordered so that an independent set ``I``
+   of them (no resistor or diode between two of its members) comes first: the
+   ``I`` block of every Newton matrix is then diagonal and is eliminated in
+   ``O(|I| |R|^2)`` (a block-diagonal Schur complement; exactly Cholesky in that
+   order), leaving a small dense Cholesky factorisation on the rest ``R``.
+4. Shockley diodes: Newton's method on ``E`` over the free unknowns, stopped when
+   the Newton step is below ``tol_v``. It starts from the exact minimiser of ``E``
+   over the unknowns of ``I`` that carry one diode (Lambert W, via
+   ``scipy.special.wrightomega``), the others at 0 V. Each step length comes from a
+   1-D search on ``E`` along the Newton direction (it may extrapolate beyond the
+   full step, which brings a diode down from far up its exponential in one step;
+   the 1-D root finder uses a local exponential model of ``dE/dt``), then is checked
    by Armijo backtracking on ``E``. ``exp`` is continued by its quadratic Taylor
    polynomial above a cap, so ``E`` stays finite: first at the current scale of the
-   sources (a good start from 0 V), then at ``u = 200`` if some diode ends above
-   that; the final point is checked to lie below the cap, where ``E`` is exact.
-   Ideal diodes: the dual of the QP (a bound-constrained QP in the diode currents)
-   by an exact Lawson-Hanson-type active-set method, then a KKT polish (iterative
-   refinement of the equality-constrained system of the active diodes) and a check
-   of feasibility and of the signs of the multipliers.
-
-Assembly is vectorised (``np.bincount``); the Hessian is dense for up to
-:data:`DENSE_MAX_UNKNOWNS` unknowns and a ``scipy.sparse`` matrix beyond.
+   sources, then at ``u = 200`` if some diode ends above that; the final point is
+   checked to lie below the cap, where ``E`` is exact.
+   Ideal diodes: the dual of the QP (a bound-constrained QP in the diode currents),
+   warm-started by a primal-dual active-set iteration and finished by an exact
+   Lawson-Hanson-type active-set method, then a KKT polish (iterative refinement of
+   the equality-constrained system of the active diodes) and a check of feasibility
+   and of the signs of the multipliers.
 
 Diode temperature model (SPICE level 1): ``Vt = k T / q`` with ``T`` in kelvin
 (``temperature_c + 273.15``) and ``IS(T) = IS (T/Tnom)^(XTI/N) exp((T/Tnom - 1) EG /
@@ -46,15 +56,18 @@ shifts diode voltages by about 3.4e-7 relative (0.2 uV at 0.7 V).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import scipy.constants
 import scipy.linalg
+import scipy.linalg.lapack
 import scipy.sparse
 import scipy.sparse.csgraph
 import scipy.sparse.linalg
+import scipy.special
 from numpy.typing import NDArray
 
 from hwloop.errors import CircuitError, ConfigError
@@ -64,6 +77,8 @@ __all__ = [
     "DENSE_MAX_UNKNOWNS",
     "DiodeMode",
     "OperatingPoint",
+    "PreparedOp",
+    "prepare_op",
     "saturation_current_a",
     "solve_op",
     "thermal_voltage_v",
@@ -80,9 +95,15 @@ _MAX_ABS_V = 1e12  # beyond this the Newton iterate is taken to diverge
 _ARMIJO = 1e-4
 _U_CAP = 200.0  # diode exponent above which exp() is continued quadratically (see _junction)
 _MAX_STEP_SCALE = 1e12  # longest extrapolation of a Newton step by the line search
+_DENSE_INCIDENCE_MAX = 1 << 20  # diodes x unknowns up to which the incidence matrix is dense
+_MIS_ROUNDS = 8  # rounds of the independent-set selection (any independent set is valid)
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
+BoolArray = NDArray[np.bool_]
+
+_dpotrf: Any = scipy.linalg.lapack.dpotrf
+_dpotrs: Any = scipy.linalg.lapack.dpotrs
 
 
 def _scatter(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
@@ -118,7 +139,8 @@ class OperatingPoint:
     Attributes:
         node_names: node names by index, as in the netlist (index 0 is ground).
         voltages_v: node voltages in V by node index; ``voltages_v[0] == 0``.
-        node_voltages_v: node name -> voltage in V, for every node except ground.
+        node_voltages_v: node name -> voltage in V, for every node except ground
+            (built on first access from ``voltages_v``; the same dict afterwards).
         diode_currents_a: forward current of each diode (anode to cathode) in A, in
             netlist order. Ideal diodes: >= 0, and 0 for a diode whose two terminals
             are both fixed by voltage sources (its current is not determined).
@@ -136,13 +158,17 @@ class OperatingPoint:
     max_residual_a: float
     diodes: DiodeMode
     temperature_c: float
-    node_voltages_v: dict[str, float] = field(init=False)
+    _by_name: dict[str, float] | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        volts = self.voltages_v.tolist()
-        object.__setattr__(
-            self, "node_voltages_v", dict(zip(self.node_names[1:], volts[1:], strict=True))
-        )
+    @property
+    def node_voltages_v(self) -> dict[str, float]:
+        """Node name -> voltage in V, for every node except ground."""
+        by_name = self._by_name
+        if by_name is None:
+            volts = self.voltages_v.tolist()
+            by_name = dict(zip(self.node_names[1:], volts[1:], strict=True))
+            object.__setattr__(self, "_by_name", by_name)
+        return by_name
 
 
 # --------------------------------------------------------------------------- reduction
@@ -244,6 +270,39 @@ def _split_edges(ka: IntArray, kb: IntArray, m: int) -> tuple[IntArray, IntArray
     return anchors, free_a & free_b & (ka != kb)
 
 
+def _report_floating(
+    netlist: Netlist,
+    grp: _Groups,
+    anchored: BoolArray,
+    a: IntArray,
+    b: IntArray,
+    ideal: bool,
+) -> None:
+    """Raise CircuitError if an unknown has no path to an ``anchored`` one.
+
+    ``anchored`` marks the unknowns tied directly to a fixed node; ``a``, ``b`` are
+    the conductive edges between unknowns.
+    """
+    m = grp.m
+    graph = scipy.sparse.coo_matrix((np.ones(a.size), (a, b)), shape=(m, m))
+    _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    ok_label = np.zeros(m, dtype=bool)
+    ok_label[labels[anchored]] = True
+    floating = np.flatnonzero(~ok_label[labels])
+    if floating.size:
+        nodes = np.flatnonzero(np.isin(grp.var, floating))
+        via = "resistors or voltage sources" if ideal else "resistors, diodes or voltage sources"
+        hint = (
+            " (ideal diodes do not fix a voltage: add a resistor, or use Shockley diodes)"
+            if ideal
+            else ""
+        )
+        raise CircuitError(
+            f"floating node(s) {_names(netlist, nodes)}: no DC path to ground through "
+            f"{via}{hint}; connect them to the circuit, e.g. with a large resistor to ground"
+        )
+
+
 def _check_connected(
     netlist: Netlist,
     grp: _Groups,
@@ -264,30 +323,57 @@ def _check_connected(
         return
     a = np.concatenate([ka[between] for ka, _, _, between in edges])
     b = np.concatenate([kb[between] for _, kb, _, between in edges])
-    graph = scipy.sparse.coo_matrix((np.ones(a.size), (a, b)), shape=(m, m))
-    _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
-    ok_label = np.zeros(m, dtype=bool)
-    ok_label[labels[anchored[:m]]] = True
-    floating = np.flatnonzero(~ok_label[labels])
-    if floating.size:
-        nodes = np.flatnonzero(np.isin(grp.var, floating))
-        via = "resistors or voltage sources" if ideal else "resistors, diodes or voltage sources"
-        hint = (
-            " (ideal diodes do not fix a voltage: add a resistor, or use Shockley diodes)"
-            if ideal
-            else ""
-        )
-        raise CircuitError(
-            f"floating node(s) {_names(netlist, nodes)}: no DC path to ground through "
-            f"{via}{hint}; connect them to the circuit, e.g. with a large resistor to ground"
-        )
+    _report_floating(netlist, grp, anchored[:m], a, b, ideal)
+
+
+def _check_connected_dense(
+    netlist: Netlist, grp: _Groups, adj: BoolArray, anchored: BoolArray, ideal: bool
+) -> None:
+    """:func:`_check_connected` for a dense adjacency matrix ``adj`` of the unknowns."""
+    if anchored.all():
+        return
+    reached = anchored
+    adj_f = adj.astype(np.float64)
+    for _ in range(8):  # a few rounds of breadth-first search settle most circuits
+        grown = reached | (adj_f @ reached.astype(np.float64) > 0.0)
+        if grown.all():
+            return
+        if np.array_equal(grown, reached):
+            break
+        reached = grown
+    a, b = np.nonzero(adj)
+    _report_floating(netlist, grp, anchored, a.astype(np.intp), b.astype(np.intp), ideal)
+
+
+def _independent_set(adj: BoolArray) -> BoolArray:
+    """An independent set of the graph ``adj`` (no two members adjacent), large if cheap.
+
+    Rounds of a deterministic Luby-type selection: an undecided vertex joins when its
+    priority (low degree first, then a fixed pseudo-random order) beats every
+    undecided neighbour's; it and its neighbours are then decided. Stopping early
+    leaves a smaller but still independent set.
+    """
+    m = adj.shape[0]
+    degree = adj.sum(axis=1).astype(np.int64)
+    prio = degree * m + np.random.default_rng(0).permutation(m)
+    never = np.iinfo(np.int64).max
+    undecided = np.ones(m, dtype=bool)
+    chosen = np.zeros(m, dtype=bool)
+    for _ in range(_MIS_ROUNDS):
+        rival = np.where(adj & undecided, prio, never).min(axis=1, initial=never)
+        pick = undecided & (prio < rival)
+        chosen |= pick
+        undecided &= ~pick & ~adj[pick].any(axis=0)
+        if not undecided.any():
+            break
+    return chosen
 
 
 # --------------------------------------------------------------------------- assembly
 
 
 class _Quadratic:
-    """The quadratic part ``1/2 x^T H x + h^T x`` of the energy over the free unknowns."""
+    """The quadratic part ``1/2 x^T H x + h^T x`` over the free unknowns (sparse H)."""
 
     def __init__(
         self,
@@ -299,19 +385,14 @@ class _Quadratic:
         h: FloatArray,
     ) -> None:
         self.m = m
-        self.dense = m <= DENSE_MAX_UNKNOWNS
         self.h = h
         self.diag = diag
         self.rows = rows
         self.cols = cols
         self.vals = vals
-        self.matrix: FloatArray | scipy.sparse.csr_matrix = self.assemble(
-            np.zeros(0), np.zeros(0, np.intp), np.zeros(0, np.intp)
-        )
+        self.matrix = self.assemble(np.zeros(0), np.zeros(0, np.intp), np.zeros(0, np.intp))
 
-    def assemble(
-        self, extra_g: FloatArray, ea: IntArray, eb: IntArray
-    ) -> FloatArray | scipy.sparse.csr_matrix:
+    def assemble(self, extra_g: FloatArray, ea: IntArray, eb: IntArray) -> scipy.sparse.csr_matrix:
         """H plus two-terminal conductances ``extra_g`` between unknowns ``ea``, ``eb`` (ext)."""
         m = self.m
         m1 = m + 1
@@ -320,10 +401,6 @@ class _Quadratic:
         rows = np.concatenate([self.rows, ea[both], eb[both]])
         cols = np.concatenate([self.cols, eb[both], ea[both]])
         vals = np.concatenate([self.vals, -extra_g[both], -extra_g[both]])
-        if self.dense:
-            flat = _scatter(rows * m + cols, vals, m * m)
-            flat[:: m + 1] += diag
-            return flat.reshape(m, m)
         idx = np.arange(m)
         return scipy.sparse.csr_matrix(
             (
@@ -370,6 +447,279 @@ class _Diodes:
     u_cap: FloatArray  # exponent above which exp() is continued (see _junction)
 
 
+class _Incidence:
+    """The diode drops as a linear map of the unknowns: ``dv = A x + k_v``.
+
+    ``A`` has one row per diode, +1 at the anode's and -1 at the cathode's unknown
+    (nothing for a fixed terminal). Dense when small, else index gathers/scatters.
+    """
+
+    def __init__(self, a: IntArray, c: IntArray, m: int) -> None:
+        self.a = a
+        self.c = c
+        self.m = m
+        self.mat_t: FloatArray | None = None  # A^T
+        self.abs_t: FloatArray | None = None  # |A|^T
+        self.mat: FloatArray | None = None
+        p = a.size
+        if p * m <= _DENSE_INCIDENCE_MAX:
+            mat = np.zeros((p, m))
+            rows = np.arange(p)
+            fa = a < m
+            fc = c < m
+            mat[rows[fa], a[fa]] = 1.0
+            mat[rows[fc], c[fc]] = -1.0
+            self.mat = mat
+            self.mat_t = np.ascontiguousarray(mat.T)
+            self.abs_t = np.abs(self.mat_t)
+
+    def drops(self, x: FloatArray) -> FloatArray:
+        """``A x`` (the diode drops without their constant part), V."""
+        if self.mat is not None:
+            return self.mat @ x
+        x_ext = np.append(x, 0.0)
+        return np.asarray(x_ext[self.a] - x_ext[self.c], dtype=np.float64)
+
+    def to_nodes(self, cur: FloatArray) -> FloatArray:
+        """``A^T cur``: net diode current out of each unknown, A."""
+        if self.mat_t is not None:
+            return self.mat_t @ cur
+        m1 = self.m + 1
+        return (_scatter(self.a, cur, m1) - _scatter(self.c, cur, m1))[: self.m]
+
+    def diag(self, g: FloatArray) -> FloatArray:
+        """``diag(A^T diag(g) A)``: total diode conductance at each unknown, S."""
+        if self.abs_t is not None:
+            return self.abs_t @ g
+        m1 = self.m + 1
+        return (_scatter(self.a, g, m1) + _scatter(self.c, g, m1))[: self.m]
+
+
+class _DenseSystem:
+    """Dense ``H`` (unknowns ordered as ``I`` then ``R``), ``h`` and the Newton solver.
+
+    The first ``n_i`` unknowns form an independent set: no resistor and no diode
+    joins two of them, so the ``I`` block of ``H + A^T diag(g) A`` is diagonal.
+    """
+
+    def __init__(self, hmat: FloatArray, h: FloatArray, inc: _Incidence, n_i: int) -> None:
+        m = h.size
+        self.m = m
+        self.matrix = hmat
+        self.h = h
+        self.inc = inc
+        self.n_i = n_i
+        self.d0 = np.diagonal(hmat)[:n_i].copy()
+        self.b0 = np.ascontiguousarray(hmat[:n_i, n_i:])
+        self.c0 = np.ascontiguousarray(hmat[n_i:, n_i:])
+        a, c = inc.a, inc.c
+        self.pair = np.flatnonzero((a < m) & (c < m))  # diodes joining two unknowns
+        ap, cp = a[self.pair], c[self.pair]
+        self.pair_flat = np.concatenate([ap * m + cp, cp * m + ap])
+
+    def apply(self, x: FloatArray) -> FloatArray:
+        """H x."""
+        return self.matrix @ x
+
+    def _off_diagonal(self, g: FloatArray) -> FloatArray:
+        """H plus the off-diagonal diode conductances (flattened (m, m))."""
+        m = self.m
+        gp = g[self.pair]
+        return self.matrix - _scatter(self.pair_flat, np.concatenate([gp, gp]), m * m).reshape(
+            m, m
+        )
+
+    def newton_solve(self, g: FloatArray, rhs: FloatArray) -> FloatArray:
+        """Solve ``(H + A^T diag(g) A) s = rhs`` by eliminating the diagonal I block."""
+        m, ni = self.m, self.n_i
+        nr = m - ni
+        dg = self.inc.diag(g)
+        if self.pair.size:
+            full = self._off_diagonal(g)
+            d = np.diagonal(full)[:ni] + dg[:ni]
+            b = full[:ni, ni:]
+            cmat = full[ni:, ni:].copy()
+        else:
+            d = self.d0 + dg[:ni]
+            b = self.b0
+            cmat = self.c0.copy()
+        if not np.all(d > 0.0):
+            return self._fallback(g, rhs)
+        if nr == 0:
+            return rhs / d
+        cmat.flat[:: nr + 1] += dg[ni:]
+        bd = b / d[:, None]
+        schur = cmat - b.T @ bd
+        r = rhs[ni:] - bd.T @ rhs[:ni]
+        # schur is symmetric: its transpose is the Fortran-ordered same matrix
+        chol, info = _dpotrf(schur.T, lower=0, clean=0, overwrite_a=1)
+        if info != 0:
+            return self._fallback(g, rhs)
+        s_r, info = _dpotrs(chol, r, lower=0)
+        if info != 0:
+            return self._fallback(g, rhs)
+        s_i = (rhs[:ni] - b @ s_r) / d
+        return np.concatenate([s_i, np.asarray(s_r, dtype=np.float64)])
+
+    def _fallback(self, g: FloatArray, rhs: FloatArray) -> FloatArray:
+        """Solve with the whole matrix (singular or indefinite cases: errors, inf steps)."""
+        full = self._off_diagonal(g) if self.pair.size else self.matrix.copy()
+        full.flat[:: self.m + 1] += self.inc.diag(g)
+        return _solve(full, rhs)
+
+    def start(self, d: _Diodes) -> FloatArray:
+        """A starting point: the exact minimiser of E over I's one-diode unknowns.
+
+        The R unknowns are at 0 V. An unknown of I without diodes goes to its linear
+        optimum; one with a single diode solves ``D x + h + s IS (exp((s x + k) / nVt)
+        - 1) = 0`` in closed form (Lambert W); others stay at 0 V.
+        """
+        m, ni = self.m, self.n_i
+        x = np.zeros(m)
+        if ni == 0:
+            return x
+        a_in = d.a < ni
+        c_in = d.c < ni
+        node = np.where(a_in, d.a, d.c)
+        touch = np.flatnonzero(a_in | c_in)  # at most one terminal in I (independent)
+        count = np.bincount(node[touch], minlength=ni)
+        d0 = self.d0
+        h = self.h
+        plain = np.flatnonzero((count == 0) & (d0 > 0.0))
+        x[plain] = -h[plain] / d0[plain]
+        j = touch[count[node[touch]] == 1]
+        j = j[d0[node[j]] > 0.0]
+        i = node[j]
+        dd = d0[i]
+        s = np.where(a_in[j], 1.0, -1.0)
+        is_a, nvt, k = d.is_a[j], d.nvt_v[j], d.k_v[j]
+        # with y = s x + k:  D y + IS exp(y / nVt) = beta
+        beta = dd * k - s * h[i] + is_a
+        scale = dd * nvt
+        omega = scipy.special.wrightomega(np.log(is_a / scale) + beta / scale)
+        x[i] = s * (beta / dd - nvt * np.asarray(omega, dtype=np.float64) - k)
+        return x
+
+
+class _SparseSystem:
+    """Sparse ``H``, ``h`` and a sparse LU Newton solver (large circuits)."""
+
+    def __init__(self, quad: _Quadratic, inc: _Incidence) -> None:
+        self.m = quad.m
+        self.matrix = quad.matrix
+        self.h = quad.h
+        self.inc = inc
+        self.quad = quad
+
+    def apply(self, x: FloatArray) -> FloatArray:
+        """H x."""
+        return self.quad.apply(x)
+
+    def newton_solve(self, g: FloatArray, rhs: FloatArray) -> FloatArray:
+        """Solve ``(H + A^T diag(g) A) s = rhs``."""
+        return _solve(self.quad.assemble(g, self.inc.a, self.inc.c), rhs)
+
+    def start(self, d: _Diodes) -> FloatArray:
+        """The starting point: 0 V."""
+        return np.zeros(self.m)
+
+
+_System = _DenseSystem | _SparseSystem
+
+
+def _dense_system(
+    netlist: Netlist,
+    grp: _Groups,
+    ra: IntArray,
+    rb: IntArray,
+    g: FloatArray,
+    gc: FloatArray,
+    lin: FloatArray,
+    da: IntArray,
+    dc: IntArray,
+    moving: IntArray,
+    ideal: bool,
+) -> tuple[_DenseSystem, IntArray, IntArray, IntArray]:
+    """Assemble, check and (Shockley) reorder the dense system; return it and var, da, dc."""
+    m = grp.m
+    m1 = m + 1
+    key = ra * m1 + rb
+    # symmetric conductances between unknowns (index m: all fixed nodes); the diagonal
+    # holds resistors with both ends in one group or both fixed, which do not count
+    w = _scatter(key, g, m1 * m1).reshape(m1, m1)
+    w = w + w.T
+    np.fill_diagonal(w, 0.0)
+    wc = _scatter(key, gc, m1 * m1).reshape(m1, m1)
+    np.fill_diagonal(wc, 0.0)
+    h = (wc.sum(axis=1) - wc.sum(axis=0) + lin)[:m]
+    hmat = -w[:m, :m]
+    hmat.flat[:: m + 1] = w[:m].sum(axis=1)
+
+    adj = w[:m, :m] > 0.0
+    anchored = w[:m, m] > 0.0
+    a, c = da[moving], dc[moving]
+    fa = a < m
+    fc = c < m
+    both = fa & fc
+    if not ideal:  # a diode is a DC path too
+        anchored[a[fa & ~fc]] = True
+        anchored[c[fc & ~fa]] = True
+        adj[a[both], c[both]] = True
+        adj[c[both], a[both]] = True
+    _check_connected_dense(netlist, grp, adj, anchored, ideal)
+
+    var = grp.var
+    n_i = 0
+    if not ideal and m:
+        chosen = _independent_set(adj)
+        order = np.concatenate([np.flatnonzero(chosen), np.flatnonzero(~chosen)])
+        n_i = int(np.count_nonzero(chosen))
+        pos = np.empty(m1, dtype=np.intp)
+        pos[order] = np.arange(m)
+        pos[m] = m
+        hmat = np.ascontiguousarray(hmat[np.ix_(order, order)])
+        h = h[order]
+        var, da, dc = pos[var], pos[da], pos[dc]
+    inc = _Incidence(da[moving], dc[moving], m)
+    return _DenseSystem(hmat, h, inc, n_i), var, da, dc
+
+
+def _sparse_system(
+    netlist: Netlist,
+    grp: _Groups,
+    ra: IntArray,
+    rb: IntArray,
+    g: FloatArray,
+    gc: FloatArray,
+    lin: FloatArray,
+    da: IntArray,
+    dc: IntArray,
+    moving: IntArray,
+    ideal: bool,
+) -> _SparseSystem:
+    """Assemble and check the sparse system."""
+    m = grp.m
+    m1 = m + 1
+    r_edges = (ra, rb, *_split_edges(ra, rb, m))
+    edges = [r_edges] if ideal else [r_edges, (da, dc, *_split_edges(da, dc, m))]
+    _check_connected(netlist, grp, edges, ideal)
+    same = ra == rb  # both ends fixed or in one source group: no effect on the unknowns
+    gw = np.where(same, 0.0, g) if same.any() else g
+    gcw = np.where(same, 0.0, gc) if same.any() else gc
+    diag = _scatter(ra, gw, m1)[:m] + _scatter(rb, gw, m1)[:m]
+    h = (_scatter(ra, gcw, m1) - _scatter(rb, gcw, m1) + lin)[:m]
+    both = r_edges[3]
+    quad = _Quadratic(
+        m,
+        diag,
+        np.concatenate([ra[both], rb[both]]),
+        np.concatenate([rb[both], ra[both]]),
+        np.concatenate([-g[both], -g[both]]),
+        h,
+    )
+    return _SparseSystem(quad, _Incidence(da[moving], dc[moving], m))
+
+
 # --------------------------------------------------------------------------- Shockley
 
 
@@ -379,68 +729,77 @@ def _junction(u: FloatArray, cap: FloatArray) -> tuple[FloatArray, FloatArray, F
     Above ``u = cap`` the exponential is continued by its second-order Taylor
     polynomial, which keeps every value finite (the energy stays convex and C2). The
     minimiser is the true operating point as long as no diode ends above its cap,
-    which :func:`solve_op` checks.
+    which :meth:`PreparedOp.solve` checks. (The Newton loop inlines this.)
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        w = np.maximum(u - cap, 0.0)
+    low = np.minimum(u, cap)
+    w = u - low  # max(u - cap, 0)
+    em1 = np.expm1(low)
+    ex = em1 + 1.0
+    exw = ex * w
+    em1_current = em1 + exw
+    return em1_current + 0.5 * exw * w, em1_current, ex
+
+
+def _line_search(
+    d: _Diodes,
+    u0: FloatArray,
+    ud: FloatArray,
+    fi0: FloatArray,
+    slope: float,
+    curv: float,
+) -> float:
+    """Step length ``t > 0`` near the minimum of the convex ``phi(t) = E(x + t step)``.
+
+    ``u0`` and ``ud`` are the diode exponents ``dv / (n Vt)`` at ``x`` and their change
+    per unit ``t``; ``fi0`` the diode current factors at ``x`` (current / IS); ``slope
+    = phi'(0) < 0`` (W); ``curv = step^T H step`` (W, resistor part). The search may go
+    beyond ``t = 1``: from a point far up a diode's exponential the Newton step is
+    only about ``n Vt`` long, and extrapolating along it jumps to the knee in one
+    iteration. Returns 1 when ``|phi'(1)| <= 0.1 |phi'(0)|`` (the usual case near the
+    solution); otherwise finds the root of ``phi'`` to 1e-3 of ``|phi'(0)|`` or 1 % of
+    ``t`` by a safeguarded 1-D Newton method whose model of ``phi'`` is an exponential
+    ``f + f' (exp(kappa dt) - 1) / kappa`` with ``kappa = f'' / f'`` (exact for one
+    diode without resistors, and Newton's method when ``kappa -> 0``). Costs O(diodes)
+    per trial.
+    """
+    w1 = d.is_a * d.nvt_v * ud  # d(current)/d(factor) times d(dv)/dt: phi' weights
+    w2 = w1 * ud
+    w3 = w2 * ud
+    cap = d.u_cap
+    target = 0.1 * abs(slope)
+    f_tol = 1e-3 * abs(slope)
+
+    def dphi(t: float) -> tuple[float, float, float]:
+        u = u0 + t * ud
         low = np.minimum(u, cap)
         em1 = np.expm1(low)
         ex = em1 + 1.0
-        em1_energy = em1 + ex * w * (1.0 + 0.5 * w)
-        em1_current = em1 + ex * w
-    return em1_energy, em1_current, ex
+        f = slope + t * curv + float(w1 @ (em1 + ex * (u - low) - fi0))
+        fp = curv + float(w2 @ ex)
+        fpp = float(w3 @ np.where(u < cap, ex, 0.0))
+        return f, fp, fpp
 
-
-def _diode_terms(d: _Diodes, dv: FloatArray) -> tuple[float, FloatArray, FloatArray]:
-    """Energy (W), currents (A) and conductances (S) of the diodes at drops ``dv`` (V)."""
-    f_e, f_i, f_g = _junction(dv / d.nvt_v, d.u_cap)
-    energy = float(np.sum(d.is_a * (d.nvt_v * f_e - dv)))
-    return energy, d.is_a * f_i, d.is_a / d.nvt_v * f_g
-
-
-def _line_search(d: _Diodes, dv0: FloatArray, dd: FloatArray, slope: float, curv: float) -> float:
-    """Step length ``t > 0`` near the minimum of the convex ``phi(t) = E(x + t step)``.
-
-    ``dv0`` and ``dd`` are the diode drops at ``x`` and their change per unit ``t`` (V);
-    ``slope = phi'(0) < 0`` (W); ``curv = step^T H_R step`` (W, resistor part). The
-    search may go beyond ``t = 1``: from a point far up a diode's exponential the
-    Newton step is only about ``n Vt`` long, and extrapolating along it jumps to the
-    knee in one iteration. Returns 1 when ``|phi'(1)| <= 0.1 |phi'(0)|`` (the usual
-    case near the solution); otherwise brackets the minimum and locates it to 1 %
-    by safeguarded 1-D Newton. Costs O(diodes) per trial.
-    """
-    is_a, nvt = d.is_a, d.nvt_v
-    cap = d.u_cap
-    i0 = is_a * _junction(dv0 / nvt, cap)[1]
-    dd2 = dd * dd
-    target = 0.1 * abs(slope)
-
-    def dphi(t: float) -> tuple[float, float]:
-        _, f_i, f_g = _junction((dv0 + t * dd) / nvt, cap)
-        f = slope + t * curv + float(dd @ (is_a * f_i - i0))
-        fp = curv + float(dd2 @ (is_a / nvt * f_g))
-        return f, fp
-
-    f, fp = dphi(1.0)
+    t = 1.0
+    f, fp, fpp = dphi(t)
     if abs(f) <= target:
         return 1.0  # Newton's own step is good (the usual case near the solution)
-    if f < 0.0:  # the minimum lies beyond the full step: expand until phi' changes sign
-        lo = t = 1.0
-        while f < 0.0:
-            lo = t
-            t *= 8.0
-            if t > _MAX_STEP_SCALE:
-                return lo
-            f, fp = dphi(t)
-        hi = t
-    else:
-        lo, hi = 0.0, 1.0
-    # safeguarded 1-D Newton on phi' inside [lo, hi], to 1 % of t
-    nxt = hi - f / fp if fp > 0.0 else np.nan  # f, fp are at t = hi here
-    t = nxt if lo < nxt < hi else 0.5 * (lo + hi)
+    lo, hi = (1.0, math.inf) if f < 0.0 else (0.0, 1.0)
     for _ in range(200):
-        f, fp = dphi(t)
-        if abs(f) <= 1e-9 * abs(slope):
+        nxt = math.nan
+        if fp > 0.0:
+            kappa = fpp / fp
+            arg = -kappa * f / fp
+            if abs(arg) <= 1e-6 or arg <= -1.0:  # no curvature, or no root in the model
+                nxt = t - f / fp
+            else:
+                nxt = t + math.log1p(arg) / kappa
+        if not lo < nxt < hi:
+            nxt = 8.0 * t if hi == math.inf else 0.5 * (lo + hi)
+        if nxt > _MAX_STEP_SCALE:
+            return lo
+        t = nxt
+        f, fp, fpp = dphi(t)
+        if abs(f) <= f_tol:
             return t
         if f < 0.0:
             lo = t
@@ -448,37 +807,45 @@ def _line_search(d: _Diodes, dv0: FloatArray, dd: FloatArray, slope: float, curv
             hi = t
         if hi - lo <= 1e-2 * hi:
             return t
-        nxt = t - f / fp if fp > 0.0 else np.nan
-        t = nxt if lo < nxt < hi else 0.5 * (lo + hi)
     return t
 
 
 def _newton(
-    quad: _Quadratic, d: _Diodes, x: FloatArray, tol_v: float, max_iterations: int
+    system: _System, d: _Diodes, x: FloatArray, tol_v: float, max_iterations: int
 ) -> tuple[FloatArray, int]:
     """Minimise the energy over the free unknowns from ``x``; return them and the iterations."""
-    m = quad.m
-    m1 = m + 1
+    inc = system.inc
+    h = system.h
+    apply = system.apply
+    is_a, nvt, cap, k = d.is_a, d.nvt_v, d.u_cap, d.k_v
+    inv_nvt = 1.0 / nvt
+    g_unit = is_a * inv_nvt
+    has_diodes = is_a.size > 0
 
-    def drops(x: FloatArray) -> FloatArray:
-        x_ext = np.append(x, 0.0)
-        return np.asarray(x_ext[d.a] - x_ext[d.c] + d.k_v, dtype=np.float64)
-
-    def evaluate(x: FloatArray) -> tuple[float, FloatArray, FloatArray, float]:
-        e_d, cur, g = _diode_terms(d, drops(x))
-        hx = quad.apply(x)
+    def evaluate(
+        x: FloatArray,
+    ) -> tuple[float, FloatArray, FloatArray, float, FloatArray, FloatArray]:
+        """Energy, gradient, diode conductances, energy scale, exponents, current factors."""
+        dv = inc.drops(x) + k
+        u = dv * inv_nvt
+        low = np.minimum(u, cap)  # _junction, inlined
+        w = u - low
+        em1 = np.expm1(low)
+        ex = em1 + 1.0
+        exw = ex * w
+        fi = em1 + exw
+        e_d = float(is_a @ (nvt * (fi + 0.5 * exw * w) - dv))
+        hx = apply(x)
         quad_part = 0.5 * float(x @ hx)
-        lin_part = float(quad.h @ x)
-        energy = quad_part + lin_part + e_d
-        grad = hx + quad.h + _scatter(d.a, cur, m1)[:m] - _scatter(d.c, cur, m1)[:m]
+        lin_part = float(h @ x)
+        grad = hx + h + inc.to_nodes(is_a * fi)
         scale = abs(quad_part) + abs(lin_part) + abs(e_d)
-        return energy, grad, g, scale
+        return quad_part + lin_part + e_d, grad, g_unit * ex, scale, u, fi
 
-    energy, grad, g, scale = evaluate(x)
-    step_v = np.inf
+    energy, grad, g, scale, u, fi = evaluate(x)
+    step_v = math.inf
     for it in range(1, max_iterations + 1):
-        hess = quad.assemble(g, d.a, d.c)
-        step = -_solve(hess, grad)
+        step = -system.newton_solve(g, grad)
         if not np.all(np.isfinite(step)):
             raise CircuitError(
                 "no DC operating point found: the Newton step is not finite; a node is "
@@ -488,14 +855,12 @@ def _newton(
         slope = float(grad @ step)
         noise = 64.0 * _EPS * scale
         alpha = 1.0
-        if -slope > noise and d.a.size:  # (a decrease below rounding needs no search)
-            s_ext = np.append(step, 0.0)
-            alpha = _line_search(
-                d, drops(x), s_ext[d.a] - s_ext[d.c], slope, float(step @ quad.apply(step))
-            )
+        if -slope > noise and has_diodes:  # (a decrease below rounding needs no search)
+            ud = inc.drops(step) * inv_nvt
+            alpha = _line_search(d, u, ud, fi, slope, float(step @ apply(step)))
         while True:
             x_new = x + alpha * step
-            e_new, g_new, gd_new, s_new = evaluate(x_new)
+            e_new, g_new, gd_new, s_new, u_new, fi_new = evaluate(x_new)
             if e_new <= energy + _ARMIJO * alpha * min(slope, 0.0) + noise:
                 break
             alpha *= 0.5
@@ -506,7 +871,7 @@ def _newton(
                     f"the Newton line search failed (step {step_v:.3g} V); the circuit may "
                     f"have extreme element values"
                 )
-        x, energy, grad, g, scale = x_new, e_new, g_new, gd_new, s_new
+        x, energy, grad, g, scale, u, fi = x_new, e_new, g_new, gd_new, s_new, u_new, fi_new
         if float(np.max(np.abs(x), initial=0.0)) > _MAX_ABS_V:
             raise CircuitError(
                 "no DC operating point: node voltages diverge (above 1e12 V); a current "
@@ -640,7 +1005,7 @@ def _dual_active_set(
 
 def _solve_ideal(
     netlist: Netlist,
-    quad: _Quadratic,
+    quad: _System,
     d: _Diodes,
     tol_v: float,
 ) -> tuple[FloatArray, FloatArray, int]:
@@ -698,6 +1063,190 @@ def _solve_ideal(
 # --------------------------------------------------------------------------- driver
 
 
+def _check_args(diodes: str, temperature_c: float) -> None:
+    if diodes not in ("shockley", "ideal"):
+        raise ConfigError(f"diodes must be 'shockley' or 'ideal', not {diodes!r}")
+    if not -_ZERO_C_IN_K < temperature_c < np.inf:
+        raise ConfigError(
+            f"temperature {temperature_c} degC is not above absolute zero (-273.15 degC); fix it"
+        )
+
+
+def _check_tol(tol_v: float) -> None:
+    if not tol_v > 0.0:
+        raise ConfigError(f"tol_v must be > 0 V, not {tol_v}")
+
+
+class PreparedOp:
+    """A netlist reduced to its free unknowns and assembled, ready to :meth:`solve`.
+
+    Made by :func:`prepare_op`; immutable: every :meth:`solve` starts from scratch.
+    ``solve_op(net, ...)`` is ``prepare_op(net, ...).solve(...)``.
+
+    Attributes:
+        netlist: the circuit.
+        diodes: the diode model, ``"shockley"`` or ``"ideal"``.
+        temperature_c: the temperature in degC.
+        num_unknowns: free unknowns left after eliminating the voltage sources.
+    """
+
+    __slots__ = (
+        "_da",
+        "_dc",
+        "_dset",
+        "_i_scale",
+        "_is_t",
+        "_k_all",
+        "_moving",
+        "_nvt",
+        "_system",
+        "_var",
+        "_off",
+        "diodes",
+        "netlist",
+        "temperature_c",
+    )
+
+    def __init__(self, netlist: Netlist, diodes: DiodeMode, temperature_c: float) -> None:
+        self.netlist = netlist
+        self.diodes: DiodeMode = diodes
+        self.temperature_c = float(temperature_c)
+        ideal = diodes == "ideal"
+        grp = _eliminate_sources(netlist)
+        m, var, off = grp.m, grp.var, grp.off_v
+        m1 = m + 1
+
+        rn = netlist.resistor_nodes
+        r0, r1 = rn[:, 0], rn[:, 1]
+        ra, rb = var[r0], var[r1]
+        g = netlist.resistor_g_s
+        gc = g * (off[r0] - off[r1])  # current each resistor carries at x = 0, A
+        ins = netlist.isource_nodes
+        cur_i = netlist.isource_a
+        lin = _scatter(var[ins[:, 0]], cur_i, m1) - _scatter(var[ins[:, 1]], cur_i, m1)
+        dn = netlist.diode_nodes
+        da, dc = var[dn[:, 0]], var[dn[:, 1]]
+        moving = np.flatnonzero(da != dc)
+        system: _System
+        if m <= DENSE_MAX_UNKNOWNS:
+            system, var, da, dc = _dense_system(
+                netlist, grp, ra, rb, g, gc, lin, da, dc, moving, ideal
+            )
+        else:
+            system = _sparse_system(netlist, grp, ra, rb, g, gc, lin, da, dc, moving, ideal)
+
+        is_t = saturation_current_a(netlist, temperature_c)
+        nvt = netlist.diode_n * thermal_voltage_v(temperature_c)
+        k_all = off[dn[:, 0]] - off[dn[:, 1]]
+        self._dset = _Diodes(
+            index=moving,
+            a=da[moving],
+            c=dc[moving],
+            k_v=k_all[moving],
+            is_a=is_t[moving],
+            nvt_v=nvt[moving],
+            u_cap=np.full(moving.size, _U_CAP),
+        )
+        self._system = system
+        self._var = var
+        self._off = off
+        self._da = da
+        self._dc = dc
+        self._moving = moving
+        self._k_all = k_all
+        self._is_t = is_t
+        self._nvt = nvt
+        # scale of the currents the sources can drive (for the first exp() cap)
+        self._i_scale = float(np.sum(np.abs(gc)) + np.sum(np.abs(cur_i)))
+
+    @property
+    def num_unknowns(self) -> int:
+        """Free unknowns (node groups not fixed by voltage sources)."""
+        return self._system.m
+
+    def solve(self, *, tol_v: float = 1e-12, max_iterations: int = 500) -> OperatingPoint:
+        """Compute the operating point (see :func:`solve_op` for the arguments)."""
+        _check_tol(tol_v)
+        netlist = self.netlist
+        system = self._system
+        dset = self._dset
+        m = system.m
+        nvt = self._nvt
+        is_t = self._is_t
+        moving = self._moving
+        currents = np.zeros(len(netlist.diode_names))
+        if self.diodes == "ideal":
+            k_all = self._k_all
+            fixed = np.flatnonzero(self._da == self._dc)
+            bad = fixed[k_all[fixed] > max(tol_v, 1e-9)]
+            if bad.size:
+                j = int(bad[0])
+                raise CircuitError(
+                    f"ideal diode {netlist.diode_names[j]} is forward-biased by voltage "
+                    f"sources (v_anode - v_cathode = {k_all[j]:.6g} V > 0) and would short "
+                    f"them; fix the sources or use Shockley diodes"
+                )
+            x, lam, iterations = _solve_ideal(netlist, system, dset, tol_v)
+            currents[moving] = lam
+            diode_cur = lam
+            x_ext = np.append(x, 0.0)
+        else:
+            x = np.zeros(m)
+            iterations = 0
+            if m:
+                # phase 1: exponentials continued above the current scale of the sources,
+                # so that a start far up a diode's exponential costs a few steps, not
+                # hundreds; phase 2 (only if some diode ends above that) lifts the cap
+                cap1 = np.clip(np.log1p(self._i_scale / dset.is_a), 1.0, _U_CAP)
+                d1 = dataclasses.replace(dset, u_cap=cap1)
+                x, iterations = _newton(system, d1, system.start(d1), tol_v, max_iterations)
+                if dset.a.size:
+                    u1 = (system.inc.drops(x) + dset.k_v) / dset.nvt_v
+                    if np.any(u1 > cap1):
+                        x, more = _newton(system, dset, x, tol_v, max_iterations)
+                        iterations += more
+            x_ext = np.append(x, 0.0)
+            dv_all = x_ext[self._da] - x_ext[self._dc] + self._k_all
+            over = np.flatnonzero(dv_all[moving] > _U_CAP * nvt[moving])
+            if over.size:
+                name = netlist.diode_names[int(moving[over[0]])]
+                raise CircuitError(
+                    f"diode {name} would need a forward drop above {_U_CAP:g} n Vt (a "
+                    f"current beyond IS e^{_U_CAP:g}); the circuit has no physical operating "
+                    f"point: check its element values"
+                )
+            with np.errstate(over="ignore"):
+                currents = is_t * np.expm1(dv_all / nvt)
+            diode_cur = currents[moving]
+        kcl = system.apply(x) + system.h + system.inc.to_nodes(diode_cur)
+        volts = x_ext[self._var] + self._off
+        volts[0] = 0.0
+        volts.setflags(write=False)
+        currents.setflags(write=False)
+        return OperatingPoint(
+            node_names=netlist.node_names,
+            voltages_v=volts,
+            diode_currents_a=currents,
+            iterations=iterations,
+            max_residual_a=float(np.max(np.abs(kcl), initial=0.0)),
+            diodes=self.diodes,
+            temperature_c=self.temperature_c,
+        )
+
+
+def prepare_op(
+    netlist: Netlist, *, diodes: DiodeMode = "shockley", temperature_c: float = 27.0
+) -> PreparedOp:
+    """Reduce and assemble ``netlist`` for :meth:`PreparedOp.solve` (steps 1-3 above).
+
+    Raises:
+        CircuitError: a floating node or an inconsistent voltage-source loop.
+        ConfigError: an invalid argument.
+    """
+    _check_args(diodes, temperature_c)
+    return PreparedOp(netlist, diodes, temperature_c)
+
+
 def solve_op(
     netlist: Netlist,
     *,
@@ -724,120 +1273,8 @@ def solve_op(
             diodes forward-biased by sources, or no operating point.
         ConfigError: an invalid argument.
     """
-    if diodes not in ("shockley", "ideal"):
-        raise ConfigError(f"diodes must be 'shockley' or 'ideal', not {diodes!r}")
-    if not -_ZERO_C_IN_K < temperature_c < np.inf:
-        raise ConfigError(
-            f"temperature {temperature_c} degC is not above absolute zero (-273.15 degC); fix it"
-        )
-    if not tol_v > 0.0:
-        raise ConfigError(f"tol_v must be > 0 V, not {tol_v}")
-    ideal = diodes == "ideal"
-    grp = _eliminate_sources(netlist)
-    m, var, off = grp.m, grp.var, grp.off_v
-
-    rn = netlist.resistor_nodes
-    r0, r1 = rn[:, 0], rn[:, 1]
-    ra, rb = var[r0], var[r1]
-    dn = netlist.diode_nodes
-    da, dc = var[dn[:, 0]], var[dn[:, 1]]
-    r_edges = (ra, rb, *_split_edges(ra, rb, m))
-    edges = [r_edges] if ideal else [r_edges, (da, dc, *_split_edges(da, dc, m))]
-    _check_connected(netlist, grp, edges, ideal)
-
-    m1 = m + 1
-    g = netlist.resistor_g_s
-    same = ra == rb  # both ends fixed or in one source group: no effect on the unknowns
-    gw = np.where(same, 0.0, g) if same.any() else g
-    gc = gw * (off[r0] - off[r1])
-    diag = _scatter(ra, gw, m1)[:m] + _scatter(rb, gw, m1)[:m]
-    lin = _scatter(ra, gc, m1) - _scatter(rb, gc, m1)
-    ins = netlist.isource_nodes
-    ia, ib = var[ins[:, 0]], var[ins[:, 1]]
-    lin += _scatter(ia, netlist.isource_a, m1) - _scatter(ib, netlist.isource_a, m1)
-    both = r_edges[3]
-    quad = _Quadratic(
-        m,
-        diag,
-        np.concatenate([ra[both], rb[both]]),
-        np.concatenate([rb[both], ra[both]]),
-        np.concatenate([-g[both], -g[both]]),
-        lin[:m],
-    )
-
-    is_t = saturation_current_a(netlist, temperature_c)
-    nvt = netlist.diode_n * thermal_voltage_v(temperature_c)
-    k_all = off[dn[:, 0]] - off[dn[:, 1]]
-    moving = np.flatnonzero(da != dc)
-    dset = _Diodes(
-        index=moving,
-        a=da[moving],
-        c=dc[moving],
-        k_v=k_all[moving],
-        is_a=is_t[moving],
-        nvt_v=nvt[moving],
-        u_cap=np.full(moving.size, _U_CAP),
-    )
-    currents = np.zeros(len(netlist.diode_names))
-    if ideal:
-        fixed = np.flatnonzero(da == dc)
-        bad = fixed[k_all[fixed] > max(tol_v, 1e-9)]
-        if bad.size:
-            j = int(bad[0])
-            raise CircuitError(
-                f"ideal diode {netlist.diode_names[j]} is forward-biased by voltage sources "
-                f"(v_anode - v_cathode = {k_all[j]:.6g} V > 0) and would short them; fix "
-                f"the sources or use Shockley diodes"
-            )
-        x, lam, iterations = _solve_ideal(netlist, quad, dset, tol_v)
-        currents[moving] = lam
-        x_ext = np.append(x, 0.0)
-        diode_cur = lam
-    else:
-        x = np.zeros(m)
-        iterations = 0
-        if m:
-            # phase 1: exponentials continued above the current scale of the sources,
-            # so that a start far up a diode's exponential costs a few steps, not
-            # hundreds; phase 2 (only if some diode ends above that) lifts the cap
-            i_scale = float(np.sum(np.abs(gc)) + np.sum(np.abs(netlist.isource_a)))
-            cap1 = np.clip(np.log1p(i_scale / dset.is_a), 1.0, _U_CAP)
-            d1 = dataclasses.replace(dset, u_cap=cap1)
-            x, iterations = _newton(quad, d1, x, tol_v, max_iterations)
-            x_ext = np.append(x, 0.0)
-            u1 = (x_ext[dset.a] - x_ext[dset.c] + dset.k_v) / dset.nvt_v
-            if np.any(u1 > cap1):
-                x, more = _newton(quad, dset, x, tol_v, max_iterations)
-                iterations += more
-        x_ext = np.append(x, 0.0)
-        dv_all = x_ext[da] - x_ext[dc] + k_all
-        over = np.flatnonzero(dv_all[moving] > _U_CAP * nvt[moving])
-        if over.size:
-            name = netlist.diode_names[int(moving[over[0]])]
-            raise CircuitError(
-                f"diode {name} would need a forward drop above {_U_CAP:g} n Vt (a current "
-                f"beyond IS e^{_U_CAP:g}); the circuit has no physical operating point: "
-                f"check its element values"
-            )
-        with np.errstate(over="ignore"):
-            currents = is_t * np.expm1(dv_all / nvt)
-        diode_cur = currents[moving]
-    kcl = (
-        quad.apply(x)
-        + quad.h
-        + _scatter(dset.a, diode_cur, m1)[:m]
-        - _scatter(dset.c, diode_cur, m1)[:m]
-    )
-    volts = x_ext[var] + off
-    volts[0] = 0.0
-    volts.setflags(write=False)
-    currents.setflags(write=False)
-    return OperatingPoint(
-        node_names=netlist.node_names,
-        voltages_v=volts,
-        diode_currents_a=currents,
-        iterations=iterations,
-        max_residual_a=float(np.max(np.abs(kcl), initial=0.0)),
-        diodes=diodes,
-        temperature_c=float(temperature_c),
+    _check_args(diodes, temperature_c)
+    _check_tol(tol_v)
+    return PreparedOp(netlist, diodes, temperature_c).solve(
+        tol_v=tol_v, max_iterations=max_iterations
     )

@@ -535,7 +535,11 @@ class DeviceArray:
         self._n = n
         if n and not np.all(np.isfinite(g0)):
             raise ConfigError("g_init_s contains NaN or inf; pass finite conductances in S")
-        bad = np.flatnonzero((g0 < model.g_min_s) | (g0 > model.g_max_s))
+        # bounds as the buffer's dtype represents them (1e-6 S is 9.99999997e-7 in float32)
+        kind = out.dtype.type if out is not None and isinstance(out, np.ndarray) else np.float64
+        lo_ok = float(kind(model.g_min_s)) if math.isfinite(model.g_min_s) else model.g_min_s
+        hi_ok = float(kind(model.g_max_s)) if math.isfinite(model.g_max_s) else model.g_max_s
+        bad = np.flatnonzero((g0 < min(lo_ok, model.g_min_s)) | (g0 > max(hi_ok, model.g_max_s)))
         if bad.size:
             i = int(bad[0])
             raise ConfigError(

@@ -197,13 +197,12 @@ class DRN:
         den = list(self._denominators())
         L = self.n_free_layers
         if key != 0.0:
+            self.check_beta(key)
             den[L - 1] = den[L - 1] + dt.type(key)
-            if np.any(den[L - 1] <= 0):
-                raise ConfigError(
-                    f"beta={beta_s} makes an output node's total conductance non-positive "
-                    "(the nudged problem is not convex); use a smaller |beta| or a current nudge"
-                )
-        inv = [np.asarray(1.0 / d, dtype=dt) for d in den]
+        # A node with no conductance at all is held at 0 V (by its diode, or taken as
+        # such for an isolated output) instead of turning the solve into NaN.
+        inv = [np.asarray(np.divide(1.0, d, out=np.zeros_like(d), where=d > 0), dtype=dt)
+               for d in den]
         a_in: list[Array | None] = [None] * L
         a_out: list[Array | None] = [None] * L
         for k in range(L):
@@ -217,6 +216,22 @@ class DRN:
             self._ops.clear()
         self._ops[key] = ops
         return ops
+
+    def check_beta(self, beta_s: float) -> None:
+        """Refuse a nudge that makes an output node's total conductance non-positive.
+
+        Raises:
+            ConfigError: the nudged problem would not be convex.
+        """
+        if beta_s >= 0:
+            return
+        den = self._denominators()[-1]
+        if np.any(den + beta_s <= 0):
+            raise ConfigError(
+                f"beta={beta_s} makes an output node's total conductance non-positive "
+                f"(smallest {float(den.min()):.4g} S; the nudged problem is not convex); use a "
+                "smaller |beta| or a current nudge"
+            )
 
     def project_inputs(self, v_in: Array, paired: bool | None = None) -> Array:
         """``v_in @ W[0]``: the input layer's pull on the first free layer, A.

@@ -131,8 +131,9 @@ def test_engine_calls_the_device_in_plan_order() -> None:
         ("settle",),
         ("read_nodes", 2),
         ("apply_nudge", None),
-        ("program_deltas",),
+        # biases are checked against the limits before any conductance is programmed
         ("read_bias_currents",),
+        ("program_deltas",),
         ("set_bias_currents",),
     ]
     assert checkpoints == [rec]
