@@ -349,13 +349,12 @@ def _independent_set(adj: BoolArray) -> BoolArray:
     """An independent set of the graph ``adj`` (no two members adjacent), large if cheap.
 
     Rounds of a deterministic Luby-type selection: an undecided vertex joins when its
-    priority (low degree first, then a fixed pseudo-random order) beats every
+    priority (low degree first, then low index) beats every
     undecided neighbour's; it and its neighbours are then decided. Stopping early
     leaves a smaller but still independent set.
     """
     m = adj.shape[0]
-    degree = adj.sum(axis=1).astype(np.int64)
-    prio = degree * m + np.random.default_rng(0).permutation(m)
+    prio = adj.sum(axis=1, dtype=np.int64) * m + np.arange(m)  # distinct
     never = np.iinfo(np.int64).max
     undecided = np.ones(m, dtype=bool)
     chosen = np.zeros(m, dtype=bool)
