@@ -8,12 +8,25 @@ diode from ground (anode) to the node, the second half from the node to ground;
 outputs are linear.
 
 One netlist file serves both programs: its ``.options``/``.control`` lines make
-ngspice print every node voltage; hwloop skips them. Timed (median):
+ngspice print every node voltage; hwloop skips them. Timed, as medians of repeated
+runs in one warm process (``--repeats``; ngspice ``--ngspice-repeats``, at least 3):
 
 * parse: ``read_netlist`` of the file,
-* solve: ``solve_op`` of the parsed netlist,
-* end to end: ``hwloop op FILE --json`` in a subprocess (Python start-up included),
-* ngspice: ``ngspice -b FILE`` wall time.
+* set-up: ``prepare_op`` (voltage sources eliminated, fixed nodes reduced out, the
+  system assembled with one bincount over the resistors, connectivity checked, the
+  unknowns ordered for the block elimination),
+* solve: ``PreparedOp.solve`` (Shockley: start point and Newton iterations; ideal:
+  the dual active-set QP), up to the returned ``OperatingPoint``,
+* set-up + solve: ``solve_op`` of the parsed netlist, timed as a whole,
+* end to end: ``hwloop op FILE --json`` in a subprocess (Python start-up, imports,
+  parse, solve and JSON output included; the console script beside this Python,
+  not a pyenv shim),
+* ngspice: ``ngspice -b FILE`` wall time (it parses, sets up, solves and prints).
+
+Checked on every run: the hwloop and ngspice voltages agree within 1e-6 V at every
+node (exit code 1 otherwise), the CLI prints exactly the in-process result, and the
+KKT residuals (Kirchhoff's current law; ideal diodes also feasibility and signs) are
+reported.
 
 Run: ``python benchmarks/bench_op.py [--seed N] [--repeats N] [--ngspice-repeats N]``.
 The last line of output is one JSON object with the figures.
@@ -31,12 +44,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from simulated_device.dcop import solve_op
-from simulated_device.netlist import read_netlist
+from simulated_device.dcop import DiodeMode, OperatingPoint, prepare_op, solve_op
+from simulated_device.netlist import Netlist, read_netlist
 
 CONTROL = """.options reltol=1e-12 abstol=1e-18 vntol=1e-12 gmin=0
 .control
@@ -50,6 +64,7 @@ quit 0
 _LINE = re.compile(
     r"^\s*(?:v\(([^)\s]+)\)|([^\s=#]+))\s*=\s*([-+]?[0-9.]+(?:e[-+]?\d+)?)\s*$", re.I
 )
+AGREE_V = 1e-6
 
 
 def drn_xs_netlist(seed: int, gain: float = 100.0) -> tuple[str, int]:
@@ -78,7 +93,10 @@ def drn_xs_netlist(seed: int, gain: float = 100.0) -> tuple[str, int]:
     return "\n".join(lines) + "\n" + CONTROL, n_res
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
+def median_time(fn: Callable[[], object], repeats: int, warm_up: bool = True) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls (after a warm-up call), s."""
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -97,16 +115,29 @@ def ngspice_voltages(path: Path) -> dict[str, float]:
     return out
 
 
+def ideal_kkt(net: Netlist, op: OperatingPoint) -> tuple[float, float, float]:
+    """Ideal diodes: largest forward drop (V, feasibility: <= 0), largest drop of a
+    conducting diode (V, complementarity: 0) and smallest current (A, sign: >= 0)."""
+    v = op.voltages_v
+    dv = v[net.diode_nodes[:, 0]] - v[net.diode_nodes[:, 1]]
+    cur = op.diode_currents_a
+    return float(dv.max()), float(np.abs(dv[cur > 0.0]).max(initial=0.0)), float(cur.min())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=21, help="repeats for parse and solve")
-    ap.add_argument("--cli-repeats", type=int, default=5)
-    ap.add_argument("--ngspice-repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=51, help="repeats for set-up and solve")
+    ap.add_argument("--parse-repeats", type=int, default=9)
+    ap.add_argument("--cli-repeats", type=int, default=7)
+    ap.add_argument("--ngspice-repeats", type=int, default=3, help="at least 3")
     args = ap.parse_args()
+    ng_repeats = max(3, args.ngspice_repeats)
 
     text, n_res = drn_xs_netlist(args.seed)
-    hwloop_exe = shutil.which("hwloop")
+    # the console script next to this interpreter (a pyenv shim on PATH adds ~0.2 s)
+    script = Path(sys.executable).with_name("hwloop")
+    hwloop_exe = str(script) if script.is_file() else shutil.which("hwloop")
     ngspice_exe = shutil.which("ngspice")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "drn_xs.cir"
@@ -114,51 +145,72 @@ def main() -> int:
         size_mb = path.stat().st_size / 1e6
         net = read_netlist(path)
         op = solve_op(net)
-        t_parse = median_time(lambda: read_netlist(path), max(3, args.repeats // 3))
-        t_solve = median_time(lambda: solve_op(net), args.repeats)
-        t_solve_ideal = median_time(lambda: solve_op(net, diodes="ideal"), args.repeats)
+        op_ideal = solve_op(net, diodes="ideal")
+        t_parse = median_time(lambda: read_netlist(path), args.parse_repeats)
+        t = {}
+        modes: tuple[DiodeMode, ...] = ("shockley", "ideal")
+        for mode in modes:
+            prepared = prepare_op(net, diodes=mode)
+            t[f"setup_{mode}"] = median_time(partial(prepare_op, net, diodes=mode), args.repeats)
+            t[f"solve_{mode}"] = median_time(prepared.solve, args.repeats)
+            t[f"total_{mode}"] = median_time(partial(solve_op, net, diodes=mode), args.repeats)
         cmd = (
             [hwloop_exe, "op", str(path), "--json"]
             if hwloop_exe
-            else [
-                sys.executable,
-                "-m",
-                "hwloop.cli",
-                "op",
-                str(path),
-                "--json",
-            ]
+            else [sys.executable, "-m", "hwloop.cli", "op", str(path), "--json"]
         )
         cli = subprocess.run(cmd, capture_output=True, text=True, check=True)
         cli_volts = json.loads(cli.stdout)["node_voltages_v"]
         cli_diff = max(abs(v - op.node_voltages_v[k]) for k, v in cli_volts.items())
-        assert cli_diff <= 1e-12, cli_diff
+        assert set(cli_volts) == set(op.node_voltages_v) and cli_diff == 0.0, cli_diff
         t_e2e = median_time(
-            lambda: subprocess.run(cmd, capture_output=True, check=True), args.cli_repeats
+            partial(subprocess.run, cmd, capture_output=True, check=True),
+            args.cli_repeats,
+            warm_up=False,  # (just run above)
         )
         t_ng = max_diff = float("nan")
         if ngspice_exe:
             ng = ngspice_voltages(path)
+            missing = set(op.node_voltages_v) - set(ng)
+            assert not missing, f"ngspice did not print {sorted(missing)[:5]}"
             max_diff = max(abs(v - ng[k]) for k, v in op.node_voltages_v.items())
-            t_ng = median_time(lambda: ngspice_voltages(path), args.ngspice_repeats)
+            t_ng = median_time(partial(ngspice_voltages, path), ng_repeats, warm_up=False)
 
+    t_setup, t_solve, t_total = t["setup_shockley"], t["solve_shockley"], t["total_shockley"]
+    forward_v, on_drop_v, min_cur_a = ideal_kkt(net, op_ideal)
+    ms = 1e3
     rows = [
         ("netlist", f"{net.num_nodes} nodes, {n_res} resistors, 100 diodes, {size_mb:.1f} MB"),
-        ("parse (read_netlist)", f"{t_parse * 1e3:9.2f} ms"),
-        ("solve (solve_op, Shockley)", f"{t_solve * 1e3:9.2f} ms  ({op.iterations} Newton its)"),
-        ("solve (solve_op, ideal)", f"{t_solve_ideal * 1e3:9.2f} ms"),
-        ("end to end (hwloop op --json)", f"{t_e2e * 1e3:9.2f} ms"),
-        ("ngspice -b (same file)", f"{t_ng * 1e3:9.2f} ms"),
-        ("ngspice / solve", f"{t_ng / t_solve:9.1f} x"),
-        ("ngspice / (parse + solve)", f"{t_ng / (t_parse + t_solve):9.1f} x"),
-        ("ngspice / end to end", f"{t_ng / t_e2e:9.2f} x"),
-        ("max |v_hwloop - v_ngspice|", f"{max_diff:.3e} V"),
-        ("max KCL residual", f"{op.max_residual_a:.3e} A"),
+        ("free unknowns after reduction", f"{prepare_op(net).num_unknowns}"),
+        ("parse (read_netlist)", f"{t_parse * ms:10.3f} ms"),
+        ("set-up (prepare_op), Shockley", f"{t_setup * ms:10.3f} ms"),
+        ("solve (Newton), Shockley", f"{t_solve * ms:10.3f} ms  ({op.iterations} Newton its)"),
+        ("set-up + solve (solve_op), Shockley", f"{t_total * ms:10.3f} ms"),
+        ("set-up (prepare_op), ideal", f"{t['setup_ideal'] * ms:10.3f} ms"),
+        (
+            "solve (active set), ideal",
+            f"{t['solve_ideal'] * ms:10.3f} ms  ({op_ideal.iterations} active-set its)",
+        ),
+        ("set-up + solve (solve_op), ideal", f"{t['total_ideal'] * ms:10.3f} ms"),
+        ("end to end (hwloop op --json)", f"{t_e2e * ms:10.3f} ms"),
+        (f"ngspice -b (same file, median of {ng_repeats})", f"{t_ng * ms:10.3f} ms"),
+        ("ngspice / solve", f"{t_ng / t_solve:10.0f} x"),
+        ("ngspice / (set-up + solve)", f"{t_ng / t_total:10.0f} x"),
+        ("ngspice / (parse + set-up + solve)", f"{t_ng / (t_parse + t_total):10.1f} x"),
+        ("ngspice / end to end", f"{t_ng / t_e2e:10.2f} x"),
+        ("max |v_hwloop - v_ngspice|", f"{max_diff:.3e} V  (limit {AGREE_V:g} V)"),
+        ("max KCL residual, Shockley", f"{op.max_residual_a:.3e} A"),
+        ("max KCL residual, ideal", f"{op_ideal.max_residual_a:.3e} A"),
+        (
+            "ideal: max forward drop, on drop, min current",
+            f"{forward_v:.3e} V, {on_drop_v:.3e} V, {min_cur_a:.3e} A",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     for key, val in rows:
         print(f"{key:<{width}}  {val}")
-    ok = bool(max_diff <= 1e-6) if ngspice_exe else None
+    ok = bool(max_diff <= AGREE_V) if ngspice_exe else None
+    has_ng = ngspice_exe is not None
     print(
         json.dumps(
             {
@@ -166,17 +218,36 @@ def main() -> int:
                 "seed": args.seed,
                 "nodes": net.num_nodes,
                 "resistors": n_res,
+                "statistic": "median",
+                "repeats": args.repeats,
+                "ngspice_repeats": ng_repeats,
                 "parse_s": t_parse,
+                "setup_s": t_setup,
                 "solve_s": t_solve,
-                "solve_ideal_s": t_solve_ideal,
+                "setup_plus_solve_s": t_total,
+                "setup_ideal_s": t["setup_ideal"],
+                "solve_ideal_s": t["solve_ideal"],
+                "setup_plus_solve_ideal_s": t["total_ideal"],
                 "end_to_end_s": t_e2e,
-                "ngspice_s": t_ng if ngspice_exe else None,
-                "ratio_ngspice_over_solve": t_ng / t_solve if ngspice_exe else None,
-                "ratio_ngspice_over_end_to_end": t_ng / t_e2e if ngspice_exe else None,
-                "max_abs_diff_v": max_diff if ngspice_exe else None,
+                "end_to_end_cmd": (
+                    f"{hwloop_exe} op FILE --json" if hwloop_exe else "python -m hwloop.cli op ..."
+                ),
+                "ngspice_s": t_ng if has_ng else None,
+                "ratio_ngspice_over_solve": t_ng / t_solve if has_ng else None,
+                "ratio_ngspice_over_setup_plus_solve": t_ng / t_total if has_ng else None,
+                "ratio_ngspice_over_parse_setup_solve": (
+                    t_ng / (t_parse + t_total) if has_ng else None
+                ),
+                "ratio_ngspice_over_end_to_end": t_ng / t_e2e if has_ng else None,
+                "max_abs_diff_v": max_diff if has_ng else None,
                 "agree_1e-6_v": ok,
                 "newton_iterations": op.iterations,
+                "active_set_iterations": op_ideal.iterations,
                 "max_residual_a": op.max_residual_a,
+                "max_residual_ideal_a": op_ideal.max_residual_a,
+                "ideal_max_forward_drop_v": forward_v,
+                "ideal_max_on_drop_v": on_drop_v,
+                "ideal_min_current_a": min_cur_a,
             }
         )
     )

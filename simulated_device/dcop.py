@@ -23,16 +23,19 @@ Method (:func:`prepare_op` does steps 1-3 once, :meth:`PreparedOp.solve` step 4)
 2. The quadratic part ``1/2 x^T H x + h^T x`` over the free unknowns is assembled
    with one ``np.bincount`` over all resistors (dense ``H`` for up to
    :data:`DENSE_MAX_UNKNOWNS` unknowns, else ``scipy.sparse``).
-3. Nodes without a DC path to a fixed node are reported (``CircuitError``). For the
-   dense Shockley solve the unknowns are reordered so that an independent set ``I``
-   of them (no resistor or diode between two of its members) comes first: the
-   ``I`` block of every Newton matrix is then diagonal and is eliminated in
-   ``O(|I| |R|^2)`` (a block-diagonal Schur complement; exactly Cholesky in that
-   order), leaving a small dense Cholesky factorisation on the rest ``R``.
+3. Nodes without a DC path to a fixed node are reported (``CircuitError``). On the
+   dense path the unknowns are reordered so that an independent set ``I`` of them
+   (no resistor, nor for Shockley diodes a diode, between two of its members) comes
+   first: the ``I`` block of ``H`` and of every Newton matrix is then diagonal and
+   is eliminated in ``O(|I| |R|^2)`` (a Schur complement; Gaussian elimination in
+   that order), leaving a small dense system on the rest ``R`` (for DRN-XS: the
+   100 hidden nodes form ``I``, the 10 outputs ``R``). The dense path needs numpy
+   only; scipy is imported for sparse circuits, source groups and error reports.
 4. Shockley diodes: Newton's method on ``E`` over the free unknowns, stopped when
-   the Newton step is below ``tol_v``. It starts from the exact minimiser of ``E``
-   over the unknowns of ``I`` that carry one diode (Lambert W, via
-   ``scipy.special.wrightomega``), the others at 0 V. Each step length comes from a
+   the Newton step is below ``tol_v``. It starts from a block coordinate descent
+   from 0 V: the exact minimiser of ``E`` over the unknowns of ``I`` (one diode:
+   Lambert W, as the Wright omega function), then, if no diode touches ``R``, over
+   ``R`` (linear) and ``I`` again. Each step length comes from a
    1-D search on ``E`` along the Newton direction (it may extrapolate beyond the
    full step, which brings a diode down from far up its exponential in one step;
    the 1-D root finder uses a local exponential model of ``dE/dt``), then is checked
@@ -49,8 +52,9 @@ Method (:func:`prepare_op` does steps 1-3 once, :meth:`PreparedOp.solve` step 4)
 Diode temperature model (SPICE level 1): ``Vt = k T / q`` with ``T`` in kelvin
 (``temperature_c + 273.15``) and ``IS(T) = IS (T/Tnom)^(XTI/N) exp((T/Tnom - 1) EG /
 (N Vt))``; at the default 27 degC (= TNOM) IS is used as given. Physical constants
-are CODATA 2018 (``scipy.constants``); ngspice-39 uses CODATA 2014 values, which
-shifts diode voltages by about 3.4e-7 relative (0.2 uV at 0.7 V).
+are the exact SI values (= CODATA 2018, as ``scipy.constants``); ngspice-39 uses
+CODATA 2014 values, which shifts diode voltages by about 3.4e-7 relative (0.2 uV at
+0.7 V).
 """
 
 from __future__ import annotations
@@ -58,20 +62,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import scipy.constants
-import scipy.linalg
-import scipy.linalg.lapack
-import scipy.sparse
-import scipy.sparse.csgraph
-import scipy.sparse.linalg
-import scipy.special
 from numpy.typing import NDArray
 
 from hwloop.errors import CircuitError, ConfigError
 from simulated_device.netlist import Netlist
+
+if TYPE_CHECKING:
+    import scipy.sparse
+
+# scipy is imported only where needed (sparse circuits, source groups, error reports):
+# the dense path runs on numpy alone, which keeps `hwloop op` start-up short.
 
 __all__ = [
     "DENSE_MAX_UNKNOWNS",
@@ -89,21 +92,23 @@ DiodeMode = Literal["shockley", "ideal"]
 DENSE_MAX_UNKNOWNS = 400
 """Largest number of free unknowns solved with dense linear algebra."""
 
-_ZERO_C_IN_K = scipy.constants.zero_Celsius
+# exact SI values (2019), identical to scipy.constants (CODATA 2018)
+_K_BOLTZMANN = 1.380649e-23  # J/K
+_Q_ELECTRON = 1.602176634e-19  # C
+_ZERO_C_IN_K = 273.15
 _EPS = float(np.finfo(np.float64).eps)
 _MAX_ABS_V = 1e12  # beyond this the Newton iterate is taken to diverge
 _ARMIJO = 1e-4
-_U_CAP = 200.0  # diode exponent above which exp() is continued quadratically (see _junction)
+_U_CAP = 200.0  # diode exponent above which exp() is continued quadratically (see _newton)
 _MAX_STEP_SCALE = 1e12  # longest extrapolation of a Newton step by the line search
-_DENSE_INCIDENCE_MAX = 1 << 20  # diodes x unknowns up to which the incidence matrix is dense
+_DENSE_INCIDENCE_MAX = 1 << 16  # diodes x unknowns up to which the incidence matrix is dense
 _MIS_ROUNDS = 8  # rounds of the independent-set selection (any independent set is valid)
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.intp]
 BoolArray = NDArray[np.bool_]
 
-_dpotrf: Any = scipy.linalg.lapack.dpotrf
-_dpotrs: Any = scipy.linalg.lapack.dpotrs
+_LinAlgError = np.linalg.LinAlgError
 
 
 def _scatter(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
@@ -113,7 +118,7 @@ def _scatter(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
 
 def thermal_voltage_v(temperature_c: float = 27.0) -> float:
     """Thermal voltage ``k T / q`` in V at ``temperature_c`` degC (0.025865 V at 27 degC)."""
-    return float(scipy.constants.k * (temperature_c + _ZERO_C_IN_K) / scipy.constants.e)
+    return float(_K_BOLTZMANN * (temperature_c + _ZERO_C_IN_K) / _Q_ELECTRON)
 
 
 def saturation_current_a(netlist: Netlist, temperature_c: float = 27.0) -> FloatArray:
@@ -218,6 +223,10 @@ def _eliminate_sources(netlist: Netlist) -> _Groups:
         var = np.full(n, m, dtype=np.intp)
         var[free_nodes] = np.arange(m)
         return _Groups(m=m, var=var, off_v=off)
+    import scipy.sparse
+    import scipy.sparse.csgraph
+    import scipy.sparse.linalg
+
     graph = scipy.sparse.coo_matrix((np.ones(k), (p, q)), shape=(n, n))
     ncomp, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
     labels = labels.astype(np.intp)
@@ -283,6 +292,9 @@ def _report_floating(
     ``anchored`` marks the unknowns tied directly to a fixed node; ``a``, ``b`` are
     the conductive edges between unknowns.
     """
+    import scipy.sparse
+    import scipy.sparse.csgraph
+
     m = grp.m
     graph = scipy.sparse.coo_matrix((np.ones(a.size), (a, b)), shape=(m, m))
     _, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
@@ -348,21 +360,21 @@ def _check_connected_dense(
 def _independent_set(adj: BoolArray) -> BoolArray:
     """An independent set of the graph ``adj`` (no two members adjacent), large if cheap.
 
-    Rounds of a deterministic Luby-type selection: an undecided vertex joins when its
-    priority (low degree first, then low index) beats every
-    undecided neighbour's; it and its neighbours are then decided. Stopping early
-    leaves a smaller but still independent set.
+    Rounds of a deterministic Luby-type selection: an undecided vertex joins when it
+    comes before every undecided neighbour (low degree first, then low index); it and
+    its neighbours are then decided. Stopping early leaves a smaller but still
+    independent set.
     """
     m = adj.shape[0]
-    prio = adj.sum(axis=1, dtype=np.int64) * m + np.arange(m)  # distinct
-    never = np.iinfo(np.int64).max
+    adj_f = adj.astype(np.float64)
+    prio = adj_f.sum(axis=1) * m + np.arange(m)  # distinct integers (exact in float)
+    beaten = adj_f * (prio < prio[:, None])  # [i, j]: neighbour j comes before i
     undecided = np.ones(m, dtype=bool)
     chosen = np.zeros(m, dtype=bool)
     for _ in range(_MIS_ROUNDS):
-        rival = np.where(adj & undecided, prio, never).min(axis=1, initial=never)
-        pick = undecided & (prio < rival)
+        pick = undecided & ~(beaten @ undecided.astype(np.float64) > 0.0)
         chosen |= pick
-        undecided &= ~pick & ~adj[pick].any(axis=0)
+        undecided &= ~pick & ~(adj_f @ pick.astype(np.float64) > 0.0)
         if not undecided.any():
             break
     return chosen
@@ -393,6 +405,8 @@ class _Quadratic:
 
     def assemble(self, extra_g: FloatArray, ea: IntArray, eb: IntArray) -> scipy.sparse.csr_matrix:
         """H plus two-terminal conductances ``extra_g`` between unknowns ``ea``, ``eb`` (ext)."""
+        import scipy.sparse
+
         m = self.m
         m1 = m + 1
         diag = self.diag + _scatter(ea, extra_g, m1)[:m] + _scatter(eb, extra_g, m1)[:m]
@@ -416,16 +430,15 @@ class _Quadratic:
 
 def _solve(mat: FloatArray | scipy.sparse.csr_matrix, rhs: FloatArray) -> FloatArray:
     """Solve ``mat @ x = rhs``; raise CircuitError if the matrix is singular."""
+    out: NDArray[Any]
     try:
         if isinstance(mat, np.ndarray):
-            try:
-                cho = scipy.linalg.cho_factor(mat, check_finite=False)
-                out = scipy.linalg.cho_solve(cho, rhs, check_finite=False)
-            except np.linalg.LinAlgError:  # not numerically positive definite
-                out = np.linalg.solve(mat, rhs)
+            out = np.linalg.solve(mat, rhs)
         else:
+            import scipy.sparse.linalg
+
             out = scipy.sparse.linalg.splu(mat.tocsc()).solve(rhs)
-    except (np.linalg.LinAlgError, RuntimeError) as exc:
+    except (_LinAlgError, RuntimeError) as exc:
         raise CircuitError(
             f"the circuit equations are singular ({exc}); some node has no well-defined "
             f"voltage: add a resistor to ground at the suspect node"
@@ -443,7 +456,7 @@ class _Diodes:
     k_v: FloatArray  # constant part of v_anode - v_cathode
     is_a: FloatArray
     nvt_v: FloatArray
-    u_cap: FloatArray  # exponent above which exp() is continued (see _junction)
+    u_cap: FloatArray  # exponent above which exp() is continued (see _newton)
 
 
 class _Incidence:
@@ -487,11 +500,26 @@ class _Incidence:
         return (_scatter(self.a, cur, m1) - _scatter(self.c, cur, m1))[: self.m]
 
     def diag(self, g: FloatArray) -> FloatArray:
-        """``diag(A^T diag(g) A)``: total diode conductance at each unknown, S."""
+        """Total diode conductance at each unknown (the diagonal of ``A^T G A``), S."""
         if self.abs_t is not None:
             return self.abs_t @ g
         m1 = self.m + 1
         return (_scatter(self.a, g, m1) + _scatter(self.c, g, m1))[: self.m]
+
+
+def _wright_omega(z: FloatArray) -> FloatArray:
+    """Wright omega ``w(z)``, the solution of ``w + ln w = z`` (``= W(exp z)``), real z.
+
+    Starts from the asymptotic forms and refines by Newton's method (quadratic; a
+    relative error near 1e-15 after four steps). Below z = -40, ``w = exp(z)`` to
+    double precision.
+    """
+    zc = np.maximum(z, -40.0)
+    ez = np.exp(np.minimum(zc, 1.0))
+    w = np.where(zc > 1.0, zc - np.log(np.maximum(zc, 1.0)), ez / (1.0 + ez))
+    for _ in range(4):
+        w = w * (1.0 + zc - np.log(w)) / (1.0 + w)
+    return np.where(z < -40.0, np.exp(np.minimum(z, -40.0)), w)
 
 
 class _DenseSystem:
@@ -515,50 +543,65 @@ class _DenseSystem:
         self.pair = np.flatnonzero((a < m) & (c < m))  # diodes joining two unknowns
         ap, cp = a[self.pair], c[self.pair]
         self.pair_flat = np.concatenate([ap * m + cp, cp * m + ap])
+        # their entries -g in the blocks: one in B for an (I, R) pair (I is
+        # independent: no (I, I) pairs), two in C for an (R, R) pair
+        nr = m - n_i
+        lo, hi = np.minimum(ap, cp), np.maximum(ap, cp)
+        in_b = lo < n_i
+        self.b_pair = self.pair[in_b]
+        self.b_flat = lo[in_b] * nr + (hi[in_b] - n_i)
+        self.c_pair = self.pair[~in_b]
+        r1, r2 = lo[~in_b] - n_i, hi[~in_b] - n_i
+        self.c_flat = np.concatenate([r1 * nr + r2, r2 * nr + r1])
+        self._start_plan = self._plan_start(a, c, self.d0)
+        # R without diodes: its block of E and of the Newton matrix is that of H
+        self.r_diodes = bool(np.any((a >= n_i) & (a < m)) or np.any((c >= n_i) & (c < m)))
+        self._c0_inv: FloatArray | None = None
+        if 0 < n_i < m and not self.r_diodes:
+            try:
+                np.linalg.cholesky(self.c0)  # positive definite?
+                self._c0_inv = np.asarray(np.linalg.inv(self.c0), dtype=np.float64)
+            except _LinAlgError:
+                pass
 
     def apply(self, x: FloatArray) -> FloatArray:
         """H x."""
         return self.matrix @ x
 
     def _off_diagonal(self, g: FloatArray) -> FloatArray:
-        """H plus the off-diagonal diode conductances (flattened (m, m))."""
+        """H with ``-g`` added at (a, c) and (c, a) for each diode joining two unknowns."""
         m = self.m
         gp = g[self.pair]
-        return self.matrix - _scatter(self.pair_flat, np.concatenate([gp, gp]), m * m).reshape(
-            m, m
-        )
+        return self.matrix - _scatter(self.pair_flat, np.concatenate([gp, gp]), m * m).reshape(m, m)
 
     def newton_solve(self, g: FloatArray, rhs: FloatArray) -> FloatArray:
         """Solve ``(H + A^T diag(g) A) s = rhs`` by eliminating the diagonal I block."""
         m, ni = self.m, self.n_i
         nr = m - ni
         dg = self.inc.diag(g)
-        if self.pair.size:
-            full = self._off_diagonal(g)
-            d = np.diagonal(full)[:ni] + dg[:ni]
-            b = full[:ni, ni:]
-            cmat = full[ni:, ni:].copy()
-        else:
-            d = self.d0 + dg[:ni]
-            b = self.b0
-            cmat = self.c0.copy()
-        if not np.all(d > 0.0):
+        d = self.d0 + dg[:ni]
+        if not d.min(initial=np.inf) > 0.0:
             return self._fallback(g, rhs)
         if nr == 0:
             return rhs / d
-        cmat.flat[:: nr + 1] += dg[ni:]
+        b = self.b0
+        cmat = self.c0
+        if self.r_diodes:
+            cmat = cmat.copy()
+            cmat.reshape(-1)[:: nr + 1] += dg[ni:]
+            if self.b_pair.size:
+                b = b.copy()
+                np.subtract.at(b.reshape(-1), self.b_flat, g[self.b_pair])
+            if self.c_pair.size:
+                gc = g[self.c_pair]
+                np.subtract.at(cmat.reshape(-1), self.c_flat, np.concatenate([gc, gc]))
         bd = b / d[:, None]
         schur = cmat - b.T @ bd
-        r = rhs[ni:] - bd.T @ rhs[:ni]
-        # schur is symmetric: its transpose is the Fortran-ordered same matrix
-        chol, info = _dpotrf(schur.T, lower=0, clean=0, overwrite_a=1)
-        if info != 0:
+        try:
+            s_r = np.linalg.solve(schur, rhs[ni:] - bd.T @ rhs[:ni])
+        except _LinAlgError:
             return self._fallback(g, rhs)
-        s_r, info = _dpotrs(chol, r, lower=0)
-        if info != 0:
-            return self._fallback(g, rhs)
-        s_i = (rhs[:ni] - b @ s_r) / d
-        return np.concatenate([s_i, np.asarray(s_r, dtype=np.float64)])
+        return np.concatenate([(rhs[:ni] - b @ s_r) / d, s_r])
 
     def _fallback(self, g: FloatArray, rhs: FloatArray) -> FloatArray:
         """Solve with the whole matrix (singular or indefinite cases: errors, inf steps)."""
@@ -566,38 +609,62 @@ class _DenseSystem:
         full.flat[:: self.m + 1] += self.inc.diag(g)
         return _solve(full, rhs)
 
-    def start(self, d: _Diodes) -> FloatArray:
-        """A starting point: the exact minimiser of E over I's one-diode unknowns.
+    def start(self, d: _Diodes, sweeps: int = 1) -> FloatArray:
+        """A starting point by block coordinate descent on E from 0 V.
 
-        The R unknowns are at 0 V. An unknown of I without diodes goes to its linear
-        optimum; one with a single diode solves ``D x + h + s IS (exp((s x + k) / nVt)
-        - 1) = 0`` in closed form (Lambert W); others stay at 0 V.
+        Minimises E exactly over the unknowns of I (R fixed): one without diodes goes
+        to its linear optimum, one with a single diode solves ``D x + c + s IS
+        (exp((s x + k) / nVt) - 1) = 0`` in closed form (Lambert W), others stay at
+        0 V. When no diode touches R, each of ``sweeps`` rounds then minimises over R
+        (a linear solve) and over I again.
         """
-        m, ni = self.m, self.n_i
-        x = np.zeros(m)
-        if ni == 0:
-            return x
-        a_in = d.a < ni
-        c_in = d.c < ni
-        node = np.where(a_in, d.a, d.c)
+        x = np.zeros(self.m)
+        ni = self.n_i
+        h_i = self.h[:ni]
+        x[:ni] = self._i_block(d, h_i, x[:ni])
+        if self._c0_inv is not None:
+            h_r = self.h[ni:]
+            for _ in range(sweeps):
+                x_r = -(self._c0_inv @ (h_r + self.b0.T @ x[:ni]))
+                x[ni:] = x_r
+                x[:ni] = self._i_block(d, h_i + self.b0 @ x_r, x[:ni])
+        return x
+
+    def _i_block(self, d: _Diodes, c_i: FloatArray, x_i: FloatArray) -> FloatArray:
+        """Minimiser of E over I given the gradient ``c_i`` of the rest at ``x_I = 0``."""
+        x_i = x_i.copy()
+        plain, j, i, s = self._start_plan
+        if plain.size:
+            x_i[plain] = -c_i[plain] / self.d0[plain]
+        if j.size:
+            dd = self.d0[i]
+            is_a, nvt, k = d.is_a[j], d.nvt_v[j], d.k_v[j]
+            # with y = s x + k:  D y + IS exp(y / nVt) = beta
+            beta = dd * k - s * c_i[i] + is_a
+            scale = dd * nvt
+            omega = _wright_omega(np.log(is_a / scale) + beta / scale)
+            x_i[i] = s * (beta / dd - nvt * omega - k)
+        return x_i
+
+    @staticmethod
+    def _plan_start(
+        a: IntArray, c: IntArray, d0: FloatArray
+    ) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
+        """Index sets for :meth:`start`.
+
+        Returns the I unknowns without diodes; the diodes alone at an I unknown; that
+        unknown; and +1 / -1 for an anode / cathode there.
+        """
+        ni = d0.size
+        a_in = a < ni
+        c_in = c < ni
+        node = np.where(a_in, a, c)
         touch = np.flatnonzero(a_in | c_in)  # at most one terminal in I (independent)
         count = np.bincount(node[touch], minlength=ni)
-        d0 = self.d0
-        h = self.h
         plain = np.flatnonzero((count == 0) & (d0 > 0.0))
-        x[plain] = -h[plain] / d0[plain]
         j = touch[count[node[touch]] == 1]
         j = j[d0[node[j]] > 0.0]
-        i = node[j]
-        dd = d0[i]
-        s = np.where(a_in[j], 1.0, -1.0)
-        is_a, nvt, k = d.is_a[j], d.nvt_v[j], d.k_v[j]
-        # with y = s x + k:  D y + IS exp(y / nVt) = beta
-        beta = dd * k - s * h[i] + is_a
-        scale = dd * nvt
-        omega = scipy.special.wrightomega(np.log(is_a / scale) + beta / scale)
-        x[i] = s * (beta / dd - nvt * np.asarray(omega, dtype=np.float64) - k)
-        return x
+        return plain, j, node[j], np.where(a_in[j], 1.0, -1.0)
 
 
 class _SparseSystem:
@@ -639,7 +706,7 @@ def _dense_system(
     moving: IntArray,
     ideal: bool,
 ) -> tuple[_DenseSystem, IntArray, IntArray, IntArray]:
-    """Assemble, check and (Shockley) reorder the dense system; return it and var, da, dc."""
+    """Assemble, check and reorder (I first) the dense system; return it and var, da, dc."""
     m = grp.m
     m1 = m + 1
     key = ra * m1 + rb
@@ -669,14 +736,15 @@ def _dense_system(
 
     var = grp.var
     n_i = 0
-    if not ideal and m:
+    if m:
         chosen = _independent_set(adj)
         order = np.concatenate([np.flatnonzero(chosen), np.flatnonzero(~chosen)])
         n_i = int(np.count_nonzero(chosen))
         pos = np.empty(m1, dtype=np.intp)
         pos[order] = np.arange(m)
         pos[m] = m
-        hmat = np.ascontiguousarray(hmat[np.ix_(order, order)])
+        # (row then column gathers are faster for small m, np.ix_ for large)
+        hmat = hmat[order][:, order] if m <= 160 else hmat[np.ix_(order, order)]
         h = h[order]
         var, da, dc = pos[var], pos[da], pos[dc]
     inc = _Incidence(da[moving], dc[moving], m)
@@ -720,23 +788,6 @@ def _sparse_system(
 
 
 # --------------------------------------------------------------------------- Shockley
-
-
-def _junction(u: FloatArray, cap: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """``exp(u) - 1`` for the energy and the current, and ``exp(u)`` for the conductance.
-
-    Above ``u = cap`` the exponential is continued by its second-order Taylor
-    polynomial, which keeps every value finite (the energy stays convex and C2). The
-    minimiser is the true operating point as long as no diode ends above its cap,
-    which :meth:`PreparedOp.solve` checks. (The Newton loop inlines this.)
-    """
-    low = np.minimum(u, cap)
-    w = u - low  # max(u - cap, 0)
-    em1 = np.expm1(low)
-    ex = em1 + 1.0
-    exw = ex * w
-    em1_current = em1 + exw
-    return em1_current + 0.5 * exw * w, em1_current, ex
 
 
 def _line_search(
@@ -788,10 +839,8 @@ def _line_search(
         if fp > 0.0:
             kappa = fpp / fp
             arg = -kappa * f / fp
-            if abs(arg) <= 1e-6 or arg <= -1.0:  # no curvature, or no root in the model
-                nxt = t - f / fp
-            else:
-                nxt = t + math.log1p(arg) / kappa
+            # Newton's step when there is no curvature or the model has no root
+            nxt = t - f / fp if abs(arg) <= 1e-6 or arg <= -1.0 else t + math.log1p(arg) / kappa
         if not lo < nxt < hi:
             nxt = 8.0 * t if hi == math.inf else 0.5 * (lo + hi)
         if nxt > _MAX_STEP_SCALE:
@@ -812,7 +861,13 @@ def _line_search(
 def _newton(
     system: _System, d: _Diodes, x: FloatArray, tol_v: float, max_iterations: int
 ) -> tuple[FloatArray, int]:
-    """Minimise the energy over the free unknowns from ``x``; return them and the iterations."""
+    """Minimise the energy over the free unknowns from ``x``; return them and the iterations.
+
+    Above its exponent ``u = dv / (n Vt) = cap`` a diode's ``exp(u)`` is continued by
+    its second-order Taylor polynomial at the cap, which keeps every value finite (the
+    energy stays convex and C2). The minimiser is the true operating point as long as
+    no diode ends above its cap, which :meth:`PreparedOp.solve` checks.
+    """
     inc = system.inc
     h = system.h
     apply = system.apply
@@ -820,6 +875,7 @@ def _newton(
     inv_nvt = 1.0 / nvt
     g_unit = is_a * inv_nvt
     has_diodes = is_a.size > 0
+    cap_min = float(cap.min(initial=np.inf))
 
     def evaluate(
         x: FloatArray,
@@ -827,13 +883,18 @@ def _newton(
         """Energy, gradient, diode conductances, energy scale, exponents, current factors."""
         dv = inc.drops(x) + k
         u = dv * inv_nvt
-        low = np.minimum(u, cap)  # _junction, inlined
-        w = u - low
-        em1 = np.expm1(low)
-        ex = em1 + 1.0
-        exw = ex * w
-        fi = em1 + exw
-        e_d = float(is_a @ (nvt * (fi + 0.5 * exw * w) - dv))
+        if not has_diodes or float(u.max()) <= cap_min:  # no diode above its cap
+            fi = np.expm1(u)
+            ex = fi + 1.0
+            e_d = float(is_a @ (nvt * fi - dv))
+        else:  # exp continued quadratically above the cap: w = u - cap > 0
+            low = np.minimum(u, cap)
+            w = u - low
+            em1 = np.expm1(low)
+            ex = em1 + 1.0
+            exw = ex * w
+            fi = em1 + exw
+            e_d = float(is_a @ (nvt * (fi + 0.5 * exw * w) - dv))
         hx = apply(x)
         quad_part = 0.5 * float(x @ hx)
         lin_part = float(h @ x)
@@ -845,18 +906,23 @@ def _newton(
     step_v = math.inf
     for it in range(1, max_iterations + 1):
         step = -system.newton_solve(g, grad)
-        if not np.all(np.isfinite(step)):
+        if not np.isfinite(step).all():
             raise CircuitError(
                 "no DC operating point found: the Newton step is not finite; a node is "
                 "probably held only by reverse-biased diodes: add a resistor to ground"
             )
-        step_v = float(np.max(np.abs(step), initial=0.0))
+        step_v = float(abs(step).max())
+        if step_v <= tol_v:  # converged: a step this small cannot fail the energy test
+            return x + step, it
         slope = float(grad @ step)
         noise = 64.0 * _EPS * scale
         alpha = 1.0
         if -slope > noise and has_diodes:  # (a decrease below rounding needs no search)
             ud = inc.drops(step) * inv_nvt
-            alpha = _line_search(d, u, ud, fi, slope, float(step @ apply(step)))
+            # a step that moves every diode by under n Vt / 2 is taken in full (the
+            # energy is nearly quadratic along it); the Armijo test below still checks it
+            if float(abs(ud).max()) > 0.5:
+                alpha = _line_search(d, u, ud, fi, slope, float(step @ apply(step)))
         while True:
             x_new = x + alpha * step
             e_new, g_new, gd_new, s_new, u_new, fi_new = evaluate(x_new)
@@ -871,14 +937,12 @@ def _newton(
                     f"have extreme element values"
                 )
         x, energy, grad, g, scale, u, fi = x_new, e_new, g_new, gd_new, s_new, u_new, fi_new
-        if float(np.max(np.abs(x), initial=0.0)) > _MAX_ABS_V:
+        if float(abs(x).max()) > _MAX_ABS_V:
             raise CircuitError(
                 "no DC operating point: node voltages diverge (above 1e12 V); a current "
                 "source probably drives more than IS into a reverse-biased diode: add a "
                 "resistor across it"
             )
-        if step_v <= tol_v:
-            return x, it
     raise CircuitError(
         f"Newton's method did not converge in {max_iterations} iterations (last step "
         f"{step_v:.3g} V); check for extreme element values or raise tol_v"
@@ -889,26 +953,66 @@ def _newton(
 
 
 class _Factor:
-    """A factorisation of the (positive definite) resistor Hessian."""
+    """A factorisation of the (positive definite) resistor Hessian ``H``.
 
-    def __init__(self, mat: FloatArray | scipy.sparse.csr_matrix) -> None:
-        self.cho: tuple[FloatArray, bool] | None = None
+    Dense: the diagonal I block is eliminated and the Schur complement on R is
+    Cholesky-factorised, so every BLAS call stays small (large multi-column
+    triangular solves can stall for milliseconds in a threaded BLAS on a busy
+    machine). Sparse: LU (SuperLU).
+    """
+
+    def __init__(self, system: _System) -> None:
         self.lu: Any = None
-        try:
-            if isinstance(mat, np.ndarray):
-                self.cho = scipy.linalg.cho_factor(mat)
-            else:
-                self.lu = scipy.sparse.linalg.splu(mat.tocsc())
-        except (np.linalg.LinAlgError, RuntimeError) as exc:
-            raise CircuitError(
-                f"the resistor network is singular ({exc}); add a resistor to ground at "
-                f"the suspect node"
-            ) from None
+        self.s_inv: FloatArray | None = None
+        if isinstance(system, _SparseSystem):
+            import scipy.sparse.linalg
+
+            try:
+                self.lu = scipy.sparse.linalg.splu(system.matrix.tocsc())
+            except RuntimeError as exc:
+                raise _singular_network(str(exc)) from None
+            return
+        ni = system.n_i
+        self.n_i = ni
+        self.d = system.d0
+        if ni and not self.d.min() > 0.0:
+            raise _singular_network("a node has no resistor")
+        self.bd = system.b0 / self.d[:, None]
+        if ni < system.m:
+            schur = system.c0 - system.b0.T @ self.bd
+            try:
+                np.linalg.cholesky(schur)  # positive definite?
+                self.s_inv = np.asarray(np.linalg.inv(schur), dtype=np.float64)
+            except _LinAlgError as exc:
+                raise _singular_network(str(exc)) from None
 
     def solve(self, rhs: FloatArray) -> FloatArray:
-        if self.cho is not None:
-            return np.asarray(scipy.linalg.cho_solve(self.cho, rhs), dtype=np.float64)
-        return np.asarray(self.lu.solve(rhs), dtype=np.float64)
+        """``H^-1 rhs`` for one right-hand side ``(m,)`` or several ``(m, k)``."""
+        if self.lu is not None:
+            return np.asarray(self.lu.solve(rhs), dtype=np.float64)
+        ni = self.n_i
+        y = rhs[:ni] / (self.d if rhs.ndim == 1 else self.d[:, None])
+        if self.s_inv is None:
+            return np.asarray(y, dtype=np.float64)
+        s_r = self.s_inv @ (rhs[ni:] - self.bd.T @ rhs[:ni])
+        return np.concatenate([y - self.bd @ s_r, s_r])
+
+
+def _singular_network(reason: str) -> CircuitError:
+    return CircuitError(
+        f"the resistor network is singular ({reason}); add a resistor to ground at the suspect node"
+    )
+
+
+def _spd_solve(qff: FloatArray, qf: FloatArray) -> FloatArray | None:
+    """``qff^-1 qf``, or None unless ``qff`` is clearly positive definite (Cholesky)."""
+    try:
+        piv = np.diagonal(np.linalg.cholesky(qff))
+    except _LinAlgError:
+        return None
+    if float(piv.min()) ** 2 > 1e-12 * float(np.diagonal(qff).max()):
+        return np.asarray(np.linalg.solve(qff, qf), dtype=np.float64)
+    return None
 
 
 def _face_solve(qff: FloatArray, qf: FloatArray) -> tuple[FloatArray, FloatArray | None]:
@@ -917,13 +1021,9 @@ def _face_solve(qff: FloatArray, qf: FloatArray) -> tuple[FloatArray, FloatArray
     Returns ``(s, None)`` at a minimiser, or ``(_, d)`` with a null direction ``d`` of
     Q along which the objective decreases without bound.
     """
-    try:
-        cf = scipy.linalg.cho_factor(qff)
-        piv = np.abs(np.diag(cf[0]))
-        if float(np.min(piv)) ** 2 > 1e-12 * float(np.max(np.diag(qff))):
-            return np.asarray(scipy.linalg.cho_solve(cf, qf), dtype=np.float64), None
-    except np.linalg.LinAlgError:
-        pass
+    out = _spd_solve(qff, qf)
+    if out is not None:
+        return out, None
     w, vecs = np.linalg.eigh(qff)
     cut = 1e-12 * float(np.max(np.abs(w)))
     big = w > cut
@@ -961,7 +1061,7 @@ def _dual_active_set(
         entering = j
         while True:
             idx = np.flatnonzero(free)
-            s, direction = _face_solve(qmat[np.ix_(idx, idx)], qvec[idx])
+            s, direction = _face_solve(qmat[idx][:, idx], qvec[idx])
             cur = lam[idx]
             if direction is not None:
                 neg = direction < 0.0
@@ -1002,6 +1102,35 @@ def _dual_active_set(
     )
 
 
+def _pdas_start(qmat: FloatArray, qvec: FloatArray, tol: float) -> tuple[FloatArray, int]:
+    """A warm start for :func:`_dual_active_set` by the primal-dual active-set method.
+
+    Guesses the conducting diodes (first: those with a negative slack at ``l = 0``),
+    solves for their currents on that face and updates the guess from the signs of
+    currents and slacks, until it repeats. Returns the face minimiser when the guess
+    settles with ``l > 0`` on it, else zeros (a cold start: the guess cycles or a face
+    is degenerate); and the iterations spent. Usually a few face solves instead of
+    one per conducting diode.
+    """
+    p = qvec.size
+    act = qvec > tol  # slack at l = 0 is -q
+    it = 0
+    for it in range(1, 26):
+        lam = np.zeros(p)
+        idx = np.flatnonzero(act)
+        if idx.size:
+            s = _spd_solve(qmat[idx][:, idx], qvec[idx])
+            if s is None:  # a degenerate face: leave it to the exact method
+                break
+            lam[idx] = s
+        slack = qmat @ lam - qvec
+        new = np.where(act, lam > 0.0, slack < -tol)
+        if np.array_equal(new, act):
+            return lam, it
+        act = new
+    return np.zeros(p), it
+
+
 def _solve_ideal(
     netlist: Netlist,
     quad: _System,
@@ -1013,44 +1142,47 @@ def _solve_ideal(
     p = d.a.size
     if m == 0:
         return np.zeros(0), np.zeros(p), 1
-    fac = _Factor(quad.matrix)
+    fac = _Factor(quad)
     x_u = fac.solve(-quad.h)
     if p == 0:
         return x_u, np.zeros(0), 1
-    # constraint rows: x_ext[a] - x_ext[c] <= -k
-    rows = np.r_[np.arange(p), np.arange(p)]
-    cols = np.r_[d.a, d.c]
-    vals = np.r_[np.ones(p), -np.ones(p)]
-    keep = cols < m
-    amat = scipy.sparse.csr_matrix((vals[keep], (rows[keep], cols[keep])), shape=(p, m))
+    # constraint rows A x <= u, A the diode incidence: x_ext[a] - x_ext[c] <= -k
+    inc = quad.inc
     u = -d.k_v
-    z = fac.solve(amat.T.toarray())
-    qmat = np.asarray(amat @ z, dtype=np.float64)
+    cols = np.arange(p)
+    a_t = np.zeros((m + 1, p))  # A^T, with a row for "fixed"
+    a_t[d.a, cols] = 1.0
+    a_t[d.c, cols] = -1.0
+    z = np.vstack([fac.solve(a_t[:m]), np.zeros((1, p))])  # H^-1 A^T
+    qmat = z[d.a] - z[d.c]  # A H^-1 A^T
     qmat = 0.5 * (qmat + qmat.T)
-    qvec = amat @ x_u - u
+    z = z[:m]
+    qvec = inc.drops(x_u) - u
     vscale = 1.0 + float(np.max(np.abs(qvec))) + float(np.max(np.abs(u)))
     tol = max(tol_v, 1e3 * _EPS * vscale)
     names = [netlist.diode_names[k] for k in d.index.tolist()]
-    lam = np.zeros(p)
-    iterations = 0
+    lam, iterations = _pdas_start(qmat, qvec, tol)
     for _ in range(4):
         lam, its = _dual_active_set(qmat, qvec, lam, tol, 50 * p + 100, names)
         iterations += its
         act = np.flatnonzero(lam > 0.0)
         x = x_u - z[:, act] @ lam[act]
         # KKT polish on the identified active set: iterative refinement of
-        # [H A^T; A 0] [x; l] = [-h; u] with the Schur complement Q_FF
+        # [H A^T; A 0] [x; l] = [-h; u] with the Schur complement Q_FF (lam is 0 off
+        # the active set, so A_F^T lam_F = A^T lam)
         if act.size:
-            a_f = amat[act]
-            qff = qmat[np.ix_(act, act)]
+            qff = qmat[act][:, act]
             for _ in range(2):
-                r1 = -quad.h - quad.apply(x) - a_f.T @ lam[act]
-                r2 = u[act] - a_f @ x
+                r1 = -quad.h - quad.apply(x) - inc.to_nodes(lam)
+                r2 = u[act] - inc.drops(x)[act]
                 hr1 = fac.solve(r1)
-                dl = np.linalg.lstsq(qff, a_f @ hr1 - r2, rcond=None)[0]
+                rhs = inc.drops(hr1)[act] - r2
+                dl = _spd_solve(qff, rhs)
+                if dl is None:  # degenerate active set: least squares
+                    dl = np.linalg.lstsq(qff, rhs, rcond=None)[0]
                 lam[act] = lam[act] + dl
                 x = x + hr1 - z[:, act] @ dl
-        slack = u - amat @ x
+        slack = u - inc.drops(x)
         if np.all(lam >= 0.0) and np.all(slack >= -10.0 * tol):
             return x, lam, iterations
         lam = np.maximum(lam, 0.0)  # polish left the feasible set: resume the active set
@@ -1079,7 +1211,7 @@ def _check_tol(tol_v: float) -> None:
 class PreparedOp:
     """A netlist reduced to its free unknowns and assembled, ready to :meth:`solve`.
 
-    Made by :func:`prepare_op`; immutable: every :meth:`solve` starts from scratch.
+    Made by :func:`prepare_op`; :meth:`solve` does not change it and starts from scratch.
     ``solve_op(net, ...)`` is ``prepare_op(net, ...).solve(...)``.
 
     Attributes:
@@ -1093,14 +1225,14 @@ class PreparedOp:
         "_da",
         "_dc",
         "_dset",
-        "_i_scale",
+        "_dset1",
         "_is_t",
         "_k_all",
         "_moving",
         "_nvt",
+        "_off",
         "_system",
         "_var",
-        "_off",
         "diodes",
         "netlist",
         "temperature_c",
@@ -1155,8 +1287,10 @@ class PreparedOp:
         self._k_all = k_all
         self._is_t = is_t
         self._nvt = nvt
-        # scale of the currents the sources can drive (for the first exp() cap)
-        self._i_scale = float(np.sum(np.abs(gc)) + np.sum(np.abs(cur_i)))
+        # the exp() cap of phase 1 (see solve): the scale of the currents the sources drive
+        i_scale = float(np.sum(np.abs(gc)) + np.sum(np.abs(cur_i)))
+        cap1 = np.minimum(np.maximum(np.log1p(i_scale / self._dset.is_a), 1.0), _U_CAP)
+        self._dset1 = dataclasses.replace(self._dset, u_cap=cap1)
 
     @property
     def num_unknowns(self) -> int:
@@ -1192,21 +1326,19 @@ class PreparedOp:
         else:
             x = np.zeros(m)
             iterations = 0
+            u = np.zeros(0)  # exponents dv / (n Vt) of the moving diodes
             if m:
                 # phase 1: exponentials continued above the current scale of the sources,
                 # so that a start far up a diode's exponential costs a few steps, not
                 # hundreds; phase 2 (only if some diode ends above that) lifts the cap
-                cap1 = np.clip(np.log1p(self._i_scale / dset.is_a), 1.0, _U_CAP)
-                d1 = dataclasses.replace(dset, u_cap=cap1)
+                d1 = self._dset1
                 x, iterations = _newton(system, d1, system.start(d1), tol_v, max_iterations)
-                if dset.a.size:
-                    u1 = (system.inc.drops(x) + dset.k_v) / dset.nvt_v
-                    if np.any(u1 > cap1):
-                        x, more = _newton(system, dset, x, tol_v, max_iterations)
-                        iterations += more
-            x_ext = np.append(x, 0.0)
-            dv_all = x_ext[self._da] - x_ext[self._dc] + self._k_all
-            over = np.flatnonzero(dv_all[moving] > _U_CAP * nvt[moving])
+                u = (system.inc.drops(x) + dset.k_v) / dset.nvt_v
+                if (u > d1.u_cap).any():
+                    x, more = _newton(system, dset, x, tol_v, max_iterations)
+                    iterations += more
+                    u = (system.inc.drops(x) + dset.k_v) / dset.nvt_v
+            over = np.flatnonzero(u > _U_CAP)
             if over.size:
                 name = netlist.diode_names[int(moving[over[0]])]
                 raise CircuitError(
@@ -1214,9 +1346,14 @@ class PreparedOp:
                     f"current beyond IS e^{_U_CAP:g}); the circuit has no physical operating "
                     f"point: check its element values"
                 )
-            with np.errstate(over="ignore"):
-                currents = is_t * np.expm1(dv_all / nvt)
-            diode_cur = currents[moving]
+            diode_cur = dset.is_a * np.expm1(u)
+            if moving.size == currents.size:
+                currents = diode_cur
+            else:  # diodes between two nodes of one source group (or both fixed)
+                with np.errstate(over="ignore"):
+                    currents = is_t * np.expm1(self._k_all / nvt)
+                currents[moving] = diode_cur
+            x_ext = np.append(x, 0.0)
         kcl = system.apply(x) + system.h + system.inc.to_nodes(diode_cur)
         volts = x_ext[self._var] + self._off
         volts[0] = 0.0

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from operator import itemgetter
 from os import PathLike
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -360,7 +361,7 @@ def _statements(
     body = lowered[1:]
     if inline_comments:
         body = [_strip_inline_comment(s) for s in body]
-    texts = [s.strip() for s in body]
+    texts = list(map(str.strip, body))
     special = [i for i, s in enumerate(texts) if s[:1] in "+.*"]  # "" (blank) is "in" too
     end = len(texts)
     dropped: set[int] = set()
@@ -403,8 +404,10 @@ def _statements(
             f"{source}:{control + 2}: '.control' block is not closed; add '.endc' after it"
         )
     if dropped:
-        keep = [i for i in range(end) if i not in dropped]
-        return [i + 2 for i in keep], [texts[i] for i in keep]
+        mask = np.ones(end, dtype=bool)
+        mask[[i for i in dropped if i < end]] = False
+        keep = np.flatnonzero(mask)
+        return (keep + 2).tolist(), list(map(texts.__getitem__, keep.tolist()))
     return list(range(2, end + 2)), texts[:end]
 
 
@@ -618,14 +621,16 @@ def _bulk_resistors(b: _Builder, lines: list[int], texts: list[str]) -> bool:
 def _build(b: _Builder, lines: list[int], texts: list[str]) -> None:
     if not texts:
         return
-    r_pos = [p for p, t in enumerate(texts) if t[0] == "r"]
+    # the first letters as one array (statements are never blank): resistors in bulk
+    first = "".join(map(itemgetter(0), texts)).encode("utf-32-le", "surrogatepass")
+    is_r = np.frombuffer(first, dtype=np.uint32) == ord("r")
+    r_pos = np.flatnonzero(is_r).tolist()
     if len(r_pos) < len(texts):
-        for p, t in enumerate(texts):
-            if t[0] != "r":
-                _statement(b, lines[p], t)
+        for p in np.flatnonzero(~is_r).tolist():
+            _statement(b, lines[p], texts[p])
     if r_pos:
-        r_lines = [lines[p] for p in r_pos]
-        r_texts = [texts[p] for p in r_pos]
+        r_lines = list(map(lines.__getitem__, r_pos))
+        r_texts = list(map(texts.__getitem__, r_pos))
         if not _bulk_resistors(b, r_lines, r_texts):
             for lineno, text in zip(r_lines, r_texts, strict=True):
                 _statement(b, lineno, text)
@@ -746,8 +751,8 @@ def parse_netlist(text: str, source: str = "<netlist>") -> Netlist:
             and the fix.
 
     """
-    lines = text.splitlines()
-    title = lines[0].strip() if lines else ""
+    first = text.split("\n", 1)[0].splitlines()  # (the title: no need to split it all)
+    title = first[0].strip() if first else ""
     b = _Builder(source)
     low = text.lower()
     _build(b, *_statements(low.splitlines(), source, ";" in low or "$" in low))

@@ -615,3 +615,130 @@ def test_sparse_path_matches_dense_path(diodes: str, monkeypatch: pytest.MonkeyP
         assert np.all(dv <= 1e-10)
         assert np.all(sparse.diode_currents_a >= 0.0)
         assert np.all(np.abs(dv[sparse.diode_currents_a > 1e-12]) <= 1e-10)
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+def _layered_text(seed: int, n_in: int = 40, n_hid: int = 8, n_out: int = 3) -> str:
+    """A small DRN-style layered network: grounded inputs, diode-clamped hidden nodes."""
+    rng = np.random.default_rng(seed)
+    lines = ["* layered"]
+    lines += [f"V{i} in{i} 0 {float(rng.uniform(-20, 20))!r}" for i in range(n_in)]
+    k = 0
+    for src, n_src, dst, n_dst in (("in", n_in, "h", n_hid), ("h", n_hid, "o", n_out)):
+        for i in range(n_src):
+            for j in range(n_dst):
+                if rng.random() < 0.7:
+                    ohm = float(10 ** rng.uniform(1, 4))
+                    lines.append(f"R{k} {src}{i} {dst}{j} {ohm!r}")
+                    k += 1
+    for j in range(n_hid):
+        lines.append(f"D{j} 0 h{j} DM" if j % 2 else f"D{j} h{j} 0 DM")
+    lines += ["I1 o0 0 1m", ".model DM D(IS=1e-14 N=1.1)"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("diodes", ["shockley", "ideal"])
+def test_block_elimination_matches_sparse_path(
+    seed: int, diodes: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import simulated_device.dcop as dcop_module
+
+    net = parse_netlist(_layered_text(seed))
+    fast = solve_op(net, diodes=diodes)  # type: ignore[arg-type]
+    prepared = dcop_module.prepare_op(net, diodes=diodes)  # type: ignore[arg-type]
+    system = prepared._system
+    assert isinstance(system, dcop_module._DenseSystem)
+    assert system.n_i == 8  # the hidden layer is eliminated as the diagonal block
+    if diodes == "shockley":
+        assert fast.iterations <= 8
+    monkeypatch.setattr(dcop_module, "DENSE_MAX_UNKNOWNS", 0)
+    slow = solve_op(net, diodes=diodes)  # type: ignore[arg-type]
+    np.testing.assert_allclose(fast.voltages_v, slow.voltages_v, rtol=0, atol=1e-12)
+    assert fast.max_residual_a < 1e-12
+
+
+def test_prepared_op_solves_repeatably() -> None:
+    from simulated_device.dcop import prepare_op
+
+    net = parse_netlist(_layered_text(1))
+    for diodes in ("shockley", "ideal"):
+        prepared = prepare_op(net, diodes=diodes)
+        assert prepared.num_unknowns == 8 + 3
+        a, b = prepared.solve(), prepared.solve()
+        ref = solve_op(net, diodes=diodes)
+        assert np.array_equal(a.voltages_v, b.voltages_v)
+        assert np.array_equal(a.voltages_v, ref.voltages_v)
+        assert a.iterations == ref.iterations
+    with pytest.raises(Exception, match="tol_v"):
+        prepare_op(net).solve(tol_v=0.0)
+
+
+def test_node_voltages_dict_is_built_once() -> None:
+    op = solve_op(parse_netlist(_layered_text(2)))
+    volts = op.node_voltages_v
+    assert volts is op.node_voltages_v
+    assert volts == dict(zip(op.node_names[1:], op.voltages_v[1:].tolist(), strict=True))
+
+
+def test_wright_omega_matches_scipy() -> None:
+    from scipy.special import wrightomega
+
+    from simulated_device.dcop import _wright_omega
+
+    z = np.concatenate([np.linspace(-60.0, 60.0, 24001), 10.0 ** np.linspace(1.8, 15, 200)])
+    np.testing.assert_allclose(_wright_omega(z), wrightomega(z), rtol=1e-13, atol=0)
+    assert _wright_omega(np.array([-800.0]))[0] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_independent_set_is_independent(seed: int) -> None:
+    from simulated_device.dcop import _independent_set
+
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 60))
+    adj = rng.random((m, m)) < rng.uniform(0.02, 0.5)
+    adj = np.triu(adj, 1)
+    adj = adj | adj.T
+    chosen = _independent_set(adj)
+    assert chosen.any()
+    idx = np.flatnonzero(chosen)
+    assert not adj[np.ix_(idx, idx)].any()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pdas_warm_start_agrees_with_cold_active_set(seed: int) -> None:
+    from simulated_device.dcop import _dual_active_set, _pdas_start
+
+    rng = np.random.default_rng(seed)
+    p = 25
+    a = rng.normal(size=(p, 40))
+    qmat = a @ a.T / 40 + 1e-3 * np.eye(p)
+    qvec = rng.normal(size=p)
+    names = [f"d{k}" for k in range(p)]
+    warm, _ = _pdas_start(qmat, qvec, 1e-12)
+    lam_w, _ = _dual_active_set(qmat, qvec, warm, 1e-12, 10_000, names)
+    lam_c, _ = _dual_active_set(qmat, qvec, np.zeros(p), 1e-12, 10_000, names)
+    np.testing.assert_allclose(lam_w, lam_c, atol=1e-9)
+    slack = qmat @ lam_w - qvec
+    assert np.all(lam_w >= 0) and np.all(slack >= -1e-9)
+    assert np.all(np.abs(slack[lam_w > 0]) <= 1e-9)
+
+
+def test_dense_solve_does_not_import_scipy() -> None:
+    # `hwloop op` start-up: the dense path needs numpy only
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from simulated_device.netlist import parse_netlist\n"
+        "from simulated_device.dcop import solve_op\n"
+        f"net = parse_netlist({_layered_text(3)!r})\n"
+        "solve_op(net); solve_op(net, diodes='ideal')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

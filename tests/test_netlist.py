@@ -264,6 +264,22 @@ def test_error_in_large_resistor_block_names_the_line() -> None:
         parse_netlist("\n".join(lines))
 
 
+def test_non_ascii_statements_are_reported_with_their_line() -> None:
+    # the statement kinds are read from one array of first letters (any code point)
+    ok = parse_netlist("Tïtle Ω\nR1 a 0 1k\nV1 a 0 1\n")
+    assert ok.title == "Tïtle Ω" and ok.node_names == ("0", "a")
+    for bad in ("Ω1 a 0 1", "\udcff1 a 0 1"):
+        with pytest.raises(NetlistError, match=r"^<netlist>:3: unsupported element"):
+            parse_netlist(f"t\nR1 a 0 1k\n{bad}\nV1 a 0 1\n")
+
+
+def test_title_is_the_first_line_for_any_line_break() -> None:
+    for sep in ("\n", "\r\n", "\r", "\x0c", "\u2028"):
+        net = parse_netlist(f"my title{sep}R1 a 0 1k{sep}V1 a 0 1{sep}")
+        assert net.title == "my title"
+        assert net.resistor_names == ("r1",)
+
+
 def test_read_netlist(tmp_path: Path) -> None:
     path = tmp_path / "ok.cir"
     path.write_text("t\nR1 a 0 1k\n")

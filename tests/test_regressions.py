@@ -61,7 +61,7 @@ def test_non_convex_negative_beta_is_refused_before_it_is_applied() -> None:
     board.apply_inputs(np.ones((1, 16)))
     with pytest.raises(ConfigError, match="not convex"):
         board.apply_nudge(ResistiveNudge(-100.0, np.zeros((1, 4))))
-    assert board.is_safe is False and board._nudge is None  # noqa: SLF001 - nothing stored
+    assert board.is_safe is False and board._nudge is None
 
 
 def test_standard_error_is_not_folded_at_zero_volts() -> None:
@@ -107,7 +107,7 @@ def test_realistic_preset_trains_through_the_cli(tmp_path: Path,
     g = run.conductances_s
     # physical conductances of the ReRAM-like devices (each device has its own bounds around
     # the nominal 1-100 uS, device-to-device spread 20 %)
-    assert g is not None and 0 < g.min() and g.max() < 2e-4 and np.median(g) > 1e-6
+    assert g is not None and g.min() > 0 and g.max() < 2e-4 and np.median(g) > 1e-6
 
 
 def test_run_files_of_another_schema_or_damaged_fail_cleanly(tmp_path: Path) -> None:
