@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import enum
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -570,6 +571,23 @@ class Device(
     Protocol,
 ):
     """Everything a training protocol needs from a board."""
+
+
+@runtime_checkable
+class Checkpointable(Protocol):
+    """A backend whose whole state can be saved and restored exactly (the emulator).
+
+    Real boards do not implement it: after a crash their conductances are re-read,
+    since the device, not the log, is the truth.
+    """
+
+    def checkpoint_state(self, max_batch: int) -> dict[str, NDArray[Any]]:
+        """Fixed-shape arrays (names start with ``board/``) holding the full state."""
+        ...
+
+    def restore_state(self, state: Mapping[str, NDArray[Any]]) -> None:
+        """Restore :meth:`checkpoint_state` on a board built with the same options and seed."""
+        ...
 
 
 def check_inputs_within_limits(v_inputs: FloatArray, limits: SafetyLimits, n_inputs: int) -> None:

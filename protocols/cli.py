@@ -39,6 +39,10 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "seed": ("seed", int, "random seed"),
     "train_limit": ("train-limit", int, "use only N training examples"),
     "test_limit": ("test-limit", int, "use only N test examples"),
+    "log_samples": ("log-samples", str, "session file keeps raw samples (default) or summary"),
+    "log_updates": ("log-updates", str, "per-step update of every edge: auto, all or off"),
+    "log_programming": ("log-programming", str, "programming rows: auto, all or exceptions"),
+    "checkpoint_every": ("checkpoint-every", int, "full-state checkpoint every N steps (0: auto)"),
 }
 _MULTI = {"lr_weights", "lr_biases"}
 
@@ -73,6 +77,29 @@ def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.set_defaults(func=_train)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from protocols.commands import run_resume
+
+    return run_resume(args)
+
+
+def register_resume(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hwloop resume``."""
+    p = sub.add_parser(
+        "resume",
+        help="continue a stopped or crashed training run in the same session file",
+        description="Continue RUN.h5 from its last checkpoint: the configuration and board "
+        "identity are checked, the generator, optimiser and (on the emulator, exactly) the "
+        "board state are restored, and the run appends to the same file.",
+    )
+    p.add_argument("run", help="session file written by hwloop train")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train to this many epochs in all (default: the recorded number)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
+    p.set_defaults(func=_resume)
 
 
 def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

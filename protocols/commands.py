@@ -19,10 +19,11 @@ import numpy as np
 
 from hwloop.config import config_to_dict, read_toml, to_toml
 from hwloop.datasets import Dataset, load_dataset
+from hwloop.device import BoardDescription, Checkpointable
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
-from hwloop.runfile import RunWriter, check_run_path, read_run
 from hwloop.session import StopRequest, deferred_interrupt, safe_session
+from hwloop.sessionlog import Checkpoint, SessionWriter, check_session_path, open_session, repair
 from protocols.cli import _MULTI, _TRAIN_FLAGS
 from protocols.config import TrainConfig, make_config, resolve
 from protocols.engine import StepRecord
@@ -52,28 +53,103 @@ def _collect_config(args: argparse.Namespace) -> TrainConfig:
     return make_config(values, source=source)
 
 
-def _save_partial(trainer: Trainer) -> None:
-    """Keep the parameters reached so far after a failure.
+def _header(cfg: TrainConfig, data: Dataset, trainer: Trainer, source: str, verb: str) -> None:
+    print(
+        f"hwloop {verb}: {cfg.arch} on {data.name} ({len(trainer.x_train)} train / "
+        f"{len(trainer.x_test)} test), {cfg.epochs} epochs, batch {cfg.batch_size}, "
+        f"{cfg.estimator} EP, beta {cfg.beta:g}, input gain {cfg.input_gain:g} V, "
+        f"{cfg.samples} sample(s)/phase; defaults: {source}",
+        file=sys.stderr,
+    )
 
-    Best effort: the board may be what failed.
-    """
+
+def _drive(
+    trainer: Trainer,
+    writer: SessionWriter,
+    args: argparse.Namespace,
+    *,
+    resume_from: Checkpoint | None = None,
+    verify_until: int = 0,
+) -> int:
+    """Run the trainer with a progress bar; record the exit status on every path."""
+    from tqdm import tqdm
+
+    cfg = trainer.cfg
+    assert cfg.batch_size is not None and cfg.epochs is not None
+    steps_per_epoch = -(-len(trainer.x_train) // cfg.batch_size)
+    bar = (
+        None
+        if args.quiet
+        else tqdm(
+            total=steps_per_epoch,
+            unit="step",
+            leave=False,
+            disable=None,
+            file=sys.stderr,
+            mininterval=0.5,
+        )
+    )
+
+    def on_step(i: int, rec: StepRecord, loss: float, acc: float) -> None:
+        if bar is not None:
+            bar.n = i + 1
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{loss:.4f}", acc=f"{100 * acc:.1f}%", refresh=False)
+                bar.refresh()
+
+    def on_epoch(m: EpochMetrics) -> None:
+        if bar is not None:
+            bar.clear()
+            bar.reset()
+        print(_format_epoch(m, cfg.epochs or 0), file=sys.stderr)
+
+    trainer.on_step, trainer.on_epoch = on_step, on_epoch
+    t0 = time.perf_counter()
+    status, reason = "failed", "unexpected error"
     try:
-        trainer.save_params(getattr(trainer, "epochs_done", 0), complete=False)
-    except Exception as exc:  # never mask the original error
-        print(f"hwloop train: warning: could not save the parameters: {exc}", file=sys.stderr)
+        result = trainer.run(resume_from=resume_from, verify_until=verify_until)
+        status, reason = result.status, result.reason
+    except KeyboardInterrupt:
+        status, reason = "aborted", "aborted by a second Ctrl-C"
+        raise
+    except Exception as exc:
+        status, reason = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        writer.close(status, reason)
+    wall = time.perf_counter() - t0
+    summary = {
+        "status": status,
+        "epochs": trainer.epochs_done,
+        "steps": trainer.steps_done,
+        "final_test_accuracy": result.final_test_accuracy,
+        "final_train_accuracy": result.epochs[-1].train_accuracy if result.epochs else None,
+        "wall_time_s": wall,
+        "out": str(writer.path),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        acc = result.final_test_accuracy
+        print(
+            f"{status}: test accuracy {100 * acc:.2f} % after {trainer.epochs_done} epoch(s) "
+            f"({trainer.steps_done} steps) in {wall:.1f} s; session saved to {writer.path}"
+        )
+    return 0 if status in ("completed", "stopped") else 1
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Execute ``hwloop train``."""
-    from tqdm import tqdm
-
     cfg, source = resolve(_collect_config(args))
     out = Path(args.out)
     if not args.dry_run:  # fail before loading data or opening the board
-        check_run_path(out, overwrite=args.overwrite)
+        check_session_path(out, overwrite=args.overwrite)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
     rng = np.random.default_rng(cfg.seed)
-    device = open_board(cfg.backend, backend_options(cfg), rng)
+    options = backend_options(cfg)
+    device = open_board(cfg.backend, options, rng)
     stop = StopRequest()
     with safe_session(device), deferred_interrupt(stop):
         trainer = Trainer(cfg, device, data, rng, stop=stop)
@@ -82,87 +158,102 @@ def run_train(args: argparse.Namespace) -> int:
             print(format_plan(trainer.plan_for_step()))
             print("dry run: the plan fits the board's limits; nothing was applied")
             return 0
-        writer = RunWriter(
+        writer = SessionWriter.create(
             out,
+            desc=device.describe(),
+            layout=trainer.layout(),
+            first_checkpoint=trainer.checkpoint(0, 0, np.arange(len(trainer.x_train))),
             config_toml=to_toml(config_to_dict(cfg)),
             seed=cfg.seed,
-            device_summary=device.describe().summary(),
+            backend_options=options,
             defaults_source=source,
+            options=trainer.log_options(),
             overwrite=args.overwrite,
         )
         trainer.writer = writer
-        n_train = len(trainer.x_train)
-        assert cfg.batch_size is not None and cfg.epochs is not None
-        steps_per_epoch = -(-n_train // cfg.batch_size)
-        quiet = args.quiet
-        print(
-            f"hwloop train: {cfg.arch} on {data.name} ({n_train} train / "
-            f"{len(trainer.x_test)} test), {cfg.epochs} epochs, batch {cfg.batch_size}, "
-            f"{cfg.estimator} EP, beta {cfg.beta:g}, input gain {cfg.input_gain:g} V, "
-            f"{cfg.samples} sample(s)/phase; defaults: {source}",
-            file=sys.stderr,
-        )
-        bar = (
-            None
-            if quiet
-            else tqdm(
-                total=steps_per_epoch,
-                unit="step",
-                leave=False,
-                disable=None,
-                file=sys.stderr,
-                mininterval=0.5,
+        _header(cfg, data, trainer, source, "train")
+        return _drive(trainer, writer, args)
+
+
+def _same_board(recorded: BoardDescription, live: BoardDescription) -> str:
+    """'' when the live board is the recorded one, else what differs."""
+    a, b = recorded.summary(), live.summary()
+    for key in sorted(set(a) | set(b)):
+        if json.dumps(a.get(key), default=str) != json.dumps(b.get(key), default=str):
+            return f"{key}: recorded {a.get(key)!r}, board {b.get(key)!r}"
+    if not np.array_equal(recorded.edge_nodes, live.edge_nodes):
+        return "the edge list differs"
+    return ""
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    """Execute ``hwloop resume``: continue a stopped or crashed run in the same file."""
+    path = Path(args.run)
+    with open_session(path) as sf:  # refuses non-session, newer-schema, damaged files
+        if sf.status == "completed" and args.epochs is None:
+            raise ConfigError(
+                f"{path} is complete ({sf.steps_done} steps); nothing to resume "
+                "(add --epochs N to train it further)"
             )
-        )
-
-        def on_step(i: int, rec: StepRecord, loss: float, acc: float) -> None:
-            if bar is not None:
-                bar.update(1)
-                if i % 20 == 0:
-                    bar.set_postfix(loss=f"{loss:.4f}", acc=f"{100 * acc:.1f}%", refresh=False)
-
-        def on_epoch(m: EpochMetrics) -> None:
-            if bar is not None:
-                bar.clear()
-                bar.reset()
-            print(_format_epoch(m, cfg.epochs or 0), file=sys.stderr)
-
-        trainer.on_step, trainer.on_epoch = on_step, on_epoch
-        t0 = time.perf_counter()
-        status, reason = "failed", "unexpected error"
-        try:
-            result = trainer.run()
-            status, reason = result.status, result.reason
-        except KeyboardInterrupt:
-            status, reason = "aborted", "aborted by a second Ctrl-C"
-            _save_partial(trainer)
-            raise
-        except Exception as exc:
-            status, reason = "failed", f"{type(exc).__name__}: {exc}"
-            _save_partial(trainer)
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-            writer.finish(status, reason)
-    wall = time.perf_counter() - t0
-    summary = {
-        "status": status,
-        "epochs": len(result.epochs),
-        "final_test_accuracy": result.final_test_accuracy,
-        "final_train_accuracy": result.epochs[-1].train_accuracy if result.epochs else None,
-        "wall_time_s": wall,
-        "out": str(out),
-    }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        acc = result.final_test_accuracy
-        print(
-            f"{status}: test accuracy {100 * acc:.2f} % after {len(result.epochs)} epoch(s) "
-            f"in {wall:.1f} s; run saved to {out}"
-        )
-    return 0 if status in ("completed", "stopped") else 1
+    repaired = repair(path)  # a crashed file is rewritten clean first (no-op otherwise)
+    with open_session(path) as sf:
+        config_toml = str(sf.attrs["config_toml"])
+        backend_opts = json.loads(str(sf.attrs["backend_options_json"]))
+        recorded = sf.description
+        ckpt = sf.checkpoint(-1)
+        steps_done = sf.steps_done
+        prior = str(sf.attrs.get("status", ""))
+        epochs_recorded = len(sf.epochs())
+    values = tomllib.loads(config_toml)
+    if args.epochs is not None:
+        if args.epochs < epochs_recorded:
+            raise ConfigError(
+                f"--epochs {args.epochs} is below the {epochs_recorded} epoch(s) already done"
+            )
+        values["epochs"] = args.epochs
+    cfg, source = resolve(make_config(values, source=f"{path} configuration"))
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    rng = np.random.default_rng(cfg.seed)
+    device = open_board(cfg.backend, backend_opts, rng)
+    stop = StopRequest()
+    with safe_session(device), deferred_interrupt(stop):
+        diff = _same_board(recorded, device.describe())
+        if diff:
+            raise ConfigError(
+                f"the board is not the one {path} was recorded on ({diff}); resume on the "
+                "same board with the same backend options"
+            )
+        trainer = Trainer(cfg, device, data, rng, stop=stop)
+        trainer.preflight()
+        delta = trainer.restore(ckpt)
+        exact = isinstance(device, Checkpointable)
+        writer = SessionWriter.reopen(path, keep_epochs=ckpt.epoch)
+        trainer.writer = writer
+        if exact:
+            verify_until = steps_done
+            note = (
+                f"resumed from the checkpoint after step {ckpt.steps_done} (status was "
+                f"{prior}; {repaired} steps recorded); re-running and verifying "
+                f"{steps_done - ckpt.steps_done} step(s); board state restored exactly"
+            )
+        else:
+            verify_until = 0
+            trainer.steps_done = writer.steps_done
+            note = (
+                f"resumed from the checkpoint after step {ckpt.steps_done} (status was "
+                f"{prior}); the board's conductances differ from the checkpoint by at most "
+                f"{delta['max_abs_dg_s']:.3g} S (rms {delta['rms_dg_s']:.3g} S); "
+                "continuing from the board's state"
+            )
+            if steps_done > ckpt.steps_done:
+                note += (
+                    f"; {steps_done - ckpt.steps_done} step(s) after the checkpoint were "
+                    "applied to the board and their examples are trained again"
+                )
+        writer.event("resume", steps_done, note[:240])
+        print(f"hwloop resume: {note}", file=sys.stderr)
+        _header(cfg, data, trainer, source, "resume")
+        return _drive(trainer, writer, args, resume_from=ckpt, verify_until=verify_until)
 
 
 def _evaluation_data(
@@ -175,12 +266,11 @@ def _evaluation_data(
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Execute ``hwloop evaluate``."""
-    run = read_run(args.run)
-    if run.conductances_s is None or run.biases_a is None:
-        raise ConfigError(f"{args.run} holds no trained parameters (the run stopped before any)")
-    cfg, _ = resolve(
-        make_config(tomllib.loads(run.config_toml), source=f"{args.run} configuration")
-    )
+    with open_session(args.run) as sf:
+        ckpt = sf.checkpoint(-1)  # the latest full state
+        config_toml = str(sf.attrs["config_toml"])
+    g_run, b_run = ckpt.arrays["conductances_s"], ckpt.arrays["biases_a"]
+    cfg, _ = resolve(make_config(tomllib.loads(config_toml), source=f"{args.run} configuration"))
     data, split = _evaluation_data(args.dataset, args.data_dir, cfg.test_fraction)
     x = data.pixels("test")
     y = data.y_test.astype(np.int64)
@@ -199,9 +289,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = open_board("emulator", options, rng)
     with safe_session(device):
         desc = device.describe()
-        if desc.n_edges != len(run.conductances_s) or len(desc.bias_nodes) != len(run.biases_a):
+        if desc.n_edges != len(g_run) or len(desc.bias_nodes) != len(b_run):
             raise ConfigError(f"{args.run}: stored parameters do not match architecture {cfg.arch}")
-        g = run.conductances_s
+        g = g_run
         if not np.all(np.isfinite(g)) or g.min() < desc.g_min_s or g.max() > desc.g_max_s:
             raise ConfigError(
                 f"{args.run}: stored conductances lie outside the emulator's range "
@@ -209,7 +299,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 "damaged or was written for another device model"
             )
         device.program_deltas(None, g - device.read_conductances())
-        device.set_bias_currents(run.biases_a)
+        device.set_bias_currents(b_run)
         assert cfg.input_gain is not None
         acc, loss = evaluate(device, x, y, cfg.input_gain, batch_size=500, n_samples=args.samples)
     result = {

@@ -70,6 +70,18 @@ class TrainConfig:
     test_fraction: float = 0.2
     """Test share of the bundled MNIST subset (its split is stratified, seeded)."""
 
+    log_samples: Literal["raw", "summary"] = "raw"
+    """Session file: keep every raw sample (raw) or per-node mean and SEM (summary)."""
+    log_updates: Literal["all", "off", "auto"] = "auto"
+    """Session file: requested change of every edge at every step (auto: all up to
+    1,000,000 edges, off above)."""
+    log_programming: Literal["all", "exceptions", "auto"] = "auto"
+    """Session file: a programming row per programmed edge (all) or only for edges that
+    did not end as requested (exceptions); auto: all up to 65,536 edges."""
+    checkpoint_every: int = 0
+    """Full-state checkpoint every this many steps (0: every step up to 65,536 edges,
+    else every 200); always at epoch ends and at a clean stop."""
+
     def __post_init__(self) -> None:
         def pos(name: str, v: float | None, strict: bool = True) -> None:
             if v is None:
@@ -113,6 +125,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"{name} = {v} must be >= 1")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every = {self.checkpoint_every} must be >= 0 (0: auto)")
         if self.max_samples is not None and self.max_samples < self.samples:
             raise ConfigError(
                 f"max_samples = {self.max_samples} must be >= samples = {self.samples}"

@@ -144,8 +144,28 @@ def _status_to_reason(status: NDArray[np.int8]) -> NDArray[np.int8]:
     return bound.view(np.int8)
 
 
+class _CarriesResidual:
+    """What rounding or a threshold left for the next step, saved in checkpoints."""
+
+    _residual: Array | None
+
+    def state(self, n_edges: int) -> dict[str, Array]:
+        """The carried residual as fixed-shape arrays (for checkpoints)."""
+        has = self._residual is not None
+        res = np.zeros(n_edges) if self._residual is None else np.asarray(self._residual)
+        return {"residual_s": np.array(res, dtype=np.float64), "has_residual": np.array([has])}
+
+    def load_state(self, state: dict[str, Array]) -> None:
+        """Restore :meth:`state`."""
+        self._residual = (
+            np.array(state["residual_s"], dtype=np.float64)
+            if bool(np.asarray(state["has_residual"])[0])
+            else None
+        )
+
+
 @dataclass
-class OpenLoopProgrammer:
+class OpenLoopProgrammer(_CarriesResidual):
     """Open-loop programming through the nominal update model.
 
     Args:
@@ -232,7 +252,7 @@ class OpenLoopProgrammer:
 
 
 @dataclass
-class WriteVerifyProgrammer:
+class WriteVerifyProgrammer(_CarriesResidual):
     """Read, pulse, re-read until each edge is within tolerance of its target.
 
     Args:

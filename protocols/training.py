@@ -20,15 +20,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.datasets import Dataset
-from hwloop.device import Device
+from hwloop.device import Checkpointable, CurrentNudge, Device, ResistiveNudge
 from hwloop.errors import ConfigError
-from hwloop.runfile import RunWriter
 from hwloop.session import StopRequest
+from hwloop.sessionlog import Checkpoint, LogOptions, SessionWriter, StepLayout, StepLog
 from protocols.config import TrainConfig
 from protocols.engine import StepRecord, run_step
 from protocols.estimators import Estimator, make_estimator
 from protocols.optim import SGD, Update
-from protocols.plan import build_step_plan, dry_run
+from protocols.plan import Measure, build_step_plan, dry_run
 from protocols.programming import OpenLoopProgrammer, ProgramReport, WriteVerifyProgrammer
 from protocols.updates import Gradient, output_cost
 
@@ -155,7 +155,7 @@ class Trainer:
         device: any Device (the caller owns it and its safe state).
         data: the dataset.
         rng: the run's generator (shuffling, random-sign nudges, stochastic rounding).
-        writer: the run file, or None.
+        writer: the session file, or None.
         stop: set by the first Ctrl-C; checked after every step.
         on_step: called after every step with (step index in epoch, record, running
             loss, running accuracy) -- the CLI's progress bar.
@@ -168,7 +168,7 @@ class Trainer:
         data: Dataset,
         rng: np.random.Generator,
         *,
-        writer: RunWriter | None = None,
+        writer: SessionWriter | None = None,
         stop: StopRequest | None = None,
         on_step: Callable[[int, StepRecord, float, float], None] | None = None,
         on_epoch: Callable[[EpochMetrics], None] | None = None,
@@ -221,6 +221,10 @@ class Trainer:
         self.n_in = len(self.desc.input_nodes)
         self.n_out = len(self.desc.output_nodes)
         self.out_pos = np.searchsorted(self.desc.free_nodes, self.desc.output_nodes)
+        self.steps_done = 0
+        self.epochs_done = 0
+        self._accum: list[float] = [0.0] * 6
+        """Running sums of the epoch under way: loss, correct, seen, pulses, bound hits, time."""
 
     def plan_for_step(self) -> tuple[Any, ...]:
         """The step plan (a fresh stencil: random-sign draws its sign here)."""
@@ -251,24 +255,192 @@ class Trainer:
         )
         dry_run(stencil_plan, self.desc, v, y)
 
-    def run(self, start_epoch: int = 0) -> TrainResult:
-        """Train for the configured epochs; return the metrics and exit status."""
+    # ------------------------------------------------------------------ session-file support
+
+    def layout(self) -> StepLayout:
+        """Fixed per-step shapes of this run's session file."""
+        cfg = self.cfg
+        assert cfg.batch_size is not None
+        plan = build_step_plan(
+            self.estimator.stencil(self.beta_s, np.random.default_rng(0)),
+            nudge_kind=cfg.nudge,
+            n_samples=cfg.samples,
+            sem_target_v=cfg.sem_target,
+            max_samples=cfg.max_samples,
+        )
+        phases = sum(isinstance(st, Measure) for st in plan)
+        return StepLayout(
+            batch=min(cfg.batch_size, len(self.x_train)),
+            phases=phases,
+            max_samples=cfg.max_samples or cfg.samples,
+            n_inputs=self.n_in,
+            n_outputs=self.n_out,
+            nudge_kind=cfg.nudge,
+        )
+
+    def log_options(self) -> LogOptions:
+        """What the session file keeps, with the ``auto`` settings resolved for this board."""
+        cfg = self.cfg
+        n = self.desc.n_edges
+        every = cfg.checkpoint_every or (1 if n <= 65_536 else 200)
+        updates = cfg.log_updates == "all" or (cfg.log_updates == "auto" and n <= 1_000_000)
+        prog = cfg.log_programming
+        if prog == "auto":
+            prog = "all" if n <= 65_536 else "exceptions"
+        return LogOptions(
+            samples=cfg.log_samples, updates=updates, programming=prog, checkpoint_every=every
+        )
+
+    def checkpoint(self, epoch: int, batch: int, order: NDArray[np.integer]) -> Checkpoint:
+        """The full state now; the next step is ``batch`` of ``epoch`` (see Checkpoint)."""
+        arrays: dict[str, NDArray[Any]] = {
+            "conductances_s": np.asarray(self.device.read_conductances(), dtype=np.float64),
+            "biases_a": np.asarray(self.device.read_bias_currents(), dtype=np.float64),
+            "trainer/accum": np.asarray(self._accum, dtype=np.float64),
+        }
+        st = self.optimiser.state()
+        n_e, n_b = self.desc.n_edges, len(self.desc.bias_nodes)
+        arrays["optimiser/lr_w"] = np.asarray(st["lr_w"], dtype=np.float64)
+        arrays["optimiser/lr_b"] = np.asarray(st["lr_b"], dtype=np.float64)
+        arrays["optimiser/epochs_decayed"] = np.array([st["epochs_decayed"]], dtype=np.int64)
+        bg, bb = st["buf_g"], st["buf_b"]
+        arrays["optimiser/has_buffers"] = np.array([bg is not None])
+        arrays["optimiser/buf_g"] = (
+            np.zeros(n_e, self.dtype) if bg is None else np.asarray(bg, dtype=self.dtype)
+        )
+        arrays["optimiser/buf_b"] = (
+            np.zeros(n_b, self.dtype) if bb is None else np.asarray(bb, dtype=self.dtype)
+        )
+        for k, v in self.learner.programmer.state(n_e).items():
+            arrays[f"programmer/{k}"] = v
+        if isinstance(self.device, Checkpointable):
+            assert self.cfg.batch_size is not None
+            arrays.update(self.device.checkpoint_state(self.cfg.batch_size))
+        return Checkpoint(
+            steps_done=self.steps_done,
+            epoch=epoch,
+            batch=batch,
+            rng_state=dict(self.rng.bit_generator.state),
+            order=np.asarray(order, dtype=np.int64),
+            arrays=arrays,
+            t_unix_s=time.time(),
+        )
+
+    def restore(self, ckpt: Checkpoint) -> dict[str, float]:
+        """Restore a checkpoint: generator, optimiser, programmer, accumulators, board.
+
+        On a :class:`Checkpointable` backend the board's state is restored exactly;
+        otherwise the board keeps its own conductances and the differences from the
+        log are returned.
+
+        Returns:
+            ``{"max_abs_dg_s": ..., "rms_dg_s": ...}``: how far the board's conductances
+            are from the checkpoint's (0 after an exact restore).
+        """
+        a = ckpt.arrays
+        self.optimiser.load_state(
+            {
+                "lr_w": list(a["optimiser/lr_w"]),
+                "lr_b": list(a["optimiser/lr_b"]),
+                "epochs_decayed": int(a["optimiser/epochs_decayed"][0]),
+                "buf_g": a["optimiser/buf_g"] if a["optimiser/has_buffers"][0] else None,
+                "buf_b": a["optimiser/buf_b"] if a["optimiser/has_buffers"][0] else None,
+            }
+        )
+        self.learner.programmer.load_state(
+            {k[len("programmer/") :]: v for k, v in a.items() if k.startswith("programmer/")}
+        )
+        self._accum = [float(x) for x in a["trainer/accum"]]
+        board = {k: v for k, v in a.items() if k.startswith("board/")}
+        if isinstance(self.device, Checkpointable) and board:
+            self.device.restore_state(board)
+        self.rng.bit_generator.state = ckpt.rng_state
+        self.steps_done = ckpt.steps_done
+        dg = np.asarray(self.device.read_conductances()) - a["conductances_s"]
+        return {
+            "max_abs_dg_s": float(np.max(np.abs(dg), initial=0.0)),
+            "rms_dg_s": float(np.sqrt(np.mean(dg**2))) if dg.size else 0.0,
+        }
+
+    def _step_log(
+        self,
+        epoch: int,
+        batch: int,
+        idx: NDArray[np.integer],
+        v_in: Array,
+        rec: StepRecord,
+        loss: float,
+        acc: float,
+        t_start: float,
+        duration: float,
+    ) -> StepLog:
+        phases = sorted(rec.readings)
+        nv = np.zeros((len(phases), len(idx), self.n_out))
+        for p in phases:
+            nudge = rec.nudges.get(p)
+            if isinstance(nudge, ResistiveNudge):
+                nv[p] = np.asarray(nudge.targets_v).real
+            elif isinstance(nudge, CurrentNudge):
+                nv[p] = np.asarray(nudge.currents_a).real
+        pr = rec.programming
+        return StepLog(
+            epoch=epoch,
+            batch=batch,
+            examples=idx,
+            inputs_v=v_in,
+            readings=[rec.readings[p] for p in phases],
+            betas_s=np.array([float(np.real(rec.betas_s.get(p, 0.0))) for p in phases]),
+            nudge_values=nv,
+            rng=self.rng,
+            update_g_s=None if rec.update is None else rec.update.delta_g_s,
+            update_b_a=None if rec.update is None else rec.update.delta_b_a,
+            prog_edges=None if pr is None else pr.edges,
+            prog_requested_s=None if pr is None else pr.requested_delta_s,
+            prog_target_s=None if pr is None else pr.target_s,
+            prog_achieved_s=None if pr is None else pr.achieved_s,
+            prog_pulses=None if pr is None else pr.pulses,
+            prog_reason=None if pr is None else pr.reason,
+            loss=loss,
+            accuracy=acc,
+            t_start_unix_s=t_start,
+            duration_s=duration,
+        )
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, resume_from: Checkpoint | None = None, verify_until: int = 0) -> TrainResult:
+        """Train for the configured epochs; return the metrics and exit status.
+
+        Args:
+            resume_from: continue from this checkpoint (already restored with
+                :meth:`restore`): its epoch, batch and example order.
+            verify_until: steps below this number are already in the session file:
+                they are re-run and checked against it (:meth:`SessionWriter.verify_step`)
+                instead of appended.
+        """
         cfg = self.cfg
         assert cfg.epochs is not None and cfg.batch_size is not None
         assert cfg.input_gain is not None
         self.preflight()
         result = TrainResult(status="running", reason="")
+        start_epoch = 0 if resume_from is None else resume_from.epoch
         self.epochs_done = start_epoch
+        every = self.log_options().checkpoint_every
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            order = self.rng.permutation(len(self.x_train))
-            loss_sum = 0.0
-            correct = 0
-            seen = 0
-            pulses = 0
-            bound_hits = 0
-            for i, start in enumerate(range(0, len(order), cfg.batch_size)):
-                idx = order[start : start + cfg.batch_size]
+            first_batch = 0
+            if resume_from is not None and epoch == resume_from.epoch and resume_from.batch > 0:
+                order = np.asarray(resume_from.order)
+                first_batch = resume_from.batch
+            else:
+                order = self.rng.permutation(len(self.x_train))
+                self._accum = [0.0] * 6
+            loss_sum, correct, seen, pulses, bound_hits, t_before = self._accum
+            starts = list(range(0, len(order), cfg.batch_size))
+            for i in range(first_batch, len(starts)):
+                t_step = time.time()
+                t_perf = time.perf_counter()
+                idx = order[starts[i] : starts[i] + cfg.batch_size]
                 x = self.x_train[idx]
                 labels = self.y_train[idx]
                 v_in = encode_inputs(x, cfg.input_gain, self.n_in)
@@ -277,21 +449,40 @@ class Trainer:
                     self.plan_for_step(), self.device, v_in, y, self.learner, dtype=self.dtype
                 )
                 v_out = rec.mean_v(0)[:, self.out_pos].real
-                loss_sum += float(output_cost(v_out, y).sum())
-                correct += int(np.sum(np.argmax(v_out, axis=1) == labels))
+                step_loss = float(output_cost(v_out, y).sum())
+                step_correct = int(np.sum(np.argmax(v_out, axis=1) == labels))
+                loss_sum += step_loss
+                correct += step_correct
                 seen += len(idx)
                 if rec.programming is not None:
                     pulses += rec.programming.total_pulses
                     bound_hits += rec.programming.counts.get("at_bound", 0)
+                self._accum = [
+                    loss_sum, correct, seen, pulses, bound_hits,
+                    t_before + time.perf_counter() - t0,
+                ]
+                if self.writer is not None:
+                    log = self._step_log(
+                        epoch, i, idx, v_in, rec, step_loss / len(idx), step_correct / len(idx),
+                        t_step, time.perf_counter() - t_perf,
+                    )
+                    if self.steps_done < verify_until:
+                        self.writer.verify_step(self.steps_done, log)
+                        self.steps_done += 1
+                    else:
+                        self.writer.append_step(log)
+                        self.steps_done += 1
+                        due = self.steps_done % every == 0 or self.stop.requested
+                        if due and i + 1 < len(starts):  # epoch ends checkpoint below
+                            self.writer.write_checkpoint(self.checkpoint(epoch, i + 1, order))
+                else:
+                    self.steps_done += 1
                 if self.on_step is not None:
                     self.on_step(i, rec, loss_sum / seen, correct / seen)
-                if self.stop.requested:
-                    break
-            train_time = time.perf_counter() - t0
-            if self.stop.requested and seen < len(order):
-                result.status, result.reason = "stopped", self.stop.reason
-                self.save_params(epoch, complete=False)
-                return result
+                if self.stop.requested and i + 1 < len(starts):
+                    result.status, result.reason = "stopped", self.stop.reason
+                    return result
+            train_time = t_before + time.perf_counter() - t0
             self.optimiser.end_epoch()
             test_acc, test_loss = (
                 evaluate(
@@ -313,13 +504,15 @@ class Trainer:
                 test_loss=test_loss,
                 time_s=train_time,
                 examples_per_s=seen / train_time if train_time > 0 else float("inf"),
-                pulses=pulses,
-                bound_hits=bound_hits,
+                pulses=int(pulses),
+                bound_hits=int(bound_hits),
             )
             result.epochs.append(m)
-            if self.writer is not None:
+            self._accum = [0.0] * 6
+            self.epochs_done = epoch + 1
+            if self.writer is not None and self.steps_done >= verify_until:
                 self.writer.append_epoch(m.as_dict())
-            self.save_params(epoch + 1)
+                self.writer.write_checkpoint(self.checkpoint(epoch + 1, 0, order))
             if self.on_epoch is not None:
                 self.on_epoch(m)
             if self.stop.requested:
@@ -327,14 +520,3 @@ class Trainer:
                 return result
         result.status = "completed"
         return result
-
-    def save_params(self, epoch: int, *, complete: bool = True) -> None:
-        """Write the board's present conductances and biases to the run file."""
-        if self.writer is not None:
-            self.writer.write_params(
-                self.device.read_conductances(),
-                self.device.read_bias_currents(),
-                epoch,
-                complete=complete,
-            )
-        self.epochs_done = epoch

@@ -483,6 +483,64 @@ class EmulatedBoard:
             pulse_width_s=1e-6,
         )
 
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoint_state(self, max_batch: int) -> dict[str, NDArray[Any]]:
+        """Everything that makes the next results of this board, as fixed-shape arrays.
+
+        With the board rebuilt from the same options and seed (which fixes the
+        device-to-device draws) and the run's generator restored,
+        :meth:`restore_state` makes the board continue bit for bit.
+
+        Args:
+            max_batch: rows of the warm-start buffer (the run's batch size); a warm
+                start of another batch size is dropped, as the board itself does
+                when the batch size changes.
+        """
+        n_free = len(self._free)
+        warm = np.zeros((max_batch, n_free), dtype=self._net.dtype)
+        rows = -1
+        if self._last_free is not None:
+            lf = np.concatenate(self._last_free, axis=1)
+            if lf.shape[0] <= max_batch:
+                rows = lf.shape[0]
+                warm[:rows] = lf
+        out: dict[str, NDArray[Any]] = {
+            f"board/{k}": v for k, v in self._devices.state_arrays().items()
+        }
+        out["board/biases_a"] = np.array(self._net.b_flat)
+        out["board/warm_start_v"] = warm
+        v_rows = -1 if self._v_in is None else self._v_in.shape[0]
+        out["board/scalars"] = np.array(
+            [self._clock_s, self._pulses_used, rows, v_rows], dtype=np.float64
+        )
+        return out
+
+    def restore_state(self, state: Mapping[str, NDArray[Any]]) -> None:
+        """Restore :meth:`checkpoint_state` (the board must be built as the original)."""
+        self._check_open()
+        dev = {k[len("board/") :]: np.asarray(v) for k, v in state.items()
+               if k.startswith("board/") and k[len("board/") :] not in
+               ("biases_a", "warm_start_v", "scalars")}
+        self._devices.load_state_arrays(dev)
+        self._net.b_flat[:] = state["board/biases_a"]
+        clock, pulses, rows, v_rows = (float(x) for x in state["board/scalars"])
+        self._clock_s, self._pulses_used = clock, int(pulses)
+        self._last_free = None
+        if rows >= 0:
+            warm = np.asarray(state["board/warm_start_v"])[: int(rows)].astype(self._net.dtype)
+            cuts = np.cumsum(self._net.layer_sizes[1:])[:-1]
+            self._last_free = [np.ascontiguousarray(a) for a in np.split(warm, cuts, axis=1)]
+        self._v_in = (
+            None if v_rows < 0
+            else np.zeros((int(v_rows), self._net.n_inputs), dtype=self._net.dtype)
+        )
+        self._nudge = None
+        self._proj = None
+        self._state = None
+        self._free_state = None
+        self._net.weights_changed()
+        self._dirty = True
+
     # ---------------------------------------------------------------- safety
     def safe_state(self) -> None:
         """Release the nudge and set every input source to 0 V (idempotent)."""

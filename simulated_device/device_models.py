@@ -922,6 +922,38 @@ class DeviceArray:
             self._persistent[...] = self.g_s
             self._persistent_stale = False
 
+    def state_arrays(self) -> dict[str, NDArray[np.floating]]:
+        """The mutable state (apparent and persistent conductances, drift clocks), copied.
+
+        The device-to-device draws are not included: they follow from the seed.
+        """
+        self._sync()
+        out: dict[str, NDArray[np.floating]] = {
+            "g_s": self.g_s.copy(),
+            "persistent_s": self._persistent.copy(),
+        }
+        if self._drift:
+            out["drift_t_since_s"] = self._t_since_s.copy()
+            out["drift_persistent_prog_s"] = self._persistent_prog.copy()
+            out["drift_apparent_prog_s"] = self._apparent_prog.copy()
+        return out
+
+    def load_state_arrays(self, state: dict[str, NDArray[np.floating]]) -> None:
+        """Restore :meth:`state_arrays` exactly (in place: views stay valid)."""
+        want = set(self.state_arrays())
+        if set(state) != want:
+            raise ConfigError(f"device state needs arrays {sorted(want)}, got {sorted(state)}")
+        for name, arr in state.items():
+            if np.shape(arr) != (self._n,):
+                raise ConfigError(f"device state {name} must have shape ({self._n},)")
+        self.g_s[...] = state["g_s"]
+        self._persistent[...] = state["persistent_s"]
+        self._persistent_stale = False
+        if self._drift:
+            self._t_since_s[...] = state["drift_t_since_s"]
+            self._persistent_prog[...] = state["drift_persistent_prog_s"]
+            self._apparent_prog[...] = state["drift_apparent_prog_s"]
+
     # ---------------------------------------------------------- reads, time
 
     def read(self, idx: ArrayLike | None, rng: np.random.Generator) -> F64:

@@ -13,7 +13,7 @@ from hwloop.cli import main
 from hwloop.device import NodeReading, ResistiveNudge
 from hwloop.errors import ConfigError, LimitError
 from hwloop.plugins import open_board
-from hwloop.runfile import read_run
+from hwloop.sessionlog import load_run as read_run
 from protocols.optim import Update
 from protocols.programming import OpenLoopProgrammer
 from simulated_device.board import EmulatedBoard
@@ -113,12 +113,12 @@ def test_realistic_preset_trains_through_the_cli(tmp_path: Path,
 def test_run_files_of_another_schema_or_damaged_fail_cleanly(tmp_path: Path) -> None:
     p = tmp_path / "old.h5"
     with h5py.File(p, "w") as f:
-        f.attrs["schema"] = "hwloop-run"
+        f.attrs["schema"] = "hwloop-session"
         f.attrs["schema_version"] = 99
-    with pytest.raises(ConfigError, match="schema version 99"):
+    with pytest.raises(ConfigError, match="schema version 99, newer"):
         read_run(p)
     with h5py.File(p, "w") as f:
-        f.attrs["schema"] = "hwloop-run"
-        f.attrs["schema_version"] = 0
+        f.attrs["schema"] = "hwloop-session"
+        f.attrs["schema_version"] = 1
     with pytest.raises(ConfigError, match="damaged"):
         read_run(p)

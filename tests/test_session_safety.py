@@ -15,8 +15,8 @@ import pytest
 from hwloop.datasets import load_dataset
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
-from hwloop.runfile import read_run
 from hwloop.session import StopRequest, safe_session
+from hwloop.sessionlog import load_run as read_run
 from protocols.config import TrainConfig, resolve
 from protocols.training import Trainer
 

@@ -23,7 +23,8 @@ import pytest
 
 from hwloop.cli import main
 from hwloop.datasets import DATA_DIR_ENV, IDX_FILES, load_dataset
-from hwloop.runfile import RunData, read_run
+from hwloop.sessionlog import RunSummary as RunData
+from hwloop.sessionlog import load_run as read_run
 
 ARCH = "1568-100-10"
 N_EDGES = 1568 * 100 + 100 * 10
@@ -195,9 +196,9 @@ def test_run_file_contents(trained: tuple[Path, dict[str, Any], RunData]) -> Non
     path, summary, run = trained
     assert run.attrs["status"] == "completed"
     assert run.attrs["reason"] == ""
-    assert run.attrs["schema"] == "hwloop-run"
+    assert run.attrs["schema"] == "hwloop-session" and run.attrs["schema_version"] == 1
     assert run.attrs["seed"] == 0
-    assert run.attrs["created_utc"] and run.attrs["finished_utc"] >= run.attrs["created_utc"]
+    assert run.attrs["started_utc"] and run.attrs["stopped_utc"] >= run.attrs["started_utc"]
     assert "fast-DRN" in run.attrs["defaults_source"]
 
     cfg = tomllib.loads(run.config_toml)
@@ -221,13 +222,20 @@ def test_run_file_contents(trained: tuple[Path, dict[str, Any], RunData]) -> Non
     assert m["train_accuracy"][0] == summary["final_train_accuracy"]
     assert 0 < m["test_loss"][0] < 0.5  # 1/2 |v - onehot|^2; 0.5 for all-zero outputs
     with h5py.File(path, "r") as f:
-        units = {k: v.attrs["units"] for k, v in f["metrics/epoch"].items()}
+        units = json.loads(f["epochs"].attrs["units"])
         assert units["epoch"] == "1" and units["test_accuracy"] == "1"
         assert units["train_loss"] == "V^2" and units["time_s"] == "s"
-        assert all(isinstance(u, str) and u for u in units.values())
-        assert f["params/conductances_s"].attrs["units"] == "S"
-        assert f["params/biases_a"].attrs["units"] == "A"
-        assert f["params"].attrs["epoch"] == 1
+        assert f["checkpoints/conductances_s"].attrs["units"] == "S"
+        assert f["checkpoints/biases_a"].attrs["units"] == "A"
+        ck = f["checkpoints/index"][-1]
+        assert ck["steps_done"] == 250 and ck["epoch"] == 1 and ck["batch"] == 0
+        assert f["steps/index"].shape == (250,)  # 1000 examples / batch 4
+
+        def no_units(name: str, obj: object) -> None:
+            if isinstance(obj, h5py.Dataset):
+                assert isinstance(obj.attrs.get("units"), str), name
+
+        f.visititems(no_units)
 
     assert run.conductances_s is not None and run.biases_a is not None
     assert run.conductances_s.shape == (N_EDGES,)
@@ -235,7 +243,6 @@ def test_run_file_contents(trained: tuple[Path, dict[str, Any], RunData]) -> Non
     assert np.all(np.isfinite(run.conductances_s)) and np.all(run.conductances_s >= 0)
     assert np.all(np.isfinite(run.biases_a))
     assert np.ptp(run.conductances_s) > 0
-    assert isinstance(run.device_summary, dict) and run.device_summary
     assert all(np.all(np.isfinite(v)) for v in run.metrics.values())
 
 
@@ -374,7 +381,7 @@ def test_evaluate_errors(
     with h5py.File(foreign, "w") as f:
         f["data"] = np.arange(3)
     assert_usage_error(*cli(capsys, "evaluate", foreign, "--dataset", "mnist-subset"), foreign,
-                       "not an hwloop run file")
+                       "not an hwloop session file")
 
     assert_usage_error(*cli(capsys, "evaluate", path, "--dataset", "kmnist",
                             "--data-dir", tmp_path), "kmnist", "--data-dir")
