@@ -246,6 +246,9 @@ class StepLayout:
     n_inputs: int
     n_outputs: int
     nudge_kind: str
+    sample_dtype: str = "<f4"
+    """Storage type of the voltages: the backend's own (float32 emulator: ``<f4``;
+    float64 emulator and instruments: ``<f8``), so that recorded readings are exact."""
 
 
 @dataclass(eq=False)
@@ -447,10 +450,45 @@ def description_from_group(grp: h5py.Group) -> BoardDescription:
     )
 
 
-def _append(ds: h5py.Dataset, value: Any) -> None:
-    n = ds.shape[0]
-    ds.resize(n + 1, axis=0)
-    ds[n] = value
+_BLOCK = 32
+"""Rows by which the per-step data datasets grow at a time."""
+
+
+class _Appender:
+    """Appends rows to one resizable dataset through h5py's low-level API.
+
+    The high-level ``resize`` + ``__setitem__`` pair costs about 0.5 ms per call
+    (selection and dtype bookkeeping); this keeps the handle, dtype and row count.
+    """
+
+    __slots__ = ("block", "capacity", "dsid", "dtype", "n", "row_shape")
+
+    def __init__(self, ds: h5py.Dataset, block: int = 0) -> None:
+        self.dsid = ds.id
+        self.dtype = ds.dtype
+        self.row_shape: tuple[int, ...] = tuple(ds.shape[1:])
+        self.n = int(ds.shape[0])
+        self.capacity = self.n
+        self.block = block
+
+    def append(self, value: Any, rows: int = 1) -> None:
+        """Append ``rows`` rows (``value`` of shape ``(rows, *row_shape)`` or one row).
+
+        With ``block > 0`` the dataset grows ``block`` rows at a time (fewer metadata
+        updates); :meth:`SessionWriter.close` trims it to the rows written.
+        """
+        if rows == 0:
+            return
+        arr = np.ascontiguousarray(value, dtype=self.dtype).reshape((rows, *self.row_shape))
+        n = self.n
+        if n + rows > self.capacity:
+            self.capacity = n + rows + self.block
+            self.dsid.set_extent((self.capacity, *self.row_shape))
+        fspace = self.dsid.get_space()
+        fspace.select_hyperslab((n,) + (0,) * len(self.row_shape), arr.shape)
+        mspace = h5py.h5s.create_simple(arr.shape)
+        self.dsid.write(mspace, fspace, arr)
+        self.n = n + rows
 
 
 def _crc(*arrays: NDArray[Any]) -> int:
@@ -488,10 +526,22 @@ class SessionWriter:
             n_inputs=int(s.attrs["n_inputs"]),
             n_outputs=int(s.attrs["n_outputs"]),
             nudge_kind=str(s.attrs["nudge_kind"]),
+            sample_dtype=str(s.attrs.get("sample_dtype", "<f4")),
         )
         self.options = LogOptions(**json.loads(f.attrs["log_options_json"]))
         self.run_id = str(f.attrs["run_id"])
         self.free_nodes = np.asarray(f["steps/free_nodes"][()], dtype=np.int64)
+        self._apps: dict[str, _Appender] = {}
+        self._n_update_g = int(f["steps/update_g_s"].shape[1]) if "update_g_s" in f["steps"] else 0
+        self._n_bias = int(f["steps/update_b_a"].shape[1])
+
+    def _app(self, path: str) -> _Appender:
+        app = self._apps.get(path)
+        if app is None:
+            # per-step data grow in blocks; the index (the commit record) row by row
+            block = _BLOCK if path.startswith("steps/") and path != "steps/index" else 0
+            app = self._apps[path] = _Appender(self._f[path], block)
+        return app
 
     # -- creation ---------------------------------------------------------------------------
 
@@ -561,6 +611,7 @@ class SessionWriter:
                     n_inputs=layout.n_inputs,
                     n_outputs=layout.n_outputs,
                     nudge_kind=layout.nudge_kind,
+                    sample_dtype=layout.sample_dtype,
                     samples_mode=opts.samples,
                 )
                 _units(s.create_dataset("free_nodes", data=free), "1 (node indices)")
@@ -577,15 +628,18 @@ class SessionWriter:
                     )
                     _units(ds, units)
 
+                sdt = np.dtype(layout.sample_dtype)
+                if sdt not in (np.dtype("<f4"), np.dtype("<f8")):
+                    raise ConfigError(f"sample dtype {layout.sample_dtype} must be <f4 or <f8")
                 grow("index", (), INDEX_DTYPE, json.dumps(INDEX_UNITS), chunk_rows=256)
                 grow("examples", (b,), "<i8", "1 (training-set index; -1 pads)", 64)
                 if opts.samples == "raw":
-                    grow("samples_v", (b, ph, ms, n_free), "<f4", "V", fillvalue=np.nan)
+                    grow("samples_v", (b, ph, ms, n_free), sdt, "V", fillvalue=np.nan)
                     grow("flags", (b, ph, ms, n_free), "u1", "SampleFlag bits", **lzf)
                     grow("sample_time_s", (ph, ms, b), "<f8", "s (board clock)",
                          fillvalue=np.nan, **lzf)
                 else:
-                    grow("mean_v", (b, ph, n_free), "<f4", "V", fillvalue=np.nan)
+                    grow("mean_v", (b, ph, n_free), sdt, "V", fillvalue=np.nan)
                     grow("sem_v", (b, ph, n_free), "<f4", "V", fillvalue=np.nan)
                     grow("flags_any", (b, ph, n_free), "u1", "SampleFlag bits (OR)", **lzf)
                 grow("n_samples", (ph,), "<i4", "1", 256)
@@ -675,7 +729,7 @@ class SessionWriter:
     @property
     def steps_done(self) -> int:
         """Steps recorded so far."""
-        return int(self._f["steps/index"].shape[0])
+        return self._app("steps/index").n
 
     def _pack(self, log: StepLog) -> tuple[dict[str, NDArray[Any]], int, int]:
         """The padded per-step arrays of ``log``, its checksum and its batch size."""
@@ -697,7 +751,7 @@ class SessionWriter:
         out: dict[str, NDArray[Any]] = {}
         if self.options.samples == "raw":
             samples = np.full(
-                (lay.batch, lay.phases, lay.max_samples, n_free), np.nan, dtype=np.float32
+                (lay.batch, lay.phases, lay.max_samples, n_free), np.nan, dtype=lay.sample_dtype
             )
             flags = np.zeros(samples.shape, dtype=np.uint8)
             times = np.full((lay.phases, lay.max_samples, lay.batch), np.nan)
@@ -709,7 +763,7 @@ class SessionWriter:
             out.update(samples_v=samples, flags=flags, sample_time_s=times)
             crc = _crc(samples, inputs)
         else:
-            mean = np.full((lay.batch, lay.phases, n_free), np.nan, dtype=np.float32)
+            mean = np.full((lay.batch, lay.phases, n_free), np.nan, dtype=lay.sample_dtype)
             sem = np.full_like(mean, np.nan)
             fany = np.zeros(mean.shape, dtype=np.uint8)
             for p, r in enumerate(log.readings):
@@ -725,13 +779,12 @@ class SessionWriter:
         nv = np.zeros((lay.phases, lay.batch, lay.n_outputs), dtype=np.float32)
         nv[:, :bsz] = np.asarray(log.nudge_values).real
         out["nudge_values"] = nv
-        s = self._f["steps"]
         if self.options.updates:
-            ug = np.zeros(s["update_g_s"].shape[1], dtype=np.float32)
+            ug = np.zeros(self._n_update_g, dtype=np.float32)
             if log.update_g_s is not None:
                 ug[:] = log.update_g_s
             out["update_g_s"] = ug
-        ub = np.zeros(s["update_b_a"].shape[1], dtype=np.float32)
+        ub = np.zeros(self._n_bias, dtype=np.float32)
         if log.update_b_a is not None:
             ub[:] = log.update_b_a
         out["update_b_a"] = ub
@@ -757,18 +810,15 @@ class SessionWriter:
 
     def append_step(self, log: StepLog) -> int:
         """Append one completed step and flush; returns its step number."""
-        s = self._f["steps"]
         n = self.steps_done
         arrays, crc, bsz = self._pack(log)
         with sigint_held():
             for name, arr in arrays.items():
-                _append(s[name], arr)
+                self._app(f"steps/{name}").append(arr)
             rows = self._programming_rows(n, log)
-            recs = self._f["programming/records"]
-            start = recs.shape[0]
-            if len(rows):
-                recs.resize(start + len(rows), axis=0)
-                recs[start:] = rows
+            recs = self._app("programming/records")
+            start = recs.n
+            recs.append(rows, len(rows))
             row = np.zeros((), dtype=INDEX_DTYPE)
             row["step"], row["epoch"], row["batch"] = n, log.epoch, log.batch
             row["n_examples"] = bsz
@@ -782,7 +832,7 @@ class SessionWriter:
             for k, v in rng_to_fields(log.rng).items():
                 row[k] = v
             row["crc32"] = crc
-            _append(s["index"], row)  # the commit: a step exists once its index row does
+            self._app("steps/index").append(row)  # the commit: a step exists once its row does
             self._f.flush()
         return n
 
@@ -816,7 +866,7 @@ class SessionWriter:
         for name, _ in EPOCH_FIELDS:
             row[name] = float(metrics.get(name, np.nan))
         with sigint_held():
-            _append(self._f["epochs"], row)
+            self._app("epochs").append(row)
             self._f.flush()
 
     def event(self, kind: str, step: int, message: str, *, flush: bool = True) -> None:
@@ -827,7 +877,7 @@ class SessionWriter:
         row["t_unix_s"], row["step"], row["kind"] = time.time(), step, kind.encode()
         row["message"] = message.encode("utf-8", "replace")[:240]
         with sigint_held():
-            _append(self._f["events"], row)
+            self._app("events").append(row)
             if flush:
                 self._f.flush()
 
@@ -853,16 +903,16 @@ class SessionWriter:
             )
         with sigint_held():
             order = np.asarray(ckpt.order, dtype=np.int64)
-            if order.shape != c["order"].shape[1:]:
+            if order.shape != self._app("checkpoints/order").row_shape:
                 raise ConfigError("checkpoint example order changed length")
-            _append(c["order"], order)
+            self._app("checkpoints/order").append(order)
             for name, arr in ckpt.arrays.items():
-                ds = c[name]
+                app = self._app(f"checkpoints/{name}")
                 a = np.asarray(arr)
-                if a.shape != ds.shape[1:]:
+                if a.shape != app.row_shape:
                     raise ConfigError(f"checkpoint array {name} changed shape")
-                _append(ds, a.astype(ds.dtype, copy=False))
-            _append(c["index"], row)  # last: the checkpoint exists once its row does
+                app.append(a)
+            self._app("checkpoints/index").append(row)  # last: it exists once its row does
             if flush:
                 self._f.flush()
 
@@ -878,6 +928,9 @@ class SessionWriter:
             self._f.close()
             # attributes cannot change in SWMR mode: set the exit status after closing it
             with h5py.File(self.path, "r+", libver=LIBVER) as f:
+                for ds in f["steps"].values():  # trim the block-grown datasets
+                    if ds.maxshape[0] is None and ds.shape[0] > steps:
+                        ds.resize(steps, axis=0)
                 f.attrs["status"] = status
                 f.attrs["reason"] = reason
                 f.attrs["stopped_utc"] = _now_iso()
@@ -946,6 +999,7 @@ class SessionFile:
                 n_inputs=int(s.attrs["n_inputs"]),
                 n_outputs=int(s.attrs["n_outputs"]),
                 nudge_kind=str(s.attrs["nudge_kind"]),
+            sample_dtype=str(s.attrs.get("sample_dtype", "<f4")),
             )
             self.options = LogOptions(**json.loads(f.attrs["log_options_json"]))
             self.free_nodes = np.asarray(s["free_nodes"][()], dtype=np.int64)
@@ -1043,7 +1097,7 @@ class SessionFile:
                 k = int(n_samp[p])
                 out.append(
                     NodeReading(
-                        samples_v=np.moveaxis(samples[:n_ex, p, :k], 1, 0).astype(np.float64),
+                        samples_v=np.ascontiguousarray(np.moveaxis(samples[:n_ex, p, :k], 1, 0)),
                         timestamps_s=np.asarray(times[p, :k, :n_ex], dtype=np.float64),
                         flags=np.moveaxis(flags[:n_ex, p, :k], 1, 0),
                         nodes=self.free_nodes,
@@ -1055,7 +1109,7 @@ class SessionFile:
             for p in range(self.layout.phases):
                 out.append(
                     NodeReading(
-                        samples_v=mean[None, :n_ex, p].astype(np.float64),
+                        samples_v=np.ascontiguousarray(mean[None, :n_ex, p]),
                         timestamps_s=np.zeros((1, n_ex)),
                         flags=fany[None, :n_ex, p],
                         nodes=self.free_nodes,

@@ -74,7 +74,7 @@ class TrainConfig:
     """Session file: keep every raw sample (raw) or per-node mean and SEM (summary)."""
     log_updates: Literal["all", "off", "auto"] = "auto"
     """Session file: requested change of every edge at every step (auto: all up to
-    1,000,000 edges, off above)."""
+    65,536 edges, off above: large networks' updates follow from the raw samples)."""
     log_programming: Literal["all", "exceptions", "auto"] = "auto"
     """Session file: a programming row per programmed edge (all) or only for edges that
     did not end as requested (exceptions); auto: all up to 65,536 edges."""

@@ -276,6 +276,8 @@ class Trainer:
             n_inputs=self.n_in,
             n_outputs=self.n_out,
             nudge_kind=cfg.nudge,
+            # the emulator reads in its arithmetic type; instruments in float64
+            sample_dtype="<f4" if cfg.backend == "emulator" and cfg.dtype == "float32" else "<f8",
         )
 
     def log_options(self) -> LogOptions:
@@ -283,7 +285,10 @@ class Trainer:
         cfg = self.cfg
         n = self.desc.n_edges
         every = cfg.checkpoint_every or (1 if n <= 65_536 else 200)
-        updates = cfg.log_updates == "all" or (cfg.log_updates == "auto" and n <= 1_000_000)
+        # auto: small (bench) boards log every update; on large emulated networks the
+        # updates follow from the raw samples and the checkpoints (hwloop replay recomputes
+        # them), and writing them would triple the data per step (DR-12)
+        updates = cfg.log_updates == "all" or (cfg.log_updates == "auto" and n <= 65_536)
         prog = cfg.log_programming
         if prog == "auto":
             prog = "all" if n <= 65_536 else "exceptions"

@@ -341,8 +341,13 @@ class EmulatedBoard:
         order = np.arange(batch)[None, :] * n_samples + np.arange(n_samples)[:, None]
         stamps = self._clock_s + (order + 1) * self._sample_time_s
         self._clock_s += batch * n_samples * self._sample_time_s
+        # the readings come in the board's arithmetic type (a float32 board's "ADC" gives
+        # float32 samples, which the session log then stores exactly)
         return NodeReading(
-            samples_v=samples, timestamps_s=stamps.astype(np.float64), flags=flags, nodes=idx
+            samples_v=samples.astype(self._net.dtype, copy=False),
+            timestamps_s=stamps.astype(np.float64),
+            flags=flags,
+            nodes=idx,
         )
 
     def _gather(self, idx: NDArray[np.integer]) -> Array:
