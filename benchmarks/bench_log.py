@@ -30,7 +30,9 @@ from protocols.config import make_config, resolve
 from protocols.training import Trainer, backend_options
 
 
-def one_run(steps: int, samples: int, batch: int, out: Path | None, **log: object) -> tuple[float, int]:
+def one_run(
+    steps: int, samples: int, batch: int, out: Path | None, **log: object
+) -> tuple[float, int]:
     """Seconds per training step (epoch-end evaluation excluded) and bytes written."""
     values = {
         "arch": "1568-100-10",
@@ -42,7 +44,7 @@ def one_run(steps: int, samples: int, batch: int, out: Path | None, **log: objec
         "test_limit": 1,
         **log,
     }
-    cfg, source = resolve(make_config(values))
+    cfg, _ = resolve(make_config(values))
     data = load_dataset(cfg.dataset)
     rng = np.random.default_rng(cfg.seed)
     device = open_board(cfg.backend, backend_options(cfg), rng)
