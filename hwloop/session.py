@@ -71,8 +71,9 @@ def sigint_held() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        if caught and callable(previous):
-            previous(signal.SIGINT, None)
+        if callable(previous):
+            for _ in caught:  # each one: a second Ctrl-C held back here still aborts
+                previous(signal.SIGINT, None)
 
 
 @contextmanager

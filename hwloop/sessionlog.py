@@ -450,10 +450,6 @@ def description_from_group(grp: h5py.Group) -> BoardDescription:
     )
 
 
-_BLOCK = 32
-"""Rows by which the per-step data datasets grow at a time."""
-
-
 class _Appender:
     """Appends rows to one resizable dataset through h5py's low-level API.
 
@@ -538,9 +534,7 @@ class SessionWriter:
     def _app(self, path: str) -> _Appender:
         app = self._apps.get(path)
         if app is None:
-            # per-step data grow in blocks; the index (the commit record) row by row
-            block = _BLOCK if path.startswith("steps/") and path != "steps/index" else 0
-            app = self._apps[path] = _Appender(self._f[path], block)
+            app = self._apps[path] = _Appender(self._f[path])
         return app
 
     # -- creation ---------------------------------------------------------------------------
@@ -592,9 +586,6 @@ class SessionWriter:
                     hwloop_version=__version__,
                     git_commit=git_commit(),
                     started_utc=_now_iso(),
-                    stopped_utc="",
-                    status="running",
-                    reason="",
                     seed=int(seed),
                     config_toml=config_toml,
                     defaults_source=defaults_source,
@@ -602,6 +593,10 @@ class SessionWriter:
                     log_options_json=json.dumps(opts.__dict__),
                     resumes=0,
                 )
+                # changed while the file is in SWMR mode: fixed-size, created up front
+                for name, size in _MUTABLE_ATTRS.items():
+                    f.attrs.create(name, np.bytes_(b""), dtype=f"S{size}")
+                f.attrs.modify("status", np.bytes_(b"running"))
                 description_to_group(f.create_group("device"), desc)
                 s = f.create_group("steps")
                 s.attrs.update(
@@ -682,46 +677,37 @@ class SessionWriter:
                         chunks=(1, *a.shape) if a.size else None, dtype=a.dtype,
                     )
                     _units(ds, _checkpoint_units(name))
-                f.flush()
+                w = cls(tmp, f)
+                w.event("start", 0, f"session started (hwloop {__version__})", flush=False)
+                w.write_checkpoint(first_checkpoint, flush=False)
             except BaseException:
                 f.close()
                 tmp.unlink(missing_ok=True)
                 raise
             f.close()
-            os.replace(tmp, p)
-            f = h5py.File(p, "r+", libver=LIBVER)
-            w = cls(p, f)
-            w.event("start", 0, f"session started (hwloop {__version__})", flush=False)
-            w.write_checkpoint(first_checkpoint, flush=False)
-            f.swmr_mode = True
-            f.flush()
-        return w
+            os.replace(tmp, p)  # atomic: the file appears complete or not at all
+            return cls(p, _open_swmr_write(p))
 
     @classmethod
-    def reopen(cls, path: str | Path, *, keep_epochs: int | None = None) -> SessionWriter:
+    def reopen(cls, path: str | Path) -> SessionWriter:
         """Open a cleanly closed session file (see :func:`repair`) to append to it.
 
-        Args:
-            path: the file.
-            keep_epochs: drop rows of ``/epochs`` after this many epochs (epochs whose
-                end the resumed run records again).
+        The file is opened straight into SWMR mode (no moment in which a kill could
+        leave it flagged as open by a plain writer).
         """
         p = Path(path)
         with sigint_held():
-            f = h5py.File(p, "r+", libver=LIBVER)
-            if keep_epochs is not None:
-                ep = f["epochs"]
-                rows = ep[()]
-                keep = int(np.count_nonzero(rows["epoch"] <= keep_epochs))
-                if keep < len(rows):
-                    ep.resize(keep, axis=0)
-            f.attrs["status"] = "running"
-            f.attrs["reason"] = ""
-            f.attrs["stopped_utc"] = ""
-            f.attrs["resumes"] = int(f.attrs.get("resumes", 0)) + 1
-            w = cls(p, f)
-            f.swmr_mode = True
-            f.flush()
+            f = _open_swmr_write(p)
+            try:
+                _set_attr(f, "status", "running")
+                _set_attr(f, "reason", "")
+                _set_attr(f, "stopped_utc", "")
+                f.attrs.modify("resumes", int(f.attrs.get("resumes", 0)) + 1)
+                w = cls(p, f)
+                f.flush()
+            except BaseException:
+                f.close()
+                raise
         return w
 
     # -- appending --------------------------------------------------------------------------
@@ -865,6 +851,9 @@ class SessionWriter:
         row = np.zeros((), dtype=EPOCH_DTYPE)
         for name, _ in EPOCH_FIELDS:
             row[name] = float(metrics.get(name, np.nan))
+        app = self._app("epochs")
+        if app.n >= int(row["epoch"]) > 0:
+            return  # recorded before a crash; a resumed run reaches its end again
         with sigint_held():
             self._app("epochs").append(row)
             self._f.flush()
@@ -924,17 +913,34 @@ class SessionWriter:
             return
         with sigint_held():
             steps = self.steps_done
-            self.event("stop", steps, f"{status}: {reason}" if reason else status)
+            self.event("stop", steps, f"{status}: {reason}" if reason else status, flush=False)
+            _set_attr(self._f, "status", status)
+            _set_attr(self._f, "reason", reason)
+            _set_attr(self._f, "stopped_utc", _now_iso())
+            self._f.flush()
             self._f.close()
-            # attributes cannot change in SWMR mode: set the exit status after closing it
-            with h5py.File(self.path, "r+", libver=LIBVER) as f:
-                for ds in f["steps"].values():  # trim the block-grown datasets
-                    if ds.maxshape[0] is None and ds.shape[0] > steps:
-                        ds.resize(steps, axis=0)
-                f.attrs["status"] = status
-                f.attrs["reason"] = reason
-                f.attrs["stopped_utc"] = _now_iso()
             self._closed = True
+
+
+_MUTABLE_ATTRS = {"status": 16, "reason": 240, "stopped_utc": 32}
+"""Root attributes changed during a session, with their fixed sizes in bytes (SWMR
+mode can modify attributes in place but not create or resize them)."""
+
+
+def _set_attr(f: h5py.File, name: str, value: str) -> None:
+    size = _MUTABLE_ATTRS[name]
+    f.attrs.modify(name, np.bytes_(value.encode("utf-8", "replace")[:size]))
+
+
+def _open_swmr_write(p: Path) -> h5py.File:
+    """Open ``p`` for appending directly in SWMR-write mode."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_LATEST)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    fid = h5py.h5f.open(
+        str(p).encode(), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl
+    )
+    return h5py.File(fid)
 
 
 def _checkpoint_units(name: str) -> str:
@@ -948,6 +954,12 @@ def _checkpoint_units(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+def _attr_value(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _open_h5(p: Path) -> tuple[h5py.File, bool]:
@@ -987,9 +999,7 @@ class SessionFile:
         try:
             self._check_schema()
             f = self._f
-            self.attrs: dict[str, Any] = {
-                k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()
-            }
+            self.attrs: dict[str, Any] = {k: _attr_value(v) for k, v in f.attrs.items()}
             self.description = description_from_group(f["device"])
             s = f["steps"]
             self.layout = StepLayout(
@@ -1230,9 +1240,9 @@ def repair(path: str | Path) -> int:
     """Rewrite a file whose writer was killed as a clean file holding its complete steps.
 
     Copies every group into a new file, cuts the per-step datasets back to the
-    complete steps, marks the status ``crashed`` with the reason, and replaces the
-    original atomically (the original is kept as ``<name>.crashed`` until the new
-    one is in place). A cleanly closed file is left alone.
+    complete steps, records the status ``aborted`` with the reason, and replaces the
+    original atomically (``os.replace``: a kill leaves the old file or the new one).
+    A cleanly closed file is left alone.
 
     Returns:
         The number of complete steps.
@@ -1272,14 +1282,13 @@ def repair(path: str | Path) -> int:
                     cut(obj, n_ck)
 
             out["checkpoints"].visititems(cut_ckpt)
-            out.attrs["status"] = "stopped"
-            out.attrs["reason"] = "the writer was killed; recovered the complete steps"
-            out.attrs["stopped_utc"] = _now_iso()
+            for name, size in _MUTABLE_ATTRS.items():  # fixed sizes, as create() makes them
+                out.attrs.create(name, np.bytes_(b""), dtype=f"S{size}")
+            _set_attr(out, "status", "aborted")
+            _set_attr(out, "reason", f"the writer was killed; {n} complete steps recovered")
+            _set_attr(out, "stopped_utc", _now_iso())
     with sigint_held():
-        backup = p.with_name(p.name + ".crashed")
-        os.replace(p, backup)
-        os.replace(tmp, p)
-        backup.unlink()
+        os.replace(tmp, p)  # atomic: the old file or the repaired one, never neither
     return n
 
 

@@ -227,7 +227,7 @@ def run_resume(args: argparse.Namespace) -> int:
         trainer.preflight()
         delta = trainer.restore(ckpt)
         exact = isinstance(device, Checkpointable)
-        writer = SessionWriter.reopen(path, keep_epochs=ckpt.epoch)
+        writer = SessionWriter.reopen(path)
         trainer.writer = writer
         if exact:
             verify_until = steps_done

@@ -1,0 +1,221 @@
+"""Crash safety, interrupts and resume of the session file, with real signals.
+
+* SIGKILL at 12 seeded random moments of a training subprocess (import, file
+  creation, training, epoch ends, closing): every file left behind opens, passes
+  its integrity check, and ``hwloop inspect`` reports its last complete step.
+* ``hwloop resume`` of each killed file ends with the same conductances, biases,
+  metrics and step records as an uninterrupted run, bit for bit.
+* Ctrl-C: the first SIGINT stops at the end of the step (status ``stopped``,
+  checkpoint at that step, resumable to the identical result); a second one
+  aborts at once with a consistent file (status ``aborted``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+
+from hwloop.cli import main
+from hwloop.sessionlog import open_session
+
+RUN = [
+    "--arch", "1568-100-10", "--epochs", "3", "--batch-size", "32", "--train-limit", "640",
+    "--test-limit", "100", "--samples", "2", "--read-noise", "0.01", "--checkpoint-every", "7",
+    "--seed", "3",
+]
+STEPS = 3 * 640 // 32
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def _cli(*argv: Any) -> int:
+    return main([str(a) for a in argv])
+
+
+def _sub(*argv: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``hwloop`` in a subprocess with the same environment (BLAS threads) as the
+    runs it is compared with: bit-for-bit equality holds for one machine and setting."""
+    cmd = [sys.executable, "-m", "hwloop.cli", *(str(a) for a in argv)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run."""
+    out = tmp_path_factory.mktemp("ref") / "ref.h5"
+    res = _sub("train", *RUN, "--out", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def _final_state(path: Path) -> dict[str, Any]:
+    with open_session(path) as sf:
+        assert sf.clean and sf.status == "completed", sf.status
+        assert sf.integrity(full=True) == []
+        ck = sf.checkpoint(-1)
+        f = sf.h5
+        return {
+            "steps": sf.steps_done,
+            "g": ck.arrays["conductances_s"],
+            "b": ck.arrays["biases_a"],
+            "buf": ck.arrays["programmer/residual_s"],
+            "epochs": sf.epochs(),
+            "samples": f["steps/samples_v"][()],
+            "crc": sf.index()["crc32"],
+            "loss": sf.index()["loss"],
+            "examples": f["steps/examples"][()],
+        }
+
+
+def _assert_same_run(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a["steps"] == b["steps"] == STEPS
+    assert a["g"].tobytes() == b["g"].tobytes()  # bit for bit
+    assert a["b"].tobytes() == b["b"].tobytes()
+    assert a["buf"].tobytes() == b["buf"].tobytes()
+    assert np.array_equal(a["crc"], b["crc"])
+    assert np.array_equal(a["loss"], b["loss"])
+    assert np.array_equal(a["examples"], b["examples"])
+    assert a["samples"].tobytes() == b["samples"].tobytes()
+    ea, eb = a["epochs"], b["epochs"]
+    assert len(ea) == len(eb) == 3
+    for name in ("epoch", "train_loss", "train_accuracy", "test_accuracy", "test_loss", "pulses"):
+        assert np.array_equal(ea[name], eb[name]), name
+
+
+def _spawn(out: Path) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "hwloop.cli", "train", *RUN, "--out", str(out), "--quiet"]
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True
+    )
+
+
+def _steps_recorded(out: Path) -> int:
+    try:
+        with h5py.File(out, "r", libver=("v110", "latest"), swmr=True) as f:
+            return int(f["steps/index"].shape[0])
+    except (OSError, KeyError):
+        return -1
+
+
+def test_sigkill_at_random_moments_leaves_readable_resumable_files(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = _final_state(reference)
+    rng = np.random.default_rng(20261123)
+    # moments relative to the first recorded step (negative: during start-up / creation)
+    moments = np.concatenate([[-0.4, -0.05], rng.uniform(0.0, 1.6, 10)])
+    seen_steps = []
+    for k, delay in enumerate(moments):
+        out = tmp_path / f"kill{k}.h5"
+        proc = _spawn(out)
+        try:
+            deadline = time.monotonic() + 60
+            if delay < 0:  # kill around the creation of the file
+                while not (out.exists() or out.with_name(out.name + ".creating").exists()):
+                    assert time.monotonic() < deadline and proc.poll() is None
+                    time.sleep(0.005)
+                time.sleep(delay + 0.4)
+            else:
+                while _steps_recorded(out) < 1:
+                    assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+                    time.sleep(0.01)
+                time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        if not out.exists():  # killed before the file was put in place: nothing to open
+            continue
+        with open_session(out) as sf:  # opens (SWMR-read if the writer died)
+            assert sf.integrity(full=True) == [], sf.integrity(full=True)
+            done = sf.steps_done
+            status = sf.status
+            ck = sf.checkpoints()
+            assert len(ck) >= 1 and ck["steps_done"][-1] <= done
+        seen_steps.append(done)
+        assert status in ("crashed", "running", "completed")
+        code = _cli("inspect", out, "--json")
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0
+        assert report["steps_done"] == done
+        assert report["last_complete_step"] == (done - 1 if done else None)
+        assert report["integrity"] == []
+        if status == "completed":
+            _assert_same_run(_final_state(out), ref)
+            continue
+        keep = tmp_path / f"kill{k}-copy.h5"
+        shutil.copy(out, keep)
+        res = _sub("resume", out, "--quiet")
+        assert res.returncode == 0, res.stderr
+        _assert_same_run(_final_state(out), ref)
+        with open_session(out) as sf:
+            events = sf.events()
+            assert any(e["kind"] == "resume" for e in events)
+            assert int(sf.attrs["resumes"]) == 1
+    assert len(seen_steps) >= 10
+    assert len({s for s in seen_steps if 0 < s < STEPS}) >= 5  # kills spread over the run
+
+
+def _sigint_run(out: Path, n_signals: int) -> subprocess.CompletedProcess[str]:
+    proc = _spawn(out)
+    try:
+        deadline = time.monotonic() + 60
+        while _steps_recorded(out) < 4:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        for _ in range(n_signals):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.002)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_first_ctrl_c_stops_at_the_step_end_and_resumes_to_the_same_result(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "stop.h5"
+    res = _sigint_run(out, 1)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "stopping after the current step" in res.stderr
+    with open_session(out) as sf:
+        assert sf.clean and sf.status == "stopped" and "Ctrl-C" in sf.attrs["reason"]
+        assert sf.integrity(full=True) == []
+        done = sf.steps_done
+        assert 4 <= done < STEPS
+        # a checkpoint at exactly the stop step: nothing to re-run on resume
+        assert int(sf.checkpoints()["steps_done"][-1]) == done
+        assert sf.events()[-1]["kind"] == "stop"
+    res = _sub("resume", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    _assert_same_run(_final_state(out), _final_state(reference))
+
+
+def test_second_ctrl_c_aborts_with_a_consistent_file(
+    reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "abort.h5"
+    res = _sigint_run(out, 2)
+    assert res.returncode == 130, res.stderr
+    assert "Traceback" not in res.stderr
+    with open_session(out) as sf:
+        assert sf.clean and sf.status == "aborted"
+        assert sf.integrity(full=True) == []
+        assert sf.steps_done >= 4
+    res = _sub("resume", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    _assert_same_run(_final_state(out), _final_state(reference))
