@@ -200,7 +200,8 @@ class LogOptions:
         updates: keep the requested conductance change of every edge at every step.
         programming: ``"all"`` rows for every programmed edge; ``"exceptions"``
             only for edges that did not end as requested (at a bound, not converged,
-            capped, stuck).
+            capped, stuck); ``"off"``: none (the step index keeps the pulse and
+            bound-hit counts).
         checkpoint_every: full-state checkpoint every this many steps (>= 1);
             a checkpoint is also written at every epoch end and at a clean stop.
         compress: compress the compressible datasets (inputs, flags, examples,
@@ -218,9 +219,9 @@ class LogOptions:
     def __post_init__(self) -> None:
         if self.samples not in ("raw", "summary"):
             raise ConfigError(f"log samples = {self.samples!r} must be 'raw' or 'summary'")
-        if self.programming not in ("all", "exceptions"):
+        if self.programming not in ("all", "exceptions", "off"):
             raise ConfigError(
-                f"log programming = {self.programming!r} must be 'all' or 'exceptions'"
+                f"log programming = {self.programming!r} must be 'all', 'exceptions' or 'off'"
             )
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every = {self.checkpoint_every} must be >= 1")
@@ -823,7 +824,8 @@ class SessionWriter:
         return n
 
     def _programming_rows(self, step: int, log: StepLog) -> NDArray[np.void]:
-        if log.prog_reason is None or log.prog_requested_s is None:
+        if self.options.programming == "off" or log.prog_reason is None \
+                or log.prog_requested_s is None:
             return np.zeros(0, dtype=PROG_DTYPE)
         reason = np.asarray(log.prog_reason)
         k = len(reason)

@@ -75,9 +75,11 @@ class TrainConfig:
     log_updates: Literal["all", "off", "auto"] = "auto"
     """Session file: requested change of every edge at every step (auto: all up to
     65,536 edges, off above: large networks' updates follow from the raw samples)."""
-    log_programming: Literal["all", "exceptions", "auto"] = "auto"
-    """Session file: a programming row per programmed edge (all) or only for edges that
-    did not end as requested (exceptions); auto: all up to 65,536 edges."""
+    log_programming: Literal["all", "exceptions", "off", "auto"] = "auto"
+    """Session file: a programming row per programmed edge (all), only for edges that
+    did not end as requested (exceptions), or none (off; the step index keeps the
+    counts); auto: all up to 65,536 edges, off above (large emulated networks: the
+    rows follow from the raw samples and checkpoints)."""
     checkpoint_every: int = 0
     """Full-state checkpoint every this many steps (0: every step up to 65,536 edges,
     else every 200); always at epoch ends and at a clean stop."""

@@ -291,7 +291,7 @@ class Trainer:
         updates = cfg.log_updates == "all" or (cfg.log_updates == "auto" and n <= 65_536)
         prog = cfg.log_programming
         if prog == "auto":
-            prog = "all" if n <= 65_536 else "exceptions"
+            prog = "all" if n <= 65_536 else "off"
         return LogOptions(
             samples=cfg.log_samples, updates=updates, programming=prog, checkpoint_every=every
         )
