@@ -215,6 +215,7 @@ class LogOptions:
     programming: str = "all"
     checkpoint_every: int = 100
     compress: bool = True
+    compress_samples: bool = False
 
     def __post_init__(self) -> None:
         if self.samples not in ("raw", "summary"):
@@ -630,7 +631,8 @@ class SessionWriter:
                 grow("index", (), INDEX_DTYPE, json.dumps(INDEX_UNITS), chunk_rows=256)
                 grow("examples", (b,), "<i8", "1 (training-set index; -1 pads)", 64)
                 if opts.samples == "raw":
-                    grow("samples_v", (b, ph, ms, n_free), sdt, "V", fillvalue=np.nan)
+                    zs = lzf if opts.compress_samples else {}
+                    grow("samples_v", (b, ph, ms, n_free), sdt, "V", fillvalue=np.nan, **zs)
                     grow("flags", (b, ph, ms, n_free), "u1", "SampleFlag bits", **lzf)
                     grow("sample_time_s", (ph, ms, b), "<f8", "s (board clock)",
                          fillvalue=np.nan, **lzf)

@@ -293,7 +293,11 @@ class Trainer:
         if prog == "auto":
             prog = "all" if n <= 65_536 else "off"
         return LogOptions(
-            samples=cfg.log_samples, updates=updates, programming=prog, checkpoint_every=every
+            samples=cfg.log_samples,
+            updates=updates,
+            programming=prog,
+            checkpoint_every=every,
+            compress_samples=cfg.sem_target is not None,  # the sample axis is mostly padding
         )
 
     def checkpoint(self, epoch: int, batch: int, order: NDArray[np.integer]) -> Checkpoint:
