@@ -2,7 +2,11 @@
 
 Every subcommand comes from the ``hwloop.commands`` entry-point group (see
 :mod:`hwloop.plugins`). Errors derived from :class:`hwloop.errors.HwloopError`
-print one line on stderr and exit with code 2; Ctrl-C exits with 130.
+print one line on stderr and exit with code 2; so do errors the HDF5 library
+raises while a command that reads a session file (a ``run`` argument) reads it
+(a damaged or incomplete file), and such a file that is truncated or cannot be
+opened at all is refused before the command starts (see
+:func:`hwloop.inspect_cmd.check_file`); Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
 from hwloop import __version__
@@ -34,6 +39,23 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"hwloop: error: {message} (see '{self.prog} --help')\n")
+
+
+def _raised_in_h5py(exc: BaseException) -> bool:
+    """True when ``exc`` was raised by h5py (the HDF5 library refused to read something)."""
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("h5py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _hdf5_message(exc: BaseException) -> str:
+    """The first line of an h5py error (KeyError's without its quotes)."""
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = str(msg).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,9 +85,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        run = getattr(args, "run", None)
+        if run is not None:  # a command that reads a session file
+            from hwloop.inspect_cmd import check_file
+
+            check_file(run)
         code = func(args)
     except HwloopError as exc:
         print(f"hwloop {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        run = getattr(args, "run", None)
+        if run is None or not _raised_in_h5py(exc):
+            raise
+        hint = "" if args.command == "inspect" else f"; 'hwloop inspect {run}' shows what it holds"
+        print(
+            f"hwloop {args.command}: error: cannot read session file {run} "
+            f"({_hdf5_message(exc)}): it is damaged or incomplete{hint}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"hwloop {args.command}: interrupted", file=sys.stderr)

@@ -34,13 +34,18 @@ class Instrument(Protocol):
         ...
 
     def safe_state(self) -> None:
-        """Sources to 0 V / 0 A and off, relays open. Idempotent; never raises for a
-        state that is already safe."""
+        """Sources to 0 V / 0 A and off, relays open.
+
+        Idempotent; never raises for a state that is already safe.
+        """
         ...
 
     def is_energised(self) -> bool:
-        """Read back the outputs: True when any source is on at a nonzero level or any
-        relay is closed (checked on connect, before anything else is done)."""
+        """Read back the outputs.
+
+        True when any source is on at a nonzero level or any relay is closed (checked
+        on connect, before anything else is done).
+        """
         ...
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Registration of ``hwloop train`` and ``hwloop evaluate`` (argument parsing only).
+"""Registration of ``hwloop train``, ``evaluate``, ``resume``, ``replay`` (argument parsing only).
 
 This module stays light: the dispatcher imports it for every ``hwloop``
 command, so the training machinery (:mod:`protocols.commands`) is imported
@@ -41,7 +41,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "test_limit": ("test-limit", int, "use only N test examples"),
     "log_samples": ("log-samples", str, "session file keeps raw samples (default) or summary"),
     "log_updates": ("log-updates", str, "per-step update of every edge: auto, all or off"),
-    "log_programming": ("log-programming", str, "programming rows: auto, all or exceptions"),
+    "log_programming": ("log-programming", str, "programming rows: auto, all, exceptions or off"),
     "checkpoint_every": ("checkpoint-every", int, "full-state checkpoint every N steps (0: auto)"),
 }
 _MULTI = {"lr_weights", "lr_biases"}
@@ -116,3 +116,34 @@ def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--seed", type=int, default=0, help="seed of the read noise")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_evaluate)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from protocols.replay_cmd import run_replay
+
+    return run_replay(args)
+
+
+def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hwloop replay``."""
+    p = sub.add_parser(
+        "replay",
+        help="re-run a training run against its own recording, or re-analyse its gradients",
+        description="Re-run the recorded configuration of RUN.h5 step by step against its own "
+        "recording and report 'identical' (exit 0) or the first divergence (exit 1). With "
+        "--samples or --estimator, recompute each step's gradient offline from the recorded "
+        "samples and compare it per layer with the recorded estimator's.",
+    )
+    p.add_argument("run", help="session file written by hwloop train")
+    p.add_argument("--steps", type=int, default=None, help="only the first N recorded steps")
+    p.add_argument("--samples", type=int, default=None,
+                   help="re-analyse with the first K recorded samples of every phase")
+    p.add_argument("--estimator", default=None,
+                   help="re-analyse with this estimator (centered, one-sided, random-sign), "
+                   "from the recorded phases")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="replay tolerance of requested changes, as a fraction of each layer's "
+                   "largest recorded value (default 0: bit-identical after casting to the "
+                   "recorded float32)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=_replay)

@@ -1,0 +1,296 @@
+"""Keithley 2400 SourceMeter over SCPI (one channel).
+
+Commands from the *2400 Series SourceMeter User's Manual* (2400S-900-01), section 18
+"SCPI Command Reference" (and section 9 "Data Store", section 17 "Signal oriented
+measurement commands"):
+
+* ``:SOURce:FUNCtion VOLTage|CURRent``, ``:SOURce:VOLTage:MODE FIXed``,
+  ``:SOURce:VOLTage[:LEVel] <n>`` (2400: -210 to 210 V), ``:SOURce:CURRent[:LEVel]
+  <n>`` (-1.05 to 1.05 A) -- SOURce subsystem;
+* ``:SENSe:CURRent:PROTection <n>`` (current compliance of the V-source, up to
+  1.05 A), ``:SENSe:VOLTage:PROTection <n>`` (voltage compliance of the I-source, up
+  to 210 V), ``:SENSe:CURRent:NPLCycles <n>`` (0.01 to 10; the speed setting is
+  global), ``:SENSe:FUNCtion "VOLT"|"CURR"`` -- SENSe1 subsystem;
+* ``:OUTPut[:STATe] ON|OFF`` and ``:OUTPut?`` -- OUTPut subsystem;
+* ``:FORMat:ELEMents VOLT,CURR,TIME,STAT`` -- FORMat subsystem; status word bit 0
+  (OFLO, over-range) and bit 3 (in real compliance);
+* ``:TRIGger:COUNt <n>`` (the product of arm and trigger counts is at most 2500),
+  ``:INITiate``, ``:READ?``, ``*OPC?``;
+* ``:TRACe:CLEar``, ``:TRACe:POINts <n>`` (1 to 2500), ``:TRACe:FEED SENSe``,
+  ``:TRACe:FEED:CONTrol NEXT``, ``:TRACe:DATA?`` -- TRACe subsystem;
+* ``:SOURce:DELay <n>`` (0 to 999.9999 s) and ``:SOURce:CLEar:AUTO ON|OFF`` (auto
+  output-off: the output turns on at the start of each source-delay-measure cycle
+  and off after the measurement) -- used for pulses.
+
+Commands of one call are joined with ``;`` into one program message (IEEE 488.2
+compound message, each header starting at the root with ``:``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.device import SampleFlag
+from hwloop.errors import ConfigError
+from instruments.scpi_util import (
+    check_channels,
+    check_count,
+    check_range,
+    num,
+    overflow_to_nan,
+    parse_float,
+    parse_floats,
+)
+from instruments.visa_transport import InstrumentStateError, VisaTransport, planned_timeout_s
+
+FloatArray = NDArray[np.float64]
+
+V_MAX_V = 210.0
+"""2400 voltage source range, V (2400-LV and 2401: 21 V; pass ``v_max_v``)."""
+I_MAX_A = 1.05
+"""2400 current source range, A."""
+NPLC_RANGE = (0.01, 10.0)
+MAX_POINTS = 2500
+"""Trace buffer size and largest trigger count."""
+STATUS_OFLO = 1 << 0
+STATUS_COMPLIANCE = 1 << 3
+
+
+class Keithley2400:
+    """A Keithley 2400 as voltage or current source, voltmeter and pulsing SMU.
+
+    Implements ``Instrument``, ``VoltageSourceRole``, ``CurrentSourceRole`` and
+    ``MeterRole`` (channel 0 only) of :mod:`instruments.roles`, and the
+    ``PulsingSmu`` methods used by :class:`instruments.keithley707b.SwitchedCrosspoints`.
+
+    Args:
+        transport: the connection.
+        v_max_v: optional stricter |voltage| limit, V (<= 210 V).
+        i_max_a: optional stricter |current| limit, A (<= 1.05 A).
+        nplc: integration time used to size timeouts (set by :meth:`configure`), PLC.
+        line_frequency_hz: mains frequency, Hz.
+        pulse_width_min_s: shortest pulse accepted, s (source delay plus a 0.01 PLC
+            conversion: a 2400 cannot make shorter pulses).
+    """
+
+    n_channels = 1
+
+    def __init__(
+        self,
+        transport: VisaTransport,
+        *,
+        v_max_v: float = V_MAX_V,
+        i_max_a: float = I_MAX_A,
+        nplc: float = 1.0,
+        line_frequency_hz: float = 50.0,
+        pulse_width_min_s: float = 1.0e-3,
+    ) -> None:
+        self.transport = transport
+        self.name = transport.name
+        self.v_max_v = check_range(self.name, "v_max_v", v_max_v, 0.0, V_MAX_V, "V")
+        self.i_max_a = check_range(self.name, "i_max_a", i_max_a, 0.0, I_MAX_A, "A")
+        self.nplc = check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
+        self.line_frequency_hz = float(line_frequency_hz)
+        self.pulse_width_min_s = float(pulse_width_min_s)
+        self._closed = False
+
+    # ------------------------------------------------------------------ Instrument
+    def identity(self) -> str:
+        """The ``*IDN?`` reply read at connect."""
+        return self.transport.identity
+
+    def configure(
+        self,
+        *,
+        current_limit_a: float | None = None,
+        voltage_limit_v: float | None = None,
+        nplc: float | None = None,
+    ) -> None:
+        """Set compliance and integration time (one message).
+
+        Args:
+            current_limit_a: ``:SENS:CURR:PROT`` (compliance of the V-source), A.
+            voltage_limit_v: ``:SENS:VOLT:PROT`` (compliance of the I-source), V.
+            nplc: ``:SENS:CURR:NPLC`` (global speed setting), PLC.
+        """
+        parts: list[str] = []
+        if current_limit_a is not None:
+            i = check_range(self.name, "current compliance", current_limit_a, 1e-9, I_MAX_A, "A")
+            parts.append(f":SENS:CURR:PROT {num(i)}")
+        if voltage_limit_v is not None:
+            v = check_range(self.name, "voltage compliance", voltage_limit_v, 0.2e-3, V_MAX_V, "V")
+            parts.append(f":SENS:VOLT:PROT {num(v)}")
+        if nplc is not None:
+            self.nplc = check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
+            parts.append(f":SENS:CURR:NPLC {num(self.nplc)}")
+        if parts:
+            self.transport.write(";".join(parts))
+
+    def safe_state(self) -> None:
+        """Auto output-off off, both levels to 0, output off (idempotent)."""
+        self.transport.write(":SOUR:CLE:AUTO OFF;:SOUR:VOLT:LEV 0;:SOUR:CURR:LEV 0;:OUTP OFF")
+
+    def _state(self) -> tuple[bool, str, float, float]:
+        """``(output on, source function, voltage level V, current level A)``."""
+
+        def parse(text: str) -> tuple[bool, str, float, float]:
+            parts = [p.strip() for p in text.strip().split(";")]
+            if len(parts) != 4 or parts[1] not in ("VOLT", "CURR"):
+                raise ValueError(f"unexpected state reply {text[:60]!r}")
+            return parse_float(parts[0]) == 1.0, parts[1], float(parts[2]), float(parts[3])
+
+        state: tuple[bool, str, float, float] = self.transport.query(
+            ":OUTP?;:SOUR:FUNC?;:SOUR:VOLT:LEV?;:SOUR:CURR:LEV?", parse=parse
+        )
+        return state
+
+    def is_energised(self) -> bool:
+        """Read back output state, function and level (one compound query).
+
+        Returns:
+            True when the output is on at a nonzero level of the source function.
+        """
+        on, func, v, i = self._state()
+        return on and (v if func == "VOLT" else i) != 0.0
+
+    def close(self) -> None:
+        """Safe state, then close the connection (idempotent)."""
+        if self._closed:
+            return
+        try:
+            if not self.transport.closed:
+                self.safe_state()
+        finally:
+            self._closed = True
+            self.transport.close()
+
+    # ------------------------------------------------------------------ sources
+    def set_voltages(self, channels: NDArray[np.integer], volts: FloatArray) -> None:
+        """Source ``volts[0]`` V on channel 0 and turn the output on."""
+        idx = check_channels(self.name, channels, 1)
+        v = np.asarray(volts, dtype=np.float64).reshape(-1)
+        if v.size != len(idx):
+            raise ConfigError(f"{self.name}: {len(idx)} channels but {v.size} voltages")
+        if not idx:
+            return
+        lv = check_range(self.name, "voltage level", v[0], -self.v_max_v, self.v_max_v, "V")
+        self.transport.write(
+            f":SOUR:FUNC VOLT;:SOUR:VOLT:MODE FIX;:SOUR:VOLT:LEV {num(lv)};:OUTP ON"
+        )
+
+    def set_currents(self, channels: NDArray[np.integer], amps: FloatArray) -> None:
+        """Source ``amps[0]`` A from channel 0 and turn the output on (0 A: a voltmeter)."""
+        idx = check_channels(self.name, channels, 1)
+        a = np.asarray(amps, dtype=np.float64).reshape(-1)
+        if a.size != len(idx):
+            raise ConfigError(f"{self.name}: {len(idx)} channels but {a.size} currents")
+        if not idx:
+            return
+        lv = check_range(self.name, "current level", a[0], -self.i_max_a, self.i_max_a, "A")
+        self.transport.write(
+            f":SOUR:FUNC CURR;:SOUR:CURR:MODE FIX;:SOUR:CURR:LEV {num(lv)};:OUTP ON"
+        )
+
+    # ------------------------------------------------------------------ meter
+    def read_voltages(
+        self, channels: NDArray[np.integer], n_samples: int
+    ) -> tuple[FloatArray, NDArray[np.uint8], FloatArray]:
+        """Measure the terminal voltage ``n_samples`` times into the trace buffer.
+
+        The output must be on (a voltmeter: :meth:`set_currents` with 0 A). Sends the
+        buffer setup and ``:INIT``, waits with ``*OPC?`` (timeout from NPLC x samples;
+        not retried), then reads ``:TRAC:DATA?`` (VOLT, TIME, STAT per reading).
+
+        Returns:
+            ``(samples_v (n, 1), flags (n, 1), timestamps_s (n,))``, host monotonic
+            clock; status bit OFLO -> NaN + OVERRANGE, bit 3 -> COMPLIANCE.
+        """
+        idx = check_channels(self.name, channels, 1)
+        n = check_count(self.name, "samples", n_samples, 1, MAX_POINTS)
+        if not idx:
+            return np.zeros((n, 0)), np.zeros((n, 0), dtype=np.uint8), np.zeros(n)
+        on, _, _, _ = self._state()
+        if not on:
+            raise InstrumentStateError(
+                f"{self.name}: the output is off, so nothing can be measured; turn it on"
+                " first (as a voltmeter: source 0 A)"
+            )
+        t0 = time.monotonic()
+        self.transport.write(
+            ':SENS:FUNC "VOLT";:FORM:ELEM VOLT,TIME,STAT;'
+            f":TRIG:COUN {n};:TRAC:CLE;:TRAC:POIN {n};:TRAC:FEED SENS;:TRAC:FEED:CONT NEXT;:INIT"
+        )
+        timeout = planned_timeout_s(n, self.nplc, line_frequency_hz=self.line_frequency_hz)
+        self.transport.query("*OPC?", parse=parse_float, timeout_s=timeout, idempotent=False)
+        vals = self.transport.query(
+            ":TRAC:DATA?", parse=lambda t: parse_floats(t, ",", 3 * n), idempotent=True
+        )
+        arr = np.asarray(vals).reshape(n, 3)
+        status = arr[:, 2].astype(np.int64)
+        samples, bad = overflow_to_nan(arr[:, :1])
+        bad[:, 0] |= (status & STATUS_OFLO) != 0
+        samples[bad] = np.nan
+        flags = np.zeros((n, 1), dtype=np.uint8)
+        flags[bad] |= np.uint8(SampleFlag.OVERRANGE)
+        flags[(status & STATUS_COMPLIANCE) != 0, 0] |= np.uint8(SampleFlag.COMPLIANCE)
+        stamps = t0 + (arr[:, 1] - arr[0, 1])
+        return samples, flags, stamps
+
+    # ------------------------------------------------------------------ pulsing SMU
+    def pulse_voltage(self, amplitude_v: float, width_s: float, count: int) -> int:
+        """Apply ``count`` pulses of ``amplitude_v`` V lasting about ``width_s`` s.
+
+        Auto output-off with source delay = width: each source-delay-measure cycle is
+        one pulse; ``:READ?`` runs ``count`` of them and returns CURR,STAT per pulse.
+        A 2400 cannot stop the burst at a compliance trip, so the pulses from the
+        first one in compliance on are reported as not applied. Never retried.
+
+        Returns:
+            Pulses applied before the first compliance trip.
+        """
+        a = check_range(self.name, "pulse amplitude", amplitude_v, -self.v_max_v, self.v_max_v, "V")
+        w = check_range(self.name, "pulse width", width_s, self.pulse_width_min_s, 999.9999, "s")
+        n = check_count(self.name, "pulse count", count, 1, MAX_POINTS)
+        self.transport.write(
+            f":SOUR:FUNC VOLT;:SOUR:VOLT:MODE FIX;:SOUR:VOLT:LEV {num(a)};:SOUR:DEL {num(w)};"
+            f':SOUR:CLE:AUTO ON;:SENS:FUNC "CURR";:FORM:ELEM CURR,STAT;:TRIG:COUN {n}'
+        )
+        timeout = planned_timeout_s(
+            n, 0.01, fixed_s=n * w, line_frequency_hz=self.line_frequency_hz
+        )
+        try:
+            vals = self.transport.query(
+                ":READ?",
+                parse=lambda t: parse_floats(t, ",", 2 * n),
+                timeout_s=timeout,
+                idempotent=False,
+            )
+        finally:
+            self.transport.write(":SOUR:CLE:AUTO OFF;:SOUR:VOLT:LEV 0;:SOUR:DEL 0;:TRIG:COUN 1")
+        status = np.asarray(vals).reshape(n, 2)[:, 1].astype(np.int64)
+        tripped = np.flatnonzero(status & STATUS_COMPLIANCE)
+        return int(tripped[0]) if tripped.size else n
+
+    def measure_current_at(self, v_read: float) -> float:
+        """One source-measure cycle at ``v_read`` V with auto output-off; returns A.
+
+        Never retried (it sources). NaN when the reading overflowed.
+        """
+        v = check_range(self.name, "read voltage", v_read, -self.v_max_v, self.v_max_v, "V")
+        self.transport.write(
+            f":SOUR:FUNC VOLT;:SOUR:VOLT:MODE FIX;:SOUR:VOLT:LEV {num(v)};:SOUR:DEL 0;"
+            ':SOUR:CLE:AUTO ON;:SENS:FUNC "CURR";:FORM:ELEM CURR;:TRIG:COUN 1'
+        )
+        timeout = planned_timeout_s(1, self.nplc, line_frequency_hz=self.line_frequency_hz)
+        try:
+            i = float(
+                self.transport.query(
+                    ":READ?", parse=parse_float, timeout_s=timeout, idempotent=False
+                )
+            )
+        finally:
+            self.transport.write(":SOUR:CLE:AUTO OFF;:SOUR:VOLT:LEV 0")
+        return i if abs(i) < 9.9e37 else float("nan")

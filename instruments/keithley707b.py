@@ -1,0 +1,306 @@
+"""Keithley 707B switching matrix (TSP) and crosspoints routed to a source-measure unit.
+
+707B commands from the *Models 707B and 708B Switching Matrix Reference Manual*
+(707B-901-01), section 7 "TSP command reference" and section 2 "Matrix card channel
+specifiers":
+
+* ``channel.close("<channelList>")`` -- closes the listed channels, appended to the
+  ones already closed (no channel is opened);
+* ``channel.open("<channelList>")`` and ``channel.open("allslots")``;
+* ``print(channel.getclose("allslots"))`` -- the closed channels, ``;``-separated,
+  or ``nil`` when nothing is closed;
+* channel specifier: slot (1..6), row letter, two-digit column (``"1A01"``: slot 1,
+  row A, column 01); a 7174A card has rows A..H and columns 01..12;
+* ``errorqueue.count`` / ``errorqueue.next()``.
+
+Reed relays must not be hot-switched (manual, "Switch operation": hot switching can
+dry-weld them), so :class:`SwitchedCrosspoints` closes a route with the SMU off and
+opens it again after the SMU is back at 0 V and off.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.errors import ConfigError
+from instruments.scpi_util import check_count, check_range, parse_float
+from instruments.visa_transport import InstrumentError, InstrumentStateError, VisaTransport
+
+FloatArray = NDArray[np.float64]
+
+_SPEC = re.compile(r"^([1-6])([A-Z])(\d\d)$")
+
+
+def parse_closed(text: str) -> tuple[str, ...]:
+    """Parse ``print(channel.getclose(...))``: ``nil`` or ``1A01;1B02`` (sorted tuple)."""
+    t = text.strip()
+    if t == "nil" or t == "":
+        return ()
+    items = [p.strip() for p in t.replace(",", ";").split(";")]
+    if any(_SPEC.match(p) is None for p in items):
+        raise ValueError(f"not a channel list: {t[:60]!r}")
+    return tuple(sorted(items))
+
+
+class Keithley707B:
+    """A 707B matrix: close/open crosspoints, read them back; an ``Instrument``.
+
+    Args:
+        transport: the connection.
+        rows: row letters of the installed cards (7174A: ``"ABCDEFGH"``).
+        columns: number of columns per card (7174A: 12).
+        slots: slots with cards installed.
+    """
+
+    def __init__(
+        self,
+        transport: VisaTransport,
+        *,
+        rows: str = "ABCDEFGH",
+        columns: int = 12,
+        slots: Sequence[int] = (1, 2, 3, 4, 5, 6),
+    ) -> None:
+        self.transport = transport
+        self.name = transport.name
+        self.rows = rows
+        self.columns = int(columns)
+        self.slots = tuple(int(s) for s in slots)
+        self._closed = False
+
+    def check_spec(self, spec: str) -> str:
+        """Return ``spec`` if it names a crosspoint of the installed cards."""
+        m = _SPEC.match(spec)
+        if (
+            m is None
+            or int(m.group(1)) not in self.slots
+            or m.group(2) not in self.rows
+            or not 1 <= int(m.group(3)) <= self.columns
+        ):
+            raise ConfigError(
+                f"{self.name}: {spec!r} is not a crosspoint of the installed cards (slot"
+                f" {self.slots}, rows {self.rows}, columns 01..{self.columns:02d}, e.g. '1A01')"
+            )
+        return spec
+
+    # ------------------------------------------------------------------ Instrument
+    def identity(self) -> str:
+        """The ``*IDN?`` reply read at connect."""
+        return self.transport.identity
+
+    def closed_channels(self) -> tuple[str, ...]:
+        """The closed crosspoints (``print(channel.getclose("allslots"))``), sorted."""
+        closed: tuple[str, ...] = self.transport.query(
+            'print(channel.getclose("allslots"))', parse=parse_closed, idempotent=True
+        )
+        return closed
+
+    def close_channels(self, specs: Sequence[str]) -> None:
+        """``channel.close("...")``: close the crosspoints (others stay as they are)."""
+        items = [self.check_spec(s) for s in specs]
+        if items:
+            self.transport.write(f'channel.close("{",".join(items)}")')
+
+    def open_channels(self, specs: Sequence[str]) -> None:
+        """``channel.open("...")``: open the crosspoints."""
+        items = [self.check_spec(s) for s in specs]
+        if items:
+            self.transport.write(f'channel.open("{",".join(items)}")')
+
+    def close_route(self, specs: Sequence[str]) -> None:
+        """Close one route with the single-route guard, then verify it by read-back.
+
+        Refuses (before writing anything) when any crosspoint outside ``specs`` is
+        closed: while a device is programmed, at most one route may be closed.
+
+        Raises:
+            InstrumentStateError: another route is closed, or the read-back differs.
+        """
+        items = tuple(sorted(self.check_spec(s) for s in specs))
+        if not items:
+            raise ConfigError(f"{self.name}: a route needs at least one crosspoint")
+        before = self.closed_channels()
+        others = [c for c in before if c not in items]
+        if others:
+            raise InstrumentStateError(
+                f"{self.name}: crosspoint(s) {','.join(others)} are closed while route"
+                f" {','.join(items)} is to be programmed; only one route may be closed:"
+                " open them first (safe_state)"
+            )
+        missing = [c for c in items if c not in before]
+        if missing:
+            self.close_channels(missing)
+        after = self.closed_channels()
+        if after != items:
+            raise InstrumentStateError(
+                f"{self.name}: after closing {','.join(items)} the closed crosspoints are"
+                f" {','.join(after) or 'none'}; check the card and the channel list"
+            )
+
+    def check_errors(self) -> None:
+        """Raise :class:`InstrumentError` with the first queued error, if any."""
+        n = int(self.transport.query("print(errorqueue.count)", parse=parse_float, idempotent=True))
+        if n > 0:
+            err = self.transport.query("print(errorqueue.next())", idempotent=False).strip()
+            raise InstrumentError(
+                f"{self.name}: instrument reports {n} error(s), first: {' '.join(err.split())};"
+                " check the channel list"
+            )
+
+    def safe_state(self) -> None:
+        """Open every relay: ``channel.open("allslots")`` (idempotent)."""
+        self.transport.write('channel.open("allslots")')
+
+    def is_energised(self) -> bool:
+        """True when any crosspoint is closed (read back)."""
+        return bool(self.closed_channels())
+
+    def close(self) -> None:
+        """Open every relay, then close the connection (idempotent)."""
+        if self._closed:
+            return
+        try:
+            if not self.transport.closed:
+                self.safe_state()
+        finally:
+            self._closed = True
+            self.transport.close()
+
+
+@runtime_checkable
+class PulsingSmu(Protocol):
+    """A source-measure unit that pulses and reads one device through a route.
+
+    Implemented by :class:`instruments.keithley2400.Keithley2400` and
+    :class:`instruments.keithley2600.Keithley2600Channel`.
+    """
+
+    def pulse_voltage(self, amplitude_v: float, width_s: float, count: int) -> int:
+        """Apply ``count`` pulses; returns those applied before a compliance trip."""
+        ...
+
+    def measure_current_at(self, v_read: float) -> float:
+        """Source ``v_read`` V, measure the current once (A), return to 0 V and off."""
+        ...
+
+    def safe_state(self) -> None:
+        """Output to 0 and off."""
+        ...
+
+
+class SwitchedCrosspoints:
+    """A ``CrosspointRole``: a 707B routes each crosspoint (edge) to one SMU.
+
+    For each call the route of the crosspoint is closed (single-route guard), the SMU
+    pulses or reads it, and the route is opened again -- also when the SMU call fails.
+
+    Args:
+        matrix: the switch matrix.
+        smu: the pulsing SMU wired to the matrix (a 2400, or one 2600B channel).
+        routes: ``routes[e]`` = crosspoints that connect edge ``e`` to the SMU (e.g.
+            ``("1A01", "1B05")``).
+        pulse_amplitude_max_v: largest |pulse amplitude| accepted, V.
+        pulse_width_range_s: (shortest, longest) pulse accepted, s.
+        max_pulses: most pulses per call.
+        v_read_max_v: largest |read voltage|, V.
+    """
+
+    def __init__(
+        self,
+        matrix: Keithley707B,
+        smu: PulsingSmu,
+        routes: Sequence[Sequence[str]],
+        *,
+        pulse_amplitude_max_v: float = 3.0,
+        pulse_width_range_s: tuple[float, float] = (1.0e-5, 1.0e-1),
+        max_pulses: int = 1000,
+        v_read_max_v: float = 1.0,
+    ) -> None:
+        self.matrix = matrix
+        self.smu = smu
+        self.name = f"{matrix.name}+SMU"
+        self.routes = tuple(tuple(matrix.check_spec(s) for s in r) for r in routes)
+        if any(not r for r in self.routes):
+            raise ConfigError(f"{self.name}: every crosspoint needs a route of >= 1 relay")
+        self.pulse_amplitude_max_v = float(pulse_amplitude_max_v)
+        self.pulse_width_range_s = (float(pulse_width_range_s[0]), float(pulse_width_range_s[1]))
+        self.max_pulses = int(max_pulses)
+        self.v_read_max_v = float(v_read_max_v)
+
+    def _route(self, crosspoint: int) -> tuple[str, ...]:
+        check_count(self.name, "crosspoint", crosspoint, 0, len(self.routes) - 1)
+        return self.routes[int(crosspoint)]
+
+    def pulse(self, crosspoint: int, amplitude_v: float, width_s: float, count: int) -> int:
+        """Route ``crosspoint`` to the SMU, apply ``count`` pulses, open the route.
+
+        Returns:
+            Pulses applied (fewer after a compliance trip).
+
+        Raises:
+            LimitError: amplitude, width or count beyond the limits (nothing applied).
+            InstrumentStateError: another route is closed (nothing applied).
+        """
+        route = self._route(crosspoint)
+        a = self.pulse_amplitude_max_v
+        check_range(self.name, "pulse amplitude", amplitude_v, -a, a, "V")
+        check_range(self.name, "pulse width", width_s, *self.pulse_width_range_s, "s")
+        n = check_count(self.name, "pulse count", count, 0, self.max_pulses)
+        if n == 0 or amplitude_v == 0.0:
+            return 0
+        self.smu.safe_state()  # never hot-switch the reed relays
+        self.matrix.close_route(route)
+        try:
+            return self.smu.pulse_voltage(amplitude_v, width_s, n)
+        finally:
+            self._release(route)
+
+    def read_conductance(self, crosspoints: NDArray[np.integer], v_read: float) -> FloatArray:
+        """Conductance ``I / v_read`` of each crosspoint, S, one route at a time."""
+        v = check_range(
+            self.name, "read voltage", v_read, -self.v_read_max_v, self.v_read_max_v, "V"
+        )
+        if v == 0.0:
+            raise ConfigError(f"{self.name}: the read voltage must be nonzero")
+        cps = [int(c) for c in np.asarray(crosspoints).reshape(-1)]
+        routes = [self._route(c) for c in cps]
+        out = np.empty(len(cps))
+        self.smu.safe_state()
+        for j, route in enumerate(routes):
+            self.matrix.close_route(route)
+            try:
+                out[j] = self.smu.measure_current_at(v) / v
+            finally:
+                self._release(route)
+        return out
+
+    def _release(self, route: Sequence[str]) -> None:
+        """SMU off, then open the route (both attempted even if one fails)."""
+        try:
+            self.smu.safe_state()
+        finally:
+            self.matrix.open_channels(route)
+
+    # ------------------------------------------------------------------ Instrument
+    def identity(self) -> str:
+        """Identities of the matrix and the SMU's instrument."""
+        return self.matrix.identity()
+
+    def safe_state(self) -> None:
+        """SMU to 0 and off, then every relay open."""
+        try:
+            self.smu.safe_state()
+        finally:
+            self.matrix.safe_state()
+
+    def is_energised(self) -> bool:
+        """True when any crosspoint of the matrix is closed."""
+        return self.matrix.is_energised()
+
+    def close(self) -> None:
+        """Safe state (the instruments themselves are closed by their owners)."""
+        self.safe_state()

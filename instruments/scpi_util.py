@@ -1,0 +1,132 @@
+"""Small helpers shared by the SCPI/TSP drivers: argument checks, number format, parsing.
+
+Every driver checks its arguments against the instrument's ranges *before* it
+writes anything and raises :class:`hwloop.errors.LimitError` (never clips).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.errors import ConfigError, LimitError
+
+OVERFLOW_THRESHOLD = 9.9e37
+"""SCPI reports an overflowed reading as +9.9E37 (and NaN as 9.91E37); |x| >= this
+is not a measurement (SCPI-99 vol. 1, 7.2.1.5; 2400 manual, status bit OFLO)."""
+
+
+def num(x: float) -> str:
+    """A number as sent to an instrument: shortest round-trip form up to 9 digits."""
+    return f"{float(x):.9g}"
+
+
+def check_finite(instrument: str, what: str, value: float) -> float:
+    """Return ``value`` as float, or raise ConfigError if it is NaN or infinite."""
+    v = float(value)
+    if not math.isfinite(v):
+        raise ConfigError(f"{instrument}: {what} = {value!r} must be a finite number")
+    return v
+
+
+def check_range(
+    instrument: str, what: str, value: float, lo: float, hi: float, unit: str, fix: str = ""
+) -> float:
+    """Return ``value`` if ``lo <= value <= hi``; else raise :class:`LimitError`.
+
+    Args:
+        instrument: instrument name for the message.
+        what: name of the quantity (e.g. ``"source level"``).
+        value: the requested value.
+        lo: smallest allowed value.
+        hi: largest allowed value.
+        unit: unit symbol for the message.
+        fix: what to do instead (appended to the message).
+    """
+    v = check_finite(instrument, what, value)
+    if not lo <= v <= hi:
+        hint = f"; {fix}" if fix else ""
+        raise LimitError(
+            f"{instrument}: {what} {v:.6g} {unit} is outside the instrument's range"
+            f" [{lo:.6g}, {hi:.6g}] {unit}; nothing was sent{hint}"
+        )
+    return v
+
+
+def check_count(instrument: str, what: str, n: int, lo: int, hi: int) -> int:
+    """Return integer ``n`` if ``lo <= n <= hi``; else raise LimitError/ConfigError."""
+    if int(n) != n:
+        raise ConfigError(f"{instrument}: {what} = {n!r} must be an integer")
+    k = int(n)
+    if not lo <= k <= hi:
+        raise LimitError(
+            f"{instrument}: {what} {k} is outside the instrument's range [{lo}, {hi}];"
+            " nothing was sent; split the request"
+        )
+    return k
+
+
+def check_channels(
+    instrument: str, channels: Sequence[int] | NDArray[np.integer], n: int
+) -> list[int]:
+    """Validate 0-based channel indices (unique, in ``0..n-1``); return them as ints."""
+    idx = [int(c) for c in np.asarray(channels).reshape(-1)]
+    if len(set(idx)) != len(idx):
+        raise ConfigError(f"{instrument}: channel list {idx} has duplicates")
+    bad = [c for c in idx if not 0 <= c < n]
+    if bad:
+        raise ConfigError(
+            f"{instrument}: channel(s) {bad} do not exist (0..{n - 1}); check the board file"
+        )
+    return idx
+
+
+def parse_float(text: str) -> float:
+    """One number from a reply; ValueError if the reply is not exactly one number."""
+    parts = text.strip().split()
+    if len(parts) != 1:
+        raise ValueError(f"expected one number, got {text[:60]!r}")
+    return float(parts[0])
+
+
+def parse_floats(text: str, sep: str = ",", count: int | None = None) -> list[float]:
+    r"""Numbers separated by ``sep`` (whitespace allowed); ValueError if garbled.
+
+    Args:
+        text: the reply.
+        sep: separator (``","`` for SCPI lists and TSP ``printbuffer``; ``"\\t"``
+            for TSP ``print`` of several values).
+        count: expected number of values (None: any number >= 1).
+    """
+    items = [p.strip() for p in text.strip().split(sep)]
+    if not items or any(not p for p in items):
+        raise ValueError(f"empty item in {text[:60]!r}")
+    values = [float(p) for p in items]
+    if count is not None and len(values) != count:
+        raise ValueError(f"expected {count} values, got {len(values)} in {text[:60]!r}")
+    return values
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``false`` (TSP ``print`` of a boolean) or ``1``/``0`` (SCPI)."""
+    t = text.strip().lower()
+    if t in ("true", "1", "1.00000e+00"):
+        return True
+    if t in ("false", "0", "0.00000e+00"):
+        return False
+    raise ValueError(f"expected a boolean, got {text[:60]!r}")
+
+
+def overflow_to_nan(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Replace SCPI overflow/NaN markers and non-finite values by NaN.
+
+    Returns:
+        ``(values with NaN, mask of the replaced entries)``.
+    """
+    v = np.asarray(values, dtype=np.float64).copy()
+    bad = ~np.isfinite(v) | (np.abs(v) >= OVERFLOW_THRESHOLD)
+    v[bad] = np.nan
+    return v, bad
