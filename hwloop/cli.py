@@ -4,9 +4,8 @@ Every subcommand comes from the ``hwloop.commands`` entry-point group (see
 :mod:`hwloop.plugins`). Errors derived from :class:`hwloop.errors.HwloopError`
 print one line on stderr and exit with code 2; so do errors the HDF5 library
 raises while a command that reads a session file (a ``run`` argument) reads it
-(a damaged or incomplete file), and such a file that is truncated or cannot be
-opened at all is refused before the command starts (see
-:func:`hwloop.inspect_cmd.check_file`); Ctrl-C exits with 130.
+(a damaged or incomplete file; :func:`hwloop.sessionlog.open_session` refuses
+truncated and unopenable files first); Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -85,11 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        run = getattr(args, "run", None)
-        if run is not None:  # a command that reads a session file
-            from hwloop.inspect_cmd import check_file
-
-            check_file(run)
         code = func(args)
     except HwloopError as exc:
         print(f"hwloop {args.command}: error: {exc}", file=sys.stderr)

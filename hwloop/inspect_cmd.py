@@ -9,104 +9,20 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from hwloop.sessionlog import SessionError, SessionFile, open_session
-
-REQUIRED = (
-    "device",
-    "device/node_names",
-    "device/node_roles",
-    "device/node_clamps",
-    "device/edge_nodes",
-    "device/bias_nodes",
-    "steps",
-    "steps/index",
-    "steps/free_nodes",
-    "steps/examples",
-    "steps/n_samples",
-    "steps/inputs_v",
-    "steps/betas_s",
-    "steps/nudge_values",
-    "steps/update_b_a",
-    "programming",
-    "programming/records",
-    "epochs",
-    "events",
-    "checkpoints",
-    "checkpoints/index",
-    "checkpoints/order",
-    "checkpoints/conductances_s",
-    "checkpoints/biases_a",
+from hwloop.sessionlog import (
+    READ_ERRORS,
+    SessionError,
+    SessionFile,
+    check_file,
+    first_line,
+    missing_objects,
+    open_session,
 )
-"""Objects every schema-1 session file holds (docs/session-format.md, "present: always")."""
-
-REQUIRED_BY_MODE = {
-    "raw": ("steps/samples_v", "steps/flags", "steps/sample_time_s"),
-    "summary": ("steps/mean_v", "steps/sem_v", "steps/flags_any"),
-}
-"""The per-step sample datasets of each ``samples`` logging mode."""
-
-_READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
-"""What h5py raises for a damaged or incomplete file."""
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (KeyError's without its quotes)."""
-    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-    text = str(msg).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def check_file(path: str | Path) -> None:
-    """Refuse a truncated HDF5 file, or a cleanly closed one HDF5 cannot open.
-
-    Both would otherwise reach the SWMR-read fallback of
-    :func:`hwloop.sessionlog.open_session`, meant for a killed writer's file: HDF5
-    skips the end-of-file check there (a truncated file is then taken for a crashed
-    one, and ``hwloop resume`` rewrites it) and retries a damaged metadata block with
-    doubling sleeps (a hang). A missing or non-HDF5 file is left to ``open_session``.
-
-    Raises:
-        SessionError: the file is truncated or cannot be opened; one line.
-    """
-    p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(48)
-        size = p.stat().st_size
-    except OSError:
-        return
-    # superblock version 2 or 3 (what hwloop writes), 8-byte offsets:
-    # signature, version, sizes, flags, base address, extension address, end of file
-    if head[:8] != _SIGNATURE or len(head) < 36 or head[8] not in (2, 3) or head[9] != 8:
-        return
-    eof = int.from_bytes(head[28:36], "little")
-    if size < eof:
-        raise SessionError(
-            f"{p} is truncated: {size} of its {eof} bytes are there (an interrupted copy "
-            "or a full disk?); copy it again from the original"
-        )
-    if head[11] == 0:  # closed cleanly: no reason for the SWMR fallback
-        try:
-            h5py.File(p, "r").close()
-        except _READ_ERRORS as exc:
-            raise SessionError(
-                f"{p} cannot be opened as HDF5 ({_first_line(exc)}); the file is damaged"
-            ) from None
-
-
-def missing_objects(f: h5py.File, samples_mode: str) -> list[str]:
-    """The required groups and datasets that ``f`` lacks, as absolute paths."""
-    need = (*REQUIRED, *REQUIRED_BY_MODE.get(samples_mode, ()))
-    return ["/" + name for name in need if name not in f]
 
 
 def unreadable_datasets(f: h5py.File) -> list[str]:
@@ -125,13 +41,13 @@ def unreadable_datasets(f: h5py.File) -> list[str]:
                 obj[obj.shape[0] - 1]
             else:
                 obj[()]
-        except _READ_ERRORS:
+        except READ_ERRORS:
             bad.append("/" + name)
 
     try:
         for k in f:
             check(k)
-    except _READ_ERRORS:
+    except READ_ERRORS:
         bad.append("/")
     return bad
 
@@ -254,15 +170,15 @@ def read_report(path: str, *, full: bool = False) -> dict[str, Any]:
                 )
             try:
                 return session_report(sf, full=full)
-            except _READ_ERRORS as exc:
+            except READ_ERRORS as exc:
                 bad = unreadable_datasets(sf.h5)
                 what = ", ".join(bad[:6]) + (" ..." if len(bad) > 6 else "") or "a dataset"
                 raise SessionError(
-                    f"{path} is damaged: {what} cannot be read ({_first_line(exc)})"
+                    f"{path} is damaged: {what} cannot be read ({first_line(exc)})"
                 ) from None
     except RuntimeError as exc:  # h5py's error for some metadata damage found while opening
         raise SessionError(
-            f"{path} is damaged: its metadata cannot be read ({_first_line(exc)})"
+            f"{path} is damaged: its metadata cannot be read ({first_line(exc)})"
         ) from None
 
 

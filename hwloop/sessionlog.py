@@ -395,11 +395,11 @@ def description_to_group(grp: h5py.Group, desc: BoardDescription) -> None:
     grp.attrs["info_json"] = json.dumps(desc.info, default=str)
     grp.attrs["summary_json"] = json.dumps(desc.summary(), default=str)
     names = np.array([n.encode() for n in desc.node_names])
-    _units(grp.create_dataset("node_names", data=names), "")
+    _units(grp.create_dataset("node_names", data=names), "text")
     roles = np.array([str(r).encode() for r in desc.node_roles])
-    _units(grp.create_dataset("node_roles", data=roles), "")
+    _units(grp.create_dataset("node_roles", data=roles), "text (NodeRole)")
     clamps = np.array([str(c).encode() for c in desc.node_clamps])
-    _units(grp.create_dataset("node_clamps", data=clamps), "")
+    _units(grp.create_dataset("node_clamps", data=clamps), "text (Clamp)")
     _units(
         grp.create_dataset(
             "edge_nodes", data=np.asarray(desc.edge_nodes, dtype=np.int64), compression="gzip"
@@ -948,6 +948,8 @@ def _open_swmr_write(p: Path) -> h5py.File:
 
 
 def _checkpoint_units(name: str) -> str:
+    if "_t_" in name or name.endswith("time_s") or "_since_s" in name:
+        return "s"
     if name.endswith("_s"):
         return "S"
     if name.endswith("_a"):
@@ -958,6 +960,99 @@ def _checkpoint_units(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+REQUIRED = (
+    "device",
+    "device/node_names",
+    "device/node_roles",
+    "device/node_clamps",
+    "device/edge_nodes",
+    "device/bias_nodes",
+    "steps",
+    "steps/index",
+    "steps/free_nodes",
+    "steps/examples",
+    "steps/n_samples",
+    "steps/inputs_v",
+    "steps/betas_s",
+    "steps/nudge_values",
+    "steps/update_b_a",
+    "programming",
+    "programming/records",
+    "epochs",
+    "events",
+    "checkpoints",
+    "checkpoints/index",
+    "checkpoints/order",
+    "checkpoints/conductances_s",
+    "checkpoints/biases_a",
+)
+"""Objects every schema-1 session file holds (docs/session-format.md, "present: always")."""
+
+REQUIRED_BY_MODE = {
+    "raw": ("steps/samples_v", "steps/flags", "steps/sample_time_s"),
+    "summary": ("steps/mean_v", "steps/sem_v", "steps/flags_any"),
+}
+"""The per-step sample datasets of each ``samples`` logging mode."""
+
+READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+"""What h5py raises for a damaged or incomplete file."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (KeyError's without its quotes)."""
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = str(msg).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_file(path: str | Path) -> None:
+    """Refuse a truncated HDF5 file, or a cleanly closed one HDF5 cannot open.
+
+    Both would otherwise reach the SWMR-read fallback of
+    :func:`hwloop.sessionlog.open_session`, meant for a killed writer's file: HDF5
+    skips the end-of-file check there (a truncated file is then taken for a crashed
+    one, and ``hwloop resume`` rewrites it) and retries a damaged metadata block with
+    doubling sleeps (a hang). A missing or non-HDF5 file is left to ``open_session``.
+
+    Raises:
+        SessionError: the file is truncated or cannot be opened; one line.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(48)
+        size = p.stat().st_size
+    except OSError:
+        return
+    # superblock version 2 or 3 (what hwloop writes), 8-byte offsets:
+    # signature, version, sizes, flags, base address, extension address, end of file
+    if head[:8] != _SIGNATURE or len(head) < 36 or head[8] not in (2, 3) or head[9] != 8:
+        return
+    eof = int.from_bytes(head[28:36], "little")
+    if size < eof:
+        raise SessionError(
+            f"{p} is truncated: {size} of its {eof} bytes are there (an interrupted copy "
+            "or a full disk?); copy it again from the original"
+        )
+    if head[11] == 0:  # closed cleanly: no reason for the SWMR fallback
+        try:
+            h5py.File(p, "r").close()
+        except READ_ERRORS as exc:
+            raise SessionError(
+                f"{p} cannot be opened as HDF5 ({first_line(exc)}); the file is damaged"
+            ) from None
+
+
+def missing_objects(f: h5py.File, samples_mode: str) -> list[str]:
+    """The required groups and datasets that ``f`` lacks, as absolute paths."""
+    need = (*REQUIRED, *REQUIRED_BY_MODE.get(samples_mode, ()))
+    return ["/" + name for name in need if name not in f]
+
 
 
 def _attr_value(v: Any) -> Any:
@@ -975,6 +1070,7 @@ def _open_h5(p: Path) -> tuple[h5py.File, bool]:
             f"{p} is not an HDF5 file (truncated or another format); give a session file "
             "written by 'hwloop train'"
         )
+    check_file(p)  # truncated, or closed cleanly yet unreadable: no SWMR fallback
     try:
         return h5py.File(p, "r"), True
     except OSError:
@@ -1003,6 +1099,13 @@ class SessionFile:
         try:
             self._check_schema()
             f = self._f
+            mode = json.loads(f.attrs["log_options_json"]).get("samples", "raw")
+            missing = missing_objects(f, str(mode))
+            if missing:
+                raise SessionError(
+                    f"{self.path} is an incomplete session file: {', '.join(missing)} missing "
+                    "(the file was edited or not written by 'hwloop train')"
+                )
             self.attrs: dict[str, Any] = {k: _attr_value(v) for k, v in f.attrs.items()}
             self.description = description_from_group(f["device"])
             s = f["steps"]
@@ -1025,11 +1128,10 @@ class SessionFile:
         except SessionError:
             self._f.close()
             raise
-        except (KeyError, ValueError, TypeError, OSError) as exc:
+        except READ_ERRORS as exc:
             self._f.close()
             raise SessionError(
-                f"{self.path} is an incomplete or damaged session file ({exc}); "
-                "run 'hwloop inspect' on it for details"
+                f"{self.path} is an incomplete or damaged session file ({first_line(exc)})"
             ) from None
 
     def _check_schema(self) -> None:
@@ -1190,6 +1292,13 @@ class SessionFile:
         k = int(np.arange(len(rows))[i])
         row = rows[k]
         c = self._f["checkpoints"]
+        need = ("conductances_s", "biases_a", "order")
+        missing = [n for n in need if n not in c]
+        if missing:
+            raise SessionError(
+                f"{self.path}: checkpoint arrays {', '.join(missing)} are missing; the file "
+                "was edited or is damaged"
+            )
         return Checkpoint(
             steps_done=int(row["steps_done"]),
             epoch=int(row["epoch"]),
@@ -1255,6 +1364,11 @@ def repair(path: str | Path) -> int:
     with open_session(p) as sf:
         if sf.clean:
             return sf.steps_done
+        if str(sf.attrs.get("status", "")) != "running":
+            raise SessionError(
+                f"{p} was not left behind by a killed writer (status "
+                f"{sf.attrs.get('status')!r}) but HDF5 cannot open it normally; it is damaged"
+            )
         n = sf.steps_done
         n_prog = 0
         if n:

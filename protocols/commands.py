@@ -28,7 +28,13 @@ from protocols.cli import _MULTI, _TRAIN_FLAGS
 from protocols.config import TrainConfig, make_config, resolve
 from protocols.engine import StepRecord
 from protocols.plan import format_plan
-from protocols.training import EpochMetrics, Trainer, backend_options, evaluate
+from protocols.training import (
+    CHECKPOINT_REQUIRED,
+    EpochMetrics,
+    Trainer,
+    backend_options,
+    evaluate,
+)
 
 
 def _format_epoch(m: EpochMetrics, total: int) -> str:
@@ -204,6 +210,12 @@ def run_resume(args: argparse.Namespace) -> int:
         steps_done = sf.steps_done
         prior = str(sf.attrs.get("status", ""))
         epochs_recorded = len(sf.epochs())
+    missing = [k for k in CHECKPOINT_REQUIRED if k not in ckpt.arrays]
+    if missing:
+        raise ConfigError(
+            f"{path}: its last checkpoint lacks {', '.join(missing)}; the file was edited or "
+            "is damaged, so the run cannot be continued"
+        )
     values = tomllib.loads(config_toml)
     if args.epochs is not None:
         if args.epochs < epochs_recorded:
@@ -250,9 +262,13 @@ def run_resume(args: argparse.Namespace) -> int:
                     f"; {steps_done - ckpt.steps_done} step(s) after the checkpoint were "
                     "applied to the board and their examples are trained again"
                 )
-        writer.event("resume", steps_done, note[:240])
-        print(f"hwloop resume: {note}", file=sys.stderr)
-        _header(cfg, data, trainer, source, "resume")
+        try:
+            writer.event("resume", steps_done, note[:240])
+            print(f"hwloop resume: {note}", file=sys.stderr)
+            _header(cfg, data, trainer, source, "resume")
+        except BaseException as exc:
+            writer.close("failed", f"{type(exc).__name__}: {exc}")
+            raise
         return _drive(trainer, writer, args, resume_from=ckpt, verify_until=verify_until)
 
 

@@ -72,6 +72,19 @@ def backend_options(cfg: TrainConfig) -> dict[str, Any]:
     return {"arch": cfg.arch}
 
 
+CHECKPOINT_REQUIRED = (
+    "conductances_s",
+    "trainer/accum",
+    "optimiser/lr_w",
+    "optimiser/lr_b",
+    "optimiser/epochs_decayed",
+    "optimiser/has_buffers",
+    "optimiser/buf_g",
+    "optimiser/buf_b",
+)
+"""Checkpoint arrays :meth:`Trainer.restore` needs."""
+
+
 @dataclass
 class _Learner:
     optimiser: SGD
@@ -347,6 +360,12 @@ class Trainer:
             are from the checkpoint's (0 after an exact restore).
         """
         a = ckpt.arrays
+        missing = [k for k in CHECKPOINT_REQUIRED if k not in a]
+        if missing:
+            raise ConfigError(
+                f"the checkpoint lacks {', '.join(missing)}; the session file was edited or "
+                "is damaged, so the run cannot be continued"
+            )
         self.optimiser.load_state(
             {
                 "lr_w": list(a["optimiser/lr_w"]),

@@ -163,23 +163,8 @@ NOT_APPLICABLE = {
     ("no-optimiser-state", "evaluate"),
 }
 
-_NO_VALIDATION = ("SessionFile does not check that the schema's groups exist (sessionlog.py, "
-                  "SessionFile.__init__)")
-KNOWN_BUGS = {
-    ("no-programming", "resume"): _NO_VALIDATION + ": resume reopens the file, trains an "
-    "epoch and fails at the first append",
-    ("no-events", "resume"): _NO_VALIDATION + ": resume reopens the file for writing, then "
-    "fails at the resume event and leaves it flagged 'running'",
-    ("no-programming", "evaluate"): _NO_VALIDATION + ": evaluate exits 0",
-    ("no-epochs", "evaluate"): _NO_VALIDATION + ": evaluate exits 0",
-    ("no-events", "evaluate"): _NO_VALIDATION + ": evaluate exits 0",
-    ("no-checkpoint-conductances", "resume"): "KeyError traceback: Trainer.restore reads "
-    "ckpt.arrays['conductances_s'] unchecked",
-    ("no-checkpoint-conductances", "evaluate"): "KeyError traceback: run_evaluate reads "
-    "ckpt.arrays['conductances_s'] unchecked",
-    ("no-optimiser-state", "resume"): "KeyError traceback: Trainer.restore reads "
-    "ckpt.arrays['optimiser/lr_w'] unchecked",
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
+"""(case, command) pairs that still fail, with the reason (none at present)."""
 
 
 def _params() -> list[Any]:

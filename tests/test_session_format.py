@@ -28,7 +28,7 @@ import pytest
 
 import simulated_device.board as board_module
 from hwloop.cli import main
-from hwloop.inspect_cmd import REQUIRED, REQUIRED_BY_MODE
+from hwloop.sessionlog import REQUIRED, REQUIRED_BY_MODE
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "session-format.md"
 TINY = [
@@ -37,12 +37,11 @@ TINY = [
 ]
 PRESENCE = {"always", "raw", "summary", "updates", "layered", "emulator", "drift"}
 
-KNOWN_EMPTY_UNITS = {"/device/node_names", "/device/node_roles", "/device/node_clamps"}
-"""Datasets that hwloop/sessionlog.py (description_to_group) writes with units ''."""
+TEXT_DATASETS = {"/device/node_names", "/device/node_roles", "/device/node_clamps"}
+"""String datasets: their units say what the text is."""
 
-KNOWN_WRONG_UNITS = {"/checkpoints/board/drift_t_since_s": ("S", "s")}
-"""path: (units the writer gives, correct units): _checkpoint_units maps every ``_s``
-suffix to siemens, but this array holds times in seconds."""
+TIME_ARRAYS = {"/checkpoints/board/drift_t_since_s": "s"}
+"""Checkpoint arrays holding times (the ``_s`` suffix here means seconds, not siemens)."""
 
 
 # --------------------------------------------------------------------------- the files
@@ -366,21 +365,17 @@ def test_every_dataset_has_units(files: dict[str, Path]) -> None:
             for p, ds in _datasets(f).items():
                 units = ds.attrs.get("units")
                 assert isinstance(units, str), f"{name}: {p} has no string units"
-                assert units or p in KNOWN_EMPTY_UNITS, f"{name}: {p} has empty units"
+                assert units, f"{name}: {p} has empty units"
 
 
-@pytest.mark.xfail(strict=True, reason="sessionlog.description_to_group writes units '' "
-                   "for the string datasets (fix it, then update the doc and drop this mark)")
 def test_string_datasets_have_units(files: dict[str, Path]) -> None:
     with _open(files["raw"]) as f:
-        assert all(f[p].attrs["units"] for p in KNOWN_EMPTY_UNITS)
+        assert all(f[p].attrs["units"].startswith("text") for p in TEXT_DATASETS)
 
 
-@pytest.mark.xfail(strict=True, reason="sessionlog._checkpoint_units labels every '_s' array "
-                   "siemens, also drift_t_since_s (seconds); fix it, then the doc and this mark")
 def test_time_checkpoint_arrays_are_labelled_seconds(files: dict[str, Path]) -> None:
     with _open(files["drift"]) as f:
-        for p, (_, right) in KNOWN_WRONG_UNITS.items():
+        for p, right in TIME_ARRAYS.items():
             assert f[p].attrs["units"] == right
 
 
