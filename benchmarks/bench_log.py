@@ -4,7 +4,7 @@ DRN-XS (1568-100-10) on the emulator at batch 32 with N = 10 read samples per
 phase (read noise 10 mV), centered EP: the same training steps are run with the
 session file written (default options: every raw sample, flags, timestamps,
 inputs, nudges, every edge's update, programming exceptions, checkpoints every
-200 steps and at the epoch end) and with no session file, alternately in the
+1,000 steps and at the epoch end) and with no session file, alternately in the
 same process. Reports the median time per step of each, the overhead, the MB/s
 written and the file size per epoch of the bundled MNIST subset (4,000 training
 examples = 125 steps). Prints a table and, last, one JSON line. Usage::

@@ -5,6 +5,12 @@
   records "stopped" and exits cleanly.
 * Second Ctrl-C: ``KeyboardInterrupt`` is raised at once; the ``finally`` of
   :func:`safe_session` still puts the board in its safe state.
+* SIGTERM (``kill``, a batch scheduler, a service manager): the same path as a
+  second Ctrl-C (:class:`Terminated`, a ``KeyboardInterrupt``), so the run is
+  recorded as aborted and the board still ends in its safe state.
+
+Both signals are held back (delivered afterwards) while an instrument exchange,
+a session-file write or the safe state is under way (:func:`sigint_held`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from contextlib import contextmanager
 from types import FrameType
 
 from hwloop.device import Device
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: abort now, like a second Ctrl-C (the safe state still runs)."""
 
 
 class StopRequest:
@@ -34,10 +44,12 @@ class StopRequest:
 
 @contextmanager
 def deferred_interrupt(stop: StopRequest) -> Iterator[StopRequest]:
-    """Install the two-stage Ctrl-C handler for the duration of the block.
+    """Install the two-stage Ctrl-C handler and the SIGTERM handler for the block.
 
-    Only in the main thread (signal handlers cannot be installed elsewhere);
-    elsewhere the block runs with the default behaviour.
+    SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``: the abort path of a
+    second Ctrl-C) after setting ``stop``'s reason. Only in the main thread (signal
+    handlers cannot be installed elsewhere); elsewhere the block runs with the
+    default behaviour.
     """
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -52,28 +64,50 @@ def deferred_interrupt(stop: StopRequest) -> Iterator[StopRequest]:
             file=sys.stderr,
         )
 
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.request("terminated by SIGTERM")
+        print("\nhwloop: SIGTERM: aborting now (the board goes to its safe state)",
+              file=sys.stderr)
+        raise Terminated("terminated by SIGTERM")
+
     previous = signal.signal(signal.SIGINT, handler)
+    previous_term = signal.signal(signal.SIGTERM, on_term)
     try:
         yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 @contextmanager
 def sigint_held() -> Iterator[None]:
-    """Hold Ctrl-C back while the file is being written (main thread only)."""
+    """Hold Ctrl-C and SIGTERM back while a write or exchange runs (main thread only).
+
+    Each signal caught meanwhile is delivered when the block ends, to the handler
+    that was installed before it (a second Ctrl-C held back here still aborts; a
+    SIGTERM with the default action still terminates the process, afterwards).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    previous_term = signal.signal(signal.SIGTERM, hold)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        if callable(previous):
-            for _ in caught:  # each one: a second Ctrl-C held back here still aborts
-                previous(signal.SIGINT, None)
+        signal.signal(signal.SIGTERM, previous_term)
+        for signum in caught:
+            before = previous if signum == signal.SIGINT else previous_term
+            if callable(before):
+                before(signum, None)
+            elif before == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any
 # CLI flag -> configuration key (only options given on the command line override the file)
 _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "backend": ("backend", str, "board backend (entry point in hwloop.backends)"),
+    "board": ("board", str, "board file (TOML) of --backend board: instruments, wiring, limits"),
     "dataset": ("dataset", str, "mnist-subset (bundled), mnist, fashion-mnist, kmnist, or a path"),
     "data_dir": ("data-dir", str, "directory with the IDX files (or set HWLOOP_DATA_DIR)"),
     "arch": ("arch", str, "layer sizes, e.g. 1568-100-10"),
@@ -147,3 +148,39 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "recorded float32)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_replay)
+
+
+def _gradcheck(args: argparse.Namespace) -> int:
+    from protocols.gradcheck import run_gradcheck
+
+    return run_gradcheck(args)
+
+
+def register_gradcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hwloop gradcheck``."""
+    p = sub.add_parser(
+        "gradcheck",
+        help="compare every EP estimator with the exact gradient on the non-reciprocal emulator",
+        description="On a reciprocal and a non-reciprocal emulated network, estimate the "
+        "gradient with each estimator (one-sided, centered, four-point, Cauchy with N points) "
+        "across nudge sizes, sample counts and read noise, and compare with the exact gradient "
+        "(implicit differentiation). Lists are comma-separated.",
+    )
+    p.add_argument("--arch", default="10-10-10-10-3", help="layer sizes (default 10-10-10-10-3)")
+    p.add_argument("--weight-gain", default="3",
+                   help="initial conductance scale (output conductance ~ gain * sqrt(fan-in))")
+    p.add_argument("--asymmetry", default="0.5",
+                   help="log-normal backward/forward mismatch of the non-reciprocal network")
+    p.add_argument("--fwd-gain", default="1.2", help="forward voltage gain (non-reciprocal)")
+    p.add_argument("--bwd-gain", default="0.8", help="backward current gain (non-reciprocal)")
+    p.add_argument("--estimators", default="one-sided,centered,four-point,cauchy",
+                   help="estimators to run")
+    p.add_argument("--betas", default="0.01,0.03,0.1,0.3,1", help="nudge radii |beta|, S")
+    p.add_argument("--points", default="2,4,8", help="Cauchy points N (>= 2)")
+    p.add_argument("--read-noise", default="0,1e-4", help="read noise per sample, V")
+    p.add_argument("--samples", default="16", help="samples per phase")
+    p.add_argument("--batch", default="8", help="examples")
+    p.add_argument("--seed", default="0", help="random seed")
+    p.add_argument("--plots", default=None, help="directory for the PNG plots")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=_gradcheck)

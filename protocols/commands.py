@@ -177,6 +177,9 @@ def run_train(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
         trainer.writer = writer
+        sink = getattr(device, "set_event_sink", None)
+        if callable(sink):  # instrument retries, warnings and safety actions go to the log
+            sink(lambda kind, msg: writer.event(kind, trainer.steps_done, msg))
         _header(cfg, data, trainer, source, "train")
         return _drive(trainer, writer, args)
 

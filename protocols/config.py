@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from hwloop.config import build_config
+from hwloop.config import build_config, read_toml
 from hwloop.errors import ConfigError
 
 DTypeName = Literal["float32", "float64"]
@@ -30,6 +31,9 @@ class TrainConfig:
     """
 
     backend: str = "emulator"
+    board: str | None = None
+    """Board file (TOML) of the ``board`` backend: instruments, wiring, limits; the
+    architecture comes from it (see ``instruments/board_file.py``)."""
     dataset: str = "mnist-subset"
     data_dir: str | None = None
     arch: str = "1568-100-10"
@@ -82,7 +86,7 @@ class TrainConfig:
     rows follow from the raw samples and checkpoints)."""
     checkpoint_every: int = 0
     """Full-state checkpoint every this many steps (0: every step up to 65,536 edges,
-    else every 200); always at epoch ends and at a clean stop."""
+    else every 1000); always at epoch ends and at a clean stop."""
 
     def __post_init__(self) -> None:
         def pos(name: str, v: float | None, strict: bool = True) -> None:
@@ -132,6 +136,16 @@ class TrainConfig:
         if self.max_samples is not None and self.max_samples < self.samples:
             raise ConfigError(
                 f"max_samples = {self.max_samples} must be >= samples = {self.samples}"
+            )
+        if self.backend == "board" and not self.board:
+            raise ConfigError(
+                "backend 'board' needs a board file: pass --board PATH "
+                "(examples in examples/boards/)"
+            )
+        if self.board is not None and self.backend != "board":
+            raise ConfigError(
+                f"board = {self.board!r} is only used by backend 'board' (backend is "
+                f"{self.backend!r}); drop --board or pass --backend board"
             )
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed = {self.seed} must be an integer in [0, 2**63)")
@@ -250,5 +264,29 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str]:
 
 
 def make_config(values: dict[str, Any], source: str = "configuration") -> TrainConfig:
-    """Build a :class:`TrainConfig` strictly from a mapping (TOML + CLI options)."""
+    """Build a :class:`TrainConfig` strictly from a mapping (TOML + CLI options).
+
+    With ``backend = "board"`` and no ``arch``, the architecture is the board file's
+    (its ``[network] arch``); an ``arch`` that disagrees is refused when the board opens.
+    """
+    if values.get("backend") == "board" and values.get("board") and "arch" not in values:
+        values = {**values, "arch": board_file_arch(str(values["board"]))}
     return build_config(TrainConfig, values, source=source)
+
+
+def board_file_arch(path: str) -> str:
+    """The ``[network] arch`` of a board file (the full file is checked by the backend).
+
+    Raises:
+        ConfigError: missing or unreadable file, or no ``[network] arch`` string.
+    """
+    data = read_toml(path) if Path(path).exists() else None
+    if data is None:
+        raise ConfigError(f"board file {path} not found; check the --board path")
+    net = data.get("network")
+    arch = net.get("arch") if isinstance(net, dict) else None
+    if not isinstance(arch, str):
+        raise ConfigError(
+            f"board file {path}: [network] has no arch string; add arch = \"1568-16-10\""
+        )
+    return arch

@@ -69,6 +69,11 @@ def backend_options(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.read_noise is not None:
             opts["read_noise_v"] = cfg.read_noise
         return opts
+    if cfg.backend == "board":
+        from pathlib import Path
+
+        assert cfg.board is not None  # TrainConfig requires it for this backend
+        return {"board": str(Path(cfg.board).resolve()), "arch": cfg.arch}
     return {"arch": cfg.arch}
 
 
@@ -297,7 +302,7 @@ class Trainer:
         """What the session file keeps, with the ``auto`` settings resolved for this board."""
         cfg = self.cfg
         n = self.desc.n_edges
-        every = cfg.checkpoint_every or (1 if n <= 65_536 else 200)
+        every = cfg.checkpoint_every or (1 if n <= 65_536 else 1000)
         # auto: small (bench) boards log every update; on large emulated networks the
         # updates follow from the raw samples and the checkpoints (hwloop replay recomputes
         # them), and writing them would triple the data per step (DR-12)

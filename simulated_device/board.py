@@ -25,11 +25,8 @@ from numpy.typing import NDArray
 
 from hwloop.device import (
     BoardDescription,
-    Clamp,
     CurrentNudge,
-    LayerBlock,
     NodeReading,
-    NodeRole,
     Nudge,
     ProgramResult,
     ProgramStatus,
@@ -40,8 +37,9 @@ from hwloop.device import (
     check_nudge_within_limits,
 )
 from hwloop.errors import ConfigError, LimitError
+from hwloop.layered import default_g_scale_s, describe_layered
 from simulated_device.device_models import DeviceArray, DeviceModel, get_preset
-from simulated_device.drn import DRN, n_excitatory, parse_arch
+from simulated_device.drn import DRN, parse_arch
 
 Array = NDArray[np.floating]
 
@@ -54,51 +52,15 @@ def _describe_drn(
     info: dict[str, object],
     g_scale_s: float = 1.0,
 ) -> BoardDescription:
-    sizes = net.layer_sizes
-    names: list[str] = []
-    roles: list[NodeRole] = []
-    clamps: list[Clamp] = []
-    names += [f"in{i}" for i in range(sizes[0])]
-    roles += [NodeRole.INPUT] * sizes[0]
-    clamps += [Clamp.NONE] * sizes[0]
-    for k, n in enumerate(sizes[1:-1], start=1):
-        h = n_excitatory(n)
-        names += [f"h{k}_{i}" for i in range(n)]
-        roles += [NodeRole.HIDDEN] * n
-        clamps += [Clamp.NON_NEGATIVE] * h + [Clamp.NON_POSITIVE] * (n - h)
-    names += [f"out{i}" for i in range(sizes[-1])]
-    roles += [NodeRole.OUTPUT] * sizes[-1]
-    clamps += [Clamp.NONE] * sizes[-1]
-    names.append("gnd")
-    roles.append(NodeRole.GROUND)
-    clamps.append(Clamp.NONE)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    blocks = []
-    edge_parts = []
-    off = 0
-    for k in range(len(sizes) - 1):
-        src = np.arange(starts[k], starts[k + 1], dtype=np.int64)
-        dst = np.arange(starts[k + 1], starts[k + 2], dtype=np.int64)
-        blocks.append(LayerBlock(src=src, dst=dst, edge_offset=off))
-        pairs = np.empty((len(src) * len(dst), 2), dtype=np.int32)
-        pairs[:, 0] = np.repeat(src, len(dst))
-        pairs[:, 1] = np.tile(dst, len(src))
-        edge_parts.append(pairs)
-        off += len(src) * len(dst)
-    bias_nodes = np.arange(starts[1], starts[-1], dtype=np.int64)
-    return BoardDescription(
+    # the layout is shared with the real board (hwloop.layered), so a board file and its
+    # emulator twin describe the same network node for node and edge for edge
+    return describe_layered(
+        net.layer_sizes,
         name=name,
         backend="emulator",
-        node_names=tuple(names),
-        node_roles=tuple(roles),
-        node_clamps=tuple(clamps),
-        edge_nodes=np.concatenate(edge_parts),
         g_min_s=model.write.g_min_s,
         g_max_s=model.write.g_max_s,
         limits=limits,
-        supports_complex_nudge=False,
-        layers=tuple(blocks),
-        bias_nodes=bias_nodes,
         v_read_range_v=model.read.adc_range_v,
         pulse_step_s=model.write.nominal_step_s,
         g_scale_s=g_scale_s,
@@ -641,8 +603,7 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
         # One conductance scale for the whole network (the DRN is homogeneous in g, so a
         # common scale keeps the published network function): the widest published initial
         # range, [0, weight_gain/sqrt(smallest fan-in)], fills half the device range.
-        s_max = float(options.get("weight_gain", 1.0)) / np.sqrt(min(sizes[:-1]))
-        g_scale = 0.5 * (hi - lo) / s_max
+        g_scale = default_g_scale_s(sizes, lo, hi, float(options.get("weight_gain", 1.0)))
         scaled = net.g_flat.astype(np.float64) * g_scale + lo
         net.g_flat[:] = np.clip(scaled, lo, hi)  # float32 rounding only
         net.weights_changed()

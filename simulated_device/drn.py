@@ -37,30 +37,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.errors import ConfigError
+from hwloop.layered import n_excitatory, parse_arch
+
+__all__ = ["DRN", "SolveStats", "n_excitatory", "parse_arch", "pixels_to_inputs"]
 
 Array = NDArray[np.floating]
-
-
-def parse_arch(text: str) -> tuple[int, ...]:
-    """Parse ``"1568-100-10"`` into layer sizes (input nodes, hidden..., outputs).
-
-    Raises:
-        ConfigError: fewer than two layers, or a size that is not a positive integer.
-    """
-    try:
-        sizes = tuple(int(s) for s in text.strip().split("-"))
-    except ValueError:
-        raise ConfigError(
-            f"architecture {text!r} is not of the form 1568-100-10 (sizes separated by '-')"
-        ) from None
-    if len(sizes) < 2 or any(s < 1 for s in sizes):
-        raise ConfigError(f"architecture {text!r} needs at least two positive layer sizes")
-    return sizes
-
-
-def n_excitatory(n: int) -> int:
-    """Number of nodes clamped to ``v >= 0`` in a hidden layer of ``n`` nodes."""
-    return n - n // 2
 
 
 @dataclass(frozen=True)

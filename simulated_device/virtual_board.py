@@ -268,6 +268,25 @@ class VirtualBoard:
         with self._lock:
             return self.bench.true_voltages()
 
+    def energise(
+        self,
+        inputs_v: np.ndarray[Any, np.dtype[np.float64]] | None = None,
+        nudge_a: np.ndarray[Any, np.dtype[np.float64]] | None = None,
+        bias_a: np.ndarray[Any, np.dtype[np.float64]] | None = None,
+    ) -> None:
+        """Leave sources on at these levels (V, A), as a previous host might have.
+
+        For tests of what a driver does on connect; lengths are the channel counts.
+        """
+        with self._lock:
+            b = self.bench
+            for arr, setter in ((inputs_v, b.set_inputs), (nudge_a, b.set_nudge_currents),
+                                (bias_a, b.set_bias_currents)):
+                if arr is not None:
+                    v = np.asarray(arr, dtype=np.float64)
+                    setter(np.arange(v.size), v)
+            self._outputs_on = True
+
     def go_safe(self) -> None:
         """Every source to 0 and off (what SAFE_STATE and a disconnect do)."""
         with self._lock:

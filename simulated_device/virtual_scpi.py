@@ -152,7 +152,7 @@ def _canon(node: str | None, smu: str) -> str:
 
 @dataclass
 class _SmuChannel:
-    kind: str  # "input" | "output" | "cross"
+    kind: str  # "input" | "output" | "bias" | "cross"
     index: int
     func: int = 1  # OUTPUT_DCAMPS = 0, OUTPUT_DCVOLTS = 1 (2600B reference manual)
     levelv: float = 0.0
@@ -187,15 +187,19 @@ class _Smu2600(_Virtual):
                 self.error(5001, f"virtual bench: {name} drives an input node: source volts")
             v = c.levelv if (on and c.func == 1) else 0.0
             self.net.set_inputs(np.array([c.index]), np.array([v]))
-        elif c.kind == "output":
+        elif c.kind in ("output", "bias"):
             if on and c.func == 1:
-                self.error(5001, f"virtual bench: {name} drives an output node: source amps")
+                self.error(5001, f"virtual bench: {name} drives a {c.kind} node: source amps")
             i = c.leveli if (on and c.func == 0) else 0.0
-            self.net.set_nudge_currents(np.array([c.index]), np.array([i]))
+            if c.kind == "output":
+                self.net.set_nudge_currents(np.array([c.index]), np.array([i]))
+            else:
+                self.net.set_bias_currents(np.array([c.index]), np.array([i]))
 
     def _node(self, c: _SmuChannel) -> int:
         d = self.net.desc
-        return int(d.input_nodes[c.index] if c.kind == "input" else d.output_nodes[c.index])
+        nodes = {"input": d.input_nodes, "output": d.output_nodes, "bias": d.bias_nodes}[c.kind]
+        return int(nodes[c.index])
 
     def _measure(self, name: str, what: str, n: int) -> list[float]:
         c = self.channels[name]
@@ -691,23 +695,32 @@ class VirtualScpiBench:
         network: the emulated network (its generator draws the read noise).
         ports: TCP port per instrument (``"smu"``, ``"daq"``, ``"matrix"``,
             ``"xsmu"``); 0 or missing: an ephemeral port. Always bound to 127.0.0.1.
+        bias_channels: also wire one SMU channel (current source) to each bias node
+            of the network, after the output channels.
     """
 
     NAMES = ("smu", "daq", "matrix", "xsmu")
 
-    def __init__(self, network: BenchNetwork, *, ports: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        network: BenchNetwork,
+        *,
+        ports: dict[str, int] | None = None,
+        bias_channels: bool = False,
+    ) -> None:
         self.network = network
         self._ports_wanted = dict(ports or {})
         self._lock = threading.Lock()
         desc = network.desc
         n_in, n_out = len(desc.input_nodes), len(desc.output_nodes)
-        names = smu_channel_names(n_in + n_out)
-        chans = {
-            nm: _SmuChannel("input" if j < n_in else "output", j if j < n_in else j - n_in)
-            for j, nm in enumerate(names)
-        }
+        n_bias = len(desc.bias_nodes) if bias_channels else 0
+        names = smu_channel_names(n_in + n_out + n_bias)
+        kinds = [("input", j) for j in range(n_in)] + [("output", j) for j in range(n_out)]
+        kinds += [("bias", j) for j in range(n_bias)]
+        chans = {nm: _SmuChannel(k, j) for nm, (k, j) in zip(names, kinds, strict=True)}
         self.smu_channels: tuple[str, ...] = names
-        """SMU channel names: input nodes first (voltage), then output nodes (current)."""
+        """SMU channel names: input nodes first (voltage), then output nodes (current: the
+        nudges), then with ``bias_channels`` the bias nodes (current)."""
         self.devices: dict[str, _Virtual] = {
             "smu": _Smu2600(self, "Keithley Instruments Inc., Model 2602B, VSMU0001, 4.0.0", chans),
             "daq": _Daq6510(self, "KEITHLEY INSTRUMENTS,MODEL DAQ6510,VDAQ0001,1.7.12b"),

@@ -111,8 +111,16 @@ def test_inputs_beyond_limits_are_rejected_and_nothing_changes(board: Device) ->
         assert np.allclose(before.mean_v, after.mean_v, atol=0.05 * np.abs(v).max() + 1e-3)
 
 
-def test_resistive_nudge_pulls_outputs_toward_targets(board: Device) -> None:
+def test_resistive_nudge_pulls_outputs_toward_targets(board: Device, backend: str) -> None:
+    from .conftest import NO_RESISTIVE_NUDGE
+
     d = board.describe()
+    if backend in NO_RESISTIVE_NUDGE:
+        n_out = len(d.output_nodes)
+        board.apply_inputs(_inputs(d, batch=2))
+        with pytest.raises(UnsupportedError, match="--nudge current"):
+            board.apply_nudge(ResistiveNudge(0.1 * d.limits.beta_max_s, np.zeros((2, n_out))))
+        pytest.skip(f"{backend}: no resistive nudges (current sources on the outputs)")
     board.apply_inputs(_inputs(d, batch=4, seed=1))
     free = _settled_read(board, 4)
     out = np.searchsorted(d.free_nodes, d.output_nodes)

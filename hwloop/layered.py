@@ -1,0 +1,144 @@
+"""The node and edge layout of a layered DRN-style board, shared by every backend.
+
+A layered board (the deep resistive networks of the physics doc) has the input
+nodes, then each hidden layer, then the output nodes, then ground (last). Edges
+run layer after layer, each ``(n_l, n_{l+1})`` block row-major (see
+:class:`hwloop.device.LayerBlock`). Hidden nodes are diode-clamped: the first
+``n - n // 2`` of a layer to ``v >= 0``, the rest to ``v <= 0``. Every hidden and
+output node carries a bias current source.
+
+The emulator (``simulated_device``) and the real board (``instruments``) both
+build their :class:`~hwloop.device.BoardDescription` here, so a board file and
+its emulator twin describe the same network node for node and edge for edge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from hwloop.device import BoardDescription, Clamp, LayerBlock, NodeRole, SafetyLimits
+from hwloop.errors import ConfigError
+
+__all__ = ["default_g_scale_s", "describe_layered", "n_excitatory", "parse_arch"]
+
+
+def parse_arch(text: str) -> tuple[int, ...]:
+    """Parse ``"1568-100-10"`` into layer sizes (input nodes, hidden..., outputs).
+
+    Raises:
+        ConfigError: fewer than two layers, or a size that is not a positive integer.
+    """
+    try:
+        sizes = tuple(int(s) for s in str(text).strip().split("-"))
+    except ValueError:
+        raise ConfigError(
+            f"architecture {text!r} is not of the form 1568-100-10 (sizes separated by '-')"
+        ) from None
+    if len(sizes) < 2 or any(s < 1 for s in sizes):
+        raise ConfigError(f"architecture {text!r} needs at least two positive layer sizes")
+    return sizes
+
+
+def n_excitatory(n: int) -> int:
+    """Number of nodes clamped to ``v >= 0`` in a hidden layer of ``n`` nodes."""
+    return n - n // 2
+
+
+def default_g_scale_s(
+    sizes: Sequence[int], g_min_s: float, g_max_s: float, weight_gain: float = 1.0
+) -> float:
+    """The conductance standing for 1 simulation unit on devices in ``[g_min_s, g_max_s]``, S.
+
+    The widest published initial range, ``[0, weight_gain / sqrt(smallest fan-in)]``,
+    fills half the device range (the emulator's rule, DR-9); 1.0 for unbounded
+    (ideal) devices.
+    """
+    if not math.isfinite(g_max_s):
+        return 1.0
+    s_max = float(weight_gain) / math.sqrt(min(sizes[:-1]))
+    return 0.5 * (g_max_s - g_min_s) / s_max
+
+
+def describe_layered(
+    sizes: Sequence[int],
+    *,
+    name: str,
+    backend: str,
+    g_min_s: float,
+    g_max_s: float,
+    limits: SafetyLimits,
+    v_read_range_v: float = math.inf,
+    pulse_step_s: float = 0.0,
+    g_scale_s: float = 1.0,
+    with_biases: bool = True,
+    info: dict[str, object] | None = None,
+) -> BoardDescription:
+    """The description of a layered board with layer ``sizes``.
+
+    Args:
+        sizes: layer sizes, inputs first, outputs last.
+        name: board name.
+        backend: backend name.
+        g_min_s: lowest programmable conductance, S.
+        g_max_s: highest programmable conductance, S.
+        limits: safety limits.
+        v_read_range_v: node-voltage converter full scale, V.
+        pulse_step_s: nominal conductance change per pulse, S (0: delta-programmed).
+        g_scale_s: conductance standing for 1 simulation unit, S.
+        with_biases: every hidden and output node carries a bias source (else none).
+        info: free-form metadata.
+    """
+    sizes = tuple(int(s) for s in sizes)
+    names: list[str] = [f"in{i}" for i in range(sizes[0])]
+    roles: list[NodeRole] = [NodeRole.INPUT] * sizes[0]
+    clamps: list[Clamp] = [Clamp.NONE] * sizes[0]
+    for k, n in enumerate(sizes[1:-1], start=1):
+        h = n_excitatory(n)
+        names += [f"h{k}_{i}" for i in range(n)]
+        roles += [NodeRole.HIDDEN] * n
+        clamps += [Clamp.NON_NEGATIVE] * h + [Clamp.NON_POSITIVE] * (n - h)
+    names += [f"out{i}" for i in range(sizes[-1])]
+    roles += [NodeRole.OUTPUT] * sizes[-1]
+    clamps += [Clamp.NONE] * sizes[-1]
+    names.append("gnd")
+    roles.append(NodeRole.GROUND)
+    clamps.append(Clamp.NONE)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    blocks = []
+    edge_parts = []
+    off = 0
+    for k in range(len(sizes) - 1):
+        src = np.arange(starts[k], starts[k + 1], dtype=np.int64)
+        dst = np.arange(starts[k + 1], starts[k + 2], dtype=np.int64)
+        blocks.append(LayerBlock(src=src, dst=dst, edge_offset=off))
+        pairs = np.empty((len(src) * len(dst), 2), dtype=np.int32)
+        pairs[:, 0] = np.repeat(src, len(dst))
+        pairs[:, 1] = np.tile(dst, len(src))
+        edge_parts.append(pairs)
+        off += len(src) * len(dst)
+    bias_nodes = (
+        np.arange(starts[1], starts[-1], dtype=np.int64)
+        if with_biases
+        else np.zeros(0, dtype=np.int64)
+    )
+    return BoardDescription(
+        name=name,
+        backend=backend,
+        node_names=tuple(names),
+        node_roles=tuple(roles),
+        node_clamps=tuple(clamps),
+        edge_nodes=np.concatenate(edge_parts),
+        g_min_s=g_min_s,
+        g_max_s=g_max_s,
+        limits=limits,
+        supports_complex_nudge=False,
+        layers=tuple(blocks),
+        bias_nodes=bias_nodes,
+        v_read_range_v=v_read_range_v,
+        pulse_step_s=pulse_step_s,
+        g_scale_s=g_scale_s,
+        info=dict(info or {}),
+    )

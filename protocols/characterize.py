@@ -1,0 +1,364 @@
+"""``hwloop characterize``: measure a board's noise, programming precision, drift and timings.
+
+Works on any backend through :func:`hwloop.plugins.open_board` (the emulator by
+default). Measurements, all at fixed inputs (random pixels in [0, 1] times the
+input gain, seeded):
+
+* **node read noise**: ``R`` repeat reads of every hidden/output node for ``B``
+  examples; the per-node std (ddof 1, pooled over examples), and its dependence on
+  the signal level, fitted as ``var = sigma_v**2 + (relative * |v|)**2`` (the
+  emulator's :class:`~simulated_device.device_models.ReadNoise` form) by least
+  squares of the per-(example, node) variance on ``v**2``. The pooled estimate of
+  ``sigma_v`` has a relative standard error of about ``1/sqrt(2 (R - 1) B n)``
+  (``n`` nodes), reported as ``sigma_v_rel_se``.
+* **conductance read noise**: repeated :meth:`read_conductances`, std per edge.
+* **programming precision**: a small ``program_deltas`` change on random edges
+  (then undone): achieved vs requested; and, when the board declares a pulse step,
+  one ``+1`` pulse per edge: achieved steps relative to ``pulse_step_s``.
+* **drift**: conductances before and after ``settle(drift_time_s)`` when the backend
+  has a clock (``clock_s``); skipped otherwise.
+* **timings**: wall time of settle, one read sample and a bulk programming call,
+  s; written as a timings table for ``hwloop plan --timings``.
+
+Outputs in ``OUT``: ``report.json``, ``noise_model.toml`` (``read_noise_v`` for
+the emulator, see :mod:`simulated_device.noise_model`), ``timings.json``,
+``read_noise.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.config import read_toml
+from hwloop.device import Device
+from hwloop.errors import ConfigError
+from hwloop.plugins import open_board
+from hwloop.session import safe_session
+from protocols.config import published_defaults
+from protocols.training import encode_inputs
+
+Array = NDArray[np.floating]
+
+
+def fit_read_noise(mean_v: Array, var_v2: Array) -> tuple[float, float]:
+    """Least-squares fit ``var = a + b v**2``; returns ``(sqrt(a), sqrt(b))`` (V, 1).
+
+    Negative fitted coefficients are clipped at 0.
+    """
+    v2 = np.asarray(mean_v, dtype=np.float64).ravel() ** 2
+    y = np.asarray(var_v2, dtype=np.float64).ravel()
+    design = np.stack([np.ones_like(v2), v2], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, y, rcond=None)
+    return math.sqrt(max(float(a), 0.0)), math.sqrt(max(float(b), 0.0))
+
+
+def measure_read_noise(device: Device, v_in: Array, n_repeats: int) -> dict[str, Any]:
+    """Repeat reads at fixed inputs: per-node std, fit vs signal level (see module doc)."""
+    device.apply_nudge(None)
+    device.apply_inputs(v_in)
+    device.settle()
+    r = device.read_nodes(n_repeats)
+    s = np.asarray(r.samples_v.real, dtype=np.float64)  # (R, B, n)
+    ok = np.asarray(r.flags == 0)
+    flagged = int((~ok).sum())
+    if flagged:
+        s = np.where(ok, s, np.nan)
+    mean = np.nanmean(s, axis=0)
+    var = np.nanvar(s, axis=0, ddof=1)
+    per_node = np.sqrt(np.nanmean(var, axis=0))
+    pooled = float(np.sqrt(np.nanmean(var)))
+    good = np.isfinite(var)
+    sig0, rel = fit_read_noise(mean[good], var[good])
+    dof = max(int(good.sum()) * (n_repeats - 1), 1)
+    return {
+        "n_repeats": n_repeats,
+        "batch": int(v_in.shape[0]),
+        "n_nodes": int(s.shape[2]),
+        "flagged_samples": flagged,
+        "sigma_v_pooled": pooled,
+        "sigma_v_rel_se": 1.0 / math.sqrt(2.0 * dof),
+        "sigma_v_per_node": {
+            "mean": float(np.mean(per_node)),
+            "median": float(np.median(per_node)),
+            "min": float(np.min(per_node)),
+            "max": float(np.max(per_node)),
+        },
+        "fit": {"sigma_v": sig0, "relative": rel},
+        "_mean_v": mean,
+        "_var_v2": var,
+        "_per_node": per_node,
+    }
+
+
+def measure_conductance_noise(device: Device, n_repeats: int) -> dict[str, Any]:
+    """Std of repeated conductance reads, S and relative."""
+    g = np.stack([np.asarray(device.read_conductances(), dtype=np.float64)
+                  for _ in range(n_repeats)])
+    std = g.std(axis=0, ddof=1) if n_repeats > 1 else np.zeros(g.shape[1])
+    mean = np.abs(g.mean(axis=0))
+    rel = std[mean > 0] / mean[mean > 0]
+    return {
+        "n_repeats": n_repeats,
+        "std_s_mean": float(std.mean()),
+        "std_relative_median": float(np.median(rel)) if rel.size else 0.0,
+        "g_mean_s": float(mean.mean()),
+    }
+
+
+def measure_programming(
+    device: Device, n_edges: int, rel_step: float, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Open-loop precision of ``program_deltas`` (and of one pulse when declared), undone after."""
+    desc = device.describe()
+    k = min(n_edges, desc.n_edges)
+    edges = np.sort(rng.choice(desc.n_edges, size=k, replace=False)).astype(np.int64)
+    g0 = np.asarray(device.read_conductances(edges), dtype=np.float64)
+    req = rel_step * np.maximum(np.abs(g0), float(desc.g_scale_s) * 1e-3)
+    res = device.program_deltas(edges, req)
+    g1 = np.asarray(device.read_conductances(edges), dtype=np.float64)
+    err = (g1 - g0 - req) / req
+    out: dict[str, Any] = {
+        "n_edges": k,
+        "requested_relative_step": rel_step,
+        "error_relative_mean": float(err.mean()),
+        "error_relative_rms": float(np.sqrt(np.mean(err**2))),
+        "status_counts": {str(int(c)): int(n) for c, n in zip(*np.unique(res.status,
+                                                                           return_counts=True),
+                                                               strict=True)},
+    }
+    device.program_deltas(edges, g0 - np.asarray(device.read_conductances(edges)))
+    if desc.pulse_step_s > 0:
+        gp0 = np.asarray(device.read_conductances(edges), dtype=np.float64)
+        device.program_pulses(edges, np.ones(k, dtype=np.int64))
+        step = (np.asarray(device.read_conductances(edges), dtype=np.float64) - gp0)
+        out["pulse"] = {
+            "pulse_step_s": float(desc.pulse_step_s),
+            "step_mean_s": float(step.mean()),
+            "step_relative_std": float(step.std() / desc.pulse_step_s),
+        }
+        device.program_deltas(edges, gp0 - np.asarray(device.read_conductances(edges)))
+    else:
+        out["pulse"] = "skipped: the board declares no pulse step (pulse_step_s = 0)"
+    return out
+
+
+def measure_drift(device: Device, v_in: Array, wait_s: float) -> dict[str, Any] | str:
+    """Relative conductance change over ``wait_s`` at inputs ``v_in`` (V), when there is a clock.
+
+    The change includes the conductance read noise (compare with that measurement).
+    """
+    clock = getattr(device, "clock_s", None)
+    if not isinstance(clock, float) or wait_s <= 0:
+        return "skipped: the backend has no clock" if wait_s > 0 else "skipped: --drift-time 0"
+    device.apply_inputs(v_in)
+    g0 = np.asarray(device.read_conductances(), dtype=np.float64)
+    t0 = float(getattr(device, "clock_s", 0.0))
+    device.settle(wait_s)
+    g1 = np.asarray(device.read_conductances(), dtype=np.float64)
+    t1 = float(getattr(device, "clock_s", 0.0))
+    nz = np.abs(g0) > 0
+    rel = (g1[nz] - g0[nz]) / g0[nz]
+    return {
+        "elapsed_s": t1 - t0,
+        "relative_change_mean": float(rel.mean()) if rel.size else 0.0,
+        "relative_change_rms": float(np.sqrt(np.mean(rel**2))) if rel.size else 0.0,
+    }
+
+
+def measure_timings(device: Device, v_in: Array, n: int = 3) -> dict[str, float]:
+    """Median wall times: settle, one read sample (of the batch), bulk programming call, s."""
+    desc = device.describe()
+    t: dict[str, list[float]] = {"settle_s": [], "read_per_sample_s": [], "program_s": []}
+    for _ in range(n):
+        device.apply_inputs(v_in)
+        a = time.perf_counter()
+        device.settle()
+        b = time.perf_counter()
+        device.read_nodes(4)
+        c = time.perf_counter()
+        device.program_deltas(None, np.zeros(desc.n_edges))
+        d = time.perf_counter()
+        t["settle_s"].append(b - a)
+        t["read_per_sample_s"].append((c - b) / 4)
+        t["program_s"].append(d - c)
+    return {k: float(np.median(v)) for k, v in t.items()}
+
+
+def characterize(
+    backend: str,
+    options: Mapping[str, Any],
+    *,
+    input_gain_v: float | None = None,
+    batch: int = 4,
+    repeats: int = 100,
+    g_repeats: int = 5,
+    program_edges: int = 256,
+    program_step: float = 0.05,
+    drift_time_s: float = 10.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run every measurement; return the report (arrays under ``_``-keys for plotting)."""
+    if batch < 1 or repeats < 2 or g_repeats < 1 or program_edges < 1:
+        raise ConfigError("need --batch >= 1, --repeats >= 2, --g-repeats >= 1, --edges >= 1")
+    if not (0 < program_step < 1):
+        raise ConfigError(f"--program-step {program_step} must be in (0, 1)")
+    if not (math.isfinite(drift_time_s) and drift_time_s >= 0):
+        raise ConfigError(f"--drift-time {drift_time_s} must be a finite time >= 0 s")
+    rng = np.random.default_rng(seed)
+    device = open_board(backend, dict(options), rng)
+    with safe_session(device):
+        desc = device.describe()
+        if input_gain_v is None:
+            arch = str(options.get("arch", "1568-100-10"))
+            input_gain_v = float(published_defaults(arch, "mnist")[0]["input_gain"])
+        n_in = len(desc.input_nodes)
+        n_px = n_in // 2 if desc.layers is not None and n_in % 2 == 0 else n_in
+        x = np.random.default_rng(seed + 1).random((batch, n_px))
+        v_in = encode_inputs(x, input_gain_v, n_in)
+        report: dict[str, Any] = {
+            "backend": backend,
+            "options": dict(options),
+            "board": desc.name,
+            "seed": seed,
+            "input_gain_v": input_gain_v,
+        }
+        report["node_read_noise"] = measure_read_noise(device, v_in, repeats)
+        report["conductance_read_noise"] = measure_conductance_noise(device, g_repeats)
+        report["programming"] = measure_programming(device, program_edges, program_step, rng)
+        report["drift"] = measure_drift(device, v_in, drift_time_s)
+        report["timings_s"] = measure_timings(device, v_in)
+    return report
+
+
+def noise_model_toml(report: Mapping[str, Any]) -> str:
+    """The noise-model file: ``read_noise_v`` (the emulator's option) plus the fit, as TOML."""
+    rn = report["node_read_noise"]
+    fit = rn["fit"]
+    sigma = fit["sigma_v"] if fit["relative"] > 0 else rn["sigma_v_pooled"]
+    return (
+        "# hwloop noise model, written by hwloop characterize\n"
+        f"# backend {report['backend']}, board {report['board']}, seed {report['seed']}\n"
+        f"read_noise_v = {sigma!r}  # additive read-noise std per sample, V\n\n"
+        "[read]\n"
+        f"sigma_v = {fit['sigma_v']!r}  # fit var = sigma_v^2 + (relative |v|)^2, V\n"
+        f"relative = {fit['relative']!r}\n"
+        f"sigma_v_pooled = {rn['sigma_v_pooled']!r}  # pooled std over all nodes, V\n"
+    )
+
+
+def plot_read_noise(report: Mapping[str, Any], path: Path) -> None:
+    """Per-node std histogram and std vs |signal| with the fit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rn = report["node_read_noise"]
+    mean, var, per_node = rn["_mean_v"], rn["_var_v2"], rn["_per_node"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.hist(per_node, bins=30)
+    a1.set_xlabel("read-noise std per node (V)")
+    a1.set_ylabel("nodes")
+    a1.set_title(f"{rn['n_repeats']} reads x {rn['batch']} examples")
+    v = np.abs(mean).ravel()
+    a2.plot(v, np.sqrt(var).ravel(), ".", ms=2, alpha=0.4, label="(example, node)")
+    vv = np.linspace(0, float(np.nanmax(v)) if v.size else 1.0, 100)
+    f = rn["fit"]
+    a2.plot(vv, np.sqrt(f["sigma_v"] ** 2 + (f["relative"] * vv) ** 2), "k-",
+            label=f"fit sigma {f['sigma_v']:.3g} V, rel {f['relative']:.3g}")
+    a2.set_xlabel("|node voltage| (V)")
+    a2.set_ylabel("std of one sample (V)")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _public(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _public(v) for k, v in obj.items() if not str(k).startswith("_")}
+    return obj
+
+
+def run_characterize(args: argparse.Namespace) -> int:
+    """Execute ``hwloop characterize``."""
+    options: dict[str, Any] = {}
+    if args.options is not None:
+        options.update(read_toml(args.options))
+    for item in args.option or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--option {item!r} must look like KEY=VALUE")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    if args.backend == "emulator":
+        options.setdefault("arch", "1568-100-10")
+    report = characterize(
+        args.backend, options, input_gain_v=args.input_gain, batch=args.batch,
+        repeats=args.repeats, g_repeats=args.g_repeats, program_edges=args.edges,
+        program_step=args.program_step, drift_time_s=args.drift_time, seed=args.seed,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pub = _public(report)
+    (out / "report.json").write_text(json.dumps(pub, indent=1, default=str) + "\n")
+    (out / "noise_model.toml").write_text(noise_model_toml(report))
+    (out / "timings.json").write_text(json.dumps(report["timings_s"], indent=1) + "\n")
+    if not args.no_plots:
+        plot_read_noise(report, out / "read_noise.png")
+    if args.json:
+        print(json.dumps(pub, default=str))
+    else:
+        rn = report["node_read_noise"]
+        print(
+            f"read noise: {rn['sigma_v_pooled']:.4g} V per sample (pooled over "
+            f"{rn['n_nodes']} nodes, relative s.e. {100 * rn['sigma_v_rel_se']:.2g} %); fit "
+            f"sigma {rn['fit']['sigma_v']:.4g} V + relative {rn['fit']['relative']:.3g}\n"
+            f"programming: relative error rms "
+            f"{report['programming']['error_relative_rms']:.3g}; drift: "
+            f"{report['drift'] if isinstance(report['drift'], str) else 'measured'}\n"
+            f"wrote {out}/report.json, noise_model.toml, timings.json"
+            + ("" if args.no_plots else ", read_noise.png")
+        )
+    return 0
+
+
+def register_characterize(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hwloop characterize``."""
+    p = sub.add_parser(
+        "characterize",
+        help="measure a board's read noise, programming precision, drift and timings",
+        description="Repeat reads at fixed inputs (noise per node and vs signal level), "
+        "conductance read noise, programming precision, drift and operation timings; "
+        "writes report.json, noise_model.toml, timings.json and read_noise.png.",
+    )
+    p.add_argument("--backend", default="emulator", help="board backend (default emulator)")
+    p.add_argument("--options", type=Path, default=None, help="TOML file of backend options")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="backend option (JSON value), e.g. --option read_noise_v=1e-4")
+    p.add_argument("--input-gain", type=float, default=None,
+                   help="input voltage per unit pixel, V (default: the architecture's)")
+    p.add_argument("--batch", type=int, default=4, help="examples read at once")
+    p.add_argument("--repeats", type=int, default=100, help="repeat reads per example")
+    p.add_argument("--g-repeats", type=int, default=5, help="repeat conductance reads")
+    p.add_argument("--edges", type=int, default=256, help="edges used for programming tests")
+    p.add_argument("--program-step", type=float, default=0.05,
+                   help="requested change, relative to each edge's conductance")
+    p.add_argument("--drift-time", type=float, default=10.0,
+                   help="wait for the drift measurement, s (0: skip)")
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_characterize)

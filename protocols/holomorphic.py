@@ -1,0 +1,496 @@
+"""Multi-point real and complex (Cauchy) EP estimators of the nudge response.
+
+Estimators doc sections 3 and 8. Each estimator measures the steady-state
+free-node voltages ``f(beta_k)`` at a few nudges and combines them linearly::
+
+    e_hat = Re sum_k w_k f(beta_k)        ~ du*/dbeta at beta = 0, V/S
+
+:class:`PointStencil` holds the nudges (S, complex for Cauchy), the weights
+(1/S), the bias order ``p``, the bias coefficient ``c`` (bias ``c a_{p+1}
+r^p``, with ``f = sum a_m beta^m``) and the variance factor ``V`` (variance
+``V sigma^2 / (M r^2)`` for ``M`` samples split equally over the points):
+
+=============  ====================  ===  =======  ======
+estimator      nudges                p    c        V
+=============  ====================  ===  =======  ======
+one-sided      0, r                  1    1        4
+centered       -r, +r                2    1        1
+four-point     -r, -r/2, r/2, r      4    -1/4     14.4
+cauchy N       r e^{2 pi i k/N}      N    1        1
+=============  ====================  ===  =======  ======
+
+The Cauchy rule is the doc's discrete form ``e_N = (1/N) sum_k f(beta_k) /
+beta_k`` with ``beta_k = r e^{2 pi i k / N}``; for a real network ``f(conj b) =
+conj f(b)``, so only ``k = 0 .. floor(N/2)`` are solved, the conjugate pairs
+with weight ``2/(N beta_k)`` and the real part taken (N=4: 3 solves). It needs a
+board with ``supports_complex_nudge``; when a complex solve does not converge
+it falls back to the centered rule at the same radius (doc 3.1, as [P2] does).
+
+The gradient then follows from a local rule (:func:`local_gradient`): for a
+coupling from node ``p`` into node ``q`` whose receiver current is ``gamma g
+(alpha v_p - v_q)``, ``dL/dg = -gamma mean_b[(alpha v_p - v_q) e_q]`` (doc 2.1,
+physical toward-target sign convention: ``g = -(dF/dtheta)^T du*/dbeta``).
+Boards without coupling gains in ``desc.info["couplings"]`` are reciprocal:
+an edge is one resistor and ``dL/dg = -(v_p - v_q)(e_q - e_p)``, which is the
+usual ``d/dbeta 1/2 dV^2``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, cast, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.device import BoardDescription, CurrentNudge, Device, Nudge, ResistiveNudge
+from hwloop.errors import ConfigError, UnsupportedError
+from protocols.updates import full_voltages
+
+Array = NDArray[np.floating]
+CArray = NDArray[np.floating] | NDArray[np.complexfloating]
+
+STENCILS: tuple[str, ...] = ("one-sided", "centered", "four-point", "cauchy")
+
+
+@dataclass(frozen=True)
+class PointStencil:
+    """Nudges and weights of a linear estimator of ``du*/dbeta``.
+
+    Attributes:
+        name: estimator name.
+        radius_s: largest ``|beta|``, S.
+        betas_s: nudge of each point, S (0 = free phase; complex for Cauchy).
+        weights: weight of each point, 1/S; the estimate is ``Re sum w_k f(beta_k)``.
+        order: bias order ``p`` (bias ``~ r^p``).
+        bias_coef: ``c`` in the bias ``c a_{p+1} r^p`` (dimensionless).
+        variance_factor: ``V`` in the variance ``V sigma^2 / (M r^2)`` (dimensionless).
+    """
+
+    name: str
+    radius_s: float
+    betas_s: tuple[complex, ...]
+    weights: tuple[complex, ...]
+    order: int
+    bias_coef: float
+    variance_factor: float
+
+    def __post_init__(self) -> None:
+        if len(self.betas_s) != len(self.weights) or not self.betas_s:
+            raise ConfigError("a stencil needs one weight per nudge")
+
+    @property
+    def is_complex(self) -> bool:
+        """True if any nudge is complex (needs ``supports_complex_nudge``)."""
+        return any(complex(b).imag != 0 for b in self.betas_s)
+
+    @property
+    def n_solves(self) -> int:
+        """Number of nudged equilibria (the free phase is always measured anyway)."""
+        return sum(1 for b in self.betas_s if b != 0)
+
+
+def make_stencil(name: str, radius_s: float, n_points: int = 4) -> PointStencil:
+    """The stencil ``name`` (one of :data:`STENCILS`) with largest nudge ``radius_s``, S.
+
+    Args:
+        name: ``one-sided``, ``centered``, ``four-point`` or ``cauchy``.
+        radius_s: ``r > 0``, S.
+        n_points: ``N >= 2`` points on the circle (Cauchy only).
+
+    Raises:
+        ConfigError: unknown name, ``r <= 0`` or ``N < 2``.
+    """
+    r = float(radius_s)
+    if not (math.isfinite(r) and r > 0):
+        raise ConfigError(f"nudge radius beta = {radius_s} must be a positive number")
+    if name == "one-sided":
+        return PointStencil(name, r, (0.0, r), (-1.0 / r, 1.0 / r), 1, 1.0, 4.0)
+    if name == "centered":
+        return PointStencil(name, r, (-r, r), (-0.5 / r, 0.5 / r), 2, 1.0, 1.0)
+    if name == "four-point":
+        # f'(0) ~ [-f(r) + 8 f(r/2) - 8 f(-r/2) + f(-r)] / (6 r)  (5-point rule, h = r/2)
+        w = (1.0 / (6 * r), -8.0 / (6 * r), 8.0 / (6 * r), -1.0 / (6 * r))
+        v = 4 * sum((x * r) ** 2 for x in w)
+        return PointStencil(name, r, (-r, -r / 2, r / 2, r), w, 4, -0.25, v)
+    if name == "cauchy":
+        n = int(n_points)
+        if n != n_points or n < 2:
+            raise ConfigError(f"Cauchy points N = {n_points} must be an integer >= 2")
+        betas: list[complex] = []
+        weights: list[complex] = []
+        for k in range(n // 2 + 1):
+            b = r * np.exp(2j * np.pi * k / n)
+            if k == 0 or 2 * k == n:  # the real points +r and -r are their own conjugates
+                x = r if k == 0 else -r
+                betas.append(x)
+                weights.append(1.0 / (n * x))
+            else:
+                betas.append(complex(b))
+                weights.append(2.0 / (n * b))
+        return PointStencil(f"cauchy-{n}", r, tuple(betas), tuple(weights), n, 1.0, 1.0)
+    raise ConfigError(f"unknown estimator {name!r}; choose one of {', '.join(STENCILS)}")
+
+
+# ---------------------------------------------------------------------- measuring
+@runtime_checkable
+class ReportsConvergence(Protocol):
+    """A board that can say whether its last settle converged (the emulators)."""
+
+    def last_converged(self) -> NDArray[np.bool_]:
+        """``(batch,)`` True where the last settle reached the steady state."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class Estimate:
+    """An estimate of the nudge response and of the parameter gradient, with diagnostics.
+
+    Attributes:
+        stencil: the stencil actually used (after any fallback).
+        v_free: ``(batch, n_free)`` measured free state, V.
+        error: ``(batch, n_free)`` estimate of ``du*/dbeta``, V/S.
+        error_var: ``(batch, n_free)`` variance of ``error`` from the sample
+            scatter, (V/S)^2 (an upper bound for complex points).
+        grad_g: ``(n_edges,)`` gradient estimate for every edge, V^2/S.
+        grad_b: ``(n_bias,)`` gradient estimate for every bias source, V^2/A.
+        grad_var_g: ``(n_edges,)`` variance of ``grad_g`` from the read noise, (V^2/S)^2.
+        grad_var_b: ``(n_bias,)`` variance of ``grad_b``, (V^2/A)^2.
+        bias_g: ``(n_edges,)`` Richardson estimate of the finite-nudge bias of
+            ``grad_g`` (``None`` without a bias check), V^2/S.
+        bias_b: the same for ``grad_b``, V^2/A.
+        bias_error: ``(batch, n_free)`` Richardson bias estimate of ``error``, V/S.
+        fell_back: True when complex solves failed and the centered rule was used.
+        n_settles: nudged settles performed (bias check included).
+    """
+
+    stencil: PointStencil
+    v_free: Array
+    error: Array
+    error_var: Array
+    grad_g: Array
+    grad_b: Array
+    grad_var_g: Array
+    grad_var_b: Array
+    bias_g: Array | None
+    bias_b: Array | None
+    bias_error: Array | None
+    fell_back: bool
+    n_settles: int
+
+    @property
+    def variance(self) -> float:
+        """Total variance of the parameter gradient, sum over parameters, (V^2/S)^2."""
+        return float(self.grad_var_g.sum() + self.grad_var_b.sum())
+
+    @property
+    def bias_norm(self) -> float:
+        """Euclidean norm of the estimated bias of the parameter gradient (NaN if unknown)."""
+        if self.bias_g is None or self.bias_b is None:
+            return float("nan")
+        return float(np.sqrt(np.sum(self.bias_g**2) + np.sum(self.bias_b**2)))
+
+
+def _nudge(
+    beta: complex, targets_v: Array, v_free_out: Array, kind: str
+) -> Nudge:
+    b: float | complex = beta.real if complex(beta).imag == 0 else complex(beta)
+    if kind == "resistive":
+        return ResistiveNudge(b, targets_v)
+    if kind == "current":
+        return CurrentNudge(b * (targets_v - v_free_out))
+    raise ConfigError(f"nudge kind {kind!r} must be 'resistive' or 'current'")
+
+
+def _measure_points(
+    device: Device,
+    stencil: PointStencil,
+    targets_v: Array,
+    v_free: Array,
+    sem_free: Array,
+    out_pos: NDArray[np.intp],
+    n_samples: int,
+    kind: str,
+) -> tuple[list[CArray], list[Array], bool]:
+    """Mean and SEM of the free nodes at each stencil point; False if a solve failed."""
+    means: list[CArray] = []
+    sems: list[Array] = []
+    ok = True
+    for b in stencil.betas_s:
+        if b == 0:
+            means.append(v_free)
+            sems.append(sem_free)
+            continue
+        device.apply_nudge(_nudge(b, targets_v, v_free[:, out_pos], kind))
+        device.settle()
+        if isinstance(device, ReportsConvergence) and not np.all(device.last_converged()):
+            ok = False
+        r = device.read_nodes(n_samples)
+        means.append(np.asarray(r.mean_v))
+        sems.append(r.sem_v)
+    device.apply_nudge(None)
+    return means, sems, ok
+
+
+def _combine(stencil: PointStencil, means: list[CArray], sems: list[Array]) -> tuple[Array, Array]:
+    e = sum(w * m for w, m in zip(stencil.weights, means, strict=True))
+    var = sum(abs(w) ** 2 * s**2 for w, s in zip(stencil.weights, sems, strict=True))
+    return np.asarray(np.real(e), dtype=np.float64), np.asarray(var, dtype=np.float64)
+
+
+def estimate(
+    device: Device,
+    v_inputs: Array,
+    targets_v: Array,
+    stencil: PointStencil,
+    *,
+    n_samples: int = 1,
+    nudge_kind: str = "resistive",
+    bias_check: bool = True,
+) -> Estimate:
+    """Measure ``du*/dbeta`` with ``stencil`` on ``device`` and form the local gradient.
+
+    The free phase is always measured (it gives the presynaptic factor and the
+    reference for current nudges). With ``bias_check`` the stencil is repeated at
+    half the radius and the bias is estimated by Richardson extrapolation,
+    ``(g(r) - g(r/2)) / (1 - 2^-p)``; it doubles the nudged settles. Under read
+    noise the difference also carries the noise of both estimates, so at small
+    ``r`` (noise-dominated) it overstates the bias; compare it with the variance.
+
+    Args:
+        device: any board (complex stencils need ``supports_complex_nudge``).
+        v_inputs: ``(batch, n_inputs)`` input voltages, V.
+        targets_v: ``(batch, n_outputs)`` target output voltages, V.
+        stencil: from :func:`make_stencil`.
+        n_samples: samples per phase per example (>= 1).
+        nudge_kind: ``"resistive"`` (pull ``beta (y - v)``) or ``"current"``
+            (inject ``beta (y - v_free)``).
+        bias_check: also measure at ``r/2`` for the bias diagnostic.
+
+    Raises:
+        UnsupportedError: a complex stencil on a board without complex nudges.
+        ConfigError: bad sample count or nudge kind.
+    """
+    if int(n_samples) != n_samples or n_samples < 1:
+        raise ConfigError(f"samples = {n_samples} must be an integer >= 1")
+    desc = device.describe()
+    if stencil.is_complex and not desc.supports_complex_nudge:
+        raise UnsupportedError(
+            f"the {stencil.name} estimator needs complex nudges, which backend "
+            f"{desc.backend!r} cannot apply; use centered or four-point"
+        )
+    targets = np.asarray(targets_v, dtype=np.float64)
+    out_pos = np.searchsorted(desc.free_nodes, desc.output_nodes)
+    device.apply_nudge(None)
+    device.apply_inputs(v_inputs)
+    device.settle()
+    r0 = device.read_nodes(n_samples)
+    v_free = np.asarray(np.real(r0.mean_v), dtype=np.float64)
+    sem_free = r0.sem_v
+    used = stencil
+    means, sems, ok = _measure_points(
+        device, stencil, targets, v_free, sem_free, out_pos, n_samples, nudge_kind
+    )
+    settles = stencil.n_solves
+    fell_back = False
+    if not ok and stencil.is_complex:
+        used = make_stencil("centered", stencil.radius_s)
+        means, sems, _ = _measure_points(
+            device, used, targets, v_free, sem_free, out_pos, n_samples, nudge_kind
+        )
+        settles += used.n_solves
+        fell_back = True
+    e, var = _combine(used, means, sems)
+    bias_e: Array | None = None
+    if bias_check:
+        half = _rescaled(used, 0.5)
+        m2, s2, ok2 = _measure_points(
+            device, half, targets, v_free, sem_free, out_pos, n_samples, nudge_kind
+        )
+        settles += half.n_solves
+        e2, _ = _combine(half, m2, s2)
+        bias_e = (e - e2) / (1.0 - 0.5**used.order) if ok2 else np.full_like(e, np.nan)
+    vin = np.asarray(v_inputs, dtype=np.float64)
+    g, b = local_gradient(desc, vin, v_free, e)
+    gv, bv = local_gradient_variance(desc, vin, v_free, var)
+    bg: Array | None = None
+    bb: Array | None = None
+    if bias_e is not None:
+        bg, bb = local_gradient(desc, vin, v_free, bias_e)
+    return Estimate(used, v_free, e, var, g, b, gv, bv, bg, bb, bias_e, fell_back, settles)
+
+
+def _rescaled(s: PointStencil, q: float) -> PointStencil:
+    """The same stencil at radius ``q r`` (nudges times q, weights over q)."""
+    return PointStencil(
+        s.name,
+        s.radius_s * q,
+        tuple(b * q for b in s.betas_s),
+        tuple(w / q for w in s.weights),
+        s.order,
+        s.bias_coef,
+        s.variance_factor,
+    )
+
+
+# ---------------------------------------------------------------------- the local rule
+def _couplings(desc: BoardDescription) -> list[tuple[float, float]] | None:
+    info = desc.info.get("couplings")
+    if info is None:
+        return None
+    if desc.layers is None or not isinstance(info, list) or len(info) != len(desc.layers):
+        raise ConfigError("board info 'couplings' must give one entry per layer block")
+    out = []
+    for c in info:
+        d = cast(dict[str, float], c)
+        out.append((float(d["drive_gain"]), float(d["current_gain"])))
+    return out
+
+
+def local_gradient(
+    desc: BoardDescription, v_inputs: Array, v_free: Array, error: Array
+) -> tuple[Array, Array]:
+    """``-error^T dF/dtheta`` averaged over the batch, from node voltages only.
+
+    Args:
+        desc: a layered board's description.
+        v_inputs: ``(batch, n_inputs)`` applied input voltages, V.
+        v_free: ``(batch, n_free)`` free state (``desc.free_nodes`` order), V.
+        error: ``(batch, n_free)`` error vector (e.g. ``du*/dbeta``), V/S.
+
+    Returns:
+        ``(dL/dg per edge, V^2/S; dL/db per bias node, V^2/A)``.
+    """
+    if desc.layers is None:
+        raise ConfigError("the local gradient needs a layered board (layer blocks)")
+    batch = v_inputs.shape[0]
+    v = full_voltages(desc, v_inputs, v_free)
+    e = np.zeros_like(v)
+    e[:, desc.free_index] = error
+    gains = _couplings(desc)
+    g = np.empty(desc.n_edges)
+    for k, blk in enumerate(desc.layers):
+        vp, vq = v[:, blk.src_index], v[:, blk.dst_index]
+        eq = e[:, blk.dst_index]
+        if gains is not None:
+            alpha, gamma = gains[k]
+            m = alpha * (vp.T @ eq) - np.sum(vq * eq, axis=0)[None, :]
+            m *= -gamma / batch
+        else:
+            m = _reciprocal_block(vp, vq, e[:, blk.src_index], eq) / batch
+        g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
+    bias = -e[:, desc.bias_nodes].mean(axis=0)
+    return g, np.asarray(bias)
+
+
+def _reciprocal_block(vp: Array, vq: Array, ep: Array, eq: Array) -> Array:
+    """``-sum_b (v_p - v_q)(e_q - e_p)`` for every pair ``(p, q)``."""
+    return np.asarray(
+        -(vp.T @ eq)
+        + np.sum(vp * ep, axis=0)[:, None]
+        + np.sum(vq * eq, axis=0)[None, :]
+        - (ep.T @ vq)
+    )
+
+
+def local_gradient_variance(
+    desc: BoardDescription, v_inputs: Array, v_free: Array, error_var: Array
+) -> tuple[Array, Array]:
+    """Variance of :func:`local_gradient` caused by independent noise in ``error``.
+
+    The free state is treated as exact (its noise enters at second order).
+
+    Args:
+        desc: a layered board's description.
+        v_inputs: ``(batch, n_inputs)`` input voltages, V.
+        v_free: ``(batch, n_free)`` free state, V.
+        error_var: ``(batch, n_free)`` variance of each error component, (V/S)^2.
+
+    Returns:
+        Per-edge variance, (V^2/S)^2, and per-bias variance, (V^2/A)^2.
+    """
+    if desc.layers is None:
+        raise ConfigError("the local gradient needs a layered board (layer blocks)")
+    batch = v_inputs.shape[0]
+    v = full_voltages(desc, v_inputs, v_free)
+    s2 = np.zeros_like(v)
+    s2[:, desc.free_index] = error_var
+    gains = _couplings(desc)
+    g = np.empty(desc.n_edges)
+    for k, blk in enumerate(desc.layers):
+        vp, vq = v[:, blk.src_index], v[:, blk.dst_index]
+        sq = s2[:, blk.dst_index]
+        if gains is not None:
+            alpha, gamma = gains[k]
+            # sum_b (alpha v_p - v_q)^2 s2_q
+            m = (
+                alpha**2 * ((vp**2).T @ sq)
+                - 2 * alpha * (vp.T @ (vq * sq))
+                + np.sum(vq**2 * sq, axis=0)[None, :]
+            ) * (gamma / batch) ** 2
+        else:
+            sp = s2[:, blk.src_index]
+            d2 = (vp**2).T @ sq - 2 * (vp.T @ (vq * sq)) + np.sum(vq**2 * sq, axis=0)
+            d2p = (
+                ((vp**2) * sp).sum(axis=0)[:, None]
+                - 2 * ((vp * sp).T @ vq)
+                + sp.T @ (vq**2)
+            )
+            m = (d2 + d2p) / batch**2
+        g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
+    return g, np.asarray(s2[:, desc.bias_nodes].sum(axis=0) / batch**2)
+
+
+# ---------------------------------------------------------------------- choosing beta
+def optimal_radius(
+    stencil: PointStencil, sigma_v: float, n_samples_total: int, a_next: float
+) -> float:
+    """The nudge radius minimising bias^2 + variance (estimators doc 8.6), S.
+
+    ``r* = [V sigma^2 / (p c^2 a^2 M)]^(1/(2p+2))`` with ``a = a_{p+1}``, the
+    next Taylor coefficient of the response (V/S^(p+1)).
+
+    Args:
+        stencil: gives ``p``, ``c`` and ``V``.
+        sigma_v: read noise per sample, V (>= 0).
+        n_samples_total: ``M``, samples spent on one estimate over all points (>= 1).
+        a_next: ``|a_{p+1}|``, V/S^(p+1) (0: no bias, the radius is unbounded).
+    """
+    if sigma_v < 0 or n_samples_total < 1:
+        raise ConfigError("need sigma >= 0 V and at least one sample")
+    a = abs(a_next)
+    if a == 0:
+        return float("inf")
+    p, c, V = stencil.order, stencil.bias_coef, stencil.variance_factor
+    return float((V * sigma_v**2 / (p * c**2 * a**2 * n_samples_total)) ** (1.0 / (2 * p + 2)))
+
+
+def choose_beta(
+    stencil: PointStencil,
+    sigma_v: float,
+    n_samples_total: int,
+    bias_at_radius: float,
+    beta_max_s: float,
+) -> float:
+    """Choose the nudge size from measured noise and a bias estimate (doc 8.6 item 2).
+
+    The bias measured at the stencil's radius ``r`` (e.g. the RMS of
+    :attr:`Estimate.bias_error`) gives ``a_{p+1} = bias / (c r^p)``; the
+    optimum radius follows from :func:`optimal_radius`, capped at ``beta_max_s``.
+
+    Args:
+        stencil: the estimator as used for the bias estimate.
+        sigma_v: read noise per sample, V.
+        n_samples_total: samples per estimate over all points.
+        bias_at_radius: ``|bias|`` at ``stencil.radius_s``, V/S.
+        beta_max_s: safety / analyticity cap, S (> 0).
+
+    Returns:
+        The nudge radius to use, S.
+    """
+    if not beta_max_s > 0:
+        raise ConfigError(f"beta_max = {beta_max_s} must be > 0 S")
+    r = stencil.radius_s
+    a = abs(bias_at_radius) / (abs(stencil.bias_coef) * r**stencil.order)
+    return float(min(optimal_radius(stencil, sigma_v, n_samples_total, a), beta_max_s))

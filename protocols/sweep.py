@@ -1,0 +1,662 @@
+"""``hwloop sweep``: a grid of emulator training runs over read noise, samples, datasets, seeds.
+
+Each grid point is one ``hwloop train`` run (through
+:func:`protocols.commands.run_train`) writing its own session file
+``OUT/runs/<point>.h5``; its resolved options are written first to
+``OUT/runs/<point>.toml``. ``OUT/index.json`` holds every point's parameters,
+status and final metrics and is rewritten atomically (``os.replace``) after each
+point finishes. A point whose session file is complete is never run again, so an
+interrupted sweep continues where it stopped; a point whose file is missing or
+incomplete is run again from scratch.
+
+The grid file (TOML)::
+
+    [grid]                     # the axes; each a non-empty list
+    read_noise = [0.0, 1e-4]   # read-noise std per sample, V (>= 0)
+    samples = [1, 10]          # samples averaged per phase (>= 1)
+    dataset = ["mnist-subset"]
+    seed = [0]
+
+    [train]                    # fixed options of every run (TrainConfig keys)
+    arch = "1568-100-10"
+    epochs = 1
+
+Unless set, ``log_samples = "summary"`` (session files keep per-node means and
+standard errors, not every raw sample). Command-line axes (``--read-noise 0
+1e-4`` ...) replace the file's; ``--set KEY=VALUE`` adds fixed options (VALUE is
+a TOML value: ``--set epochs=2``, ``--set arch='"1568-1024-10"'``; bare words
+are taken as strings).
+
+Runs go to any :class:`concurrent.futures.Executor`: local processes
+(``--workers``) or a Dask cluster (``--scheduler tcp://HOST:PORT``, needs the
+``sweep`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwloop.config import config_to_dict, read_toml, to_toml
+from hwloop.errors import ConfigError, HwloopError
+from protocols.config import TrainConfig, make_config
+
+AXES = ("read_noise", "samples", "dataset", "seed")
+"""Grid axes (TrainConfig keys), in the order points are enumerated."""
+
+INDEX_NAME = "index.json"
+INDEX_SCHEMA = "hwloop-sweep-index"
+INDEX_VERSION = 1
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated grid: axis values and the fixed options of every run."""
+
+    read_noise: tuple[float, ...]
+    """Read-noise std per sample, V."""
+    samples: tuple[int, ...]
+    dataset: tuple[str, ...]
+    seed: tuple[int, ...]
+    fixed: dict[str, Any]
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid point's axis values, in grid order (dataset, seed, samples, sigma)."""
+        return [
+            {"read_noise": s, "samples": n, "dataset": d, "seed": k}
+            for d in self.dataset
+            for k in self.seed
+            for n in self.samples
+            for s in self.read_noise
+        ]
+
+
+def point_id(p: Mapping[str, Any]) -> str:
+    """A file-name-safe, unique name of a point: ``<dataset>_rn<sigma>_N<n>_s<seed>``."""
+    ds = re.sub(r"[^A-Za-z0-9.-]+", "-", Path(str(p["dataset"])).name).strip("-") or "data"
+    return f"{ds}_rn{float(p['read_noise']):.6g}_N{int(p['samples'])}_s{int(p['seed'])}"
+
+
+def _as_list(key: str, v: Any) -> list[Any]:
+    if not isinstance(v, list | tuple):
+        v = [v]
+    if len(v) == 0:
+        raise ConfigError(f"sweep axis {key} is empty; give at least one value")
+    return list(v)
+
+
+def build_spec(grid: Mapping[str, Any], fixed: Mapping[str, Any]) -> SweepSpec:
+    """Check the axes and fixed options; raise :class:`ConfigError` on the first problem."""
+    unknown = set(grid) - set(AXES)
+    if unknown:
+        raise ConfigError(f"unknown sweep axis(es) {sorted(unknown)}; known: {list(AXES)}")
+    bad = sorted(set(fixed) - _TRAIN_KEYS)
+    if bad:
+        raise ConfigError(f"unknown training option(s) {bad} in the sweep's fixed options")
+    both = sorted(set(fixed) & set(AXES))
+    if both:
+        raise ConfigError(f"{both} are sweep axes; give them under [grid], not as fixed options")
+    fixed_d = dict(fixed)
+    fixed_d.setdefault("backend", "emulator")
+    # the index holds the results; per-sample raw logs of every point would be large
+    # (DRN-1H, N = 16: 0.66 GB per 500 steps), so a sweep keeps means and SEMs by default
+    fixed_d.setdefault("log_samples", "summary")
+    lists: dict[str, list[Any]] = {}
+    defaults: dict[str, list[Any]] = {
+        "read_noise": [0.0], "samples": [1], "dataset": ["mnist-subset"], "seed": [0]
+    }
+    for key in AXES:
+        lists[key] = _as_list(key, grid[key]) if key in grid else defaults[key]
+    sig: list[float] = []
+    for v in lists["read_noise"]:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise ConfigError(f"read_noise value {v!r} must be a finite number >= 0 V")
+        sig.append(float(v))
+    ns: list[int] = []
+    for v in lists["samples"]:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"samples value {v!r} must be an integer >= 1")
+        ns.append(v)
+    seeds: list[int] = []
+    for v in lists["seed"]:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
+            raise ConfigError(f"seed value {v!r} must be an integer in [0, 2**63)")
+        seeds.append(v)
+    dsets = [str(v) for v in lists["dataset"]]
+    for key, vals in (("read_noise", sig), ("samples", ns), ("dataset", dsets), ("seed", seeds)):
+        if len(set(vals)) != len(vals):
+            raise ConfigError(f"sweep axis {key} repeats a value: {vals}")
+    spec = SweepSpec(tuple(sig), tuple(ns), tuple(dsets), tuple(seeds), fixed_d)
+    for p in spec.points():  # every point must be a valid training configuration
+        point_config(spec, p)
+    return spec
+
+
+def point_config(spec: SweepSpec, p: Mapping[str, Any]) -> TrainConfig:
+    """The training configuration of one point (not yet resolved)."""
+    return make_config({**spec.fixed, **p}, source=f"sweep point {point_id(p)}")
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> options (VALUE parsed as TOML, else taken as a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} must look like KEY=VALUE, e.g. epochs=2")
+        try:
+            out[key] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw
+    return out
+
+
+# ----------------------------------------------------------------------------- one point
+
+
+def run_point(task: Mapping[str, str]) -> dict[str, Any]:
+    """Run one grid point (in a worker): train, then read the final metrics from its file.
+
+    Args:
+        task: ``config`` (the point's TOML file) and ``out`` (its session file).
+
+    Returns:
+        ``status``, ``final_test_accuracy``, ``final_train_accuracy``,
+        ``final_test_loss``, ``epochs``, ``steps``, ``wall_time_s``, ``error``.
+    """
+    from protocols.cli import _TRAIN_FLAGS
+    from protocols.commands import run_train
+
+    ns = argparse.Namespace(**{k: None for k in _TRAIN_FLAGS})
+    ns.config, ns.out = Path(task["config"]), task["out"]
+    ns.overwrite, ns.dry_run, ns.quiet, ns.json = True, False, True, False
+    log = Path(task["out"]).with_suffix(".log")
+    t0 = time.perf_counter()
+    error = ""
+    # a process worker runs tasks in its main thread: keep its console quiet (the
+    # messages go to the point's log); thread workers share sys.stdout, leave it alone
+    quiet = threading.current_thread() is threading.main_thread()
+    with contextlib.ExitStack() as stack:
+        if quiet:
+            f = stack.enter_context(log.open("w"))
+            stack.enter_context(contextlib.redirect_stdout(f))
+            stack.enter_context(contextlib.redirect_stderr(f))
+        try:
+            run_train(ns)
+        except HwloopError as exc:
+            error = str(exc)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+    wall = time.perf_counter() - t0
+    result = read_point_result(Path(task["out"]))
+    result["wall_time_s"] = wall
+    if error:
+        result["error"] = error.splitlines()[0][:300]
+        result["status"] = "failed"
+    return result
+
+
+def read_point_result(path: Path) -> dict[str, Any]:
+    """Status and final metrics of a point's session file (``missing`` when absent)."""
+    from hwloop.sessionlog import load_run
+
+    res: dict[str, Any] = {
+        "status": "missing",
+        "final_test_accuracy": None,
+        "final_train_accuracy": None,
+        "final_test_loss": None,
+        "epochs": 0,
+        "steps": 0,
+        "error": "",
+    }
+    if not path.exists():
+        return res
+    try:
+        run = load_run(path)
+    except HwloopError as exc:
+        res["status"], res["error"] = "unreadable", str(exc).splitlines()[0][:300]
+        return res
+    except (OSError, KeyError, ValueError) as exc:
+        res["status"], res["error"] = "unreadable", f"{type(exc).__name__}: {exc}"[:300]
+        return res
+    m = run.metrics
+    n_ep = len(m["test_accuracy"])
+    res.update(
+        status=run.status,
+        epochs=n_ep,
+        steps=run.steps_done,
+        final_test_accuracy=float(m["test_accuracy"][-1]) if n_ep else None,
+        final_train_accuracy=float(m["train_accuracy"][-1]) if n_ep else None,
+        final_test_loss=float(m["test_loss"][-1]) if n_ep else None,
+    )
+    return res
+
+
+# ----------------------------------------------------------------------------- the index
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _jsonable(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def load_index(out: Path) -> dict[str, Any] | None:
+    """The sweep index in ``out`` (None when there is none)."""
+    p = out / INDEX_NAME
+    if not p.exists():
+        return None
+    try:
+        idx = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p} is not valid JSON ({exc}); delete it to rebuild it") from None
+    if not isinstance(idx, dict) or idx.get("schema") != INDEX_SCHEMA:
+        raise ConfigError(f"{p} is not a hwloop sweep index; use another --out directory")
+    return idx
+
+
+@dataclass
+class SweepResult:
+    """Outcome of :func:`run_sweep`."""
+
+    index: dict[str, Any]
+    ran: list[str]
+    """Points run by this call (the others were complete already)."""
+    wall_time_s: float
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: Path,
+    executor: Executor,
+    *,
+    on_point: Callable[[str, dict[str, Any]], None] | None = None,
+) -> SweepResult:
+    """Run every point of ``spec`` not yet complete in ``out`` on ``executor``.
+
+    Raises:
+        ConfigError: ``out`` holds a sweep with other fixed options.
+    """
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    runs = out / "runs"
+    runs.mkdir(exist_ok=True)
+    fixed = {k: _jsonable(v) for k, v in spec.fixed.items()}
+    idx = load_index(out)
+    if idx is None:
+        idx = {"schema": INDEX_SCHEMA, "version": INDEX_VERSION, "fixed": fixed, "points": {}}
+    elif idx.get("fixed") != fixed:
+        raise ConfigError(
+            f"{out} holds a sweep with other fixed options ({idx.get('fixed')}); use a new "
+            "--out directory to run this grid"
+        )
+    points: dict[str, Any] = idx["points"]
+    todo: list[tuple[str, dict[str, Any]]] = []
+    for p in spec.points():
+        pid = point_id(p)
+        session = runs / f"{pid}.h5"
+        entry = {**p, "session": f"runs/{pid}.h5"}
+        old = points.get(pid, {})
+        done = read_point_result(session) if session.exists() else None
+        if done is not None and done["status"] == "completed":
+            # keep the recorded wall time; refresh metrics from the file (the truth)
+            points[pid] = {**entry, "wall_time_s": old.get("wall_time_s"), **done}
+            continue
+        cfg = point_config(spec, p)
+        cfg_path = runs / f"{pid}.toml"
+        _atomic_write(cfg_path, to_toml(config_to_dict(cfg)))
+        points[pid] = {**entry, "status": "pending", **{k: None for k in ("final_test_accuracy",
+                       "final_train_accuracy", "final_test_loss", "wall_time_s")}}
+        # absolute paths: a Dask worker's working directory is not ours
+        todo.append((pid, {"config": str(cfg_path.resolve()), "out": str(session.resolve())}))
+    write_index(out, idx)
+    futures: dict[Future[dict[str, Any]], str] = {}
+    ran: list[str] = []
+    try:
+        for pid, task in todo:
+            futures[executor.submit(run_point, task)] = pid
+            points[pid]["status"] = "running"
+        for fut in as_completed(futures):
+            pid = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as exc:  # the worker died (not a training error)
+                res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:300]}
+            points[pid].update(res)
+            ran.append(pid)
+            write_index(out, idx)
+            if on_point is not None:
+                on_point(pid, points[pid])
+    finally:
+        for fut, pid in futures.items():
+            if not fut.done():
+                fut.cancel()
+                points[pid]["status"] = "pending"
+        write_index(out, idx)
+    return SweepResult(idx, ran, time.perf_counter() - t0)
+
+
+def write_index(out: Path, idx: Mapping[str, Any]) -> None:
+    """Write the index atomically (a reader sees the old or the new file, never a mix)."""
+    _atomic_write(out / INDEX_NAME, json.dumps(idx, indent=1, sort_keys=False) + "\n")
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _rows(idx: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [dict(v, point=k) for k, v in idx["points"].items()]
+
+
+def aggregate(idx: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Completed points grouped over seeds: mean/std of the final test accuracy per point.
+
+    Keys: dataset, read_noise (V), samples, sigma_eff (= read_noise/sqrt(samples), V),
+    n_seeds, acc_mean, acc_std (fractions).
+    """
+    groups: dict[tuple[str, float, int], list[float]] = {}
+    for r in _rows(idx):
+        if r.get("status") != "completed" or r.get("final_test_accuracy") is None:
+            continue
+        groups.setdefault((r["dataset"], r["read_noise"], r["samples"]), []).append(
+            float(r["final_test_accuracy"])
+        )
+    out = []
+    for (d, s, n), accs in sorted(groups.items()):
+        mean = sum(accs) / len(accs)
+        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
+        out.append(dict(dataset=d, read_noise=s, samples=n, sigma_eff=s / math.sqrt(n),
+                        n_seeds=len(accs), acc_mean=mean, acc_std=std))
+    return out
+
+
+def format_table(idx: Mapping[str, Any]) -> str:
+    """Plain-text table of every point."""
+    head = f"{'point':40s} {'status':10s} {'sigma (V)':>10s} {'N':>4s} {'sigma/sqrtN':>11s} " \
+           f"{'test acc':>8s} {'time (s)':>8s}"
+    lines = [head]
+    for r in _rows(idx):
+        acc = r.get("final_test_accuracy")
+        wt = r.get("wall_time_s")
+        lines.append(
+            f"{r['point'][:40]:40s} {r.get('status', ''):10s} {r['read_noise']:10.3g} "
+            f"{r['samples']:4d} {r['read_noise'] / math.sqrt(r['samples']):11.3g} "
+            f"{'' if acc is None else f'{100 * acc:7.2f}%':>8s} "
+            f"{'' if wt is None else f'{wt:8.1f}':>8s}"
+        )
+    return "\n".join(lines)
+
+
+def write_table_csv(out: Path, idx: Mapping[str, Any]) -> Path:
+    """``OUT/table.csv``: one row per point (written atomically)."""
+    cols = ["point", "dataset", "seed", "read_noise", "samples", "status",
+            "final_test_accuracy", "final_train_accuracy", "final_test_loss", "epochs",
+            "steps", "wall_time_s", "session", "error"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in _rows(idx):
+        w.writerow(r)
+    path = out / "table.csv"
+    _atomic_write(path, buf.getvalue())
+    return path
+
+
+def plot_sweep(out: Path, idx: Mapping[str, Any], sigma_c_v: float | None) -> list[Path]:
+    """One PNG per dataset: accuracy vs sigma per N, and vs sigma/sqrt(N) with the limit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agg = aggregate(idx)
+    paths: list[Path] = []
+    for ds in sorted({a["dataset"] for a in agg}):
+        rows = [a for a in agg if a["dataset"] == ds]
+        pos = [a["sigma_eff"] for a in rows if a["sigma_eff"] > 0] + [
+            a["read_noise"] for a in rows if a["read_noise"] > 0]
+        lin = min(pos) if pos else 1e-6
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for n in sorted({a["samples"] for a in rows}):
+            sel = sorted((a for a in rows if a["samples"] == n), key=lambda a: a["read_noise"])
+            ax1.errorbar([a["read_noise"] for a in sel], [100 * a["acc_mean"] for a in sel],
+                         yerr=[100 * a["acc_std"] for a in sel], marker="o", capsize=3,
+                         label=f"N = {n}")
+            ax2.errorbar([a["sigma_eff"] for a in sel], [100 * a["acc_mean"] for a in sel],
+                         yerr=[100 * a["acc_std"] for a in sel], marker="o", capsize=3,
+                         ls="none", label=f"N = {n}")
+        for ax, xl in ((ax1, "read noise sigma per sample (V)"),
+                       (ax2, "sigma / sqrt(N) (V)")):
+            ax.set_xscale("symlog", linthresh=lin)
+            ax.set_xlabel(xl)
+            ax.set_ylabel("final test accuracy (%)")
+            ax.grid(alpha=0.3)
+        if sigma_c_v is not None:
+            ax2.axvline(sigma_c_v, color="k", ls="--",
+                        label=f"predicted limit {sigma_c_v:.2g} V")
+            ax1.axvline(sigma_c_v, color="k", ls=":", label="limit (N = 1)")
+        ax1.legend(fontsize=8)
+        ax2.legend(fontsize=8)
+        ax1.set_title(f"{ds}: accuracy vs sigma")
+        ax2.set_title(f"{ds}: accuracy vs sigma/sqrt(N)")
+        fig.tight_layout()
+        safe = re.sub(r"[^A-Za-z0-9.-]+", "-", Path(ds).name)
+        path = out / f"accuracy_{safe}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def predicted_limit(spec: SweepSpec) -> float | None:
+    """The planner's critical noise for the sweep's fixed options (first dataset), V."""
+    from protocols.planner import predict
+
+    vals = {k: v for k, v in spec.fixed.items() if k not in ("read_noise",)}
+    vals["dataset"] = spec.dataset[0]
+    vals["seed"] = spec.seed[0]
+    return predict(vals, measure_timings=False).sigma_c_v
+
+
+# ----------------------------------------------------------------------------- executors
+
+
+_BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _worker_env(threads: int) -> Iterator[None]:
+    """Set the BLAS thread variables that spawned workers inherit; restore them after."""
+    saved = {k: os.environ.get(k) for k in _BLAS_VARS}
+    os.environ.update({k: str(threads) for k in _BLAS_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def make_executor(
+    workers: int, scheduler: str | None, timeout_s: float, threads: int | None = None
+) -> Iterator[Executor]:
+    """Local processes, or a Dask cluster's executor when ``scheduler`` is given.
+
+    Args:
+        workers: local worker processes.
+        scheduler: Dask scheduler address, or None for local processes.
+        timeout_s: scheduler connect timeout, s.
+        threads: BLAS threads per local worker (default 1: on a 2-core machine one
+            DRN-1H point took 2.7 s with 1 thread and 6-10 s with 2; see
+            docs/uncertainty.md).
+    """
+    if scheduler is None:
+        if workers < 1:
+            raise ConfigError(f"--workers {workers} must be >= 1")
+        if threads is None:
+            threads = 1
+        if threads < 1:
+            raise ConfigError(f"--threads {threads} must be >= 1")
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with _worker_env(threads), ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+            yield ex
+        return
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError(
+            "--scheduler needs Dask distributed; install it with pip install 'hwloop[sweep]'"
+        ) from None
+    try:
+        client_cls: Any = distributed.Client  # untyped library
+        client: Any = client_cls(scheduler, timeout=f"{timeout_s}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot reach the Dask scheduler {scheduler} within {timeout_s:g} s "
+            f"({type(exc).__name__}); check the address and that the scheduler is running"
+        ) from None
+    try:
+        yield client.get_executor()
+    finally:
+        client.close()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """The grid from ``--grid`` and the command-line axes / ``--set`` options."""
+    grid: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}
+    if args.grid is not None:
+        raw = read_toml(args.grid)
+        extra = sorted(set(raw) - {"grid", "train"})
+        if extra:
+            raise ConfigError(f"{args.grid}: unknown table(s) {extra}; use [grid] and [train]")
+        for name, dest in (("grid", grid), ("train", fixed)):
+            t = raw.get(name, {})
+            if not isinstance(t, dict):
+                raise ConfigError(f"{args.grid}: {name} must be a table ([{name}])")
+            dest.update(t)
+    for key in AXES:
+        v = getattr(args, key, None)
+        if v is not None:
+            grid[key] = list(v)
+    fixed.update(parse_set(args.set or []))
+    return build_spec(grid, fixed)
+
+
+def run_sweep_cmd(args: argparse.Namespace) -> int:
+    """Execute ``hwloop sweep``."""
+    spec = spec_from_args(args)
+    out = Path(args.out)
+    n = len(spec.points())
+
+    def progress(pid: str, r: dict[str, Any]) -> None:
+        if not args.quiet:
+            acc = r.get("final_test_accuracy")
+            a = "" if acc is None else f" test acc {100 * acc:.2f} %"
+            err = f" ({r['error']})" if r.get("error") else ""
+            print(f"hwloop sweep: {pid}: {r.get('status')}{a}{err}", file=sys.stderr)
+
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout {args.timeout} must be > 0 s")
+    with make_executor(args.workers, args.scheduler, args.timeout, args.threads) as ex:
+        if not args.quiet:
+            print(f"hwloop sweep: {n} point(s) in {out}", file=sys.stderr)
+        res = run_sweep(spec, out, ex, on_point=progress)
+    write_table_csv(out, res.index)
+    sigma_c = None
+    figures: list[Path] = []
+    if not args.no_plots:
+        try:
+            sigma_c = predicted_limit(spec)
+        except HwloopError as exc:
+            print(f"hwloop sweep: no predicted limit ({exc})", file=sys.stderr)
+        figures = plot_sweep(out, res.index, sigma_c)
+    statuses = [p.get("status") for p in res.index["points"].values()]
+    summary = {
+        "out": str(out),
+        "points": n,
+        "ran": len(res.ran),
+        "completed": statuses.count("completed"),
+        "failed": n - statuses.count("completed"),
+        "wall_time_s": res.wall_time_s,
+        "predicted_limit_v": sigma_c,
+        "figures": [str(f) for f in figures],
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(format_table(res.index))
+        print(
+            f"{summary['completed']}/{n} point(s) complete ({len(res.ran)} run now, "
+            f"{res.wall_time_s:.1f} s); index {out / INDEX_NAME}, table {out / 'table.csv'}"
+            + (f", predicted limit {sigma_c:.3g} V" if sigma_c is not None else "")
+        )
+    return 0 if summary["failed"] == 0 else 1
+
+
+def register_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``hwloop sweep``."""
+    p = sub.add_parser(
+        "sweep",
+        help="grid of training runs over read noise x samples x datasets x seeds",
+        description="Run one emulator training per grid point, each into its own session "
+        "file under OUT/runs, with OUT/index.json updated after each point; re-running "
+        "continues an interrupted sweep. Writes OUT/table.csv and accuracy plots. Exit 0 when "
+        "every point completed, 1 when one failed (see index.json), 2 for a bad grid.",
+    )
+    p.add_argument("--grid", type=Path, help="TOML file with [grid] axes and [train] options")
+    p.add_argument("--read-noise", dest="read_noise", type=float, nargs="+",
+                   help="read-noise std per sample, V (axis)")
+    p.add_argument("--samples", type=int, nargs="+", help="samples per phase (axis)")
+    p.add_argument("--dataset", nargs="+", help="datasets (axis)")
+    p.add_argument("--seed", type=int, nargs="+", help="seeds (axis)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="fixed training option, e.g. --set epochs=2 (repeatable)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads per local worker (default 1)")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address tcp://HOST:PORT (instead of local processes)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="scheduler connect timeout, s (default 10)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots and the planner")
+    p.add_argument("--quiet", action="store_true", help="no per-point progress lines")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run_sweep_cmd)

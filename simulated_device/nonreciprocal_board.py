@@ -1,0 +1,482 @@
+"""``NonReciprocalBoard``: the Device contract on the non-reciprocal network emulator.
+
+The board owns a :class:`~simulated_device.nonreciprocal.NonReciprocalNet`.
+Nudges may be complex (``supports_complex_nudge=True``): every element law is
+holomorphic, so the fixed point exists for complex ``beta`` inside the
+analyticity radius of ``u*(beta)`` and a complex read returns complex samples
+(read noise is added to the real and to the imaginary part independently).
+
+Node order: inputs, each hidden layer, outputs, ground (last). Edge order: the
+couplings of :attr:`NonReciprocalNet.couplings` (``fwd 0, fwd 1, bwd 1, ...``),
+each a dense block from its driver layer to its receiver layer (row-major
+``(n_src, n_dst)``, see :class:`hwloop.device.LayerBlock`). A forward and a
+backward edge join the same two nodes; ``desc.info["couplings"]`` gives each
+block's kind, drive (voltage) gain and current gain, which is what a local
+learning rule needs (estimators doc 2.1).
+
+Programming is by conductance deltas only (``pulse_step_s = 0``); each
+programmed device gets independent write noise ``delta * (1 + write_noise *
+xi)``, so forward and backward partners drift apart under identical requests.
+
+Emulator-only extras (not part of the Device contract; protocol code reaches
+them structurally, never by import): :meth:`free_state`, :meth:`last_converged`,
+:meth:`exact_gradient`, :meth:`exact_nudge_response`, :meth:`adjoint_error`,
+:meth:`loss`, :meth:`jacobian`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.device import (
+    BoardDescription,
+    Clamp,
+    CurrentNudge,
+    LayerBlock,
+    NodeReading,
+    NodeRole,
+    Nudge,
+    ProgramResult,
+    ProgramStatus,
+    ResistiveNudge,
+    SafetyLimits,
+    check_inputs_within_limits,
+    check_nudge_within_limits,
+)
+from hwloop.errors import ConfigError, LimitError, UnsupportedError
+from simulated_device import nonreciprocal as nr
+from simulated_device.drn import parse_arch
+
+Array = NDArray[np.floating]
+CArray = NDArray[np.floating] | NDArray[np.complexfloating]
+
+
+def _describe(net: nr.NonReciprocalNet, limits: SafetyLimits, info: dict[str, object]) -> (
+    BoardDescription
+):
+    sizes = net.sizes
+    names: list[str] = [f"in{i}" for i in range(sizes[0])]
+    roles: list[NodeRole] = [NodeRole.INPUT] * sizes[0]
+    clamps: list[Clamp] = [Clamp.NONE] * sizes[0]
+    for k, n in enumerate(sizes[1:-1], start=1):
+        h = n - n // 2
+        names += [f"h{k}_{i}" for i in range(n)]
+        roles += [NodeRole.HIDDEN] * n
+        clamps += [Clamp.NON_NEGATIVE] * h + [Clamp.NON_POSITIVE] * (n - h)
+    names += [f"out{i}" for i in range(sizes[-1])]
+    roles += [NodeRole.OUTPUT] * sizes[-1]
+    clamps += [Clamp.NONE] * sizes[-1]
+    names.append("gnd")
+    roles.append(NodeRole.GROUND)
+    clamps.append(Clamp.NONE)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    blocks, pairs, couplings = [], [], []
+    off = 0
+    for c in net.couplings:
+        src = np.arange(starts[c.src_layer], starts[c.src_layer + 1], dtype=np.int64)
+        dst = np.arange(starts[c.dst_layer], starts[c.dst_layer + 1], dtype=np.int64)
+        blocks.append(LayerBlock(src=src, dst=dst, edge_offset=off))
+        p = np.empty((len(src) * len(dst), 2), dtype=np.int64)
+        p[:, 0] = np.repeat(src, len(dst))
+        p[:, 1] = np.tile(dst, len(src))
+        pairs.append(p)
+        off += len(src) * len(dst)
+        couplings.append(
+            {"kind": c.kind, "drive_gain": c.drive_gain, "current_gain": c.current_gain}
+        )
+    return BoardDescription(
+        name="emulated non-reciprocal network",
+        backend="nonreciprocal",
+        node_names=tuple(names),
+        node_roles=tuple(roles),
+        node_clamps=tuple(clamps),
+        edge_nodes=np.concatenate(pairs),
+        g_min_s=0.0,
+        g_max_s=float("inf"),
+        limits=limits,
+        supports_complex_nudge=True,
+        layers=tuple(blocks),
+        bias_nodes=np.arange(starts[1], starts[-1], dtype=np.int64),
+        info={**info, "couplings": couplings},
+    )
+
+
+class NonReciprocalBoard:
+    """A numerical non-reciprocal layered network behind the Device contract.
+
+    Args:
+        net: the network (its ``g_flat`` is the board's conductance buffer).
+        rng: the run's generator (read and write noise).
+        read_noise_v: standard deviation of each node-voltage sample, V (>= 0;
+            for complex states, of the real and of the imaginary part).
+        write_noise: relative standard deviation of each programmed change (>= 0).
+        limits: safety limits (default: generous simulation-unit limits).
+        settle_time_s: simulated time per settle, s.
+        sample_time_s: simulated time per sample of one example, s.
+        tol_a: Newton residual tolerance (relative, see :func:`nonreciprocal.solve`).
+    """
+
+    def __init__(
+        self,
+        net: nr.NonReciprocalNet,
+        rng: np.random.Generator,
+        *,
+        read_noise_v: float = 0.0,
+        write_noise: float = 0.0,
+        limits: SafetyLimits | None = None,
+        settle_time_s: float = 1e-3,
+        sample_time_s: float = 1e-4,
+        tol_a: float = 1e-13,
+    ) -> None:
+        if not (np.isfinite(read_noise_v) and read_noise_v >= 0):
+            raise ConfigError(f"read_noise_v = {read_noise_v} must be a finite number >= 0 V")
+        if not (np.isfinite(write_noise) and write_noise >= 0):
+            raise ConfigError(f"write_noise = {write_noise} must be a finite number >= 0")
+        self._net = net
+        self._rng = rng
+        self._sigma = float(read_noise_v)
+        self._write_noise = float(write_noise)
+        self._limits = limits if limits is not None else SafetyLimits(
+            v_input_max_v=1e4,
+            i_nudge_max_a=1e3,
+            beta_max_s=1e3,
+            v_target_max_v=1e4,
+            compliance_a=1e9,
+        )
+        self._settle_time_s = float(settle_time_s)
+        self._sample_time_s = float(sample_time_s)
+        self._tol_a = float(tol_a)
+        self._desc = _describe(
+            net,
+            self._limits,
+            {
+                "layer_sizes": list(net.sizes),
+                "read_noise_v": self._sigma,
+                "write_noise": self._write_noise,
+                "diode_i_s_a": net.i_s_a,
+                "diode_v_t_v": net.v_t_v,
+            },
+        )
+        self._free = self._desc.free_nodes
+        self._clock_s = 0.0
+        self._v_in: Array | None = None
+        self._nudge: Nudge | None = None
+        self._state: CArray | None = None
+        self._free_state: Array | None = None
+        self._converged: NDArray[np.bool_] | None = None
+        self._free_converged: NDArray[np.bool_] | None = None
+        self._dirty = True
+        self._closed = False
+
+    # ---------------------------------------------------------------- Describable
+    def describe(self) -> BoardDescription:
+        """The board description (topology, couplings, limits)."""
+        return self._desc
+
+    @property
+    def network(self) -> nr.NonReciprocalNet:
+        """The underlying network (emulator only)."""
+        return self._net
+
+    # ---------------------------------------------------------------- Biasable
+    def apply_inputs(self, v_inputs: Array) -> None:
+        """Set the input sources, ``(batch, n_inputs)`` V (checked against the limits)."""
+        self._check_open()
+        check_inputs_within_limits(v_inputs, self._limits, self._net.n_inputs)
+        v = np.array(v_inputs, dtype=np.float64, copy=True)
+        if self._v_in is None or self._v_in.shape != v.shape:
+            self._nudge = None
+        self._v_in = v
+        self._free_state = None
+        self._dirty = True
+
+    def apply_nudge(self, nudge: Nudge | None) -> None:
+        """Apply (``None``: release) a current or resistive nudge; complex values allowed."""
+        self._check_open()
+        if nudge is not None:
+            if self._v_in is None:
+                raise ConfigError(
+                    "apply inputs before applying a nudge (the batch size is unknown)"
+                )
+            check_nudge_within_limits(
+                nudge, self._limits, self._v_in.shape[0], self._net.n_outputs, complex_ok=True
+            )
+        self._nudge = nudge
+        self._dirty = True
+
+    def set_bias_currents(self, i_bias_a: Array) -> None:
+        """Set the bias current of every free node, A."""
+        self._check_open()
+        b = np.asarray(i_bias_a, dtype=np.float64)
+        if b.shape != self._net.biases_a.shape or not np.all(np.isfinite(b)):
+            raise ConfigError(f"bias currents must be finite with shape {self._net.biases_a.shape}")
+        if float(np.max(np.abs(b), initial=0.0)) > self._limits.i_nudge_max_a:
+            raise LimitError(
+                f"bias current exceeds i_nudge_max_a={self._limits.i_nudge_max_a:.6g} A"
+            )
+        self._net.biases_a[:] = b
+        self._free_state = None
+        self._dirty = True
+
+    def read_bias_currents(self) -> Array:
+        """The bias currents as set, A (a copy)."""
+        return np.array(self._net.biases_a)
+
+    # ---------------------------------------------------------------- Settleable
+    def settle(self, settle_time_s: float | None = None) -> None:
+        """Solve the fixed point under the present inputs, nudge and conductances.
+
+        Nudged solves start from the free fixed point (DR-5); examples whose
+        Newton iteration did not converge are reported by :meth:`last_converged`.
+        """
+        self._check_open()
+        if settle_time_s is not None and settle_time_s < 0:
+            raise ConfigError(f"settle_time_s={settle_time_s} must be >= 0")
+        self._solve()
+        self._clock_s += self._settle_time_s if settle_time_s is None else float(settle_time_s)
+
+    def _nudging(self) -> nr.Nudging | None:
+        n = self._nudge
+        if n is None:
+            return None
+        if isinstance(n, ResistiveNudge):
+            beta = n.beta_s
+            b: complex = complex(beta) if isinstance(beta, complex) else float(beta)
+            return nr.Nudging(b, np.asarray(n.targets_v, dtype=np.float64))
+        assert isinstance(n, CurrentNudge)
+        return nr.Nudging(0.0, None, np.asarray(n.currents_a))
+
+    def _ensure_free(self) -> Array:
+        if self._v_in is None:
+            raise ConfigError("apply inputs before settling or reading the board")
+        if self._free_state is None:
+            r = nr.solve(self._net, self._v_in, None, tol_a=self._tol_a)
+            self._free_state = np.asarray(r.u.real)
+            self._free_converged = r.converged
+        return self._free_state
+
+    def _solve(self) -> None:
+        if not self._dirty and self._state is not None:
+            return
+        u0 = self._ensure_free()
+        assert self._v_in is not None
+        if self._nudge is None:
+            self._state = u0
+            self._converged = self._free_converged
+        else:
+            r = nr.solve(self._net, self._v_in, self._nudging(), start=u0, tol_a=self._tol_a)
+            self._state = r.u
+            self._converged = r.converged
+        self._dirty = False
+
+    # ---------------------------------------------------------------- Readable
+    def read_nodes(
+        self, n_samples: int = 1, nodes: NDArray[np.integer] | None = None
+    ) -> NodeReading:
+        """Read node voltages ``n_samples`` times with Gaussian read noise, V."""
+        self._check_open()
+        if int(n_samples) != n_samples or n_samples < 1:
+            raise ConfigError(f"n_samples={n_samples} must be an integer >= 1")
+        idx = self._free if nodes is None else np.asarray(nodes, dtype=np.int64)
+        n_nodes = self._desc.n_nodes
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n_nodes)):
+            raise ConfigError(f"node indices must lie in 0..{n_nodes - 1}")
+        self._solve()
+        assert self._v_in is not None and self._state is not None
+        batch = self._v_in.shape[0]
+        full = np.zeros((batch, n_nodes), dtype=self._state.dtype)
+        full[:, : self._net.n_inputs] = self._v_in
+        full[:, self._net.n_inputs : self._net.n_inputs + self._net.n_free] = self._state
+        v_true = full[:, idx]
+        n = int(n_samples)
+        samples: CArray = np.broadcast_to(v_true, (n, *v_true.shape)).copy()
+        if self._sigma > 0:
+            samples = samples + self._sigma * self._rng.standard_normal(samples.shape)
+            if np.iscomplexobj(v_true):
+                samples = samples + 1j * self._sigma * self._rng.standard_normal(samples.shape)
+        order = np.arange(batch)[None, :] * n + np.arange(n)[:, None]
+        stamps = self._clock_s + (order + 1) * self._sample_time_s
+        self._clock_s += batch * n * self._sample_time_s
+        return NodeReading(
+            samples_v=samples,
+            timestamps_s=stamps.astype(np.float64),
+            flags=np.zeros(samples.shape, dtype=np.uint8),
+            nodes=idx,
+        )
+
+    # ---------------------------------------------------------------- conductances
+    def read_conductances(self, edges: NDArray[np.integer] | None = None) -> Array:
+        """The conductances, S (exact)."""
+        self._check_open()
+        g = self._net.g_flat
+        return np.array(g if edges is None else g[self._check_edges(edges)])
+
+    def _check_edges(self, edges: NDArray[np.integer]) -> NDArray[np.int64]:
+        e = np.asarray(edges, dtype=np.int64)
+        n = self._desc.n_edges
+        if e.ndim != 1 or (e.size and (e.min() < 0 or e.max() >= n)):
+            raise ConfigError(f"edge indices must be a 1-D array in 0..{n - 1}")
+        if len(np.unique(e)) != len(e):
+            raise ConfigError("each edge may appear once per programming call")
+        return e
+
+    def program_pulses(
+        self, edges: NDArray[np.integer], pulses: NDArray[np.integer]
+    ) -> ProgramResult:
+        """Not available: this emulator is programmed by conductance deltas.
+
+        The arguments are validated first (a malformed call is a ``ConfigError``).
+        """
+        self._check_open()
+        e = self._check_edges(edges)
+        p = np.asarray(pulses)
+        if p.shape != e.shape or not np.issubdtype(p.dtype, np.integer):
+            raise ConfigError("pulses must be an integer array with one count per edge")
+        raise UnsupportedError(
+            "the non-reciprocal emulator has no pulse granularity; use program_deltas"
+        )
+
+    def program_deltas(self, edges: NDArray[np.integer] | None, delta_g_s: Array) -> ProgramResult:
+        """Change conductances by ``delta_g_s`` (with write noise), S; cut at 0 S."""
+        self._check_open()
+        d = np.asarray(delta_g_s, dtype=np.float64)
+        e = None if edges is None else self._check_edges(edges)
+        want = (self._desc.n_edges,) if e is None else e.shape
+        if d.shape != want:
+            raise ConfigError(f"delta_g_s must have shape {want}")
+        if not np.all(np.isfinite(d)):
+            raise ConfigError("requested conductance changes contain NaN or inf")
+        idx: slice | NDArray[np.int64] = slice(None) if e is None else e
+        g0 = np.array(self._net.g_flat[idx])
+        done = d
+        if self._write_noise > 0:
+            done = d * (1.0 + self._write_noise * self._rng.standard_normal(d.shape))
+        g1 = g0 + done
+        status = np.where(g1 < 0.0, ProgramStatus.AT_MIN, ProgramStatus.OK).astype(np.int8)
+        g1 = np.maximum(g1, 0.0)
+        self._net.g_flat[idx] = g1
+        self._free_state = None
+        self._dirty = True
+        zeros = np.zeros(d.shape, dtype=np.int64)
+        return ProgramResult(
+            edges=e,
+            requested_pulses=zeros,
+            applied_pulses=zeros,
+            requested_delta_s=d,
+            g_before_s=g0 if e is not None else np.zeros(0),
+            g_after_s=g1 if e is not None else np.zeros(0),
+            status=status,
+            pulse_amplitude_v=0.0,
+            pulse_width_s=0.0,
+        )
+
+    # ---------------------------------------------------------------- safety
+    def safe_state(self) -> None:
+        """Release the nudge and set every input source to 0 V (idempotent)."""
+        self._nudge = None
+        if self._v_in is not None:
+            self._v_in = np.zeros_like(self._v_in)
+            self._free_state = None
+        self._dirty = True
+
+    @property
+    def is_safe(self) -> bool:
+        """True when no nudge is applied and every input is at 0 V."""
+        return self._nudge is None and (self._v_in is None or not np.any(self._v_in))
+
+    def close(self) -> None:
+        """Go to the safe state; later calls other than ``close``/``safe_state`` fail."""
+        self.safe_state()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError("the board is closed; open a new one")
+
+    # ---------------------------------------------------------------- emulator-only
+    def free_state(self) -> Array:
+        """``(batch, n_free)`` exact free fixed point, V."""
+        return np.array(self._ensure_free())
+
+    def last_converged(self) -> NDArray[np.bool_]:
+        """``(batch,)`` whether the last settle's Newton solve converged per example."""
+        self._solve()
+        assert self._converged is not None
+        return np.array(self._converged)
+
+    def loss(self, targets_v: Array) -> float:
+        """``mean_batch 1/2 sum_o (v_o - y_o)^2`` at the free fixed point, V^2."""
+        return nr.loss(self._net, self._ensure_free(), np.asarray(targets_v, dtype=np.float64))
+
+    def exact_gradient(self, targets_v: Array) -> tuple[Array, Array]:
+        """Exact ``(dL/dg per edge, dL/db per bias node)`` by implicit differentiation."""
+        u0 = self._ensure_free()
+        assert self._v_in is not None
+        return nr.exact_gradient(self._net, self._v_in, u0, np.asarray(targets_v, dtype=float))
+
+    def exact_nudge_response(self, targets_v: Array) -> Array:
+        """Exact ``du*/dbeta`` at ``beta = 0`` for a resistive nudge, ``(batch, n_free)``, V/S."""
+        return nr.nudge_response(self._net, self._ensure_free(), np.asarray(targets_v, float))
+
+    def adjoint_error(self, targets_v: Array) -> Array:
+        """The true error vector ``J^-T dL/du``, ``(batch, n_free)``, V/S."""
+        return nr.adjoint(self._net, self._ensure_free(), np.asarray(targets_v, float))
+
+    def jacobian(self) -> Array:
+        """``dF/du`` at the free fixed point, ``(batch, n_free, n_free)``, S."""
+        return np.asarray(nr.jacobian(self._net, self._ensure_free()))
+
+
+def make_nonreciprocal_board(
+    options: Mapping[str, Any], rng: np.random.Generator
+) -> NonReciprocalBoard:
+    """Backend factory for the ``nonreciprocal`` entry point.
+
+    Options (all optional): ``arch`` (``"10-10-10-10-3"``), ``weight_gain`` (3.0),
+    ``asymmetry`` (0.0: reciprocal; log-normal backward/forward mismatch),
+    ``fwd_gain`` (1.0) and ``bwd_gain`` (1.0) of the hidden amplifiers,
+    ``i_s_a`` (0.05 A) and ``v_t_v`` (0.2 V) of the diodes, ``read_noise_v``
+    (0.0 V per sample), ``write_noise`` (0.0, relative).
+    """
+    known = {
+        "arch", "weight_gain", "asymmetry", "fwd_gain", "bwd_gain",
+        "i_s_a", "v_t_v", "read_noise_v", "write_noise",
+    }
+    unknown = set(options) - known
+    if unknown:
+        raise ConfigError(
+            f"unknown nonreciprocal option(s) {sorted(unknown)}; known: {sorted(known)}"
+        )
+    sizes = parse_arch(str(options.get("arch", "10-10-10-10-3")))
+    if len(sizes) < 3:
+        raise ConfigError("the nonreciprocal board needs at least one hidden layer")
+
+    def num(key: str, default: float) -> float:
+        try:
+            value = float(options.get(key, default))
+        except (TypeError, ValueError):
+            raise ConfigError(f"option {key} must be a number") from None
+        if not np.isfinite(value):
+            raise ConfigError(f"option {key} must be finite")
+        return value
+
+    net = nr.initialise(
+        sizes,
+        rng,
+        weight_gain=num("weight_gain", 3.0),
+        asymmetry=num("asymmetry", 0.0),
+        fwd_gain=num("fwd_gain", 1.0),
+        bwd_gain=num("bwd_gain", 1.0),
+        i_s_a=num("i_s_a", 0.05),
+        v_t_v=num("v_t_v", 0.2),
+    )
+    return NonReciprocalBoard(
+        net,
+        rng,
+        read_noise_v=num("read_noise_v", 0.0),
+        write_noise=num("write_noise", 0.0),
+    )

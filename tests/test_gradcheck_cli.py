@@ -1,0 +1,70 @@
+"""``hwloop gradcheck``: estimators against the exact gradient, table, plots, JSON, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hwloop.cli import main
+
+
+def test_gradcheck_json_shows_cauchy_exactness_and_asymmetry_bias(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([
+        "gradcheck", "--estimators", "one-sided,centered,cauchy", "--betas", "0.1,1",
+        "--points", "4,8", "--read-noise", "0", "--samples", "2", "--seed", "0", "--batch", "8",
+        "--plots", str(tmp_path), "--json",
+    ])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    checks = doc["checks"]
+    assert checks["cauchy_beats_one_sided_at_beta1"] is True
+    assert checks["beta1_one_sided_cos"] < 0.999
+    assert min(checks["beta1_cauchy_cos"].values()) >= 0.999
+    # reciprocal: no asymmetry bias; non-reciprocal: a large one
+    assert checks["asymmetry_bias"]["reciprocal"] < 1e-12
+    assert checks["asymmetry_bias"]["non-reciprocal"] > 0.05
+    rows = {(r["network"], r["estimator"], r["beta_s"]): r for r in doc["rows"]}
+    one = rows[("reciprocal", "one-sided", 1.0)]
+    c8 = rows[("reciprocal", "cauchy-8", 1.0)]
+    assert c8["rel_err"] < one["rel_err"] / 100
+    # in the non-reciprocal network even an exact nudge response keeps the asymmetry bias
+    nr8 = rows[("non-reciprocal", "cauchy-8", 1.0)]
+    assert nr8["nudge_err"] < 1e-3 and nr8["rel_err"] > 0.05
+    for name in doc["plots"]:
+        assert Path(name).stat().st_size > 1000
+
+
+def test_gradcheck_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["gradcheck", "--estimators", "four-point", "--betas", "0.3",
+                 "--read-noise", "1e-4", "--batch", "2"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "four-point" in out and "asymmetry bias" in out and "ep-exact" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--betas", "0,1"],
+        ["--betas", "x"],
+        ["--estimators", "bogus"],
+        ["--points", "1"],
+        ["--read-noise", "-1"],
+        ["--samples", "0"],
+        ["--arch", "4-3"],
+        ["--fwd-gain", "0"],
+    ],
+)
+def test_bad_options_give_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["gradcheck", *argv]) == 2
+    err = capsys.readouterr().err
+    # (other subcommands' load warnings may precede it; ours is exactly one line)
+    ours = [line for line in err.splitlines() if line.startswith("hwloop gradcheck")]
+    assert len(ours) == 1 and ours[0].startswith("hwloop gradcheck: error:")
+    assert "Traceback" not in err

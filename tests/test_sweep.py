@@ -1,0 +1,154 @@
+"""hwloop sweep: a tiny grid on local processes and on Dask, resume, and bad grids."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hwloop.cli import main
+from hwloop.errors import ConfigError
+from protocols.sweep import _worker_env, build_spec, parse_set, point_id
+
+TINY = ["--set", "epochs=1", "--set", "train_limit=8", "--set", "test_limit=16"]
+GRID = ["--read-noise", "0", "1e-3", "--samples", "1", "3"]
+
+
+def _sweep(out: Path, *extra: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    code = main(["sweep", *GRID, *TINY, "--out", str(out), "--json", "--quiet", *extra])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return dict(json.loads(captured.out.strip().splitlines()[-1]))
+
+
+def _index(out: Path) -> dict[str, Any]:
+    return dict(json.loads((out / "index.json").read_text()))
+
+
+def test_local_grid_then_resume_runs_only_the_missing_point(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sw"
+    s = _sweep(out, "--workers", "2", capsys=capsys)
+    assert s["points"] == 4 and s["ran"] == 4 and s["completed"] == 4
+    idx = _index(out)
+    assert len(idx["points"]) == 4
+    for pid, p in idx["points"].items():
+        assert p["status"] == "completed" and 0 <= p["final_test_accuracy"] <= 1
+        assert (out / p["session"]).exists() and pid == point_id(p)
+    assert (out / "table.csv").read_text().count("\n") == 5
+    assert (out / "accuracy_mnist-subset.png").stat().st_size > 1000
+    assert s["predicted_limit_v"] > 0
+
+    # interrupt: one point's result is lost, another point's index entry too
+    runs = out / "runs"
+    lost = "mnist-subset_rn0.001_N3_s0"
+    (runs / f"{lost}.h5").unlink()
+    del idx["points"]["mnist-subset_rn0_N1_s0"]
+    (out / "index.json").write_text(json.dumps(idx))
+    mtimes = {p: p.stat().st_mtime_ns for p in runs.glob("*.h5")}
+    s2 = _sweep(out, "--workers", "1", "--no-plots", capsys=capsys)
+    assert s2["ran"] == 1 and s2["completed"] == 4
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    assert (runs / f"{lost}.h5").exists()
+    idx2 = _index(out)
+    assert idx2["points"]["mnist-subset_rn0_N1_s0"]["status"] == "completed"
+    assert idx2["points"][lost]["status"] == "completed"
+
+    # a point killed mid-write leaves a file that is not a complete session: run again
+    broken = "mnist-subset_rn0_N3_s0"
+    (runs / f"{broken}.h5").write_bytes(b"not an HDF5 file")
+    s3 = _sweep(out, "--no-plots", capsys=capsys)
+    assert s3["ran"] == 1 and s3["completed"] == 4
+    assert _index(out)["points"][broken]["status"] == "completed"
+
+
+def test_worker_env_sets_and_restores_blas_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with _worker_env(1):
+        assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "MKL_NUM_THREADS" not in os.environ
+
+
+def test_dask_local_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if os.environ.get("CI"):
+        import distributed  # CI installs the test extra: a skip would hide a missing install
+    else:
+        distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        s = _sweep(tmp_path / "dk", "--scheduler", cluster.scheduler_address, "--no-plots",
+                   capsys=capsys)
+    assert s["ran"] == 4 and s["completed"] == 4
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_scheduler_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("distributed")
+    code = main(["sweep", "--out", str(tmp_path / "x"), "--timeout", "1",
+                 "--scheduler", f"tcp://127.0.0.1:{_free_port()}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert "cannot reach the Dask scheduler" in err[-1]
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[grid]\nread_noise = []\n", "is empty"),
+        ("[grid]\nread_noise = [1e-4, -1e-4]\n", ">= 0 V"),
+        ("[grid]\nsamples = [0]\n", ">= 1"),
+        ("[grid]\nsigma = [1e-4]\n", "unknown sweep axis"),
+        ("[train]\nepoch = 1\n", "unknown training option"),
+        ("[train]\nseed = 1\n", "are sweep axes"),
+        ("[grdi]\nseed = [1]\n", "unknown table"),
+        ("[train]\nbeta = -1.0\n", "beta"),
+        ("[grid]\nseed = [1, 1]\n", "repeats"),
+    ],
+)
+def test_bad_grids_fail_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, message: str
+) -> None:
+    f = tmp_path / "g.toml"
+    f.write_text(toml)
+    code = main(["sweep", "--grid", str(f), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert message in err[-1] and len([e for e in err if "error" in e]) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_other_fixed_options_in_the_same_directory_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sw"
+    code = main(["sweep", "--read-noise", "0", *TINY, "--out", str(out), "--quiet",
+                 "--no-plots"])
+    assert code == 0
+    code = main(["sweep", "--read-noise", "0", *TINY, "--set", "beta=0.5", "--out", str(out)])
+    assert code == 2
+    assert "other fixed options" in capsys.readouterr().err
+
+
+def test_grid_file_and_set_parsing() -> None:
+    assert parse_set(["epochs=2", "arch=1568-20-10", "lr_weights=[0.1, 0.2]"]) == {
+        "epochs": 2, "arch": "1568-20-10", "lr_weights": [0.1, 0.2]}
+    spec = build_spec({"read_noise": [0.0, 1e-4], "seed": [0, 1, 2]}, {"epochs": 1})
+    assert len(spec.points()) == 6 and spec.fixed["backend"] == "emulator"
+    assert len({point_id(p) for p in spec.points()}) == 6
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_set(["epochs"])
