@@ -32,6 +32,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "sem_target": ("sem-target", float, "sample until every node's standard error < this, V"),
     "max_samples": ("max-samples", int, "cap on samples per phase with --sem-target"),
     "read_noise": ("read-noise", float, "emulator read noise per sample, V"),
+    "noise_model": ("noise-model", str, "emulator noise from a 'hwloop characterize' file"),
     "device_preset": ("device-preset", str, "emulator device model: ideal or reram"),
     "programming": ("programming", str, "open-loop (default) or write-verify"),
     "wv_tolerance": ("wv-tolerance", float, "write-verify tolerance, S"),

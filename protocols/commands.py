@@ -22,7 +22,7 @@ from hwloop.datasets import Dataset, load_dataset
 from hwloop.device import BoardDescription, Checkpointable
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
-from hwloop.session import StopRequest, deferred_interrupt, safe_session
+from hwloop.session import StopRequest, Terminated, deferred_interrupt, safe_session
 from hwloop.sessionlog import Checkpoint, SessionWriter, check_session_path, open_session, repair
 from protocols.cli import _MULTI, _TRAIN_FLAGS
 from protocols.config import TrainConfig, make_config, resolve
@@ -115,8 +115,9 @@ def _drive(
     try:
         result = trainer.run(resume_from=resume_from, verify_until=verify_until)
         status, reason = result.status, result.reason
-    except KeyboardInterrupt:
-        status, reason = "aborted", "aborted by a second Ctrl-C"
+    except KeyboardInterrupt as exc:
+        status = "aborted"
+        reason = str(exc) if isinstance(exc, Terminated) else "aborted by a second Ctrl-C"
         raise
     except Exception as exc:
         status, reason = "failed", f"{type(exc).__name__}: {exc}"

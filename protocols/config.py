@@ -34,6 +34,9 @@ class TrainConfig:
     board: str | None = None
     """Board file (TOML) of the ``board`` backend: instruments, wiring, limits; the
     architecture comes from it (see ``instruments/board_file.py``)."""
+    noise_model: str | None = None
+    """Noise-model file written by ``hwloop characterize`` (emulator backend): the
+    emulator then reads with that board's measured noise (``read_noise`` overrides it)."""
     dataset: str = "mnist-subset"
     data_dir: str | None = None
     arch: str = "1568-100-10"

@@ -66,6 +66,8 @@ def backend_options(cfg: TrainConfig) -> dict[str, Any]:
         opts: dict[str, Any] = {"arch": cfg.arch, "preset": cfg.device_preset, "dtype": cfg.dtype}
         if cfg.sweeps is not None:
             opts["n_sweeps"] = cfg.sweeps
+        if cfg.noise_model is not None:
+            opts["noise_model"] = cfg.noise_model
         if cfg.read_noise is not None:
             opts["read_noise_v"] = cfg.read_noise
         return opts

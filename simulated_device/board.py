@@ -565,8 +565,18 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
     Options (all optional): ``arch`` (``"1568-100-10"``), ``preset`` (``"ideal"``),
     ``dtype`` (``"float64"`` or ``"float32"``), ``weight_gain`` (1.0), ``n_sweeps`` (4),
     ``tol_v`` (None), ``warm_start`` (True), ``read_noise_v`` (replaces the preset's
-    additive read noise per sample, V).
+    additive read noise per sample, V), ``noise_model`` (a file written by
+    ``hwloop characterize``: its preset and read noise, unless given here too).
     """
+    if options.get("noise_model") is not None:
+        from simulated_device.noise_model import emulator_options
+
+        from_file, _ = emulator_options(str(options["noise_model"]))
+        merged = {**from_file, **{k: v for k, v in options.items() if v is not None}}
+        if "preset" in from_file and options.get("preset") not in (None, "ideal"):
+            merged["preset"] = options["preset"]
+        merged.pop("noise_model")
+        options = merged
     known = {
         "arch",
         "preset",

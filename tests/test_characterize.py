@@ -80,3 +80,28 @@ def test_bad_inputs(tmp_path: Path) -> None:
         emulator_options(bad)
     bad.write_text("read_noise_v = 1e-4\n[read]\nrelative = 0.01\n")
     assert "not an emulator option" in emulator_options(bad)[1][0]
+
+
+def test_train_loads_a_noise_model_into_the_emulator(tmp_path: Path) -> None:
+    """characterize -> noise_model.toml -> the emulator reads with that noise."""
+    import numpy as np
+
+    from hwloop.plugins import open_board
+    from protocols.config import make_config, resolve
+    from protocols.training import backend_options
+
+    model = tmp_path / "nm.toml"
+    model.write_text("read_noise_v = 0.003\n\n[read]\nsigma_v = 0.003\nrelative = 0.0\n")
+    cfg, _ = resolve(make_config({"arch": "8-4-2", "noise_model": str(model)}))
+    opts = backend_options(cfg)
+    assert opts["noise_model"] == str(model)
+    board = open_board("emulator", {**opts, "dtype": "float64"}, np.random.default_rng(0))
+    board.apply_inputs(np.ones((1, 8)))
+    board.settle()
+    r = board.read_nodes(4000)
+    # std of a 4000-sample std estimate: sigma / sqrt(2 * 4000) ~ 1.1 %; allow 5 %
+    assert float(r.samples_v.std(axis=0).mean()) == pytest.approx(0.003, rel=0.05)
+    explicit = open_board("emulator", {**opts, "read_noise_v": 0.0}, np.random.default_rng(0))
+    explicit.apply_inputs(np.ones((1, 8)))
+    explicit.settle()
+    assert float(np.ptp(explicit.read_nodes(10).samples_v, axis=0).max()) == 0.0  # flag wins

@@ -219,3 +219,24 @@ def test_second_ctrl_c_aborts_with_a_consistent_file(
     res = _sub("resume", out, "--quiet")
     assert res.returncode == 0, res.stderr
     _assert_same_run(_final_state(out), _final_state(reference))
+
+
+def test_sigterm_aborts_with_a_consistent_file_and_the_reason(tmp_path: Path) -> None:
+    out = tmp_path / "term.h5"
+    proc = _spawn(out)
+    try:
+        deadline = time.monotonic() + 60
+        while _steps_recorded(out) < 4:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    with open_session(out) as sf:
+        assert sf.clean and sf.status == "aborted"
+        assert "SIGTERM" in sf.attrs["reason"]
+        assert sf.integrity(full=True) == []
