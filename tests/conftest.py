@@ -16,6 +16,16 @@ import pytest
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--hwloop-board",
+        metavar="BOARD.toml",
+        default=None,
+        help="board file of a REAL board: runs the Device contract suite on it (marker "
+        "'hardware'); without it no test touches hardware",
+    )
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not os.environ.get("CI"):
         return

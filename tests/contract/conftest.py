@@ -62,9 +62,20 @@ NO_RESISTIVE_NUDGE = {"board-serial", "board-scpi"}
 EXACT = {"emulator-ideal", "nonreciprocal"}
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+HARDWARE = "hardware"
+"""The real board given with ``--hwloop-board BOARD.toml`` (opt-in; marker ``hardware``)."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    params: list[object] = list(sorted(BACKENDS))
+    board_file = metafunc.config.getoption("--hwloop-board")
+    if board_file:
+        BACKENDS[HARDWARE] = lambda rng: open_board("board", {"board": board_file}, rng)
+        NO_RESISTIVE_NUDGE.add(HARDWARE)
+        params.append(pytest.param(HARDWARE, marks=pytest.mark.hardware))
+    metafunc.parametrize("backend", params)
 
 
 @pytest.fixture

@@ -142,7 +142,8 @@ def test_current_nudge_raises_outputs(board: Device) -> None:
     board.apply_inputs(_inputs(d, batch=2, seed=2))
     free = _settled_read(board, 4)
     out = np.searchsorted(d.free_nodes, d.output_nodes)
-    i = np.full((2, len(d.output_nodes)), min(d.limits.i_nudge_max_a, 0.1))
+    # 0.1 in simulation units: 0.1 V across the conductance scale g_scale_s
+    i = np.full((2, len(d.output_nodes)), min(d.limits.i_nudge_max_a, 0.1 * d.g_scale_s))
     board.apply_nudge(CurrentNudge(currents_a=i))
     up = _settled_read(board, 4)
     assert np.all(up.mean_v[:, out] > free.mean_v[:, out])
@@ -279,7 +280,10 @@ def test_close_is_idempotent_and_leaves_safe_state(board: Device) -> None:
 
 
 def test_same_seed_gives_the_same_board_and_reads(backend: str) -> None:
-    from .conftest import BACKENDS
+    from .conftest import BACKENDS, HARDWARE
+
+    if backend == HARDWARE:
+        pytest.skip("a real board's reads are not reproducible from a seed")
 
     reads = []
     for _ in range(2):
