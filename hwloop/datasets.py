@@ -19,10 +19,13 @@ Sources, by the name given to :func:`load_dataset`:
 
   The first directory that holds all four files wins; the original train/test
   split of the files is kept.
+* ``mnist-01-4x4``: the 0s and 1s of ``mnist-subset`` (same split), each image
+  averaged over 7 x 7 blocks to 4 x 4 pixels: a two-class task small enough for a
+  bench whose instruments carry a few dozen channels (32 inputs as +/- pairs).
 * a path: a directory holding the four IDX files, or an ``.npz`` file with
   ``x`` and ``y`` (see :func:`load_npz_dataset`), which is all test split.
 
-Every dataset has images as ``uint8`` ``(n, 28, 28)`` (0 = background, 255 =
+Every dataset but ``mnist-01-4x4`` has images as ``uint8`` ``(n, 28, 28)`` (0 = background, 255 =
 full ink, as in the original files) and labels as ``uint8`` ``(n,)`` in 0..9.
 Problems (missing or corrupt files, bad arguments) raise
 :class:`hwloop.errors.ConfigError` with a one-line message.
@@ -58,7 +61,7 @@ __all__ = [
     "read_idx",
 ]
 
-DATASET_NAMES = ("mnist-subset", "mnist", "fashion-mnist", "kmnist")
+DATASET_NAMES = ("mnist-subset", "mnist-01-4x4", "mnist", "fashion-mnist", "kmnist")
 """Names accepted by :func:`load_dataset` (anything else is taken as a path)."""
 
 DATA_DIR_ENV = "HWLOOP_DATA_DIR"
@@ -442,6 +445,26 @@ def _describe_search(dirs: list[Path], partial: dict[Path, dict[str, Path]]) -> 
     return ", ".join(parts)
 
 
+def load_small_digits(test_fraction: float = 0.2, split_seed: int = 0) -> Dataset:
+    """``mnist-01-4x4``: the 0s and 1s of the bundled subset at 4 x 4 pixels.
+
+    Each 28 x 28 image is averaged over 7 x 7 blocks (then floored to uint8), for
+    benches too small for 784 pixels (a 32-8-2 network on SMU channels).
+    """
+    d = load_bundled_subset(test_fraction, split_seed)
+
+    def pick(
+        x: NDArray[np.uint8], y: NDArray[np.uint8]
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+        keep = (y == 0) | (y == 1)
+        small = x[keep].reshape(-1, 4, 7, 4, 7).mean(axis=(2, 4)).astype(np.uint8)
+        return small, y[keep]
+
+    xtr, ytr = pick(d.x_train, d.y_train)
+    xte, yte = pick(d.x_test, d.y_test)
+    return Dataset("mnist-01-4x4", xtr, ytr, xte, yte, "bundled subset, digits 0 and 1, 4x4")
+
+
 def load_dataset(
     name_or_path: str | Path,
     *,
@@ -475,6 +498,8 @@ def load_dataset(
     if not isinstance(name_or_path, Path):
         if name_or_path == "mnist-subset":
             return load_bundled_subset(test_fraction, split_seed)
+        if name_or_path == "mnist-01-4x4":
+            return load_small_digits(test_fraction, split_seed)
         if name_or_path in DATASET_NAMES:
             return _load_named(name_or_path, data_dir)
     path = Path(name_or_path).expanduser()

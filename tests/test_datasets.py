@@ -545,3 +545,18 @@ def test_no_imports_of_other_packages() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_small_digits_for_small_benches() -> None:
+    """mnist-01-4x4: the bundled split's 0s and 1s, 7 x 7 block means (16 pixels)."""
+    from hwloop.datasets import load_bundled_subset, load_dataset
+
+    small = load_dataset("mnist-01-4x4")
+    full = load_bundled_subset()
+    assert small.x_train.shape[1:] == (4, 4) and small.x_train.dtype == np.uint8
+    assert set(np.unique(small.y_train)) == {0, 1} and set(np.unique(small.y_test)) == {0, 1}
+    keep = (full.y_train == 0) | (full.y_train == 1)
+    assert len(small.x_train) == int(keep.sum())
+    first = full.x_train[keep][0].astype(np.float64)
+    assert small.x_train[0, 1, 2] == int(first[7:14, 14:21].mean())
+    assert small.pixels("train").shape == (len(small.x_train), 16)
