@@ -452,6 +452,21 @@ def description_from_group(grp: h5py.Group) -> BoardDescription:
     )
 
 
+def _layout_and_options(f: h5py.File) -> tuple[StepLayout, LogOptions]:
+    """The per-step layout and the logging options recorded in a session file."""
+    a = f["steps"].attrs
+    layout = StepLayout(
+        batch=int(a["batch"]),
+        phases=int(a["phases"]),
+        max_samples=int(a["max_samples"]),
+        n_inputs=int(a["n_inputs"]),
+        n_outputs=int(a["n_outputs"]),
+        nudge_kind=str(a["nudge_kind"]),
+        sample_dtype=str(a.get("sample_dtype", "<f4")),
+    )
+    return layout, LogOptions(**json.loads(f.attrs["log_options_json"]))
+
+
 class _Appender:
     """Appends rows to one resizable dataset through h5py's low-level API.
 
@@ -516,17 +531,7 @@ class SessionWriter:
         self.path = path
         self._f = f
         self._closed = False
-        s = f["steps"]
-        self.layout = StepLayout(
-            batch=int(s.attrs["batch"]),
-            phases=int(s.attrs["phases"]),
-            max_samples=int(s.attrs["max_samples"]),
-            n_inputs=int(s.attrs["n_inputs"]),
-            n_outputs=int(s.attrs["n_outputs"]),
-            nudge_kind=str(s.attrs["nudge_kind"]),
-            sample_dtype=str(s.attrs.get("sample_dtype", "<f4")),
-        )
-        self.options = LogOptions(**json.loads(f.attrs["log_options_json"]))
+        self.layout, self.options = _layout_and_options(f)
         self.run_id = str(f.attrs["run_id"])
         self.free_nodes = np.asarray(f["steps/free_nodes"][()], dtype=np.int64)
         self._apps: dict[str, _Appender] = {}
@@ -1109,16 +1114,7 @@ class SessionFile:
             self.attrs: dict[str, Any] = {k: _attr_value(v) for k, v in f.attrs.items()}
             self.description = description_from_group(f["device"])
             s = f["steps"]
-            self.layout = StepLayout(
-                batch=int(s.attrs["batch"]),
-                phases=int(s.attrs["phases"]),
-                max_samples=int(s.attrs["max_samples"]),
-                n_inputs=int(s.attrs["n_inputs"]),
-                n_outputs=int(s.attrs["n_outputs"]),
-                nudge_kind=str(s.attrs["nudge_kind"]),
-            sample_dtype=str(s.attrs.get("sample_dtype", "<f4")),
-            )
-            self.options = LogOptions(**json.loads(f.attrs["log_options_json"]))
+            self.layout, self.options = _layout_and_options(f)
             self.free_nodes = np.asarray(s["free_nodes"][()], dtype=np.int64)
             n = int(s["index"].shape[0])
             for name, ds in s.items():
