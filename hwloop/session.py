@@ -35,6 +35,18 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self.reason = ""
+        self.abort: KeyboardInterrupt | None = None
+        """Set with the exception of an abort (second Ctrl-C, SIGTERM) when it is raised."""
+
+    def check_abort(self) -> None:
+        """Raise the pending abort again.
+
+        A signal handler's exception is lost when it fires inside a finaliser or a
+        weakref callback (Python only prints "Exception ignored"); the run loop calls
+        this after every step so that such an abort still takes effect.
+        """
+        if self.abort is not None:
+            raise self.abort
 
     def request(self, reason: str) -> None:
         """Ask the run to stop at the next step boundary."""
@@ -57,7 +69,8 @@ def deferred_interrupt(stop: StopRequest) -> Iterator[StopRequest]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.requested:
-            raise KeyboardInterrupt
+            stop.abort = KeyboardInterrupt("aborted by a second Ctrl-C")
+            raise stop.abort
         stop.request("interrupted by Ctrl-C")
         print(
             "\nhwloop: stopping after the current step (press Ctrl-C again to abort now)",
@@ -68,7 +81,8 @@ def deferred_interrupt(stop: StopRequest) -> Iterator[StopRequest]:
         stop.request("terminated by SIGTERM")
         print("\nhwloop: SIGTERM: aborting now (the board goes to its safe state)",
               file=sys.stderr)
-        raise Terminated("terminated by SIGTERM")
+        stop.abort = Terminated("terminated by SIGTERM")
+        raise stop.abort
 
     previous = signal.signal(signal.SIGINT, handler)
     previous_term = signal.signal(signal.SIGTERM, on_term)

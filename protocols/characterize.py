@@ -1,8 +1,9 @@
 """``hwloop characterize``: measure a board's noise, programming precision, drift and timings.
 
 Works on any backend through :func:`hwloop.plugins.open_board` (the emulator by
-default). Measurements, all at fixed inputs (random pixels in [0, 1] times the
-input gain, seeded):
+default; a real board with ``--backend board --option board=FILE``, the input gain
+then the one published for the board file's architecture). Measurements, all at
+fixed inputs (random pixels in [0, 1] times the input gain, seeded):
 
 * **node read noise**: ``R`` repeat reads of every hidden/output node for ``B``
   examples; the per-node std (ddof 1, pooled over examples), and its dependence on
@@ -10,7 +11,8 @@ input gain, seeded):
   emulator's :class:`~simulated_device.device_models.ReadNoise` form) by least
   squares of the per-(example, node) variance on ``v**2``. The pooled estimate of
   ``sigma_v`` has a relative standard error of about ``1/sqrt(2 (R - 1) B n)``
-  (``n`` nodes), reported as ``sigma_v_rel_se``.
+  (``n`` nodes), reported as ``sigma_v_rel_se``. With the meter's quantisation
+  step (``--adc-lsb``) also the noise without it, ``sqrt(pooled**2 - lsb**2/12)``.
 * **conductance read noise**: repeated :meth:`read_conductances`, std per edge.
 * **programming precision**: a small ``program_deltas`` change on random edges
   (then undone): achieved vs requested; and, when the board declares a pulse step,
@@ -205,23 +207,35 @@ def characterize(
     program_step: float = 0.05,
     drift_time_s: float = 10.0,
     seed: int = 0,
+    adc_lsb_v: float = 0.0,
 ) -> dict[str, Any]:
-    """Run every measurement; return the report (arrays under ``_``-keys for plotting)."""
+    """Run every measurement; return the report (arrays under ``_``-keys for plotting).
+
+    ``adc_lsb_v`` is the node meter's quantisation step, V (0: unknown or none). When
+    given, the report adds the additive noise without quantisation,
+    ``sigma_v_additive = sqrt(pooled**2 - lsb**2 / 12)`` (Sheppard's correction, valid
+    when the noise is at least about half an LSB), and its relative standard error.
+    """
     if batch < 1 or repeats < 2 or g_repeats < 1 or program_edges < 1:
         raise ConfigError("need --batch >= 1, --repeats >= 2, --g-repeats >= 1, --edges >= 1")
     if not (0 < program_step < 1):
         raise ConfigError(f"--program-step {program_step} must be in (0, 1)")
     if not (math.isfinite(drift_time_s) and drift_time_s >= 0):
         raise ConfigError(f"--drift-time {drift_time_s} must be a finite time >= 0 s")
+    if not (math.isfinite(adc_lsb_v) and adc_lsb_v >= 0):
+        raise ConfigError(f"--adc-lsb {adc_lsb_v} must be a finite step >= 0 V")
     rng = np.random.default_rng(seed)
     device = open_board(backend, dict(options), rng)
     with safe_session(device):
         desc = device.describe()
-        if input_gain_v is None:
-            arch = str(options.get("arch", "1568-100-10"))
-            input_gain_v = float(published_defaults(arch, "mnist")[0]["input_gain"])
         n_in = len(desc.input_nodes)
         n_px = n_in // 2 if desc.layers is not None and n_in % 2 == 0 else n_in
+        if input_gain_v is None:
+            arch = options.get("arch")
+            if not arch and desc.layers is not None:  # e.g. a board file's network
+                arch = "-".join([str(n_px)] + [str(len(b.dst)) for b in desc.layers])
+            arch = str(arch or "1568-100-10")
+            input_gain_v = float(published_defaults(arch, "mnist")[0]["input_gain"])
         x = np.random.default_rng(seed + 1).random((batch, n_px))
         v_in = encode_inputs(x, input_gain_v, n_in)
         report: dict[str, Any] = {
@@ -231,7 +245,17 @@ def characterize(
             "seed": seed,
             "input_gain_v": input_gain_v,
         }
-        report["node_read_noise"] = measure_read_noise(device, v_in, repeats)
+        rn = measure_read_noise(device, v_in, repeats)
+        if adc_lsb_v > 0:
+            total2 = rn["sigma_v_pooled"] ** 2
+            add2 = total2 - adc_lsb_v**2 / 12.0
+            rn["adc_lsb_v"] = adc_lsb_v
+            rn["sigma_v_additive"] = math.sqrt(max(add2, 0.0))
+            # d(sigma_add)/sigma_add = (total^2 / add^2) d(sigma)/sigma
+            rn["sigma_v_additive_rel_se"] = (
+                rn["sigma_v_rel_se"] * total2 / add2 if add2 > 0 else math.inf
+            )
+        report["node_read_noise"] = rn
         report["conductance_read_noise"] = measure_conductance_noise(device, g_repeats)
         report["programming"] = measure_programming(device, program_edges, program_step, rng)
         report["drift"] = measure_drift(device, v_in, drift_time_s)
@@ -252,6 +276,12 @@ def noise_model_toml(report: Mapping[str, Any]) -> str:
         f"sigma_v = {fit['sigma_v']!r}  # fit var = sigma_v^2 + (relative |v|)^2, V\n"
         f"relative = {fit['relative']!r}\n"
         f"sigma_v_pooled = {rn['sigma_v_pooled']!r}  # pooled std over all nodes, V\n"
+        + (
+            f"adc_lsb_v = {rn['adc_lsb_v']!r}  # meter quantisation step (given), V\n"
+            f"sigma_v_additive = {rn['sigma_v_additive']!r}  # pooled without the "
+            "quantisation (sqrt(pooled^2 - lsb^2/12)), V\n"
+            if "adc_lsb_v" in rn else ""
+        )
     )
 
 
@@ -308,6 +338,7 @@ def run_characterize(args: argparse.Namespace) -> int:
         args.backend, options, input_gain_v=args.input_gain, batch=args.batch,
         repeats=args.repeats, g_repeats=args.g_repeats, program_edges=args.edges,
         program_step=args.program_step, drift_time_s=args.drift_time, seed=args.seed,
+        adc_lsb_v=args.adc_lsb,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -325,7 +356,10 @@ def run_characterize(args: argparse.Namespace) -> int:
             f"read noise: {rn['sigma_v_pooled']:.4g} V per sample (pooled over "
             f"{rn['n_nodes']} nodes, relative s.e. {100 * rn['sigma_v_rel_se']:.2g} %); fit "
             f"sigma {rn['fit']['sigma_v']:.4g} V + relative {rn['fit']['relative']:.3g}\n"
-            f"programming: relative error rms "
+            + (f"without the {rn['adc_lsb_v']:.3g} V quantisation: "
+               f"{rn['sigma_v_additive']:.4g} V (relative s.e. "
+               f"{100 * rn['sigma_v_additive_rel_se']:.2g} %)\n" if "adc_lsb_v" in rn else "")
+            + f"programming: relative error rms "
             f"{report['programming']['error_relative_rms']:.3g}; drift: "
             f"{report['drift'] if isinstance(report['drift'], str) else 'measured'}\n"
             f"wrote {out}/report.json, noise_model.toml, timings.json"
@@ -357,6 +391,9 @@ def register_characterize(sub: argparse._SubParsersAction[argparse.ArgumentParse
                    help="requested change, relative to each edge's conductance")
     p.add_argument("--drift-time", type=float, default=10.0,
                    help="wait for the drift measurement, s (0: skip)")
+    p.add_argument("--adc-lsb", type=float, default=0.0,
+                   help="node meter's quantisation step, V (e.g. 20/2**16 for a 16-bit "
+                   "+-10 V ADC): also report the noise without it (default 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG")

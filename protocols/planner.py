@@ -25,7 +25,8 @@ critical noise of one averaged read is
 with ``snr_c`` the per-example SNR taken as the limit (default 1: noise equal to
 signal; the physics doc's rule of thumb "sigma_c ~ one-sided displacement d"
 corresponds to ``snr_c = sqrt(2)`` for centered EP). ``d_eff`` is measured on
-the noise-free emulator at initialisation, on a few training examples; its
+the noise-free emulator (or on a board, averaging ``reads`` reads per phase, whose
+standard error is reported) at initialisation, on a few training examples; its
 "typical" value is the mean over the layer's nodes and the examples.
 
 The recommended number of samples puts ``sigma / sqrt(N)`` at ``(1 - margin) s_c``
@@ -135,14 +136,28 @@ class Prediction:
     epoch_time_s: float | None = None
     steps_per_epoch: int | None = None
     timings_source: str = ""
+    reads: int = 1
+    """Reads averaged per phase in the displacement measurement."""
+    layer_d_eff_floor_v: list[float] | None = None
+    """Per layer: standard error of one averaged phase read (the noise of ``d_eff``), V;
+    None when each phase was read once (the noise-free emulator)."""
     assumptions: list[str] = field(default_factory=list)
 
 
 def measure_displacements(
-    cfg: TrainConfig, device: Device, x: np.ndarray, y: np.ndarray
-) -> tuple[list[float], list[float]]:
-    """Per-layer mean effective and one-sided displacements on the examples ``x``, V."""
+    cfg: TrainConfig, device: Device, x: np.ndarray, y: np.ndarray, reads: int = 1
+) -> tuple[list[float], list[float], list[float] | None]:
+    """Per-layer mean effective and one-sided displacements on the examples ``x``, V.
+
+    Every phase is read ``reads`` times and averaged (on a noisy board the displacement
+    itself must be resolved above the read noise). Returns ``(d_eff, d_onesided,
+    floor)``: ``floor`` is, per layer, the mean standard error of one averaged phase
+    read (sample std / sqrt(reads)), which is also the typical noise of ``d_eff``
+    since ``sum c_i = 0``; ``None`` for ``reads = 1``.
+    """
     assert cfg.input_gain is not None and cfg.beta is not None
+    if reads < 1:
+        raise ConfigError(f"reads = {reads} must be >= 1")
     desc = device.describe()
     if desc.layers is None:
         raise ConfigError("hwloop plan needs a layered board (its description has no layers)")
@@ -153,10 +168,18 @@ def measure_displacements(
     targets = one_hot(y, len(desc.output_nodes))
     free = desc.free_nodes
     out_pos = np.searchsorted(free, desc.output_nodes)
+    sems: list[np.ndarray] = []
+
+    def read() -> np.ndarray:
+        r = device.read_nodes(reads)
+        if reads > 1:
+            sems.append(np.asarray(r.sem_v, dtype=np.float64))
+        return np.asarray(r.mean_v.real, dtype=np.float64)
+
     device.apply_nudge(None)
     device.apply_inputs(v_in)
     device.settle()
-    v0 = np.asarray(device.read_nodes(1).mean_v.real, dtype=np.float64)
+    v0 = read()
     disp: dict[float, np.ndarray] = {}
     for b in stencil.betas_s:
         if b == 0.0:
@@ -168,16 +191,19 @@ def measure_displacements(
         )
         device.apply_nudge(nudge)
         device.settle()
-        disp[b] = np.asarray(device.read_nodes(1).mean_v.real, dtype=np.float64) - v0
+        disp[b] = read() - v0
         device.apply_nudge(None)
     d_eff = effective_displacement(disp, coeffs)
     one = np.mean([np.abs(d) for d in disp.values()], axis=0)
-    eff_l, one_l = [], []
+    sem = np.mean(sems, axis=0) if sems else None
+    eff_l, one_l, floor_l = [], [], []
     for block in desc.layers:
         pos = np.searchsorted(free, np.asarray(block.dst))
         eff_l.append(float(np.mean(d_eff[:, pos])))
         one_l.append(float(np.mean(one[:, pos])))
-    return eff_l, one_l
+        if sem is not None:
+            floor_l.append(float(np.mean(sem[:, pos])))
+    return eff_l, one_l, (floor_l if sem is not None else None)
 
 
 def _time_ops(cfg: TrainConfig, device: Device, x: np.ndarray, n_samples: int) -> dict[str, float]:
@@ -191,7 +217,10 @@ def _time_ops(cfg: TrainConfig, device: Device, x: np.ndarray, n_samples: int) -
     for _ in range(3):
         device.apply_nudge(None)
         device.apply_inputs(v_in)
-        device.apply_nudge(ResistiveNudge(beta_s, targets))
+        device.apply_nudge(
+            ResistiveNudge(beta_s, targets) if cfg.nudge == "resistive"
+            else CurrentNudge(beta_s * targets)
+        )
         t0 = time.perf_counter()
         device.settle()
         t1 = time.perf_counter()
@@ -251,6 +280,7 @@ def predict(
     margin: float = 0.2,
     timings: Mapping[str, float] | None = None,
     measure_timings: bool = True,
+    reads: int | None = None,
 ) -> Prediction:
     """Measure the nudge displacements and predict the critical noise (module docstring).
 
@@ -263,6 +293,9 @@ def predict(
         margin: wanted fraction by which ``sigma/sqrt(N)`` stays below the limit.
         timings: a timings table (see :func:`read_timings`) instead of measuring.
         measure_timings: time the operations on the board when no table is given.
+        reads: reads averaged per phase when measuring the displacements (default 1 on
+            the emulator, whose read noise is switched off here; 16 on any other
+            backend, whose read noise cannot be switched off).
     """
     if n_examples < 1:
         raise ConfigError(f"n_examples = {n_examples} must be >= 1")
@@ -279,11 +312,13 @@ def predict(
     if cfg.backend == "emulator":
         options["read_noise_v"] = 0.0
         options["dtype"] = "float64"
+    if reads is None:
+        reads = 1 if cfg.backend == "emulator" else 16
     idx = rng.permutation(len(x_all))[:n_examples]
     x, y = x_all[idx], data.y_train.astype(np.int64)[idx]
     device = open_board(cfg.backend, options, rng)
     with safe_session(device):
-        eff, one = measure_displacements(cfg, device, x, y)
+        eff, one, floor = measure_displacements(cfg, device, x, y, reads)
         samples_for_timing = 1
         pred_timings: dict[str, float] = {}
         source = ""
@@ -309,6 +344,8 @@ def predict(
         sigma_c_v=sigma_c,
         timings_s=pred_timings,
         timings_source=source,
+        reads=reads,
+        layer_d_eff_floor_v=floor,
     )
     if sigma_v is not None:
         n, actual = recommend_samples(sigma_v, sigma_c, margin)
@@ -329,7 +366,9 @@ def predict(
         "read noise: independent, zero-mean, same std in every phase, averaged over N samples "
         "(sigma/sqrt(N)); no noise during relaxation",
         f"displacements measured once at initialisation on {n_examples} training examples "
-        "(noise-free emulator); they change during training",
+        + ("(noise-free emulator)" if cfg.backend == "emulator" and floor is None
+           else f"(on the {cfg.backend} backend, {reads} reads averaged per phase)")
+        + "; they change during training",
         f"limit: per-example SNR d_eff/(sigma/sqrt(N)) = {snr_c:g} in the limiting layer "
         "(d_eff = |sum c_i dv_i| / sqrt(sum c_i^2), mean over nodes and examples)",
         "the limit scales with beta and sqrt(N) and does not depend on the dataset "
@@ -337,6 +376,12 @@ def predict(
         "timings: one phase = settle + N reads of the batch; one step = phases + one "
         "bulk programming call; evaluation and logging not included",
     ]
+    if floor is not None and eff[limiting] < 3.0 * floor[limiting]:
+        p.assumptions.append(
+            f"WARNING: the limiting layer's d_eff ({eff[limiting]:.3g} V) is less than 3 "
+            f"times its measurement noise ({floor[limiting]:.3g} V per averaged read): "
+            "the prediction is biased upward by the read noise; raise --reads"
+        )
     return p
 
 
@@ -350,6 +395,11 @@ def format_prediction(p: Prediction) -> str:
     for i, (o, e) in enumerate(zip(p.layer_d_onesided_v, p.layer_d_eff_v, strict=True)):
         mark = "  <- limiting" if i + 1 == p.limiting_layer else ""
         lines.append(f"{i + 1:5d}   {o:24.3e}   {e:9.3e}{mark}")
+    if p.layer_d_eff_floor_v is not None:
+        lines.append(
+            f"measured with {p.reads} reads per phase; noise of d_eff per layer (V): "
+            + ", ".join(f"{f:.1e}" for f in p.layer_d_eff_floor_v)
+        )
     lines.append(f"predicted critical noise of one averaged read: {p.sigma_c_v:.3e} V "
                  f"(SNR {p.snr_c:g})")
     if p.sigma_v is not None and p.samples is not None and p.margin is not None:
@@ -374,7 +424,7 @@ def format_prediction(p: Prediction) -> str:
 
 # ----------------------------------------------------------------------------- CLI
 
-_PLAN_FLAGS = ("backend", "arch", "dataset", "data_dir", "beta", "estimator", "nudge",
+_PLAN_FLAGS = ("backend", "board", "arch", "dataset", "data_dir", "beta", "estimator", "nudge",
                "input_gain", "sweeps", "batch_size", "train_limit", "seed", "device_preset")
 
 
@@ -396,7 +446,7 @@ def run_plan(args: argparse.Namespace) -> int:
         sigma = float(values["read_noise"])
     timings = read_timings(args.timings) if args.timings is not None else None
     p = predict(values, sigma_v=sigma, n_examples=args.examples, snr_c=args.snr,
-                margin=args.margin, timings=timings)
+                margin=args.margin, timings=timings, reads=args.reads)
     if args.json:
         print(json.dumps(asdict(p)))
     else:
@@ -410,7 +460,8 @@ def register_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "plan",
         help="predict the critical read noise and the samples N it needs",
         description="Measure the estimator's nudge displacement of every layer on a few "
-        "examples (noise-free), predict the critical noise of one averaged read "
+        "examples (noise-free on the emulator; --reads averaged reads on a board), predict the "
+        "critical noise of one averaged read "
         "(physics doc 6.4), recommend N for a noise level and estimate step/epoch times.",
     )
     p.add_argument("--config", type=Path, help="TOML file with training options")
@@ -422,6 +473,9 @@ def register_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--noise-model", type=Path, default=None,
                    help="noise-model file (JSON/TOML with read_noise_v) instead of --sigma")
     p.add_argument("--examples", type=int, default=8, help="examples to average over")
+    p.add_argument("--reads", type=int, default=None,
+                   help="reads averaged per phase when measuring the displacements "
+                   "(default 1 on the emulator, noise off; 16 on other backends)")
     p.add_argument("--snr", type=float, default=1.0,
                    help="per-example SNR taken as the limit (default 1)")
     p.add_argument("--margin", type=float, default=0.2,

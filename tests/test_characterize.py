@@ -105,3 +105,96 @@ def test_train_loads_a_noise_model_into_the_emulator(tmp_path: Path) -> None:
     explicit.apply_inputs(np.ones((1, 8)))
     explicit.settle()
     assert float(np.ptp(explicit.read_nodes(10).samples_v, axis=0).max()) == 0.0  # flag wins
+
+
+# --------------------------------------------------------------- through a virtual real board
+
+ADC_LSB_V = 20.0 / 2**16  # the reram preset's meter: 16 bit on +-10 V
+
+
+@pytest.fixture
+def served_serial_board(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """A virtual serial board (32-8-2, reram, read noise 2e-4 V) and its board file."""
+    from simulated_device.virtual_board import VirtualBoard
+    from tests.board_helpers import serial_board_text
+
+    vb = VirtualBoard({"arch": "32-8-2", "preset": "reram", "read_noise_v": 2e-4}, seed=0)
+    url = vb.start_tcp()
+    monkeypatch.setenv("HWLOOP_BOARD_URL", url)
+    path = tmp_path / "board.toml"
+    path.write_text(serial_board_text("32-8-2", timeout_s=5.0, v_input_max_v=120.0))
+    try:
+        yield path
+    finally:
+        vb.close()
+
+
+def test_characterize_the_virtual_serial_board_and_twin_it(
+    served_serial_board: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """board backend -> configured read noise recovered; noise_model.toml -> emulator twin.
+
+    Tolerance: 4 relative standard errors. With R = 200 reads, B = 4 examples and n = 10
+    nodes the pooled std has s.e. 1/sqrt(2 * 199 * 40) = 0.79 %; removing the 16-bit
+    quantisation (LSB**2 / 12) raises it to 0.95 % for the additive part.
+    """
+    from protocols.config import make_config, resolve
+    from protocols.training import backend_options
+
+    sigma = 2e-4
+    out = tmp_path / "char"
+    code = main(["characterize", "--backend", "board", "--option",
+                 f"board={served_serial_board}", "--repeats", "200", "--adc-lsb",
+                 repr(ADC_LSB_V), "--drift-time", "0", "--no-plots", "--json",
+                 "--out", str(out)])
+    assert code == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["board"] == "test serial board"
+    rn = rep["node_read_noise"]
+    assert (rn["n_nodes"], rn["batch"], rn["flagged_samples"]) == (10, 4, 0)
+    assert rn["sigma_v_rel_se"] == pytest.approx(1 / np.sqrt(2 * 199 * 4 * 10))
+    se_add = rn["sigma_v_additive_rel_se"]
+    assert se_add < 0.011
+    # the configured additive noise, once the ADC's quantisation is taken out
+    assert abs(rn["sigma_v_additive"] / sigma - 1) < 4 * se_add
+    # what a read sees: sigma and the quantisation together
+    total = float(np.sqrt(sigma**2 + ADC_LSB_V**2 / 12))
+    assert abs(rn["sigma_v_pooled"] / total - 1) < 4 * rn["sigma_v_rel_se"]
+    model = out / "noise_model.toml"
+    text = model.read_text()
+    assert "adc_lsb_v" in text and "sigma_v_additive" in text
+
+    # the twin: hwloop train --noise-model FILE on the emulator (default preset, ideal:
+    # no quantisation) reads with the board's per-sample noise
+    cfg, _ = resolve(make_config({"arch": "32-8-2", "dataset": "mnist-01-4x4",
+                                  "noise_model": str(model)}))
+    opts = backend_options(cfg)
+    twin = characterize("emulator", opts, repeats=200, drift_time_s=0.0, seed=1)
+    tn = twin["node_read_noise"]
+    se_both = float(np.hypot(rn["sigma_v_rel_se"], tn["sigma_v_rel_se"]))
+    assert abs(tn["sigma_v_pooled"] / rn["sigma_v_pooled"] - 1) < 4 * se_both
+
+
+def test_hwloop_train_reads_with_the_characterized_noise(tmp_path: Path) -> None:
+    """``hwloop train --noise-model FILE``: the recorded raw samples have that std."""
+    import h5py
+
+    sigma = 2.2e-4  # as the virtual serial board's characterization gives (above)
+    model = tmp_path / "noise_model.toml"
+    model.write_text(f"read_noise_v = {sigma!r}\n\n[read]\nsigma_v = {sigma!r}\n"
+                     "relative = 0.0\n")
+    run = tmp_path / "twin.h5"
+    code = main(["train", "--arch", "32-8-2", "--dataset", "mnist-01-4x4", "--noise-model",
+                 str(model), "--samples", "32", "--epochs", "1", "--train-limit", "16",
+                 "--test-limit", "16", "--nudge", "current", "--input-gain", "20",
+                 "--out", str(run)])
+    assert code == 0
+    with h5py.File(run, "r") as f:
+        s = np.asarray(f["/steps/samples_v"], dtype=np.float64)  # (S, B, P, N, F)
+    var = np.nanvar(s, axis=3, ddof=1)
+    dof = int(np.isfinite(var).sum()) * (s.shape[3] - 1)
+    se = 1 / np.sqrt(2 * dof)
+    assert se < 0.01
+    assert abs(float(np.sqrt(np.nanmean(var))) / sigma - 1) < 4 * se

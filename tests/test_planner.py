@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,3 +90,53 @@ def test_plan_cli_json_with_tables(tmp_path: Path, capsys: pytest.CaptureFixture
     assert p["epoch_time_s"] == pytest.approx(10 * p["step_time_s"])
     code = main(["plan", "--sigma", "1e-3", "--noise-model", str(nm)])
     assert code == 2 and "not both" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- through a virtual real board
+
+
+def _plan_on_virtual_board(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    read_noise_v: float, reads: int,
+) -> dict[str, Any]:
+    """``hwloop plan --backend board`` on a virtual serial board (32-8-2, seed 0), as JSON."""
+    from simulated_device.virtual_board import VirtualBoard
+    from tests.board_helpers import serial_board_text
+
+    vb = VirtualBoard({"arch": "32-8-2", "preset": "reram", "read_noise_v": read_noise_v},
+                      seed=0)
+    try:
+        monkeypatch.setenv("HWLOOP_BOARD_URL", vb.start_tcp())
+        path = tmp_path / "board.toml"
+        path.write_text(serial_board_text("32-8-2", timeout_s=5.0, v_input_max_v=120.0))
+        capsys.readouterr()
+        code = main(["plan", "--backend", "board", "--board", str(path), "--nudge", "current",
+                     "--dataset", "mnist-01-4x4", "--input-gain", "20", "--examples", "8",
+                     "--reads", str(reads), "--sigma", "1e-3", "--json"])
+    finally:
+        vb.close()
+    assert code == 0
+    out: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return out
+
+
+def test_plan_through_the_virtual_serial_board(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The board backend: current nudges and averaged reads; the displacement measured under
+    read noise agrees with the one measured on the same board with no added noise."""
+    quiet = _plan_on_virtual_board(tmp_path, monkeypatch, capsys, 0.0, 16)
+    noisy = _plan_on_virtual_board(tmp_path, monkeypatch, capsys, 2e-3, 64)
+    assert noisy["reads"] == 64 and noisy["nudge"] == "current"
+    assert noisy["arch"] == "32-8-2"  # from the board file
+    floor = noisy["layer_d_eff_floor_v"]
+    assert isinstance(floor, list) and len(floor) == 2
+    # one averaged read: 2e-3 V / sqrt(64) per node (the ADC adds 1 %); allow 15 %
+    assert floor[0] == pytest.approx(2e-3 / 8, rel=0.15)
+    eff_q, eff_n = quiet["layer_d_eff_v"], noisy["layer_d_eff_v"]
+    # layer means over nodes x 8 examples: their noise is well below one floor, and the
+    # |.| bias is about floor**2 / d at most. Allow 3 floors.
+    for q, n, f in zip(eff_q, eff_n, floor, strict=True):
+        assert abs(n - q) < 3 * f, (q, n, f)
+    assert noisy["sigma_c_v"] == pytest.approx(min(eff_n))
+    assert not any("WARNING" in a for a in noisy["assumptions"])
