@@ -45,6 +45,9 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "log_updates": ("log-updates", str, "per-step update of every edge: auto, all or off"),
     "log_programming": ("log-programming", str, "programming rows: auto, all, exceptions or off"),
     "checkpoint_every": ("checkpoint-every", int, "full-state checkpoint every N steps (0: auto)"),
+    "homeostasis": ("homeostasis", float, "Jacobian homeostasis strength lambda (nonreciprocal)"),
+    "asymmetry": ("asymmetry", float, "nonreciprocal: initial backward/forward device mismatch"),
+    "write_noise": ("write-noise", float, "nonreciprocal: relative write noise per update"),
 }
 _MULTI = {"lr_weights", "lr_biases"}
 

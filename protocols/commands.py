@@ -107,7 +107,10 @@ def _drive(
         if bar is not None:
             bar.clear()
             bar.reset()
-        print(_format_epoch(m, cfg.epochs or 0), file=sys.stderr)
+        line = _format_epoch(m, cfg.epochs or 0)
+        if trainer.asymmetry_log and trainer.asymmetry_log[-1][0] == m.epoch:
+            line += f"  asymmetry {trainer.asymmetry_log[-1][1]:.4g} S^2"
+        print(line, file=sys.stderr)
 
     trainer.on_step, trainer.on_epoch = on_step, on_epoch
     t0 = time.perf_counter()

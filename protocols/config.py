@@ -80,16 +80,27 @@ class TrainConfig:
     log_samples: Literal["raw", "summary"] = "raw"
     """Session file: keep every raw sample (raw) or per-node mean and SEM (summary)."""
     log_updates: Literal["all", "off", "auto"] = "auto"
-    """Session file: requested change of every edge at every step (auto: all up to
-    65,536 edges, off above: large networks' updates follow from the raw samples)."""
+    """Session file: requested change of every edge at every step (auto: all on a real
+    board up to 65,536 edges and on an emulated network up to 4,096; off above, where
+    the updates follow from the raw samples and checkpoints)."""
     log_programming: Literal["all", "exceptions", "off", "auto"] = "auto"
     """Session file: a programming row per programmed edge (all), only for edges that
     did not end as requested (exceptions), or none (off; the step index keeps the
-    counts); auto: all up to 65,536 edges, off above (large emulated networks: the
-    rows follow from the raw samples and checkpoints)."""
+    counts); auto: as ``log_updates`` (all on small boards, off above)."""
     checkpoint_every: int = 0
-    """Full-state checkpoint every this many steps (0: every step up to 65,536 edges,
-    else every 1000); always at epoch ends and at a clean stop."""
+    """Full-state checkpoint every this many steps (0: every step on a real board, every
+    1,000 on the emulator, whose resume re-runs and verifies the steps in between);
+    always at epoch ends and at a clean stop."""
+
+    homeostasis: float = 0.0
+    """Jacobian homeostasis strength lambda (>= 0; estimators doc 4): adds lambda times
+    the gradient of the Jacobian-asymmetry loss to every step's gradient. Needs a board
+    that reports its Jacobian (the ``nonreciprocal`` emulator)."""
+    asymmetry: float | None = None
+    """Backend ``nonreciprocal``: log-normal mismatch of each backward device from its
+    forward partner at initialisation (0: reciprocal)."""
+    write_noise: float | None = None
+    """Backend ``nonreciprocal``: relative standard deviation of each programmed change."""
 
     def __post_init__(self) -> None:
         def pos(name: str, v: float | None, strict: bool = True) -> None:
@@ -150,6 +161,16 @@ class TrainConfig:
                 f"board = {self.board!r} is only used by backend 'board' (backend is "
                 f"{self.backend!r}); drop --board or pass --backend board"
             )
+        if not (np.isfinite(self.homeostasis) and self.homeostasis >= 0):
+            raise ConfigError(f"homeostasis = {self.homeostasis} must be a finite number >= 0")
+        pos("asymmetry", self.asymmetry, strict=False)
+        pos("write_noise", self.write_noise, strict=False)
+        for name in ("asymmetry", "write_noise"):
+            if getattr(self, name) is not None and self.backend != "nonreciprocal":
+                raise ConfigError(
+                    f"{name} is an option of backend 'nonreciprocal' (backend is "
+                    f"{self.backend!r}); drop it or pass --backend nonreciprocal"
+                )
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed = {self.seed} must be an integer in [0, 2**63)")
         if not 0 < self.test_fraction < 1:

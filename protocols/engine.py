@@ -6,6 +6,13 @@ the nudges applied, the gradient, the update, the programming report). The
 learning rule and the programming strategy come in as a :class:`Learner`; the
 checkpoint step hands the record to a callback (the session log).
 
+The gradient: on a board whose description lists directed couplings
+(``desc.info["couplings"]``: separate forward and backward arrays, e.g. the
+``nonreciprocal`` emulator) every block gets its own local update from the
+stencil's error vector (:func:`protocols.holomorphic.stencil_gradient`); on
+every other board each edge is one reciprocal resistor
+(:func:`protocols.updates.ep_gradient`, unchanged).
+
 The engine does not put the board in its safe state: the caller's session
 does that on every exit path (see :mod:`protocols.training`).
 """
@@ -21,6 +28,7 @@ from numpy.typing import NDArray
 
 from hwloop.device import CurrentNudge, Device, NodeReading, Nudge, ResistiveNudge
 from hwloop.errors import ConfigError
+from protocols.holomorphic import board_couplings, stencil_gradient
 from protocols.optim import Update
 from protocols.plan import (
     ApplyInputs,
@@ -135,6 +143,7 @@ def run_step(
     """
     desc = device.describe()
     out_pos = np.searchsorted(desc.free_nodes, desc.output_nodes)
+    directed = board_couplings(desc) is not None
     rec = StepRecord()
     for step in plan:
         if isinstance(step, ApplyInputs):
@@ -162,7 +171,12 @@ def run_step(
             if learner is None:
                 raise ConfigError("this plan computes updates: give the engine a learner")
             phases = [rec.mean_v(p) for p in step.phases]
-            rec.gradient = ep_gradient(desc, v_inputs, phases, step.coeffs, dtype=dtype)
+            if directed:  # separate forward/backward arrays: each gets its local update
+                rec.gradient = stencil_gradient(
+                    desc, v_inputs, rec.mean_v(0), phases, step.coeffs, dtype=dtype
+                )
+            else:
+                rec.gradient = ep_gradient(desc, v_inputs, phases, step.coeffs, dtype=dtype)
             rec.update = learner.update(rec.gradient)
         elif isinstance(step, Program):
             if learner is None or rec.update is None:

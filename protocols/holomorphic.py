@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 
 from hwloop.device import BoardDescription, CurrentNudge, Device, Nudge, ResistiveNudge
 from hwloop.errors import ConfigError, UnsupportedError
-from protocols.updates import full_voltages
+from protocols.updates import Gradient, full_voltages
 
 Array = NDArray[np.floating]
 CArray = NDArray[np.floating] | NDArray[np.complexfloating]
@@ -346,6 +346,57 @@ def _couplings(desc: BoardDescription) -> list[tuple[float, float]] | None:
         d = cast(dict[str, float], c)
         out.append((float(d["drive_gain"]), float(d["current_gain"])))
     return out
+
+
+def board_couplings(desc: BoardDescription) -> list[tuple[float, float]] | None:
+    """``(drive_gain, current_gain)`` per layer block from ``desc.info["couplings"]``.
+
+    ``None`` for a board without the entry (a reciprocal board: each edge is one
+    resistor).
+    """
+    return _couplings(desc)
+
+
+def stencil_gradient(
+    desc: BoardDescription,
+    v_inputs: Array,
+    v_free: Array,
+    phases_free_v: list[Array],
+    coeffs: tuple[float, ...],
+    *,
+    dtype: np.dtype[np.floating] | type[np.floating] = np.float64,
+) -> Gradient:
+    """The local gradient of a board with directed couplings from a training step's phases.
+
+    The error vector is the stencil's combination of the measured phases,
+    ``e = sum_i c_i v_i`` (``~ du*/dbeta``, the same coefficients the
+    reciprocal rule :func:`protocols.updates.ep_gradient` applies to the
+    energy), and every block (forward and backward arrays alike) gets its own
+    local update from :func:`local_gradient`. On a reciprocal network the
+    forward and backward updates of a pair sum to the reciprocal rule's.
+
+    Args:
+        desc: a layered board's description with ``info["couplings"]``.
+        v_inputs: ``(batch, n_inputs)`` input voltages, V.
+        v_free: ``(batch, n_free)`` free-phase voltages (the presynaptic factor), V.
+        phases_free_v: one ``(batch, n_free)`` mean reading per stencil phase, V.
+        coeffs: the stencil coefficients, one per phase, 1/S.
+        dtype: precision of the returned arrays.
+    """
+    if len(phases_free_v) != len(coeffs):
+        raise ConfigError("one stencil coefficient per phase is needed")
+    err = sum(
+        float(c) * np.real(np.asarray(p, dtype=np.float64))
+        for c, p in zip(coeffs, phases_free_v, strict=True)
+    )
+    g, b = local_gradient(
+        desc,
+        np.asarray(v_inputs, dtype=np.float64),
+        np.real(np.asarray(v_free, dtype=np.float64)),
+        np.asarray(err, dtype=np.float64),
+    )
+    dt = np.dtype(dtype)
+    return Gradient(g=g.astype(dt), b=b.astype(dt))
 
 
 def local_gradient(

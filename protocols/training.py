@@ -20,13 +20,27 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.datasets import Dataset
-from hwloop.device import Checkpointable, CurrentNudge, Device, ResistiveNudge
+from hwloop.device import (
+    BoardDescription,
+    Checkpointable,
+    CurrentNudge,
+    Device,
+    ResistiveNudge,
+)
 from hwloop.errors import ConfigError
 from hwloop.session import StopRequest
 from hwloop.sessionlog import Checkpoint, LogOptions, SessionWriter, StepLayout, StepLog
 from protocols.config import TrainConfig
 from protocols.engine import StepRecord, run_step
 from protocols.estimators import Estimator, make_estimator
+from protocols.holomorphic import board_couplings
+from protocols.homeostasis import (
+    JacobianProbe,
+    asymmetry,
+    check_supported,
+    homeostatic_gradient,
+    symmetry_ratio,
+)
 from protocols.optim import SGD, Update
 from protocols.plan import Measure, build_step_plan, dry_run
 from protocols.programming import OpenLoopProgrammer, ProgramReport, WriteVerifyProgrammer
@@ -76,6 +90,15 @@ def backend_options(cfg: TrainConfig) -> dict[str, Any]:
 
         assert cfg.board is not None  # TrainConfig requires it for this backend
         return {"board": str(Path(cfg.board).resolve()), "arch": cfg.arch}
+    if cfg.backend == "nonreciprocal":
+        nr: dict[str, Any] = {"arch": cfg.arch}
+        if cfg.asymmetry is not None:
+            nr["asymmetry"] = cfg.asymmetry
+        if cfg.write_noise is not None:
+            nr["write_noise"] = cfg.write_noise
+        if cfg.read_noise is not None:
+            nr["read_noise_v"] = cfg.read_noise
+        return nr
     return {"arch": cfg.arch}
 
 
@@ -93,12 +116,29 @@ CHECKPOINT_REQUIRED = (
 
 
 @dataclass
+class _Homeostasis:
+    """Adds ``lam * dL_homeo/dg`` (Jacobian at this step's free point) to each gradient."""
+
+    device: JacobianProbe
+    desc: BoardDescription
+    lam: float
+
+    def add_to(self, gradient: Gradient) -> Gradient:
+        h = homeostatic_gradient(self.desc, self.device.jacobian())
+        g = gradient.g + (self.lam * h).astype(gradient.g.dtype)
+        return Gradient(g=g, b=gradient.b)
+
+
+@dataclass
 class _Learner:
     optimiser: SGD
     programmer: OpenLoopProgrammer | WriteVerifyProgrammer
     rng: np.random.Generator
+    homeostasis: _Homeostasis | None = None
 
     def update(self, gradient: Gradient) -> Update:
+        if self.homeostasis is not None:
+            gradient = self.homeostasis.add_to(gradient)
         return self.optimiser.step(gradient)
 
     def program(self, device: Device, update: Update) -> ProgramReport:
@@ -227,6 +267,15 @@ class Trainer:
                 tolerance_s=tol, max_iterations=cfg.wv_max_iterations
             )
         self.learner = _Learner(self.optimiser, programmer, rng)
+        if cfg.homeostasis > 0:
+            check_supported(self.desc, device)
+            assert isinstance(device, JacobianProbe)
+            # lambda is in the published units too: dL_homeo/dg scales like g, the task
+            # gradient like 1/g, so lambda scales with 1/g0^2 (1 on the emulator)
+            self.learner.homeostasis = _Homeostasis(device, self.desc, cfg.homeostasis / g0**2)
+        self.asymmetry_log: list[tuple[int, float, float]] = []
+        """(epoch, L_homeo in S^2, symmetry ratio) measured at each epoch end on a board
+        that reports its Jacobian."""
         x_tr, y_tr = data.pixels("train"), data.y_train.astype(np.int64)
         if cfg.train_limit is not None:
             keep = rng.permutation(len(x_tr))[: cfg.train_limit]
@@ -304,14 +353,20 @@ class Trainer:
         """What the session file keeps, with the ``auto`` settings resolved for this board."""
         cfg = self.cfg
         n = self.desc.n_edges
-        every = cfg.checkpoint_every or (1 if n <= 65_536 else 1000)
-        # auto: small (bench) boards log every update; on large emulated networks the
-        # updates follow from the raw samples and the checkpoints (hwloop replay recomputes
-        # them), and writing them would triple the data per step (DR-12)
-        updates = cfg.log_updates == "all" or (cfg.log_updates == "auto" and n <= 65_536)
+        # auto (DR-13, DR-14): a real board (not Checkpointable) is checkpointed at every
+        # step and, up to 65,536 edges, logs every update and programming row: its steps
+        # take milliseconds to seconds and cannot be re-run. An emulator is deterministic:
+        # it checkpoints every 1,000 steps (resume re-runs and verifies the rest) and logs
+        # updates and programming rows only for small networks (<= 4,096 edges); for larger
+        # ones they follow from the raw samples and checkpoints (hwloop replay recomputes
+        # them) and would multiply the bytes per step.
+        real = not isinstance(self.device, Checkpointable)
+        small = n <= (65_536 if real else 4_096)
+        every = cfg.checkpoint_every or (1 if real else 1000)
+        updates = cfg.log_updates == "all" or (cfg.log_updates == "auto" and small)
         prog = cfg.log_programming
         if prog == "auto":
-            prog = "all" if n <= 65_536 else "off"
+            prog = "all" if small else "off"
         return LogOptions(
             samples=cfg.log_samples,
             updates=updates,
@@ -441,6 +496,35 @@ class Trainer:
             duration_s=duration,
         )
 
+    def measure_asymmetry(self, n_examples: int = 32) -> tuple[float, float] | None:
+        """Jacobian asymmetry ``(L_homeo, S^2; symmetry ratio)`` on fixed examples.
+
+        The first ``n_examples`` test examples (training ones if there is no test
+        set); ``None`` on a board that does not report its Jacobian.
+        """
+        if not isinstance(self.device, JacobianProbe) or board_couplings(self.desc) is None:
+            return None
+        assert self.cfg.input_gain is not None
+        x = self.x_test if len(self.x_test) else self.x_train
+        self.device.apply_nudge(None)
+        self.device.apply_inputs(encode_inputs(x[:n_examples], self.cfg.input_gain, self.n_in))
+        self.device.settle()
+        jac = self.device.jacobian()
+        return asymmetry(jac), symmetry_ratio(jac)
+
+    def _log_asymmetry(self, epoch: int, *, record: bool = True) -> None:
+        m = self.measure_asymmetry()
+        if m is None:
+            return
+        self.asymmetry_log.append((epoch, m[0], m[1]))
+        if self.writer is not None and record:  # not while re-running recorded steps
+            self.writer.event(
+                "info",
+                self.steps_done,
+                f"epoch {epoch}: jacobian asymmetry L_homeo = {m[0]:.6g} S^2, "
+                f"symmetry ratio {m[1]:.6f} (homeostasis lambda {self.cfg.homeostasis:g})",
+            )
+
     # ------------------------------------------------------------------ the run
 
     def run(self, resume_from: Checkpoint | None = None, verify_until: int = 0) -> TrainResult:
@@ -514,6 +598,7 @@ class Trainer:
                     self.steps_done += 1
                 if self.on_step is not None:
                     self.on_step(i, rec, loss_sum / seen, correct / seen)
+                self.stop.check_abort()  # an abort swallowed inside a finaliser
                 if self.stop.requested and i + 1 < len(starts):
                     result.status, result.reason = "stopped", self.stop.reason
                     return result
@@ -543,6 +628,7 @@ class Trainer:
                 bound_hits=int(bound_hits),
             )
             result.epochs.append(m)
+            self._log_asymmetry(epoch + 1, record=self.steps_done >= verify_until)
             self._accum = [0.0] * 6
             self.epochs_done = epoch + 1
             if self.writer is not None and self.steps_done >= verify_until:

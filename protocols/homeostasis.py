@@ -1,0 +1,108 @@
+"""Jacobian homeostasis during training (estimators doc sections 4 and 8.7).
+
+The homeostatic loss of a board whose Jacobian ``J = dF/du`` (free nodes, at
+the free fixed point) is known::
+
+    L_homeo = mean_batch (tr(J^T J) - tr(J^2)) / n = mean_batch 2 |A|_F^2 / n   (S^2)
+
+with ``A = (J - J^T)/2`` and ``n`` free nodes; it is 0 exactly when the
+network is reciprocal. Its gradient with the fixed point held constant (as the
+authors' code does) is local: a coupling ``p -> q`` whose receiver current is
+``gamma g (alpha v_p - v_q)`` (``desc.info["couplings"]``) enters ``J`` as
+``J[q, p] += gamma alpha g`` and ``J[q, q] -= gamma g``, so with ``dL/dJ = 2
+mean_b (J - J^T) / n``::
+
+    dL/dg_pq = gamma alpha dL/dJ[q, p] - gamma dL/dJ[q, q]
+
+Couplings driven by the input layer do not enter ``J`` (gradient 0).
+
+The Jacobian is an emulator-only measurement here: this module reaches it
+through the :class:`JacobianProbe` protocol, never by importing the emulator.
+A bench would estimate ``J eps`` from clamped probes (doc 8.7); that is not
+implemented, so other boards refuse ``--homeostasis``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.device import BoardDescription
+from hwloop.errors import ConfigError
+from protocols.holomorphic import board_couplings
+
+Array = NDArray[np.floating]
+
+
+@runtime_checkable
+class JacobianProbe(Protocol):
+    """A board that reports the exact Jacobian of its free nodes (the emulator)."""
+
+    def jacobian(self) -> Array:
+        """``(batch, n_free, n_free)`` ``dF/du`` at the free fixed point, S."""
+        ...
+
+
+def asymmetry(jac: Array) -> float:
+    """The homeostatic loss ``mean_b (tr(J^T J) - tr(J^2)) / n`` of ``(batch, n, n)`` J, S^2."""
+    j = np.asarray(jac, dtype=np.float64)
+    val = np.einsum("bij,bij->b", j, j) - np.einsum("bij,bji->b", j, j)
+    return float(np.mean(val) / j.shape[1])
+
+
+def symmetry_ratio(jac: Array) -> float:
+    """Functional symmetry ``|S|_F / (|S|_F + |A|_F)`` averaged over the batch (1: reciprocal)."""
+    j = np.asarray(jac, dtype=np.float64)
+    jt = np.swapaxes(j, 1, 2)
+    s = np.linalg.norm(j + jt, axis=(1, 2)) / 2
+    a = np.linalg.norm(j - jt, axis=(1, 2)) / 2
+    return float(np.mean(s / np.maximum(s + a, np.finfo(float).tiny)))
+
+
+def check_supported(desc: BoardDescription, device: object) -> None:
+    """Refuse homeostasis on a board without couplings in its description or a Jacobian.
+
+    Raises:
+        ConfigError: one line naming the backend.
+    """
+    if board_couplings(desc) is None:
+        raise ConfigError(
+            f"homeostasis needs a non-reciprocal board that reports its Jacobian "
+            f"(backend 'nonreciprocal'); backend {desc.backend!r} does not"
+        )
+    if not isinstance(device, JacobianProbe):
+        raise ConfigError(
+            f"homeostasis needs the board's Jacobian, which this {desc.backend!r} device "
+            "does not report (a bench or a replayed recording); it runs on the emulator only"
+        )
+
+
+def homeostatic_gradient(desc: BoardDescription, jac: Array) -> Array:
+    """``dL_homeo/dg`` for every edge (board order), fixed point held constant, S.
+
+    Args:
+        desc: the board description (layer blocks and ``info["couplings"]``).
+        jac: ``(batch, n_free, n_free)`` Jacobian in ``desc.free_nodes`` order, S.
+    """
+    gains = board_couplings(desc)
+    if gains is None or desc.layers is None:
+        raise ConfigError("the homeostatic gradient needs the board's coupling gains")
+    j = np.asarray(jac, dtype=np.float64)
+    n = j.shape[1]
+    if j.shape[1:] != (len(desc.free_nodes), len(desc.free_nodes)):
+        raise ConfigError(f"the Jacobian must be (batch, {len(desc.free_nodes)}, same)")
+    dldj = 2.0 * np.mean(j - np.swapaxes(j, 1, 2), axis=0) / n
+    diag = np.diag(dldj)
+    # position of every node among the free nodes (-1: not free, e.g. an input)
+    pos = np.full(desc.n_nodes, -1, dtype=np.int64)
+    pos[desc.free_nodes] = np.arange(len(desc.free_nodes))
+    g = np.zeros(desc.n_edges)
+    for blk, (alpha, gamma) in zip(desc.layers, gains, strict=True):
+        ps, pd = pos[blk.src], pos[blk.dst]
+        if np.any(ps < 0) or np.any(pd < 0):
+            continue  # driven by sources: does not enter J
+        m = gamma * alpha * dldj[np.ix_(pd, ps)].T - gamma * diag[pd][None, :]
+        g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
+    return g
