@@ -80,16 +80,17 @@ class TrainConfig:
     log_samples: Literal["raw", "summary"] = "raw"
     """Session file: keep every raw sample (raw) or per-node mean and SEM (summary)."""
     log_updates: Literal["all", "off", "auto"] = "auto"
-    """Session file: requested change of every edge at every step (auto: all on a real
-    board up to 65,536 edges and on an emulated network up to 4,096; off above, where
-    the updates follow from the raw samples and checkpoints)."""
+    """Session file: requested change of every edge at every step (auto: all up to
+    4,096 edges; off above, where the updates follow from the raw samples and
+    checkpoints)."""
     log_programming: Literal["all", "exceptions", "off", "auto"] = "auto"
     """Session file: a programming row per programmed edge (all), only for edges that
     did not end as requested (exceptions), or none (off; the step index keeps the
     counts); auto: as ``log_updates`` (all on small boards, off above)."""
     checkpoint_every: int = 0
-    """Full-state checkpoint every this many steps (0: every step on a real board, every
-    1,000 on the emulator, whose resume re-runs and verifies the steps in between);
+    """Full-state checkpoint every this many steps (0: auto: on a board that cannot
+    restore its state exactly, every step up to 4,096 edges, else every 100; on the
+    emulator every 1,000, as its resume re-runs and verifies the steps in between);
     always at epoch ends and at a clean stop."""
 
     homeostasis: float = 0.0

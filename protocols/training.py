@@ -353,16 +353,15 @@ class Trainer:
         """What the session file keeps, with the ``auto`` settings resolved for this board."""
         cfg = self.cfg
         n = self.desc.n_edges
-        # auto (DR-13, DR-14): a real board (not Checkpointable) is checkpointed at every
-        # step and, up to 65,536 edges, logs every update and programming row: its steps
-        # take milliseconds to seconds and cannot be re-run. An emulator is deterministic:
-        # it checkpoints every 1,000 steps (resume re-runs and verifies the rest) and logs
-        # updates and programming rows only for small networks (<= 4,096 edges); for larger
-        # ones they follow from the raw samples and checkpoints (hwloop replay recomputes
-        # them) and would multiply the bytes per step.
-        real = not isinstance(self.device, Checkpointable)
-        small = n <= (65_536 if real else 4_096)
-        every = cfg.checkpoint_every or (1 if real else 1000)
+        # auto (DR-13, DR-14): a board that cannot restore its state exactly (a real
+        # board) is checkpointed at every step when that is cheap (<= 4,096 edges), else
+        # every 100 steps; an exactly restorable one (the emulator) every 1,000 steps
+        # (resume re-runs and verifies the rest). Updates and programming rows are logged
+        # up to 4,096 edges; for larger networks they follow from the raw samples and
+        # checkpoints (hwloop replay recomputes them) and would multiply the bytes.
+        exact = isinstance(self.device, Checkpointable)
+        small = n <= 4_096
+        every = cfg.checkpoint_every or (1000 if exact else (1 if small else 100))
         updates = cfg.log_updates == "all" or (cfg.log_updates == "auto" and small)
         prog = cfg.log_programming
         if prog == "auto":
