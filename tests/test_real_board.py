@@ -558,7 +558,10 @@ def test_sigterm_to_a_training_run_ends_aborted_in_the_safe_state(tmp_path: Path
     assert safe_states >= 2  # at connect, and on the way out (before the port closed)
     with open_session(out) as sf:
         assert sf.status == "aborted"
-        assert sf.steps_done >= 10
+        # 10 PULSE commands were seen before the signal: the 10th step may have been the
+        # one in flight (programmed, not yet recorded) when SIGTERM aborted it
+        assert sf.steps_done >= 9
+        assert sf.integrity(full=True) == []
 
 
 # --------------------------------------------------------------------------- end to end
