@@ -31,6 +31,7 @@ wrong; its :attr:`ProtocolError.error_code` is what a board answers with) and
 
 from __future__ import annotations
 
+import abc
 import enum
 import struct
 import zlib
@@ -639,17 +640,17 @@ def _le(a: NDArray[Any], dtype: str) -> bytes:
 # ---------------------------------------------------------------------------
 
 
-class _Message:
+class _Message(abc.ABC):
     """Base of every payload type: ``payload()`` writes it, ``parse()`` reads it."""
 
+    @abc.abstractmethod
     def payload(self) -> bytes:
         """The payload bytes."""
-        raise NotImplementedError
 
     @classmethod
+    @abc.abstractmethod
     def parse(cls, payload: bytes | memoryview) -> Self:
         """Read a payload (raises :class:`ProtocolError` on a layout mismatch)."""
-        raise NotImplementedError
 
 
 class Request(_Message):

@@ -274,22 +274,7 @@ class Keithley2600:
         Raises:
             LimitError: a level beyond the model's (or the given) voltage range.
         """
-        idx = check_channels(self.name, channels, len(self.channels))
-        v = np.asarray(volts, dtype=np.float64).reshape(-1)
-        if v.size != len(idx):
-            raise ConfigError(f"{self.name}: {len(idx)} channels but {v.size} voltages")
-        vmax = self.ranges.v_max_v
-        levels = [check_range(self.name, "voltage level", x, -vmax, vmax, "V") for x in v]
-        parts: list[str] = []
-        for c, lv in zip(idx, levels, strict=True):
-            ch = self.channels[c]
-            parts += [
-                f"{ch}.source.func = {ch}.OUTPUT_DCVOLTS",
-                f"{ch}.source.levelv = {num(lv)}",
-                f"{ch}.source.output = {ch}.OUTPUT_ON",
-            ]
-        if parts:
-            self.transport.write("; ".join(parts))
+        self._source(channels, volts, "voltage", "V", self.ranges.v_max_v, "DCVOLTS", "levelv")
 
     def set_currents(self, channels: NDArray[np.integer], amps: FloatArray) -> None:
         """Source ``amps[j]`` A into ``channels[j]`` and turn the outputs on (one write).
@@ -297,18 +282,30 @@ class Keithley2600:
         Raises:
             LimitError: a level beyond the model's (or the given) current range.
         """
+        self._source(channels, amps, "current", "A", self.ranges.i_max_a, "DCAMPS", "leveli")
+
+    def _source(
+        self,
+        channels: NDArray[np.integer],
+        values: FloatArray,
+        what: str,
+        unit: str,
+        limit: float,
+        func: str,
+        level_attr: str,
+    ) -> None:
+        """Check every level, then set function, level and output on in one TSP write."""
         idx = check_channels(self.name, channels, len(self.channels))
-        a = np.asarray(amps, dtype=np.float64).reshape(-1)
-        if a.size != len(idx):
-            raise ConfigError(f"{self.name}: {len(idx)} channels but {a.size} currents")
-        imax = self.ranges.i_max_a
-        levels = [check_range(self.name, "current level", x, -imax, imax, "A") for x in a]
+        x = np.asarray(values, dtype=np.float64).reshape(-1)
+        if x.size != len(idx):
+            raise ConfigError(f"{self.name}: {len(idx)} channels but {x.size} {what}s")
+        levels = [check_range(self.name, f"{what} level", v, -limit, limit, unit) for v in x]
         parts: list[str] = []
         for c, lv in zip(idx, levels, strict=True):
             ch = self.channels[c]
             parts += [
-                f"{ch}.source.func = {ch}.OUTPUT_DCAMPS",
-                f"{ch}.source.leveli = {num(lv)}",
+                f"{ch}.source.func = {ch}.OUTPUT_{func}",
+                f"{ch}.source.{level_attr} = {num(lv)}",
                 f"{ch}.source.output = {ch}.OUTPUT_ON",
             ]
         if parts:

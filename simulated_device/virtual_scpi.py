@@ -37,6 +37,7 @@ Units: V, A, S, s.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import re
 import socket
@@ -119,7 +120,7 @@ def _split_top(text: str, sep: str) -> list[str]:
     return [p.strip() for p in out]
 
 
-class _Virtual:
+class _Virtual(abc.ABC):
     """Base of a virtual instrument: identity, faults, error queue."""
 
     def __init__(self, bench: VirtualScpiBench, identity: str) -> None:
@@ -132,8 +133,9 @@ class _Virtual:
     def error(self, code: int, message: str) -> None:
         self.errors.append((code, message))
 
-    def process(self, line: str) -> list[str]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def process(self, line: str) -> list[str]:
+        """Execute one command line; return the reply lines."""
 
 
 # ---------------------------------------------------------------------- 2600B-style SMU
