@@ -84,13 +84,25 @@ def deferred_interrupt(stop: StopRequest) -> Iterator[StopRequest]:
         stop.abort = Terminated("terminated by SIGTERM")
         raise stop.abort
 
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: sys.UnraisableHookArgs) -> None:
+        # An abort raised inside a finaliser or weakref callback cannot propagate;
+        # Python would print it with a traceback. It is not lost: the run loop
+        # re-raises it (StopRequest.check_abort), so it is kept quiet here.
+        if stop.abort is not None and info.exc_value is stop.abort:
+            return
+        previous_hook(info)
+
     previous = signal.signal(signal.SIGINT, handler)
     previous_term = signal.signal(signal.SIGTERM, on_term)
+    sys.unraisablehook = unraisable
     try:
         yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
+        sys.unraisablehook = previous_hook
 
 
 @contextmanager
