@@ -398,6 +398,84 @@ def aggregate(idx: Mapping[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def measured_limits(idx: Mapping[str, Any], drop: float = 0.02) -> list[dict[str, Any]]:
+    """The measured critical noise per dataset and N: where accuracy falls by ``drop``.
+
+    For each dataset and N, the seed-mean final test accuracy is followed up the grid of
+    sigma/sqrt(N). The reference is the mean accuracy of that dataset's sigma = 0 points
+    (any N), or the group's lowest-noise point when there is none. The limit is the
+    first sigma/sqrt(N) at which the mean falls below reference - ``drop``,
+    interpolated linearly in log(sigma/sqrt(N)) between the last point above and the
+    first point below the threshold.
+
+    Args:
+        idx: a sweep index.
+        drop: accuracy loss that counts as "training fails", a fraction in (0, 1)
+            (0.02 = 2 percentage points; choose it above the seed spread).
+
+    Returns:
+        Dicts with dataset, samples, reference_acc, threshold_acc, limit_sigma_eff_v and
+        limit_sigma_v (= limit_sigma_eff_v * sqrt(N); both None when the grid does not
+        cross the threshold), and ``bracket_v`` (the two grid values of sigma/sqrt(N)
+        around the crossing) or ``note`` (why there is no crossing).
+    """
+    if not 0 < drop < 1:
+        raise ConfigError(f"limit drop {drop} must be a fraction in (0, 1), e.g. 0.02")
+    agg = aggregate(idx)
+    out: list[dict[str, Any]] = []
+    for ds in sorted({a["dataset"] for a in agg}):
+        rows = [a for a in agg if a["dataset"] == ds]
+        zero = [a for a in rows if a["read_noise"] == 0]
+        for n in sorted({a["samples"] for a in rows}):
+            noisy = sorted((a for a in rows if a["samples"] == n and a["read_noise"] > 0),
+                           key=lambda a: a["sigma_eff"])
+            if not noisy:
+                continue
+            if zero:
+                w = [a["n_seeds"] for a in zero]
+                ref = sum(a["acc_mean"] * k for a, k in zip(zero, w, strict=True)) / sum(w)
+                curve = noisy
+            else:
+                ref, curve = noisy[0]["acc_mean"], noisy[1:]
+            thr = ref - drop
+            rec: dict[str, Any] = dict(dataset=ds, samples=n, reference_acc=ref,
+                                       threshold_acc=thr, limit_sigma_eff_v=None,
+                                       limit_sigma_v=None)
+            prev = (0.0, ref) if zero else (noisy[0]["sigma_eff"], ref)
+            for a in curve:
+                x, y = a["sigma_eff"], a["acc_mean"]
+                if y < thr:
+                    x0, y0 = prev
+                    if x0 <= 0:  # below the first noisy grid value
+                        rec["note"] = f"below the grid (fails at {x:.3g} V already)"
+                        break
+                    t = (y0 - thr) / (y0 - y) if y0 != y else 1.0
+                    lim = math.exp(math.log(x0) + t * (math.log(x) - math.log(x0)))
+                    rec.update(limit_sigma_eff_v=lim, limit_sigma_v=lim * math.sqrt(n),
+                               bracket_v=[x0, x])
+                    break
+                prev = (x, y)
+            else:
+                rec["note"] = f"above the grid (no fall of {100 * drop:.3g} points up to " \
+                              f"{noisy[-1]['sigma_eff']:.3g} V)"
+            out.append(rec)
+    return out
+
+
+def format_limits(limits: Sequence[Mapping[str, Any]], drop: float) -> str:
+    """Plain-text lines of :func:`measured_limits`."""
+    lines = [f"measured limit (mean accuracy {100 * drop:.3g} points below sigma = 0):"]
+    for r in limits:
+        head = f"  {r['dataset']}, N = {r['samples']}: "
+        if r["limit_sigma_eff_v"] is None:
+            lines.append(head + r.get("note", "not crossed"))
+        else:
+            lines.append(head + f"sigma/sqrt(N) = {r['limit_sigma_eff_v']:.2e} V "
+                         f"(sigma = {r['limit_sigma_v']:.2e} V; between "
+                         f"{r['bracket_v'][0]:.2e} and {r['bracket_v'][1]:.2e} V)")
+    return "\n".join(lines)
+
+
 def format_table(idx: Mapping[str, Any]) -> str:
     """Plain-text table of every point."""
     head = f"{'point':40s} {'status':10s} {'sigma (V)':>10s} {'N':>4s} {'sigma/sqrtN':>11s} " \
@@ -430,8 +508,17 @@ def write_table_csv(out: Path, idx: Mapping[str, Any]) -> Path:
     return path
 
 
-def plot_sweep(out: Path, idx: Mapping[str, Any], sigma_c_v: float | None) -> list[Path]:
-    """One PNG per dataset: accuracy vs sigma per N, and vs sigma/sqrt(N) with the limit."""
+def plot_sweep(
+    out: Path,
+    idx: Mapping[str, Any],
+    sigma_c_v: float | None,
+    limits: Sequence[Mapping[str, Any]] = (),
+) -> list[Path]:
+    """One PNG per dataset: accuracy vs sigma per N, and vs sigma/sqrt(N) with the limit.
+
+    ``sigma_c_v`` (the prediction) is a dashed line; each measured limit of
+    :func:`measured_limits` is a triangle on the sigma/sqrt(N) axis at its threshold.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -463,6 +550,11 @@ def plot_sweep(out: Path, idx: Mapping[str, Any], sigma_c_v: float | None) -> li
             ax2.axvline(sigma_c_v, color="k", ls="--",
                         label=f"predicted limit {sigma_c_v:.2g} V")
             ax1.axvline(sigma_c_v, color="k", ls=":", label="limit (N = 1)")
+        for lim in limits:
+            if lim["dataset"] == ds and lim["limit_sigma_eff_v"] is not None:
+                ax2.plot([lim["limit_sigma_eff_v"]], [100 * lim["threshold_acc"]], "v",
+                         ms=9, mfc="none", label=f"measured, N = {lim['samples']}: "
+                         f"{lim['limit_sigma_eff_v']:.2g} V")
         ax1.legend(fontsize=8)
         ax2.legend(fontsize=8)
         ax1.set_title(f"{ds}: accuracy vs sigma")
@@ -594,6 +686,9 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
 
     if args.timeout <= 0:
         raise ConfigError(f"--timeout {args.timeout} must be > 0 s")
+    if not 0 < args.limit_drop < 1:
+        raise ConfigError(f"--limit-drop {args.limit_drop} must be a fraction in (0, 1), "
+                          "e.g. 0.02 for 2 points of accuracy")
     with make_executor(args.workers, args.scheduler, args.timeout, args.threads) as ex:
         if not args.quiet:
             print(f"hwloop sweep: {n} point(s) in {out}", file=sys.stderr)
@@ -601,12 +696,13 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     write_table_csv(out, res.index)
     sigma_c = None
     figures: list[Path] = []
+    limits = measured_limits(res.index, args.limit_drop)
     if not args.no_plots:
         try:
             sigma_c = predicted_limit(spec)
         except HwloopError as exc:
             print(f"hwloop sweep: no predicted limit ({exc})", file=sys.stderr)
-        figures = plot_sweep(out, res.index, sigma_c)
+        figures = plot_sweep(out, res.index, sigma_c, limits)
     statuses = [p.get("status") for p in res.index["points"].values()]
     summary = {
         "out": str(out),
@@ -616,12 +712,16 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         "failed": n - statuses.count("completed"),
         "wall_time_s": res.wall_time_s,
         "predicted_limit_v": sigma_c,
+        "limit_drop": args.limit_drop,
+        "measured_limits": limits,
         "figures": [str(f) for f in figures],
     }
     if args.json:
         print(json.dumps(summary))
     else:
         print(format_table(res.index))
+        if limits:
+            print(format_limits(limits, args.limit_drop))
         print(
             f"{summary['completed']}/{n} point(s) complete ({len(res.ran)} run now, "
             f"{res.wall_time_s:.1f} s); index {out / INDEX_NAME}, table {out / 'table.csv'}"
@@ -656,6 +756,9 @@ def register_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="Dask scheduler address tcp://HOST:PORT (instead of local processes)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="scheduler connect timeout, s (default 10)")
+    p.add_argument("--limit-drop", type=float, default=0.02,
+                   help="accuracy loss (fraction) that marks the measured limit (default "
+                   "0.02: 2 points below sigma = 0)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots and the planner")
     p.add_argument("--quiet", action="store_true", help="no per-point progress lines")
     p.add_argument("--json", action="store_true", help="print a JSON summary")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -43,6 +44,7 @@ def test_local_grid_then_resume_runs_only_the_missing_point(
     assert (out / "table.csv").read_text().count("\n") == 5
     assert (out / "accuracy_mnist-subset.png").stat().st_size > 1000
     assert s["predicted_limit_v"] > 0
+    assert s["limit_drop"] == 0.02 and [m["samples"] for m in s["measured_limits"]] == [1, 3]
 
     # interrupt: one point's result is lost, another point's index entry too
     runs = out / "runs"
@@ -132,6 +134,16 @@ def test_bad_grids_fail_with_exit_2(
     assert not (tmp_path / "o").exists()
 
 
+def test_bad_limit_drop_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["sweep", "--read-noise", "0", *TINY, "--out", str(tmp_path / "o"),
+                 "--limit-drop", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--limit-drop 5.0 must be a fraction in (0, 1)" in err[-1]
+    assert not (tmp_path / "o").exists()
+
+
 def test_other_fixed_options_in_the_same_directory_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -152,3 +164,47 @@ def test_grid_file_and_set_parsing() -> None:
     assert len({point_id(p) for p in spec.points()}) == 6
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_set(["epochs"])
+
+
+def _idx(rows: list[tuple[str, float, int, int, float]]) -> dict[str, Any]:
+    pts = {}
+    for ds, s, n, seed, acc in rows:
+        pts[f"{ds}_{s}_{n}_{seed}"] = dict(dataset=ds, read_noise=s, samples=n, seed=seed,
+                                           status="completed", final_test_accuracy=acc)
+    return {"points": pts}
+
+
+def test_measured_limit_interpolates_the_crossing_in_log_sigma() -> None:
+    from protocols.sweep import format_limits, measured_limits
+
+    rows = [("m", 0.0, 1, 0, 0.90), ("m", 0.0, 1, 1, 0.92),  # reference 0.91
+            ("m", 1e-4, 1, 0, 0.90), ("m", 1e-4, 1, 1, 0.90),  # 0.90 > 0.89
+            ("m", 4e-4, 1, 0, 0.85), ("m", 4e-4, 1, 1, 0.87),  # 0.86 < 0.89
+            # N = 4 at sigma/sqrt(N) = 5e-5 and 2e-4 V, against the same sigma = 0 mean
+            ("m", 1e-4, 4, 0, 0.91), ("m", 8e-4, 4, 0, 0.80)]
+    lim = {r["samples"]: r for r in measured_limits(_idx(rows), drop=0.02)}
+    # fall from 0.90 at 1e-4 to 0.86 at 4e-4; threshold 0.89 is a quarter of the way
+    expect = math.exp(math.log(1e-4) + 0.25 * math.log(4.0))
+    assert lim[1]["reference_acc"] == pytest.approx(0.91)
+    assert lim[1]["limit_sigma_eff_v"] == pytest.approx(expect, rel=1e-12)
+    assert lim[1]["bracket_v"] == [1e-4, 4e-4]
+    # N = 4: 0.91 at 5e-5, 0.80 at 4e-4; (0.91-0.89)/(0.11) of the log-way
+    t = 0.02 / 0.11
+    assert lim[4]["limit_sigma_eff_v"] == pytest.approx(
+        math.exp(math.log(5e-5) + t * math.log(8.0)), rel=1e-12)
+    assert lim[4]["limit_sigma_v"] == pytest.approx(2 * lim[4]["limit_sigma_eff_v"])
+    text = format_limits(list(lim.values()), 0.02)
+    assert "m, N = 1: sigma/sqrt(N) = 1.41e-04 V" in text
+
+
+def test_measured_limit_says_when_the_grid_does_not_cross() -> None:
+    from protocols.sweep import measured_limits
+
+    flat = [("m", 0.0, 1, 0, 0.9), ("m", 1e-4, 1, 0, 0.895)]
+    (r,) = measured_limits(_idx(flat), drop=0.02)
+    assert r["limit_sigma_eff_v"] is None and "above the grid" in r["note"]
+    early = [("m", 0.0, 1, 0, 0.9), ("m", 1e-4, 1, 0, 0.5)]
+    (r,) = measured_limits(_idx(early), drop=0.02)
+    assert r["limit_sigma_eff_v"] is None and "below the grid" in r["note"]
+    with pytest.raises(ConfigError, match="fraction"):
+        measured_limits(_idx(flat), drop=2.0)
