@@ -48,6 +48,8 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "homeostasis": ("homeostasis", float, "Jacobian homeostasis strength lambda (nonreciprocal)"),
     "asymmetry": ("asymmetry", float, "nonreciprocal: initial backward/forward device mismatch"),
     "write_noise": ("write-noise", float, "nonreciprocal: relative write noise per update"),
+    "fwd_gain": ("fwd-gain", float, "nonreciprocal: forward voltage gain between hidden layers"),
+    "bwd_gain": ("bwd-gain", float, "nonreciprocal: backward current gain between hidden layers"),
 }
 _MULTI = {"lr_weights", "lr_biases"}
 
@@ -166,7 +168,8 @@ def register_gradcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "gradcheck",
         help="compare every EP estimator with the exact gradient on the non-reciprocal emulator",
         description="On a reciprocal and a non-reciprocal emulated network, estimate the "
-        "gradient with each estimator (one-sided, centered, four-point, Cauchy with N points) "
+        "gradient with each estimator (one-sided, centered, four-point, Cauchy with N points, "
+        "sinusoidal lock-in with harmonics up to K) "
         "across nudge sizes, sample counts and read noise, and compare with the exact gradient "
         "(implicit differentiation). Lists are comma-separated.",
     )
@@ -177,10 +180,14 @@ def register_gradcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                    help="log-normal backward/forward mismatch of the non-reciprocal network")
     p.add_argument("--fwd-gain", default="1.2", help="forward voltage gain (non-reciprocal)")
     p.add_argument("--bwd-gain", default="0.8", help="backward current gain (non-reciprocal)")
-    p.add_argument("--estimators", default="one-sided,centered,four-point,cauchy",
-                   help="estimators to run")
+    p.add_argument("--estimators", default="one-sided,centered,four-point,cauchy,lockin",
+                   help="estimators to run (lockin: sinusoidal nudge, time-domain emulator)")
     p.add_argument("--betas", default="0.01,0.03,0.1,0.3,1", help="nudge radii |beta|, S")
     p.add_argument("--points", default="2,4,8", help="Cauchy points N (>= 2)")
+    p.add_argument("--lockin-harmonics", default="1,3",
+                   help="highest odd harmonic K of the lock-in (1, 3, 5)")
+    p.add_argument("--lockin-omega-tau", default="0.01",
+                   help="lock-in drive omega times the slowest relaxation time (<= 0.1)")
     p.add_argument("--read-noise", default="0,1e-4", help="read noise per sample, V")
     p.add_argument("--samples", default="16", help="samples per phase")
     p.add_argument("--batch", default="8", help="examples")

@@ -102,6 +102,13 @@ class TrainConfig:
     forward partner at initialisation (0: reciprocal)."""
     write_noise: float | None = None
     """Backend ``nonreciprocal``: relative standard deviation of each programmed change."""
+    fwd_gain: float | None = None
+    """Backend ``nonreciprocal``: forward voltage gain of the amplifiers between hidden
+    layers (> 0; 1: none)."""
+    bwd_gain: float | None = None
+    """Backend ``nonreciprocal``: backward current gain of those amplifiers (> 0; 1: none).
+    With ``bwd_gain != fwd_gain`` the couplings are not reciprocal even when every
+    backward device equals its forward partner."""
 
     def __post_init__(self) -> None:
         def pos(name: str, v: float | None, strict: bool = True) -> None:
@@ -166,7 +173,9 @@ class TrainConfig:
             raise ConfigError(f"homeostasis = {self.homeostasis} must be a finite number >= 0")
         pos("asymmetry", self.asymmetry, strict=False)
         pos("write_noise", self.write_noise, strict=False)
-        for name in ("asymmetry", "write_noise"):
+        pos("fwd_gain", self.fwd_gain)
+        pos("bwd_gain", self.bwd_gain)
+        for name in ("asymmetry", "write_noise", "fwd_gain", "bwd_gain"):
             if getattr(self, name) is not None and self.backend != "nonreciprocal":
                 raise ConfigError(
                     f"{name} is an option of backend 'nonreciprocal' (backend is "

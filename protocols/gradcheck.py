@@ -35,7 +35,18 @@ from numpy.typing import NDArray
 
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
-from protocols.holomorphic import STENCILS, choose_beta, estimate, local_gradient, make_stencil
+from protocols.holomorphic import (
+    STENCILS,
+    Estimate,
+    choose_beta,
+    estimate,
+    local_gradient,
+    make_stencil,
+)
+from protocols.lockin import lockin_estimate
+
+ESTIMATORS: tuple[str, ...] = (*STENCILS, "lockin")
+LOCKIN_SAMPLES_PER_PERIOD = 16
 
 Array = NDArray[np.floating]
 
@@ -74,6 +85,8 @@ class Row:
     beta_opt_s: float
     settles: int
     fell_back: bool
+    quadrature: float = float("nan")
+    """Lock-in only: measured quadrature/in-phase ratio (about omega tau)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,8 @@ class Options:
     samples: tuple[int, ...]
     batch: int
     seed: int
+    lockin_harmonics: tuple[int, ...] = (1, 3)
+    lockin_omega_tau: float = 0.01
 
 
 def _floats(text: str, what: str, *, positive: bool) -> tuple[float, ...]:
@@ -135,9 +150,19 @@ def parse_options(args: argparse.Namespace) -> Options:
         ConfigError: any invalid value (the CLI prints one line and exits 2).
     """
     est = tuple(t.strip() for t in str(args.estimators).split(",") if t.strip())
-    bad = [e for e in est if e not in STENCILS]
+    bad = [e for e in est if e not in ESTIMATORS]
     if bad or not est:
-        raise ConfigError(f"--estimators: unknown {bad or est}; choose from {', '.join(STENCILS)}")
+        raise ConfigError(
+            f"--estimators: unknown {bad or est}; choose from {', '.join(ESTIMATORS)}"
+        )
+    harm = _ints(str(getattr(args, "lockin_harmonics", "1,3")), "lockin-harmonics", 1)
+    if any(k not in (1, 3, 5) for k in harm):
+        raise ConfigError(f"--lockin-harmonics: each value must be 1, 3 or 5, got {harm}")
+    omega_tau = _number(str(getattr(args, "lockin_omega_tau", "0.01")), "lockin-omega-tau",
+                        0.0, strict=True)
+    if omega_tau > 0.1:
+        raise ConfigError(f"--lockin-omega-tau {omega_tau:g} is above the quasi-static limit "
+                          "0.1; lower it")
     batch = _ints(str(args.batch), "batch", 1)[0]
     seed = _ints(str(args.seed), "seed", 0)[0]
     return Options(
@@ -153,6 +178,8 @@ def parse_options(args: argparse.Namespace) -> Options:
         samples=_ints(str(args.samples), "samples", 1),
         batch=batch,
         seed=seed,
+        lockin_harmonics=harm,
+        lockin_omega_tau=omega_tau,
     )
 
 
@@ -210,30 +237,49 @@ def run(opts: Options) -> tuple[list[Row], dict[str, float]]:
                                     asym[net_name], 0.0, 0.0, 0.0, float("nan"), 0, False))
                 norm = float(np.linalg.norm(g_true))
                 for name in opts.estimators:
-                    for n_pts in opts.points if name == "cauchy" else (0,):
+                    variants = (opts.points if name == "cauchy" else
+                                opts.lockin_harmonics if name == "lockin" else (0,))
+                    for var in variants:
                         for beta in opts.betas:
                             for m in opts.samples:
-                                st = make_stencil(name, beta, max(n_pts, 2))
-                                est = estimate(board, x_in, y, st, n_samples=m, bias_check=True)
-                                g_hat = np.concatenate([est.grad_g, est.grad_b])
-                                bias_e = est.bias_error
-                                rms_bias = (
-                                    float(np.sqrt(np.mean(bias_e**2)))
-                                    if bias_e is not None else float("nan")
-                                )
-                                b_opt = float("nan")
-                                if sigma > 0 and np.isfinite(rms_bias) and rms_bias > 0:
+                                quad = float("nan")
+                                if name == "lockin":
+                                    # as many nudged samples per node as the centered rule
+                                    periods = max(1, math.ceil(2 * m / LOCKIN_SAMPLES_PER_PERIOD))
+                                    le = lockin_estimate(
+                                        board, x_in, y, beta, harmonics=var,
+                                        omega_tau=opts.lockin_omega_tau, n_periods=periods,
+                                        samples_per_period=LOCKIN_SAMPLES_PER_PERIOD,
+                                        free_samples=m,
+                                    )
+                                    est, total = le.estimate, le.n_samples
+                                    quad = le.quadrature_ratio
+                                else:
+                                    st = make_stencil(name, beta, max(var, 2))
+                                    est = estimate(board, x_in, y, st, n_samples=m, bias_check=True)
                                     total = m * max(est.stencil.n_solves, 1)
-                                    b_opt = choose_beta(est.stencil, sigma, total, rms_bias, 1e3)
-                                rows.append(Row(
-                                    net_name, sigma, st.name, beta, m,
-                                    _cos(g_hat, g_true), _rel(g_hat, g_true), _rel(g_hat, g_ep),
-                                    est.bias_norm / norm, math.sqrt(est.variance) / norm,
-                                    b_opt, est.n_settles, est.fell_back,
-                                ))
+                                rows.append(_row(net_name, sigma, beta, m, est, total, quad,
+                                                 g_true, g_ep, norm))
             finally:
                 board.close()
     return rows, asym
+
+
+def _row(
+    net: str, sigma: float, beta: float, m: int, est: Estimate, total: int, quad: float,
+    g_true: Array, g_ep: Array, norm: float,
+) -> Row:
+    g_hat = np.concatenate([est.grad_g, est.grad_b])
+    bias_e = est.bias_error
+    rms_bias = float(np.sqrt(np.mean(bias_e**2))) if bias_e is not None else float("nan")
+    b_opt = float("nan")
+    if sigma > 0 and np.isfinite(rms_bias) and rms_bias > 0:
+        b_opt = choose_beta(est.stencil, sigma, total, rms_bias, 1e3)
+    return Row(
+        net, sigma, est.stencil.name, beta, m, _cos(g_hat, g_true), _rel(g_hat, g_true),
+        _rel(g_hat, g_ep), est.bias_norm / norm, math.sqrt(est.variance) / norm, b_opt,
+        est.n_settles, est.fell_back, quad,
+    )
 
 
 def format_table(rows: list[Row]) -> str:
@@ -244,6 +290,8 @@ def format_table(rows: list[Row]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         fb = " (fell back)" if r.fell_back else ""
+        if math.isfinite(r.quadrature):
+            fb += f" quad {r.quadrature:.2g}"
         lines.append(
             f"{r.network:15s} {r.read_noise_v:8.1e} {r.estimator:11s} {r.beta_s:7.3g} "
             f"{r.samples:4d} {r.cos:9.6f} {r.rel_err:9.2e} {r.nudge_err:9.2e} {r.bias:9.2e} "

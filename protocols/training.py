@@ -96,6 +96,9 @@ def backend_options(cfg: TrainConfig) -> dict[str, Any]:
             nr["asymmetry"] = cfg.asymmetry
         if cfg.write_noise is not None:
             nr["write_noise"] = cfg.write_noise
+        for key in ("fwd_gain", "bwd_gain"):
+            if getattr(cfg, key) is not None:
+                nr[key] = getattr(cfg, key)
         if cfg.read_noise is not None:
             nr["read_noise_v"] = cfg.read_noise
         return nr

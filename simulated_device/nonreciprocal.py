@@ -398,6 +398,100 @@ def _sub(nudge: Nudging | None, mask: NDArray[np.bool_]) -> Nudging | None:
     )
 
 
+# ---------------------------------------------------------------------- dynamics
+def relaxation_time(net: NonReciprocalNet, u: Array, capacitance_f: float) -> float:
+    """Slowest relaxation time of ``C du/dt = F(u)`` linearised at ``u``, s.
+
+    Every free node has the same capacitance ``C`` to ground, so the linear modes
+    decay as ``exp(lambda t / C)`` with ``lambda`` the eigenvalues of ``J = dF/du``
+    (all with negative real part at a stable fixed point); the slowest has
+    ``tau = C / min(-Re lambda)`` over the modes and the batch.
+
+    Raises:
+        ConfigError: ``capacitance_f <= 0`` or an unstable fixed point (some
+            ``Re lambda >= 0``: no relaxation to it).
+    """
+    if not (np.isfinite(capacitance_f) and capacitance_f > 0):
+        raise ConfigError(f"node capacitance {capacitance_f} F must be a positive number")
+    lam = np.linalg.eigvals(np.asarray(jacobian(net, u)))
+    rate = float(np.min(-lam.real))
+    if rate <= 0:
+        raise ConfigError("the fixed point is not stable (a Jacobian eigenvalue has Re >= 0)")
+    return float(capacitance_f) / rate
+
+
+def drive_sinusoid(
+    net: NonReciprocalNet,
+    v_in: Array,
+    targets_v: Array,
+    amplitude_s: float,
+    omega_rad_s: float,
+    t_eval_s: Array,
+    *,
+    capacitance_f: float,
+    start: Array,
+    rtol: float = 1e-10,
+) -> Array:
+    """Integrate ``C du/dt = F(u; beta(t))`` under ``beta(t) = r cos(omega t)``.
+
+    The resistive pull ``beta(t) (y - v_out)`` on the output nodes follows the
+    sinusoid; every free node has capacitance ``C`` to ground. The batch is
+    integrated as one stiff system (``scipy.integrate.solve_ivp``, BDF, with the
+    block-diagonal Jacobian), starting from ``start`` at ``t = 0``.
+
+    Args:
+        net: the network.
+        v_in: ``(batch, n_inputs)`` inputs, V (held constant).
+        targets_v: ``(batch, n_outputs)`` targets of the pull, V.
+        amplitude_s: ``r``, S (real).
+        omega_rad_s: angular frequency, rad/s (> 0).
+        t_eval_s: increasing sample times, s (>= 0).
+        capacitance_f: node capacitance, F (> 0).
+        start: ``(batch, n_free)`` state at ``t = 0``, V (e.g. the free fixed point).
+        rtol: relative tolerance of the integrator (the absolute one is
+            ``rtol`` times the largest ``|start|``, at least ``rtol`` V).
+
+    Returns:
+        ``(len(t_eval_s), batch, n_free)`` node voltages at the sample times, V.
+
+    Raises:
+        ConfigError: bad arguments, or the integration failed.
+    """
+    from scipy import sparse
+    from scipy.integrate import solve_ivp
+
+    if not (np.isfinite(capacitance_f) and capacitance_f > 0):
+        raise ConfigError(f"node capacitance {capacitance_f} F must be a positive number")
+    if not (np.isfinite(omega_rad_s) and omega_rad_s > 0):
+        raise ConfigError(f"angular frequency {omega_rad_s} rad/s must be a positive number")
+    t_eval = np.asarray(t_eval_s, dtype=np.float64)
+    if t_eval.ndim != 1 or t_eval.size == 0 or t_eval[0] < 0 or np.any(np.diff(t_eval) <= 0):
+        raise ConfigError("sample times must be a non-empty, increasing list of times >= 0 s")
+    ops = net.operators()
+    batch, n = start.shape
+    y = np.asarray(targets_v, dtype=np.float64)
+    r = float(amplitude_s)
+    inv_c = 1.0 / float(capacitance_f)
+
+    def rhs(t: float, x: Array) -> Array:
+        u = x.reshape(batch, n)
+        f = vector_field(net, u, v_in, Nudging(r * np.cos(omega_rad_s * t), y), ops)
+        return np.asarray(np.real(f), dtype=np.float64).ravel() * inv_c
+
+    def jac(t: float, x: Array) -> sparse.csc_matrix:
+        u = x.reshape(batch, n)
+        J = np.real(jacobian(net, u, r * np.cos(omega_rad_s * t), ops)) * inv_c
+        return sparse.csc_matrix(sparse.block_diag(list(J), format="csc"))
+
+    x0 = np.asarray(start, dtype=np.float64).ravel()
+    atol = rtol * max(1.0, float(np.max(np.abs(x0), initial=0.0)))
+    sol = solve_ivp(rhs, (0.0, float(t_eval[-1])), x0, method="BDF", t_eval=t_eval,
+                    jac=jac, rtol=rtol, atol=atol)
+    if not sol.success:
+        raise ConfigError(f"the relaxation dynamics did not integrate: {sol.message}")
+    return np.asarray(sol.y.T.reshape(t_eval.size, batch, n))
+
+
 # ---------------------------------------------------------------------- gradients
 def loss(net: NonReciprocalNet, u: Array, targets_v: Array) -> float:
     """``mean_batch 1/2 sum_o (v_o - y_o)^2``, V^2."""

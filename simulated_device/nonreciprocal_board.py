@@ -21,7 +21,10 @@ xi)``, so forward and backward partners drift apart under identical requests.
 Emulator-only extras (not part of the Device contract; protocol code reaches
 them structurally, never by import): :meth:`free_state`, :meth:`last_converged`,
 :meth:`exact_gradient`, :meth:`exact_nudge_response`, :meth:`adjoint_error`,
-:meth:`loss`, :meth:`jacobian`.
+:meth:`loss`, :meth:`jacobian`, and the time-domain pair :meth:`relaxation_time_s`
+and :meth:`drive_sinusoid` (every free node has a capacitance ``node_capacitance_f``
+to ground, so the network relaxes as ``C du/dt = F(u)``; the fixed-point reads
+above are its steady state).
 """
 
 from __future__ import annotations
@@ -118,6 +121,8 @@ class NonReciprocalBoard:
         settle_time_s: simulated time per settle, s.
         sample_time_s: simulated time per sample of one example, s.
         tol_a: Newton residual tolerance (relative, see :func:`nonreciprocal.solve`).
+        node_capacitance_f: capacitance of every free node to ground, F (> 0); sets
+            the relaxation time constants of :meth:`drive_sinusoid`.
     """
 
     def __init__(
@@ -131,11 +136,17 @@ class NonReciprocalBoard:
         settle_time_s: float = 1e-3,
         sample_time_s: float = 1e-4,
         tol_a: float = 1e-13,
+        node_capacitance_f: float = 1e-6,
     ) -> None:
         if not (np.isfinite(read_noise_v) and read_noise_v >= 0):
             raise ConfigError(f"read_noise_v = {read_noise_v} must be a finite number >= 0 V")
         if not (np.isfinite(write_noise) and write_noise >= 0):
             raise ConfigError(f"write_noise = {write_noise} must be a finite number >= 0")
+        if not (np.isfinite(node_capacitance_f) and node_capacitance_f > 0):
+            raise ConfigError(
+                f"node_capacitance_f = {node_capacitance_f} must be a positive number of F"
+            )
+        self._c_node_f = float(node_capacitance_f)
         self._net = net
         self._rng = rng
         self._sigma = float(read_noise_v)
@@ -159,6 +170,7 @@ class NonReciprocalBoard:
                 "write_noise": self._write_noise,
                 "diode_i_s_a": net.i_s_a,
                 "diode_v_t_v": net.v_t_v,
+                "node_capacitance_f": self._c_node_f,
             },
         )
         self._free = self._desc.free_nodes
@@ -430,6 +442,79 @@ class NonReciprocalBoard:
         """``dF/du`` at the free fixed point, ``(batch, n_free, n_free)``, S."""
         return np.asarray(nr.jacobian(self._net, self._ensure_free()))
 
+    def relaxation_time_s(self) -> float:
+        """Slowest relaxation time at the free fixed point of the present inputs, s."""
+        return nr.relaxation_time(self._net, self._ensure_free(), self._c_node_f)
+
+    def drive_sinusoid(
+        self,
+        targets_v: Array,
+        amplitude_s: float,
+        frequency_hz: float,
+        n_periods: int,
+        samples_per_period: int,
+        settle_periods: int = 1,
+    ) -> NodeReading:
+        """Drive the output pull ``beta(t) = r cos(2 pi f t)`` and sample the free nodes.
+
+        The network starts at its free fixed point at ``t = 0`` (the beginning of
+        a period), is driven for ``settle_periods`` whole periods to let the
+        switch-on transient decay, then sampled ``samples_per_period`` times per
+        period, uniformly in phase (sample ``m`` at phase ``2 pi m / S``), for
+        ``n_periods`` periods. Each sample carries the board's read noise. The nudge
+        is released afterwards.
+
+        Args:
+            targets_v: ``(batch, n_outputs)`` targets of the pull, V.
+            amplitude_s: ``r``, S (> 0, at most the board's ``beta_max_s``).
+            frequency_hz: drive frequency, Hz (> 0).
+            n_periods: periods sampled (>= 1).
+            samples_per_period: samples per period (>= 4).
+            settle_periods: whole periods driven before sampling (>= 0).
+
+        Returns:
+            A reading whose sample axis is time: ``samples_v`` has shape
+            ``(n_periods * samples_per_period, batch, n_free)``; ``timestamps_s``
+            are the board clock at each sample.
+        """
+        self._check_open()
+        r, f = float(amplitude_s), float(frequency_hz)
+        if not (np.isfinite(r) and r > 0):
+            raise ConfigError(f"sinusoid amplitude {amplitude_s} S must be a positive number")
+        if r > self._limits.beta_max_s:
+            raise LimitError(f"sinusoid amplitude {r:.6g} S exceeds beta_max_s="
+                             f"{self._limits.beta_max_s:.6g} S; lower it")
+        if not (np.isfinite(f) and f > 0):
+            raise ConfigError(f"drive frequency {frequency_hz} Hz must be a positive number")
+        for name, val, lo in (("n_periods", n_periods, 1),
+                              ("samples_per_period", samples_per_period, 4),
+                              ("settle_periods", settle_periods, 0)):
+            if int(val) != val or val < lo:
+                raise ConfigError(f"{name} = {val} must be an integer >= {lo}")
+        u0 = self._ensure_free()
+        assert self._v_in is not None
+        y = np.asarray(targets_v, dtype=np.float64)
+        check_nudge_within_limits(ResistiveNudge(r, y), self._limits, self._v_in.shape[0],
+                                  self._net.n_outputs, complex_ok=False)
+        period = 1.0 / f
+        m = int(n_periods) * int(samples_per_period)
+        t = period * (int(settle_periods) + np.arange(m) / int(samples_per_period))
+        q = nr.drive_sinusoid(self._net, self._v_in, y, r, 2 * np.pi * f, t,
+                              capacitance_f=self._c_node_f, start=u0)
+        if self._sigma > 0:
+            q = q + self._sigma * self._rng.standard_normal(q.shape)
+        batch = self._v_in.shape[0]
+        stamps = np.broadcast_to((self._clock_s + t)[:, None], (m, batch)).copy()
+        self._clock_s += float(t[-1]) + period / int(samples_per_period)
+        self._nudge = None
+        self._dirty = True
+        return NodeReading(
+            samples_v=q,
+            timestamps_s=stamps,
+            flags=np.zeros(q.shape, dtype=np.uint8),
+            nodes=self._free,
+        )
+
 
 def make_nonreciprocal_board(
     options: Mapping[str, Any], rng: np.random.Generator
@@ -440,11 +525,13 @@ def make_nonreciprocal_board(
     ``asymmetry`` (0.0: reciprocal; log-normal backward/forward mismatch),
     ``fwd_gain`` (1.0) and ``bwd_gain`` (1.0) of the hidden amplifiers,
     ``i_s_a`` (0.05 A) and ``v_t_v`` (0.2 V) of the diodes, ``read_noise_v``
-    (0.0 V per sample), ``write_noise`` (0.0, relative).
+    (0.0 V per sample), ``write_noise`` (0.0, relative), ``node_capacitance_f``
+    (1e-6 F per free node: relaxation times of about a microsecond at the default
+    weight gain).
     """
     known = {
         "arch", "weight_gain", "asymmetry", "fwd_gain", "bwd_gain",
-        "i_s_a", "v_t_v", "read_noise_v", "write_noise",
+        "i_s_a", "v_t_v", "read_noise_v", "write_noise", "node_capacitance_f",
     }
     unknown = set(options) - known
     if unknown:
@@ -479,4 +566,5 @@ def make_nonreciprocal_board(
         rng,
         read_noise_v=num("read_noise_v", 0.0),
         write_noise=num("write_noise", 0.0),
+        node_capacitance_f=num("node_capacitance_f", 1e-6),
     )
