@@ -159,6 +159,8 @@ def test_homeostasis_reduces_the_jacobian_asymmetry(
         (["--homeostasis", "1", "--train-limit", "8"], "homeostasis"),
         (["--asymmetry", "0.5"], "asymmetry"),
         (["--backend", "nonreciprocal", "--write-noise", "-0.1"], "write_noise"),
+        (["--backend", "nonreciprocal", "--bwd-gain", "0"], "bwd_gain"),
+        (["--fwd-gain", "1.2"], "fwd_gain"),
     ],
 )
 def test_bad_nonreciprocal_options_exit_2_with_one_line(
@@ -168,3 +170,17 @@ def test_bad_nonreciprocal_options_exit_2_with_one_line(
     code, stdout, err = cli(capsys, "train", "--arch", ARCH, *argv, "--out", out, "--quiet")
     assert_usage_error(code, stdout, err, needle)
     assert not out.exists()
+
+
+def test_amplifier_gains_reach_the_board() -> None:
+    """--bwd-gain 0.25: the board is built with it and its description carries it (the
+    local updates and the homeostatic gradient read the gains from there)."""
+    from protocols.config import TrainConfig
+    from protocols.training import backend_options
+
+    cfg = TrainConfig(backend="nonreciprocal", arch="6-5-4-3", fwd_gain=1.0, bwd_gain=0.25)
+    opts = backend_options(cfg)
+    assert opts["bwd_gain"] == 0.25 and opts["fwd_gain"] == 1.0
+    b = open_board("nonreciprocal", opts, np.random.default_rng(3))
+    gains = [(c["kind"], c["current_gain"]) for c in b.describe().info["couplings"]]
+    assert ("backward", 0.25) in gains and ("forward", 1.0) in gains
