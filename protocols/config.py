@@ -189,6 +189,21 @@ class TrainConfig:
             raise ConfigError(f"beta = {self.beta} S is out of range (at most 1000)")
         if self.read_noise is not None and self.read_noise > 1.0:
             raise ConfigError(f"read_noise = {self.read_noise} V is out of range (at most 1 V)")
+        if self.noise_model is not None and self.backend != "emulator":
+            raise ConfigError(
+                f"noise_model is an option of backend 'emulator' (backend is "
+                f"{self.backend!r}); drop --noise-model or pass --backend emulator"
+            )
+        if self.read_noise and self.backend not in _NOISY_BACKENDS:
+            raise ConfigError(
+                f"read_noise adds emulated read noise, which backend {self.backend!r} cannot "
+                "do (a board's noise is its own: measure it with hwloop characterize); drop "
+                "--read-noise or set it to 0"
+            )
+
+
+_NOISY_BACKENDS = ("emulator", "nonreciprocal")
+"""Backends whose read noise ``read_noise`` sets (the emulators)."""
 
 
 # --------------------------------------------------------------------------- published settings

@@ -34,15 +34,35 @@ class Update:
     delta_b_a: Array
 
 
-def _groups(desc: BoardDescription) -> tuple[list[slice], list[NDArray[np.intp]]]:
-    """Edge slices per weight group and bias positions per bias group."""
+def _groups(desc: BoardDescription) -> tuple[list[list[slice]], list[NDArray[np.intp]]]:
+    """Edge slices per weight group and bias positions per bias group.
+
+    One group per layer pair. On a board with directed couplings
+    (``desc.info["couplings"]``: a forward block per layer pair, each backward block
+    right after the forward block of its pair) the backward block joins its pair's
+    group, so "one learning rate per layer" means the same on every backend. Biases
+    are grouped by the receiving layer of each forward block.
+    """
     if desc.layers is None:
-        return [slice(0, desc.n_edges)], [np.arange(len(desc.bias_nodes))]
-    edge_groups = [slice(b.edge_offset, b.edge_offset + b.n_edges) for b in desc.layers]
+        return [[slice(0, desc.n_edges)]], [np.arange(len(desc.bias_nodes))]
+    raw = desc.info.get("couplings")
+    couplings = raw if isinstance(raw, list) else []
+    kinds = [str(c.get("kind", "forward")) if isinstance(c, dict) else "forward"
+             for c in couplings] or ["forward"] * len(desc.layers)
+    if len(kinds) != len(desc.layers) or kinds[0] != "forward":
+        raise ConfigError("the board's couplings do not match its layer blocks")
     pos = {int(n): i for i, n in enumerate(desc.bias_nodes)}
-    bias_groups = [
-        np.array([pos[int(n)] for n in b.dst if int(n) in pos], dtype=np.intp) for b in desc.layers
-    ]
+    edge_groups: list[list[slice]] = []
+    bias_groups: list[NDArray[np.intp]] = []
+    for kind, b in zip(kinds, desc.layers, strict=True):
+        sl = slice(b.edge_offset, b.edge_offset + b.n_edges)
+        if kind == "backward":
+            edge_groups[-1].append(sl)
+            continue
+        edge_groups.append([sl])
+        bias_groups.append(
+            np.array([pos[int(n)] for n in b.dst if int(n) in pos], dtype=np.intp)
+        )
     return edge_groups, bias_groups
 
 
@@ -106,8 +126,9 @@ class SGD:
                 self._buf_b += b
             g, b = self._buf_g, self._buf_b
         dg = np.empty_like(g)
-        for sl, lr in zip(self._edge_groups, self.lr_w, strict=True):
-            np.multiply(g[sl], -lr, out=dg[sl])
+        for sls, lr in zip(self._edge_groups, self.lr_w, strict=True):
+            for sl in sls:
+                np.multiply(g[sl], -lr, out=dg[sl])
         db = np.zeros_like(b)
         for idx, lr in zip(self._bias_groups, self.lr_b, strict=True):
             db[idx] = -lr * b[idx]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
 from hwloop.sessionlog import open_session
 from protocols import homeostasis as ph
@@ -184,3 +185,45 @@ def test_amplifier_gains_reach_the_board() -> None:
     b = open_board("nonreciprocal", opts, np.random.default_rng(3))
     gains = [(c["kind"], c["current_gain"]) for c in b.describe().info["couplings"]]
     assert ("backward", 0.25) in gains and ("forward", 1.0) in gains
+
+
+def test_per_layer_learning_rates_cover_forward_and_backward_arrays() -> None:
+    """Two rates for a one-hidden-layer board: the backward array takes its pair's rate,
+    and each bias layer is updated once."""
+    from protocols.optim import SGD
+    from protocols.updates import Gradient
+
+    b = open_board("nonreciprocal", {"arch": "6-5-3"}, np.random.default_rng(3))
+    desc = b.describe()
+    kinds = [c["kind"] for c in desc.info["couplings"]]
+    assert kinds == ["forward", "forward", "backward"]
+    opt = SGD(desc, (0.1, 0.01), (0.2, 0.02))
+    g = np.ones(desc.n_edges)
+    gb = np.ones(len(desc.bias_nodes))
+    up = opt.step(Gradient(g=g, b=gb))
+    blocks = desc.layers
+    assert blocks is not None
+    lr_of = [0.1, 0.01, 0.01]  # fwd 0, fwd 1, bwd 1
+    for blk, lr in zip(blocks, lr_of, strict=True):
+        sl = slice(blk.edge_offset, blk.edge_offset + blk.n_edges)
+        np.testing.assert_array_equal(up.delta_g_s[sl], -lr)
+    np.testing.assert_array_equal(up.delta_b_a, [-0.2] * 5 + [-0.02] * 3)
+    with pytest.raises(ConfigError, match="1 or 2 values"):
+        SGD(desc, (0.1, 0.01, 0.001), (0.1,))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"backend": "nonreciprocal", "noise_model": "nm.toml"}, "noise_model is an option"),
+        ({"backend": "board", "board": "b.toml", "read_noise": 1e-4}, "read_noise adds"),
+    ],
+)
+def test_emulator_only_noise_options_are_refused_elsewhere(
+    kwargs: dict[str, object], needle: str
+) -> None:
+    from protocols.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=needle):
+        TrainConfig(**kwargs)  # type: ignore[arg-type]
+    TrainConfig(backend="board", board="b.toml", read_noise=0.0)  # nothing added: fine
