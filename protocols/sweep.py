@@ -703,10 +703,12 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         except HwloopError as exc:
             print(f"hwloop sweep: no predicted limit ({exc})", file=sys.stderr)
         figures = plot_sweep(out, res.index, sigma_c, limits)
-    statuses = [p.get("status") for p in res.index["points"].values()]
+    # this grid's points; the store may hold more (other grids with the same fixed options)
+    statuses = [res.index["points"][point_id(p)].get("status") for p in spec.points()]
     summary = {
         "out": str(out),
         "points": n,
+        "store_points": len(res.index["points"]),
         "ran": len(res.ran),
         "completed": statuses.count("completed"),
         "failed": n - statuses.count("completed"),
@@ -723,8 +725,9 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
         if limits:
             print(format_limits(limits, args.limit_drop))
         print(
-            f"{summary['completed']}/{n} point(s) complete ({len(res.ran)} run now, "
-            f"{res.wall_time_s:.1f} s); index {out / INDEX_NAME}, table {out / 'table.csv'}"
+            f"{summary['completed']}/{n} point(s) of this grid complete ({len(res.ran)} run "
+            f"now, {res.wall_time_s:.1f} s; the store holds {summary['store_points']}); "
+            f"index {out / INDEX_NAME}, table {out / 'table.csv'}"
             + (f", predicted limit {sigma_c:.3g} V" if sigma_c is not None else "")
         )
     return 0 if summary["failed"] == 0 else 1

@@ -208,3 +208,19 @@ def test_measured_limit_says_when_the_grid_does_not_cross() -> None:
     assert r["limit_sigma_eff_v"] is None and "below the grid" in r["note"]
     with pytest.raises(ConfigError, match="fraction"):
         measured_limits(_idx(flat), drop=2.0)
+
+
+def test_two_grids_share_one_store_and_report_their_own_points(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same fixed options, other axis values: the second grid adds to the store, and its
+    exit status and counts are about its own points (the store's others are not failures)."""
+    out = tmp_path / "store"
+    for sigma, store in (("0", 1), ("1e-3", 2)):
+        code = main(["sweep", "--read-noise", sigma, *TINY, "--out", str(out), "--json",
+                     "--quiet", "--no-plots"])
+        s = json.loads(capsys.readouterr().out)
+        assert code == 0
+        assert (s["points"], s["completed"], s["failed"], s["store_points"]) == (1, 1, 0, store)
+    assert len(_index(out)["points"]) == 2
+    assert [m["samples"] for m in s["measured_limits"]] == [1]  # over the whole store
