@@ -4,10 +4,13 @@
 # lr 0.006, read noise on every hidden and output sample; 4,000 training examples,
 # 3 epochs, 1,000 test examples; summary logging and epoch-end checkpoints only.
 # All four sweeps share one results store (same fixed options, different axis values).
-#   bash examples/uncertainty-reproduction.sh OUTDIR      (about 45 min on 2 cores, ~25 GB)
+#   bash examples/uncertainty-reproduction.sh OUTDIR [SWEEP OPTIONS]
+# (measured: 35 min on 2 cores, 35 GB). Extra options go to every sweep, e.g.
+# --limit-drop 0.05; re-running runs nothing and reprints the tables and limits.
 set -euo pipefail
-out=${1:?usage: $0 OUTDIR}
-common=(--out "$out" --workers 2 --quiet
+out=${1:?usage: $0 OUTDIR [SWEEP OPTIONS]}
+shift
+common=(--out "$out" --workers 2 --quiet "$@"
   --set arch='"1568-1024-10"' --set input_gain=480.0 --set beta=1.0
   --set estimator='"centered"' --set batch_size=4 --set momentum=0.0
   --set 'lr_weights=[0.006, 0.006]' --set 'lr_biases=[0.006, 0.006]'
