@@ -1,5 +1,8 @@
 """Board files and RealBoards on virtual instruments, for the contract suite and the tests.
 
+``settled_nonreciprocal`` opens a small non-reciprocal emulator at its free fixed point
+with fixed inputs and targets (the estimator tests).
+
 ``serial_board_text`` / ``scpi_board_text`` write board files for the virtual serial
 board and the virtual SCPI bench; ``open_serial`` / ``open_scpi`` start the virtual
 instruments and return a RealBoard that stops them when it is closed.
@@ -12,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from hwloop.plugins import open_board
 from instruments.board_file import parse_board_file
 from instruments.real_board import RealBoard
 from simulated_device.bench_network import BenchNetwork
+from simulated_device.nonreciprocal_board import NonReciprocalBoard
 from simulated_device.virtual_board import FaultConfig, VirtualBoard
 from simulated_device.virtual_scpi import VirtualScpiBench
 
@@ -201,3 +206,18 @@ def open_scpi(
         raise
     board.stop_server = bench.stop
     return board, bench
+
+
+def settled_nonreciprocal(
+    arch: str = "6-8-6-3", **opts: object
+) -> tuple[NonReciprocalBoard, np.ndarray, np.ndarray]:
+    """A seeded ``nonreciprocal`` board settled on 4 random inputs, with 0.3 V targets."""
+    board = open_board("nonreciprocal", {"arch": arch, **opts}, np.random.default_rng(11))
+    assert isinstance(board, NonReciprocalBoard)
+    sizes = [int(x) for x in arch.split("-")]
+    rng = np.random.default_rng(12)
+    v_in = rng.normal(size=(4, sizes[0]))
+    y = 0.3 * rng.normal(size=(4, sizes[-1]))
+    board.apply_inputs(v_in)
+    board.settle()
+    return board, v_in, y

@@ -18,19 +18,7 @@ from protocols.holomorphic import (
     optimal_radius,
 )
 from simulated_device.nonreciprocal_board import NonReciprocalBoard
-
-ARCH = "6-8-6-3"
-
-
-def _setup(**opts: object) -> tuple[NonReciprocalBoard, np.ndarray, np.ndarray]:
-    board = open_board("nonreciprocal", {"arch": ARCH, **opts}, np.random.default_rng(11))
-    assert isinstance(board, NonReciprocalBoard)
-    rng = np.random.default_rng(12)
-    v_in = rng.normal(size=(4, 6))
-    y = 0.3 * rng.normal(size=(4, 3))
-    board.apply_inputs(v_in)
-    board.settle()
-    return board, v_in, y
+from tests.board_helpers import settled_nonreciprocal
 
 
 def _rel_err(board: NonReciprocalBoard, v_in: np.ndarray, y: np.ndarray, name: str, r: float,
@@ -50,14 +38,14 @@ def _rel_err(board: NonReciprocalBoard, v_in: np.ndarray, y: np.ndarray, name: s
     ],
 )
 def test_bias_order_in_beta(name: str, order: int, radii: tuple[float, ...]) -> None:
-    board, v_in, y = _setup(asymmetry=0.4, fwd_gain=1.2, bwd_gain=0.8)
+    board, v_in, y = settled_nonreciprocal(asymmetry=0.4, fwd_gain=1.2, bwd_gain=0.8)
     errs = [_rel_err(board, v_in, y, name, r) for r in radii]
     slope = np.polyfit(np.log(radii), np.log(errs), 1)[0]
     assert abs(slope - order) < 0.15, (name, slope, errs)
 
 
 def test_cauchy_is_exact_at_finite_radius() -> None:
-    board, v_in, y = _setup(asymmetry=0.4, fwd_gain=1.2, bwd_gain=0.8)
+    board, v_in, y = settled_nonreciprocal(asymmetry=0.4, fwd_gain=1.2, bwd_gain=0.8)
     one_sided = _rel_err(board, v_in, y, "one-sided", 1.0)
     cauchy8 = _rel_err(board, v_in, y, "cauchy", 1.0, 8)
     assert one_sided > 0.1
@@ -71,7 +59,7 @@ def test_cauchy_is_exact_at_finite_radius() -> None:
 
 
 def test_estimates_carry_bias_and_variance_diagnostics() -> None:
-    board, v_in, y = _setup(read_noise_v=1e-4)
+    board, v_in, y = settled_nonreciprocal(read_noise_v=1e-4)
     st = make_stencil("centered", 0.3)
     runs = [estimate(board, v_in, y, st, n_samples=8) for _ in range(40)]
     grads = np.array([r.grad_g for r in runs])
@@ -79,7 +67,7 @@ def test_estimates_carry_bias_and_variance_diagnostics() -> None:
     ratio = grads.var(axis=0, ddof=1).sum() / predicted.sum()
     assert 0.6 < ratio < 1.6
     # Richardson bias estimate agrees with the true finite-nudge bias of the mean
-    clean, v2, y2 = _setup()
+    clean, v2, y2 = settled_nonreciprocal()
     e = estimate(clean, v2, y2, make_stencil("centered", 0.3))
     ref = clean.exact_nudge_response(y2)
     assert e.bias_error is not None
@@ -89,7 +77,7 @@ def test_estimates_carry_bias_and_variance_diagnostics() -> None:
 
 
 def test_local_rule_with_the_exact_response_is_the_ep_gradient() -> None:
-    board, v_in, y = _setup()  # reciprocal: EP gradient == true gradient
+    board, v_in, y = settled_nonreciprocal()  # reciprocal: EP gradient == true gradient
     g, b = local_gradient(board.describe(), v_in, board.free_state(), board.exact_nudge_response(y))
     gt, bt = board.exact_gradient(y)
     np.testing.assert_allclose(g, gt, rtol=1e-9, atol=1e-14)
@@ -116,7 +104,7 @@ class _FailsComplexSolves:
 
 
 def test_cauchy_falls_back_to_centered_when_complex_solves_fail() -> None:
-    board, v_in, y = _setup()
+    board, v_in, y = settled_nonreciprocal()
     dev = cast(Device, _FailsComplexSolves(board))
     est = estimate(dev, v_in, y, make_stencil("cauchy", 0.2, 6), bias_check=False)
     assert est.fell_back and est.stencil.name == "centered"

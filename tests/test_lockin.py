@@ -16,20 +16,7 @@ from protocols.lockin import (
     lockin_stencil,
 )
 from simulated_device import nonreciprocal as nr
-from simulated_device.nonreciprocal_board import NonReciprocalBoard
-
-ARCH = "6-8-6-3"
-
-
-def _setup(**opts: object) -> tuple[NonReciprocalBoard, np.ndarray, np.ndarray]:
-    board = open_board("nonreciprocal", {"arch": ARCH, **opts}, np.random.default_rng(11))
-    assert isinstance(board, NonReciprocalBoard) and isinstance(board, SinusoidalDrive)
-    rng = np.random.default_rng(12)
-    v_in = rng.normal(size=(4, 6))
-    y = 0.3 * rng.normal(size=(4, 3))
-    board.apply_inputs(v_in)
-    board.settle()
-    return board, v_in, y
+from tests.board_helpers import settled_nonreciprocal
 
 
 def test_driven_network_matches_the_linear_response_at_finite_frequency() -> None:
@@ -38,7 +25,7 @@ def test_driven_network_matches_the_linear_response_at_finite_frequency() -> Non
     At omega tau = 0.3 the response lags visibly; a small amplitude keeps the
     nonlinear terms (relative ~ r) below the tolerance.
     """
-    board, v_in, y = _setup(asymmetry=0.4, fwd_gain=1.2, bwd_gain=0.8)
+    board, v_in, y = settled_nonreciprocal(asymmetry=0.4, fwd_gain=1.2, bwd_gain=0.8)
     net, u0 = board.network, board.free_state()
     c_f = 1e-6
     tau = nr.relaxation_time(net, u0, c_f)
@@ -65,7 +52,7 @@ def test_driven_network_matches_the_linear_response_at_finite_frequency() -> Non
                          [(1, 2, (0.1, 0.2, 0.4)), (3, 4, (0.4, 0.7, 1.0))])
 def test_bias_order_in_the_amplitude(harmonics: int, order: int,
                                      radii: tuple[float, ...]) -> None:
-    board, v_in, y = _setup(asymmetry=0.4, fwd_gain=1.2, bwd_gain=0.8)
+    board, v_in, y = settled_nonreciprocal(asymmetry=0.4, fwd_gain=1.2, bwd_gain=0.8)
     ref = board.exact_nudge_response(y)
     errs = []
     for r in radii:
@@ -77,7 +64,7 @@ def test_bias_order_in_the_amplitude(harmonics: int, order: int,
 
 
 def test_quasi_static_limit_and_measured_quadrature() -> None:
-    board, v_in, y = _setup()
+    board, v_in, y = settled_nonreciprocal()
     ref = board.exact_nudge_response(y)
     le = lockin_estimate(board, v_in, y, 0.05, omega_tau=0.05)
     # a sum of modes, each with quadrature/in-phase omega tau_i <= omega tau
@@ -93,7 +80,7 @@ def test_quasi_static_limit_and_measured_quadrature() -> None:
 
 
 def test_variance_diagnostic_and_noise_estimate_match_the_scatter() -> None:
-    board, v_in, y = _setup(read_noise_v=1e-4)
+    board, v_in, y = settled_nonreciprocal(read_noise_v=1e-4)
     runs = [lockin_estimate(board, v_in, y, 0.1, omega_tau=0.01, n_periods=1,
                             bias_check=False) for _ in range(40)]
     errors = np.stack([r.estimate.error for r in runs])
@@ -137,5 +124,7 @@ def test_stencil_equivalent_and_beta_choice() -> None:
 
 def test_boards_without_a_sinusoidal_drive_are_refused() -> None:
     board = open_board("emulator", {"arch": "6-4-3"}, np.random.default_rng(0))
+    assert not isinstance(board, SinusoidalDrive)
+    assert isinstance(settled_nonreciprocal()[0], SinusoidalDrive)
     with pytest.raises(UnsupportedError, match="cannot drive a sinusoidal nudge"):
         lockin_estimate(board, np.zeros((1, 6)), np.zeros((1, 3)), 0.1)
