@@ -46,6 +46,8 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "log_programming": ("log-programming", str, "programming rows: auto, all, exceptions or off"),
     "checkpoint_every": ("checkpoint-every", int, "full-state checkpoint every N steps (0: auto)"),
     "homeostasis": ("homeostasis", float, "Jacobian homeostasis strength lambda (nonreciprocal)"),
+    "homeostasis_probes": ("homeostasis-probes", int,
+                           "0: exact Jacobian; P: estimate it from P clamped-node probe pairs"),
     "asymmetry": ("asymmetry", float, "nonreciprocal: initial backward/forward device mismatch"),
     "write_noise": ("write-noise", float, "nonreciprocal: relative write noise per update"),
     "fwd_gain": ("fwd-gain", float, "nonreciprocal: forward voltage gain between hidden layers"),

@@ -97,6 +97,11 @@ class TrainConfig:
     """Jacobian homeostasis strength lambda (>= 0; estimators doc 4): adds lambda times
     the gradient of the Jacobian-asymmetry loss to every step's gradient. Needs a board
     that reports its Jacobian (the ``nonreciprocal`` emulator)."""
+    homeostasis_probes: int = 0
+    """0: homeostasis uses the exact Jacobian where the board reports it (the emulator);
+    P > 0: it estimates the Jacobian every step from P pairs of clamped-node probes, as
+    a bench would (estimators doc 8.7; needs a board that clamps nodes and reads their
+    currents)."""
     asymmetry: float | None = None
     """Backend ``nonreciprocal``: log-normal mismatch of each backward device from its
     forward partner at initialisation (0: reciprocal)."""
@@ -171,6 +176,12 @@ class TrainConfig:
             )
         if not (np.isfinite(self.homeostasis) and self.homeostasis >= 0):
             raise ConfigError(f"homeostasis = {self.homeostasis} must be a finite number >= 0")
+        if self.homeostasis_probes < 0:
+            raise ConfigError(
+                f"homeostasis_probes = {self.homeostasis_probes} must be >= 0 (0: exact Jacobian)"
+            )
+        if self.homeostasis_probes and not self.homeostasis:
+            raise ConfigError("homeostasis_probes needs --homeostasis LAMBDA > 0; set both")
         pos("asymmetry", self.asymmetry, strict=False)
         pos("write_noise", self.write_noise, strict=False)
         pos("fwd_gain", self.fwd_gain)

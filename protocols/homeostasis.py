@@ -16,10 +16,19 @@ mean_b (J - J^T) / n``::
 
 Couplings driven by the input layer do not enter ``J`` (gradient 0).
 
-The Jacobian is an emulator-only measurement here: this module reaches it
-through the :class:`JacobianProbe` protocol, never by importing the emulator.
-A bench would estimate ``J eps`` from clamped probes (doc 8.7); that is not
-implemented, so other boards refuse ``--homeostasis``.
+Two ways to get ``J``, both through structural protocols (never by importing the
+emulator):
+
+* :class:`JacobianProbe`: the board reports the exact Jacobian (the emulator);
+* :class:`NodeClamp`: the board can clamp every free node to a given voltage and
+  read the net current into each (a bench with a source-measure channel per node,
+  doc 8.7). :func:`probe_jacobian` then estimates ``J`` from ``P`` pairs of clamped
+  probes ``u* +/- h eps_p`` around the measured free state: ``J eps_p ~ [F(u* + h
+  eps_p) - F(u* - h eps_p)] / (2h)`` and ``J_hat = (1/P) sum_p (J eps_p) eps_p^T``
+  with ``eps_p`` the columns of a random orthogonal matrix scaled by ``sqrt(n)``:
+  unbiased for any ``P`` and exact (to ``O(h^2)``) for ``P = n``.
+
+Other boards refuse ``--homeostasis``.
 """
 
 from __future__ import annotations
@@ -45,6 +54,66 @@ class JacobianProbe(Protocol):
         ...
 
 
+@runtime_checkable
+class NodeClamp(Protocol):
+    """A board that can clamp its free nodes and read the currents into them."""
+
+    def clamp_node_currents(self, v_free: Array) -> Array:
+        """Clamp every free node to ``v_free`` and read the net currents into them.
+
+        Args:
+            v_free: ``(batch, n_free)`` clamp voltages, V (free-node order), with the
+                present inputs applied and no nudge.
+
+        Returns:
+            ``(batch, n_free)`` net current flowing into each node from the network
+            (the clamp sinks it), A: ``F(v_free)``, zero at the free fixed point.
+        """
+        ...
+
+
+def probe_jacobian(
+    device: NodeClamp,
+    v_free: Array,
+    rng: np.random.Generator,
+    *,
+    n_probes: int | None = None,
+    h_v: float = 1e-3,
+) -> Array:
+    """Estimate ``J = dF/du`` at ``v_free`` from clamped probes (doc 8.7), S.
+
+    Args:
+        device: a board with :class:`NodeClamp`.
+        v_free: ``(batch, n_free)`` free state around which to probe, V.
+        rng: the run's generator (the probe directions).
+        n_probes: probe pairs ``P`` (1 .. n_free; default n_free: the full Jacobian).
+        h_v: probe amplitude, V (> 0): central differences, error ``O(h^2)``.
+
+    Returns:
+        ``(batch, n_free, n_free)`` Jacobian estimate, S.
+
+    Raises:
+        ConfigError: bad ``n_probes`` or ``h_v``.
+    """
+    u0 = np.asarray(v_free, dtype=np.float64)
+    n = u0.shape[1]
+    p = n if n_probes is None else int(n_probes)
+    if not 1 <= p <= n:
+        raise ConfigError(f"homeostasis probes = {n_probes} must be in 1..{n} (free nodes)")
+    if not (np.isfinite(h_v) and h_v > 0):
+        raise ConfigError(f"probe amplitude {h_v} V must be a positive number")
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    q *= np.sign(np.diag(r))  # Haar-distributed
+    probes = np.sqrt(n) * q[:, :p]
+    jac = np.zeros((u0.shape[0], n, n))
+    for k in range(p):
+        eps = probes[:, k]
+        fp = np.asarray(device.clamp_node_currents(u0 + h_v * eps), dtype=np.float64)
+        fm = np.asarray(device.clamp_node_currents(u0 - h_v * eps), dtype=np.float64)
+        jac += ((fp - fm) / (2 * h_v))[:, :, None] * eps[None, None, :]
+    return jac / p
+
+
 def asymmetry(jac: Array) -> float:
     """The homeostatic loss ``mean_b (tr(J^T J) - tr(J^2)) / n`` of ``(batch, n, n)`` J, S^2."""
     j = np.asarray(jac, dtype=np.float64)
@@ -61,8 +130,11 @@ def symmetry_ratio(jac: Array) -> float:
     return float(np.mean(s / np.maximum(s + a, np.finfo(float).tiny)))
 
 
-def check_supported(desc: BoardDescription, device: object) -> None:
+def check_supported(desc: BoardDescription, device: object, *, probes: bool = False) -> None:
     """Refuse homeostasis on a board without couplings in its description or a Jacobian.
+
+    With ``probes`` the board must offer :class:`NodeClamp`; otherwise either
+    :class:`JacobianProbe` or :class:`NodeClamp`.
 
     Raises:
         ConfigError: one line naming the backend.
@@ -72,10 +144,15 @@ def check_supported(desc: BoardDescription, device: object) -> None:
             f"homeostasis needs a non-reciprocal board that reports its Jacobian "
             f"(backend 'nonreciprocal'); backend {desc.backend!r} does not"
         )
-    if not isinstance(device, JacobianProbe):
+    if probes and not isinstance(device, NodeClamp):
+        raise ConfigError(
+            f"homeostasis probes need a board that clamps its nodes and reads their "
+            f"currents, which this {desc.backend!r} device cannot; drop homeostasis_probes"
+        )
+    if not isinstance(device, JacobianProbe | NodeClamp):
         raise ConfigError(
             f"homeostasis needs the board's Jacobian, which this {desc.backend!r} device "
-            "does not report (a bench or a replayed recording); it runs on the emulator only"
+            "neither reports nor can probe (no node clamps; e.g. a replayed recording)"
         )
 
 

@@ -36,9 +36,11 @@ from protocols.estimators import Estimator, make_estimator
 from protocols.holomorphic import board_couplings
 from protocols.homeostasis import (
     JacobianProbe,
+    NodeClamp,
     asymmetry,
     check_supported,
     homeostatic_gradient,
+    probe_jacobian,
     symmetry_ratio,
 )
 from protocols.optim import SGD, Update
@@ -120,14 +122,32 @@ CHECKPOINT_REQUIRED = (
 
 @dataclass
 class _Homeostasis:
-    """Adds ``lam * dL_homeo/dg`` (Jacobian at this step's free point) to each gradient."""
+    """Adds ``lam * dL_homeo/dg`` (Jacobian at this step's free point) to each gradient.
 
-    device: JacobianProbe
+    With ``probes > 0`` (or a board without :class:`JacobianProbe`) the Jacobian is
+    estimated from clamped-node probes around the free state, read with ``samples``
+    samples per node, with probe directions from the run's generator ``rng``.
+    """
+
+    device: Device
     desc: BoardDescription
     lam: float
+    probes: int = 0
+    samples: int = 1
+    rng: np.random.Generator | None = None
+
+    def jacobian(self) -> Array:
+        if self.probes == 0 and isinstance(self.device, JacobianProbe):
+            return self.device.jacobian()
+        assert isinstance(self.device, NodeClamp) and self.rng is not None
+        self.device.apply_nudge(None)
+        self.device.settle()
+        reading = self.device.read_nodes(self.samples, self.desc.free_nodes)
+        u0 = np.asarray(np.real(reading.mean_v), dtype=np.float64)
+        return probe_jacobian(self.device, u0, self.rng, n_probes=self.probes or None)
 
     def add_to(self, gradient: Gradient) -> Gradient:
-        h = homeostatic_gradient(self.desc, self.device.jacobian())
+        h = homeostatic_gradient(self.desc, self.jacobian())
         g = gradient.g + (self.lam * h).astype(gradient.g.dtype)
         return Gradient(g=g, b=gradient.b)
 
@@ -271,11 +291,13 @@ class Trainer:
             )
         self.learner = _Learner(self.optimiser, programmer, rng)
         if cfg.homeostasis > 0:
-            check_supported(self.desc, device)
-            assert isinstance(device, JacobianProbe)
+            check_supported(self.desc, device, probes=cfg.homeostasis_probes > 0)
             # lambda is in the published units too: dL_homeo/dg scales like g, the task
             # gradient like 1/g, so lambda scales with 1/g0^2 (1 on the emulator)
-            self.learner.homeostasis = _Homeostasis(device, self.desc, cfg.homeostasis / g0**2)
+            self.learner.homeostasis = _Homeostasis(
+                device, self.desc, cfg.homeostasis / g0**2, cfg.homeostasis_probes,
+                cfg.samples, rng,
+            )
         self.asymmetry_log: list[tuple[int, float, float]] = []
         """(epoch, L_homeo in S^2, symmetry ratio) measured at each epoch end on a board
         that reports its Jacobian."""

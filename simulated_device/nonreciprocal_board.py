@@ -21,7 +21,8 @@ xi)``, so forward and backward partners drift apart under identical requests.
 Emulator-only extras (not part of the Device contract; protocol code reaches
 them structurally, never by import): :meth:`free_state`, :meth:`last_converged`,
 :meth:`exact_gradient`, :meth:`exact_nudge_response`, :meth:`adjoint_error`,
-:meth:`loss`, :meth:`jacobian`, and the time-domain pair :meth:`relaxation_time_s`
+:meth:`loss`, :meth:`jacobian`, the bench-style :meth:`clamp_node_currents`
+(what clamped-probe homeostasis measures), and the time-domain pair :meth:`relaxation_time_s`
 and :meth:`drive_sinusoid` (every free node has a capacitance ``node_capacitance_f``
 to ground, so the network relaxes as ``C du/dt = F(u)``; the fixed-point reads
 above are its steady state).
@@ -441,6 +442,27 @@ class NonReciprocalBoard:
     def jacobian(self) -> Array:
         """``dF/du`` at the free fixed point, ``(batch, n_free, n_free)``, S."""
         return np.asarray(nr.jacobian(self._net, self._ensure_free()))
+
+    def clamp_node_currents(self, v_free: Array) -> Array:
+        """Clamp every free node to ``v_free`` and read the net currents into them, A.
+
+        ``(batch, n_free)`` in and out; the present inputs apply, no nudge. The
+        result is ``F(v_free)``: zero at the free fixed point. No current noise is
+        modelled. The board's state is unchanged afterwards.
+        """
+        self._check_open()
+        if self._v_in is None:
+            raise ConfigError("apply inputs before clamping the nodes")
+        v = np.asarray(v_free, dtype=np.float64)
+        shape = (self._v_in.shape[0], self._net.n_free)
+        if v.shape != shape or not np.all(np.isfinite(v)):
+            raise ConfigError(f"clamp voltages must be finite with shape {shape}")
+        if float(np.max(np.abs(v), initial=0.0)) > self._limits.v_input_max_v:
+            raise LimitError(
+                f"clamp voltage exceeds v_input_max_v={self._limits.v_input_max_v:.6g} V"
+            )
+        self._clock_s += self._settle_time_s
+        return np.asarray(np.real(nr.vector_field(self._net, v, self._v_in)))
 
     def relaxation_time_s(self) -> float:
         """Slowest relaxation time at the free fixed point of the present inputs, s."""
