@@ -4,7 +4,7 @@
 # write noise on separate forward and backward arrays) against the reciprocal network,
 # each with and without Jacobian homeostasis; 1568-32-10, 5 epochs, 3 seeds, on the
 # bundled MNIST subset (4,000 train / 1,000 test) and on 4,000 / 1,000 Fashion-MNIST
-# images. Two runs at a time, one BLAS thread each (2 cores: about 35 min for the 42
+# images. Two runs at a time, one BLAS thread each (2 cores: about 30 min for the 42
 # runs, ~75 MB per run). A run whose log ends in a completed summary is not run again.
 # Usage: scripts/generalized_ep_mismatch_demo.sh OUTDIR
 set -euo pipefail
@@ -36,6 +36,7 @@ strong="--asymmetry 1.0 --write-noise 0.5 --bwd-gain 0.1"
       echo "reciphomeo $ds $seed --asymmetry 0 --write-noise 0 --homeostasis 10"
       echo "strong $ds $seed $strong"
       echo "stronghomeo $ds $seed $strong --homeostasis 10"
+      echo "stronghomeo3 $ds $seed $strong --homeostasis 3"
     done
   done
 } | xargs -P 2 -L 1 bash -c 'run "$@"' _

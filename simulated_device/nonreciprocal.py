@@ -52,7 +52,7 @@ from typing import cast
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.errors import ConfigError
+from hwloop.errors import CircuitError, ConfigError
 
 Array = NDArray[np.floating]
 CArray = NDArray[np.floating] | NDArray[np.complexfloating]
@@ -333,6 +333,9 @@ def solve(
         tol_a: residual tolerance, A, relative to the largest coupling current scale.
         max_iter: most Newton iterations.
         max_step_v: largest per-node Newton step, V.
+
+    Raises:
+        CircuitError: a singular Jacobian (a floating node): no unique fixed point.
     """
     ops = net.operators()
     batch = v_in.shape[0]
@@ -363,7 +366,14 @@ def solve(
             it -= 1
             break
         J = jacobian(net, u[active], beta_c, ops)
-        step = -np.linalg.solve(J, F[active][..., None])[..., 0]
+        try:
+            step = -np.linalg.solve(J, F[active][..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            raise CircuitError(
+                "the network's Jacobian is singular (a node with no conducting path: its "
+                "diode off and its conductances at 0, as after a diverging run); check the "
+                "run's loss, and lower the learning rate or the homeostasis strength"
+            ) from None
         big = np.max(np.abs(step), axis=1, keepdims=True)
         step = step * np.minimum(1.0, cap / np.maximum(big, 1e-300))
         t = np.ones(step.shape[0])

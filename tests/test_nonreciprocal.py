@@ -168,3 +168,16 @@ def test_bad_options_are_config_errors() -> None:
         open_board("nonreciprocal", {"arch": "4-3"}, np.random.default_rng(0))
     with pytest.raises(ConfigError):
         open_board("nonreciprocal", {"read_noise_v": -1}, np.random.default_rng(0))
+
+
+def test_a_floating_node_is_a_one_line_circuit_error() -> None:
+    """A hidden node cut off from every coupling with its diode off has no fixed point."""
+    from hwloop.errors import CircuitError
+
+    net = nr.initialise((3, 2, 2), np.random.default_rng(0))
+    net.g_flat[:] = 0.0  # nothing conducts
+    net.biases_a[:] = 1e-3
+    # start where every diode is far off: its derivative underflows to exactly 0
+    start = 300.0 * np.where(net.diode_sign == 0, 1.0, net.diode_sign)[None, :]
+    with pytest.raises(CircuitError, match="singular"):
+        nr.solve(net, np.ones((1, 3)), start=start)
