@@ -224,3 +224,39 @@ def test_two_grids_share_one_store_and_report_their_own_points(
         assert (s["points"], s["completed"], s["failed"], s["store_points"]) == (1, 1, 0, store)
     assert len(_index(out)["points"]) == 2
     assert [m["samples"] for m in s["measured_limits"]] == [1]  # over the whole store
+
+
+def test_sweep_through_the_virtual_serial_board(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An N axis on the board backend (each point a training run on the served board);
+    added read noise is refused there, since a board's noise is its own."""
+    from simulated_device.virtual_board import VirtualBoard
+    from tests.board_helpers import serial_board_text
+
+    vb = VirtualBoard({"arch": "32-8-2", "preset": "reram", "read_noise_v": 2e-4}, seed=0)
+    monkeypatch.setenv("HWLOOP_BOARD_URL", vb.start_tcp())
+    board = tmp_path / "board.toml"
+    board.write_text(serial_board_text("32-8-2", timeout_s=5.0, v_input_max_v=120.0,
+                                       i_nudge_max_a=1e-3))
+    fixed = [
+        "--set", 'backend="board"', "--set", f'board="{board}"', "--set", 'nudge="current"',
+        "--set", "input_gain=20.0", "--set", "beta=0.2", "--set", "epochs=1",
+        "--set", "train_limit=40",
+        "--set", "test_limit=20",
+    ]
+    try:
+        out = tmp_path / "sw"
+        code = main(["sweep", "--dataset", "mnist-01-4x4", "--samples", "1", "4", *fixed,
+                     "--out", str(out), "--json", "--quiet", "--no-plots"])
+        s = json.loads(capsys.readouterr().out)
+        assert code == 0 and (s["points"], s["completed"]) == (2, 2)
+        for p in _index(out)["points"].values():
+            assert p["status"] == "completed" and p["steps"] == 10
+        code = main(["sweep", "--dataset", "mnist-01-4x4", "--read-noise", "1e-4", *fixed,
+                     "--out", str(tmp_path / "sw2"), "--quiet", "--no-plots"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and "read_noise adds emulated read noise" in err[-1]
+        assert not (tmp_path / "sw2").exists()
+    finally:
+        vb.close()
