@@ -89,7 +89,8 @@ def deferred_interrupt(stop: StopRequest) -> Iterator[StopRequest]:
     def unraisable(info: sys.UnraisableHookArgs) -> None:
         # An abort raised inside a finaliser or weakref callback cannot propagate;
         # Python would print it with a traceback. It is not lost: the run loop
-        # re-raises it (StopRequest.check_abort), so it is kept quiet here.
+        # re-raises it (StopRequest.check_abort) after every step and evaluation, and
+        # this block re-raises it when it ends, so it is kept quiet here.
         if stop.abort is not None and info.exc_value is stop.abort:
             return
         previous_hook(info)
@@ -103,6 +104,9 @@ def deferred_interrupt(stop: StopRequest) -> Iterator[StopRequest]:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
         sys.unraisablehook = previous_hook
+    # the block ended normally: an abort swallowed in a finaliser after the last check
+    # (say during the final evaluation) still ends the command as aborted
+    stop.check_abort()
 
 
 @contextmanager

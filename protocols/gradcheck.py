@@ -244,8 +244,9 @@ def run(opts: Options) -> tuple[list[Row], dict[str, float]]:
                             for m in opts.samples:
                                 quad = float("nan")
                                 if name == "lockin":
-                                    # as many nudged samples per node as the centered rule
-                                    periods = max(1, math.ceil(2 * m / LOCKIN_SAMPLES_PER_PERIOD))
+                                    # as many nudged samples per node as the centered rule,
+                                    # and two periods at least (for the noise estimate)
+                                    periods = max(2, math.ceil(2 * m / LOCKIN_SAMPLES_PER_PERIOD))
                                     le = lockin_estimate(
                                         board, x_in, y, beta, harmonics=var,
                                         omega_tau=opts.lockin_omega_tau, n_periods=periods,

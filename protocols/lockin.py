@@ -20,15 +20,17 @@ harmonics  bias p    bias coef c   V
 =========  ========  ============  =====
 
 (bias ``c a_{p+1} r^p``, variance ``V sigma^2 / (M r^2)`` for ``M`` samples of
-read-noise ``sigma``). The free state is measured separately, not taken from the
-time average (which is biased by ``a_2 r^2 / 2``).
+read-noise ``sigma``; both need at least ``2K + 3`` samples per period). The free
+state is measured separately, not taken from the time average (which is biased by
+``a_2 r^2 / 2``).
 
 **Quasi-static condition.** A network with node capacitances follows the drive
 with a lag: the in-phase part is ``chi(0) [1 + O((omega tau)^2)]`` and a
 quadrature part ``O(omega tau)`` appears (``tau`` the slowest relaxation time).
-The protocol therefore (1) asks the board for ``tau`` and chooses the frequency
-from the requested ``omega tau`` (refusing above ``max_omega_tau``, default 0.1,
-about 1 % in-phase error for one pole), and (2) measures the
+The protocol therefore (1) asks the board for ``tau`` (the slowest over the
+nudges ``-r, 0, +r``) and chooses the frequency from the requested ``omega tau``
+(refusing above ``max_omega_tau``, default 0.1, about 1 % in-phase error for one
+pole), and (2) measures the
 quadrature-to-in-phase ratio ``|Y_1| / |X_1|`` (noise-corrected) and refuses the
 estimate when it exceeds ``max_quadrature``.
 
@@ -73,8 +75,13 @@ class QuasiStaticError(ConfigError):
 class SinusoidalDrive(Protocol):
     """A board that can drive a sinusoidal output pull and sample the nodes in time."""
 
-    def relaxation_time_s(self) -> float:
-        """Slowest relaxation time at the present free fixed point, s."""
+    def relaxation_time_s(self, amplitude_s: float = 0.0) -> float:
+        """Slowest relaxation time around the present free fixed point, s.
+
+        With ``amplitude_s = r > 0``: the slowest over the nudges ``-r, 0, +r`` (the
+        drive's extremes); raises :class:`~hwloop.errors.ConfigError` when the network
+        is unstable at one of them.
+        """
         ...
 
     def drive_sinusoid(
@@ -90,6 +97,23 @@ class SinusoidalDrive(Protocol):
         ...
 
 
+def _check_sampling(harmonics: int, samples_per_period: int) -> None:
+    """K in 1, 3, 5 and at least 2K + 3 samples per period.
+
+    With fewer, the harmonics ``S - k`` alias onto the demodulated ones and the
+    bias order and coefficient of :data:`HARMONICS` no longer hold (for example
+    K = 1 with S = 4 has coefficient 1 instead of 3/4).
+    """
+    if harmonics not in HARMONICS:
+        raise ConfigError(f"lock-in harmonics K = {harmonics} must be one of 1, 3, 5")
+    s = samples_per_period
+    if isinstance(s, bool) or int(s) != s or s < 2 * harmonics + 3:
+        raise ConfigError(
+            f"lock-in samples per period = {s} must be an integer >= 2K + 3 = "
+            f"{2 * harmonics + 3} for K = {harmonics}; raise it"
+        )
+
+
 def lockin_stencil(radius_s: float, harmonics: int, samples_per_period: int) -> PointStencil:
     """The quasi-static equivalent of the sampled lock-in over one period.
 
@@ -98,8 +122,7 @@ def lockin_stencil(radius_s: float, harmonics: int, samples_per_period: int) -> 
     coefficient and variance factor of :data:`HARMONICS` (so
     :func:`protocols.holomorphic.choose_beta` applies to it).
     """
-    if harmonics not in HARMONICS:
-        raise ConfigError(f"lock-in harmonics K = {harmonics} must be one of 1, 3, 5")
+    _check_sampling(harmonics, samples_per_period)
     r = float(radius_s)
     if not (math.isfinite(r) and r > 0):
         raise ConfigError(f"lock-in amplitude {radius_s} S must be a positive number")
@@ -124,8 +147,8 @@ class Demodulated:
         error: ``(batch, n_free)`` estimate of ``du*/dbeta``, V/S.
         x1: ``(batch, n_free)`` in-phase first-harmonic amplitude, V.
         y1: ``(batch, n_free)`` quadrature first-harmonic amplitude, V.
-        noise_v: read-noise std per sample from the fit residual, V (NaN without
-            residual degrees of freedom).
+        noise_v: read-noise std per sample from the scatter across periods, V (NaN
+            with one period).
         n_samples: samples per node, ``M``.
     """
 
@@ -141,43 +164,31 @@ def demodulate(
 ) -> Demodulated:
     """Demodulate ``(M, ...)`` samples taken at phases ``2 pi m / S`` over whole periods.
 
-    The read noise is estimated from the residual of a least-squares fit of the
-    harmonics ``0 .. H`` (cos and sin) to every node's series: ``H = S/2 - 1`` when
-    there are at least twice as many samples as fitted terms, else ``min(K + 2,
-    S/2 - 1)``.
+    The read noise is estimated from the scatter of each phase's samples across the
+    periods (the steady-state response repeats exactly every period, so whatever
+    differs between periods is noise); it needs at least two periods (NaN otherwise).
     """
     q = np.asarray(samples_v, dtype=np.float64)
-    m, s = q.shape[0], int(samples_per_period)
-    if m % s:
-        raise ConfigError(f"{m} samples are not whole periods of {s} samples")
-    if harmonics not in HARMONICS or 2 * harmonics >= s:
-        raise ConfigError(
-            f"lock-in harmonics K = {harmonics} need K in 1, 3, 5 and more than 2K samples "
-            f"per period (got {s})"
-        )
+    s = int(samples_per_period)
+    _check_sampling(harmonics, s)
+    m = q.shape[0]
+    if m == 0 or m % s:
+        raise ConfigError(f"{m} samples are not a whole number of periods of {s} samples")
     theta = 2 * np.pi * np.arange(m) / s
     extra = (1,) * (q.ndim - 1)
 
     def proj(fn: np.ufunc, k: int) -> Array:
         return np.asarray((2.0 / m) * np.sum(q * fn(k * theta).reshape(m, *extra), axis=0))
 
-    r = float(radius_s)
     e = np.zeros(q.shape[1:])
     for k in range(1, harmonics + 1, 2):
         e += (-1) ** ((k - 1) // 2) * k * proj(np.cos, k)
-    e /= r
-    h = s // 2 - 1  # every harmonic below Nyquist, when the samples leave room
-    if m < 2 * (2 * h + 1):
-        h = min(harmonics + 2, h)
-    cols = [np.ones(m)] + [f(k * theta) for k in range(1, h + 1) for f in (np.cos, np.sin)]
-    basis = np.stack(cols, axis=1)
-    dof = m - basis.shape[1]
+    e /= float(radius_s)
+    periods = m // s
     noise = float("nan")
-    if dof > 0:
-        flat = q.reshape(m, -1)
-        coef, *_ = np.linalg.lstsq(basis, flat, rcond=None)
-        res = flat - basis @ coef
-        noise = float(np.sqrt(np.sum(res**2) / (dof * flat.shape[1])))
+    if periods >= 2:
+        by_phase = q.reshape(periods, s, -1)
+        noise = float(np.sqrt(np.mean(np.var(by_phase, axis=0, ddof=1))))
     return Demodulated(e, proj(np.cos, 1), proj(np.sin, 1), noise, m)
 
 
@@ -194,7 +205,8 @@ class LockinEstimate:
         quadrature_ratio: ``|Y_1| / |X_1|`` over all nodes and examples, with the
             noise contribution to ``|Y_1|`` removed; about ``omega tau`` for one
             pole, 0 for a quasi-static response.
-        noise_v: read noise per sample from the fit residual, V.
+        noise_v: read noise per sample from the scatter across periods, V (NaN with
+            one period).
         n_samples: samples per node per drive.
     """
 
@@ -241,8 +253,9 @@ def lockin_estimate(
         harmonics: highest odd harmonic ``K`` used (1, 3 or 5).
         omega_tau: drive angular frequency times the board's slowest relaxation
             time (> 0, at most ``max_omega_tau``); sets the frequency.
-        n_periods: periods sampled per drive (>= 1).
-        samples_per_period: samples per period (> 2K).
+        n_periods: periods sampled per drive (>= 1; >= 2 for the noise and variance
+            diagnostics).
+        samples_per_period: samples per period (>= 2K + 3).
         settle_periods: periods driven before sampling (>= 0).
         free_samples: samples of the separately measured free phase (>= 1).
         bias_check: drive again at ``r / 2`` for a Richardson bias estimate.
@@ -276,7 +289,7 @@ def lockin_estimate(
     device.settle()
     r0 = device.read_nodes(int(free_samples))
     v_free = np.asarray(np.real(r0.mean_v), dtype=np.float64)
-    tau = float(device.relaxation_time_s())
+    tau = float(device.relaxation_time_s(stencil.radius_s))
     if not (math.isfinite(tau) and tau > 0):
         raise ConfigError(f"the board reported a relaxation time of {tau} s; need > 0")
     freq = omega_tau / (2 * math.pi * tau)
@@ -299,10 +312,16 @@ def lockin_estimate(
     var_e = np.full_like(d.error, 2.0 * d.noise_v**2 / (d.n_samples * stencil.radius_s**2)
                          * sum(k * k for k in range(1, harmonics + 1, 2)))
     bias_e: Array | None = None
+    ratio = _quadrature_ratio(d)
     if bias_check:
         d2 = drive(stencil.radius_s / 2)
         drives += 1
+        # the finite-amplitude part (Richardson) plus the finite-frequency part, which
+        # does not depend on r: a single pole scales the in-phase part by
+        # 1 / (1 + (omega tau)^2), and omega tau is about the quadrature ratio
         bias_e = (d.error - d2.error) / (1.0 - 0.5**stencil.order)
+        if math.isfinite(ratio):
+            bias_e = bias_e - ratio**2 * d.error
     vin = np.asarray(v_inputs, dtype=np.float64)
     g, b = local_gradient(desc, vin, v_free, d.error)
     gv, bv = local_gradient_variance(desc, vin, v_free, var_e)
@@ -311,5 +330,4 @@ def lockin_estimate(
     if bias_e is not None:
         bg, bb = local_gradient(desc, vin, v_free, bias_e)
     est = Estimate(stencil, v_free, d.error, var_e, g, b, gv, bv, bg, bb, bias_e, False, drives)
-    return LockinEstimate(est, freq, tau, omega_tau, _quadrature_ratio(d), d.noise_v,
-                          d.n_samples)
+    return LockinEstimate(est, freq, tau, omega_tau, ratio, d.noise_v, d.n_samples)

@@ -414,7 +414,8 @@ def measured_limits(idx: Mapping[str, Any], drop: float = 0.02) -> list[dict[str
             (0.02 = 2 percentage points; choose it above the seed spread).
 
     Returns:
-        Dicts with dataset, samples, reference_acc, threshold_acc, limit_sigma_eff_v and
+        Dicts with dataset, samples, reference_acc, reference (which points it is
+        the mean of), threshold_acc, limit_sigma_eff_v and
         limit_sigma_v (= limit_sigma_eff_v * sqrt(N); both None when the grid does not
         cross the threshold), and ``bracket_v`` (the two grid values of sigma/sqrt(N)
         around the crossing) or ``note`` (why there is no crossing).
@@ -439,6 +440,8 @@ def measured_limits(idx: Mapping[str, Any], drop: float = 0.02) -> list[dict[str
                 ref, curve = noisy[0]["acc_mean"], noisy[1:]
             thr = ref - drop
             rec: dict[str, Any] = dict(dataset=ds, samples=n, reference_acc=ref,
+                                       reference="sigma = 0" if zero else
+                                       f"sigma/sqrt(N) = {noisy[0]['sigma_eff']:.3g} V",
                                        threshold_acc=thr, limit_sigma_eff_v=None,
                                        limit_sigma_v=None)
             prev = (0.0, ref) if zero else (noisy[0]["sigma_eff"], ref)
@@ -464,9 +467,9 @@ def measured_limits(idx: Mapping[str, Any], drop: float = 0.02) -> list[dict[str
 
 def format_limits(limits: Sequence[Mapping[str, Any]], drop: float) -> str:
     """Plain-text lines of :func:`measured_limits`."""
-    lines = [f"measured limit (mean accuracy {100 * drop:.3g} points below sigma = 0):"]
+    lines = [f"measured limit (mean accuracy {100 * drop:.3g} points below the reference):"]
     for r in limits:
-        head = f"  {r['dataset']}, N = {r['samples']}: "
+        head = f"  {r['dataset']}, N = {r['samples']} (reference {r['reference']}): "
         if r["limit_sigma_eff_v"] is None:
             lines.append(head + r.get("note", "not crossed"))
         else:

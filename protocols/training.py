@@ -292,6 +292,11 @@ class Trainer:
         self.learner = _Learner(self.optimiser, programmer, rng)
         if cfg.homeostasis > 0:
             check_supported(self.desc, device, probes=cfg.homeostasis_probes > 0)
+            if cfg.homeostasis_probes > len(self.desc.free_nodes):
+                raise ConfigError(
+                    f"homeostasis_probes = {cfg.homeostasis_probes} exceeds the board's "
+                    f"{len(self.desc.free_nodes)} free nodes; give at most that many"
+                )
             # lambda is in the published units too: dL_homeo/dg scales like g, the task
             # gradient like 1/g, so lambda scales with 1/g0^2 (1 on the emulator)
             self.learner.homeostasis = _Homeostasis(
@@ -640,6 +645,7 @@ class Trainer:
                 if len(self.x_test)
                 else (float("nan"), float("nan"))
             )
+            self.stop.check_abort()  # an abort swallowed during the evaluation
             m = EpochMetrics(
                 epoch=epoch + 1,
                 train_loss=loss_sum / max(seen, 1),

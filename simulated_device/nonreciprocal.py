@@ -409,24 +409,34 @@ def _sub(nudge: Nudging | None, mask: NDArray[np.bool_]) -> Nudging | None:
 
 
 # ---------------------------------------------------------------------- dynamics
-def relaxation_time(net: NonReciprocalNet, u: Array, capacitance_f: float) -> float:
+def relaxation_time(
+    net: NonReciprocalNet, u: Array, capacitance_f: float, betas_s: tuple[float, ...] = (0.0,)
+) -> float:
     """Slowest relaxation time of ``C du/dt = F(u)`` linearised at ``u``, s.
 
     Every free node has the same capacitance ``C`` to ground, so the linear modes
     decay as ``exp(lambda t / C)`` with ``lambda`` the eigenvalues of ``J = dF/du``
     (all with negative real part at a stable fixed point); the slowest has
-    ``tau = C / min(-Re lambda)`` over the modes and the batch.
+    ``tau = C / min(-Re lambda)`` over the modes, the batch and the resistive nudges
+    ``betas_s`` (S; a pull ``beta`` adds ``-beta`` to the output nodes' diagonal, so a
+    negative one slows the outputs down and can destabilise them).
 
     Raises:
-        ConfigError: ``capacitance_f <= 0`` or an unstable fixed point (some
-            ``Re lambda >= 0``: no relaxation to it).
+        ConfigError: ``capacitance_f <= 0`` or an unstable linearisation (some
+            ``Re lambda >= 0`` at one of the nudges: no relaxation to it).
     """
     if not (np.isfinite(capacitance_f) and capacitance_f > 0):
         raise ConfigError(f"node capacitance {capacitance_f} F must be a positive number")
-    lam = np.linalg.eigvals(np.asarray(jacobian(net, u)))
-    rate = float(np.min(-lam.real))
-    if rate <= 0:
-        raise ConfigError("the fixed point is not stable (a Jacobian eigenvalue has Re >= 0)")
+    rate = np.inf
+    for beta in betas_s:
+        lam = np.linalg.eigvals(np.asarray(np.real(jacobian(net, u, float(beta)))))
+        r = float(np.min(-lam.real))
+        if r <= 0:
+            raise ConfigError(
+                f"the network is unstable under a nudge of {beta:g} S (a Jacobian eigenvalue "
+                "has Re >= 0); lower the nudge amplitude"
+            )
+        rate = min(rate, r)
     return float(capacitance_f) / rate
 
 

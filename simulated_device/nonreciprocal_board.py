@@ -464,9 +464,16 @@ class NonReciprocalBoard:
         self._clock_s += self._settle_time_s
         return np.asarray(np.real(nr.vector_field(self._net, v, self._v_in)))
 
-    def relaxation_time_s(self) -> float:
-        """Slowest relaxation time at the free fixed point of the present inputs, s."""
-        return nr.relaxation_time(self._net, self._ensure_free(), self._c_node_f)
+    def relaxation_time_s(self, amplitude_s: float = 0.0) -> float:
+        """Slowest relaxation time around the free fixed point of the present inputs, s.
+
+        With ``amplitude_s = r > 0`` the slowest over the resistive nudges ``-r, 0, r``
+        (linearised at the free fixed point); a :class:`ConfigError` when one of them
+        makes the network unstable.
+        """
+        r = abs(float(amplitude_s))
+        betas = (0.0,) if r == 0 else (-r, 0.0, r)
+        return nr.relaxation_time(self._net, self._ensure_free(), self._c_node_f, betas)
 
     def drive_sinusoid(
         self,

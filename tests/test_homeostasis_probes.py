@@ -92,6 +92,8 @@ def test_training_with_probed_homeostasis_lowers_the_asymmetry(
         (["--backend", "nonreciprocal", "--homeostasis-probes", "4"], "homeostasis_probes needs"),
         (["--backend", "nonreciprocal", "--homeostasis", "1", "--homeostasis-probes", "-1"],
          "homeostasis_probes"),
+        (["--backend", "nonreciprocal", "--homeostasis", "1", "--homeostasis-probes", "27"],
+         "exceeds the board's 26 free nodes"),
     ],
 )
 def test_bad_probe_options_exit_2(

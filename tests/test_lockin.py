@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwloop.errors import UnsupportedError
+from hwloop.errors import ConfigError, UnsupportedError
 from hwloop.plugins import open_board
 from protocols.holomorphic import choose_beta
 from protocols.lockin import (
@@ -81,7 +81,7 @@ def test_quasi_static_limit_and_measured_quadrature() -> None:
 
 def test_variance_diagnostic_and_noise_estimate_match_the_scatter() -> None:
     board, v_in, y = settled_nonreciprocal(read_noise_v=1e-4)
-    runs = [lockin_estimate(board, v_in, y, 0.1, omega_tau=0.01, n_periods=1,
+    runs = [lockin_estimate(board, v_in, y, 0.1, omega_tau=0.01, n_periods=2,
                             bias_check=False) for _ in range(40)]
     errors = np.stack([r.estimate.error for r in runs])
     scatter = errors.std(axis=0, ddof=1).mean()
@@ -90,8 +90,11 @@ def test_variance_diagnostic_and_noise_estimate_match_the_scatter() -> None:
     assert scatter == pytest.approx(predicted, rel=0.15)
     noise = np.mean([r.noise_v for r in runs])
     assert noise == pytest.approx(1e-4, rel=0.05)
-    # V = 2 for the first harmonic: var = 2 sigma^2 / (M r^2)
-    assert predicted == pytest.approx(np.sqrt(2 * 1e-8 / (16 * 0.01)), rel=0.1)
+    # V = 2 for the first harmonic: var = 2 sigma^2 / (M r^2), M = 2 periods x 16
+    assert predicted == pytest.approx(np.sqrt(2 * 1e-8 / (32 * 0.01)), rel=0.1)
+    # one period: no noise estimate, so no variance diagnostic (rather than a wrong one)
+    one = lockin_estimate(board, v_in, y, 0.1, omega_tau=0.01, n_periods=1, bias_check=False)
+    assert np.isnan(one.noise_v) and np.all(np.isnan(one.estimate.error_var))
 
 
 def test_demodulation_recovers_the_chebyshev_derivative_exactly() -> None:
@@ -128,3 +131,30 @@ def test_boards_without_a_sinusoidal_drive_are_refused() -> None:
     assert isinstance(settled_nonreciprocal()[0], SinusoidalDrive)
     with pytest.raises(UnsupportedError, match="cannot drive a sinusoidal nudge"):
         lockin_estimate(board, np.zeros((1, 6)), np.zeros((1, 3)), 0.1)
+
+
+def test_too_few_samples_per_period_and_unstable_nudges_are_refused() -> None:
+    board, v_in, y = settled_nonreciprocal()
+    # K = 1 needs 5 samples per period: with 4 the third harmonic aliases onto the first
+    with pytest.raises(ConfigError, match="2K \\+ 3 = 5"):
+        lockin_estimate(board, v_in, y, 0.1, samples_per_period=4)
+    with pytest.raises(ConfigError, match="2K \\+ 3 = 9"):
+        lockin_stencil(0.1, 3, 8)
+    # a pull of -r adds +r to the outputs' diagonal: large enough, no relaxation at all
+    tau0 = board.relaxation_time_s()
+    assert board.relaxation_time_s(0.5) > tau0  # the negative half-cycle is slower
+    with pytest.raises(ConfigError, match="unstable under a nudge of -"):
+        lockin_estimate(board, v_in, y, 100.0)
+
+
+def test_bias_diagnostic_includes_the_finite_frequency_error() -> None:
+    """At omega tau = 0.05 and a small amplitude the error is the lag's (r-independent);
+    the Richardson part alone would miss it, the reported bias follows it."""
+    board, v_in, y = settled_nonreciprocal()
+    ref = board.exact_nudge_response(y)
+    le = lockin_estimate(board, v_in, y, 0.01, harmonics=3, omega_tau=0.05)
+    err = le.estimate.error - ref
+    bias = le.estimate.bias_error
+    assert bias is not None
+    assert np.linalg.norm(bias) == pytest.approx(np.linalg.norm(err), rel=0.5)
+    assert float(np.sum(bias * err)) > 0  # same direction

@@ -128,15 +128,15 @@ class Finalised:
     def __del__(self):
         signal.raise_signal(signal.SIGINT)
 
-with deferred_interrupt(stop):
-    stop.request("interrupted by Ctrl-C")  # the first Ctrl-C already came
-    obj = Finalised()
-    del obj  # the second Ctrl-C fires inside the finaliser
-    gc.collect()
-    try:
-        stop.check_abort()
-    except KeyboardInterrupt as exc:
-        print("re-raised:", exc)
+try:
+    with deferred_interrupt(stop):
+        stop.request("interrupted by Ctrl-C")  # the first Ctrl-C already came
+        obj = Finalised()
+        del obj  # the second Ctrl-C fires inside the finaliser
+        gc.collect()
+        stop.check_abort()  # what the run loop does after every step
+except KeyboardInterrupt as exc:
+    print("re-raised:", exc)
 assert sys.unraisablehook is hook_before
 """
 
@@ -179,3 +179,13 @@ def test_other_unraisable_errors_still_reach_the_previous_hook() -> None:
     finally:
         sys.unraisablehook = previous
     assert len(seen) == 1 and isinstance(seen[0], ValueError)
+
+
+def test_an_abort_pending_when_the_block_ends_is_raised_there() -> None:
+    """An abort swallowed after the run loop's last check (e.g. during the final
+    evaluation) is not lost: leaving the block raises it."""
+    stop = StopRequest()
+    with pytest.raises(KeyboardInterrupt, match="late"), deferred_interrupt(stop):
+        stop.abort = KeyboardInterrupt("late")
+    with deferred_interrupt(StopRequest()):
+        pass  # nothing pending: a normal exit

@@ -194,7 +194,7 @@ def test_measured_limit_interpolates_the_crossing_in_log_sigma() -> None:
         math.exp(math.log(5e-5) + t * math.log(8.0)), rel=1e-12)
     assert lim[4]["limit_sigma_v"] == pytest.approx(2 * lim[4]["limit_sigma_eff_v"])
     text = format_limits(list(lim.values()), 0.02)
-    assert "m, N = 1: sigma/sqrt(N) = 1.41e-04 V" in text
+    assert "m, N = 1 (reference sigma = 0): sigma/sqrt(N) = 1.41e-04 V" in text
 
 
 def test_measured_limit_says_when_the_grid_does_not_cross() -> None:
@@ -203,6 +203,8 @@ def test_measured_limit_says_when_the_grid_does_not_cross() -> None:
     flat = [("m", 0.0, 1, 0, 0.9), ("m", 1e-4, 1, 0, 0.895)]
     (r,) = measured_limits(_idx(flat), drop=0.02)
     assert r["limit_sigma_eff_v"] is None and "above the grid" in r["note"]
+    (r,) = measured_limits(_idx([("m", 1e-4, 1, 0, 0.9), ("m", 4e-4, 1, 0, 0.8)]), 0.02)
+    assert r["reference"] == "sigma/sqrt(N) = 0.0001 V" and r["limit_sigma_eff_v"] is not None
     early = [("m", 0.0, 1, 0, 0.9), ("m", 1e-4, 1, 0, 0.5)]
     (r,) = measured_limits(_idx(early), drop=0.02)
     assert r["limit_sigma_eff_v"] is None and "below the grid" in r["note"]
