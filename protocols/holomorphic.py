@@ -311,14 +311,38 @@ def estimate(
         settles += half.n_solves
         e2, _ = _combine(half, m2, s2)
         bias_e = (e - e2) / (1.0 - 0.5**used.order) if ok2 else np.full_like(e, np.nan)
+    return estimate_from_response(
+        desc, v_inputs, v_free, used, e, var, bias_e, fell_back=fell_back, n_settles=settles
+    )
+
+
+def estimate_from_response(
+    desc: BoardDescription,
+    v_inputs: Array,
+    v_free: Array,
+    stencil: PointStencil,
+    error: Array,
+    error_var: Array,
+    bias_error: Array | None,
+    *,
+    fell_back: bool = False,
+    n_settles: int,
+) -> Estimate:
+    """Turn a measured nudge response into an :class:`Estimate` (the local rule).
+
+    Shared by every estimator of ``du*/dbeta`` (point stencils, lock-in): the
+    gradient, its read-noise variance and, given ``bias_error``, its bias follow
+    from :func:`local_gradient` and :func:`local_gradient_variance`.
+    """
     vin = np.asarray(v_inputs, dtype=np.float64)
-    g, b = local_gradient(desc, vin, v_free, e)
-    gv, bv = local_gradient_variance(desc, vin, v_free, var)
+    g, b = local_gradient(desc, vin, v_free, error)
+    gv, bv = local_gradient_variance(desc, vin, v_free, error_var)
     bg: Array | None = None
     bb: Array | None = None
-    if bias_e is not None:
-        bg, bb = local_gradient(desc, vin, v_free, bias_e)
-    return Estimate(used, v_free, e, var, g, b, gv, bv, bg, bb, bias_e, fell_back, settles)
+    if bias_error is not None:
+        bg, bb = local_gradient(desc, vin, v_free, bias_error)
+    return Estimate(stencil, v_free, error, error_var, g, b, gv, bv, bg, bb, bias_error,
+                    fell_back, n_settles)
 
 
 def _rescaled(s: PointStencil, q: float) -> PointStencil:

@@ -50,12 +50,7 @@ from numpy.typing import NDArray
 
 from hwloop.device import Device, NodeReading
 from hwloop.errors import ConfigError, UnsupportedError
-from protocols.holomorphic import (
-    Estimate,
-    PointStencil,
-    local_gradient,
-    local_gradient_variance,
-)
+from protocols.holomorphic import Estimate, PointStencil, estimate_from_response
 
 Array = NDArray[np.floating]
 
@@ -322,12 +317,6 @@ def lockin_estimate(
         bias_e = (d.error - d2.error) / (1.0 - 0.5**stencil.order)
         if math.isfinite(ratio):
             bias_e = bias_e - ratio**2 * d.error
-    vin = np.asarray(v_inputs, dtype=np.float64)
-    g, b = local_gradient(desc, vin, v_free, d.error)
-    gv, bv = local_gradient_variance(desc, vin, v_free, var_e)
-    bg: Array | None = None
-    bb: Array | None = None
-    if bias_e is not None:
-        bg, bb = local_gradient(desc, vin, v_free, bias_e)
-    est = Estimate(stencil, v_free, d.error, var_e, g, b, gv, bv, bg, bb, bias_e, False, drives)
+    est = estimate_from_response(desc, v_inputs, v_free, stencil, d.error, var_e, bias_e,
+                                 n_settles=drives)
     return LockinEstimate(est, freq, tau, omega_tau, ratio, d.noise_v, d.n_samples)
