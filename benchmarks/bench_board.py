@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 
 from hwloop.config import config_to_dict, to_toml
-from hwloop.datasets import load_dataset
 from hwloop.plugins import open_board
 from hwloop.sessionlog import SessionWriter
 from instruments.board_file import parse_board_file
 from instruments.real_board import RealBoard
 from protocols.config import TrainConfig, resolve
+from protocols.datasets import load_dataset
 from protocols.training import Trainer
 from simulated_device.virtual_board import VirtualBoard
 

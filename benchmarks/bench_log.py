@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hwloop.datasets import load_dataset
 from hwloop.plugins import open_board
 from hwloop.sessionlog import SessionWriter
 from protocols.config import make_config, resolve
+from protocols.datasets import load_dataset
 from protocols.training import Trainer, backend_options
 
 

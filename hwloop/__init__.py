@@ -1,8 +1,11 @@
 """hwloop: hardware-in-the-loop Equilibrium Propagation for resistive-network boards.
 
 The core package: the Device contract (:mod:`hwloop.device`), errors, plugin
-discovery and the CLI dispatcher. It imports none of ``instruments``,
-``protocols`` or ``simulated_device``.
+discovery, the CLI dispatcher, the session file format (:mod:`hwloop.sessionlog`,
+``hwloop inspect``) and what two implementation packages share (signal holding,
+the serial board codec, layered-network topology). It imports none of
+``instruments``, ``protocols`` or ``simulated_device`` (docs/architecture.md, "What
+lives in hwloop").
 """
 
 from hwloop.device import (

@@ -44,8 +44,8 @@ from hwloop.config import read_toml
 from hwloop.device import Device
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
-from hwloop.session import safe_session
 from protocols.config import published_defaults
+from protocols.session import safe_session
 from protocols.training import encode_inputs
 
 Array = NDArray[np.floating]

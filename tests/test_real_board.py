@@ -25,16 +25,17 @@ import pytest
 
 from hwloop.board_protocol import Command
 from hwloop.cli import main
-from hwloop.datasets import Dataset, load_dataset
 from hwloop.device import CurrentNudge, ResistiveNudge
 from hwloop.errors import ConfigError, LimitError, UnsupportedError
 from hwloop.plugins import open_board
-from hwloop.session import StopRequest, Terminated, deferred_interrupt, sigint_held
+from hwloop.session import sigint_held
 from hwloop.sessionlog import open_session
 from instruments.board_file import load_board_file, parse_board_file
 from instruments.real_board import RealBoard, make_real_board
 from instruments.transport import BoardTimeoutError, TransportError, UnconfirmedCommandError
 from protocols.config import TrainConfig, resolve
+from protocols.datasets import Dataset, load_dataset
+from protocols.session import StopRequest, Terminated, deferred_interrupt
 from protocols.training import Trainer
 from simulated_device.virtual_board import FaultConfig, VirtualBoard
 from tests.board_helpers import open_scpi, open_serial, serial_board_text

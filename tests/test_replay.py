@@ -1,4 +1,4 @@
-"""``hwloop replay`` and :class:`hwloop.replay.ReplayDevice` on fresh emulator recordings.
+"""``hwloop replay`` and :class:`protocols.replay_device.ReplayDevice` on fresh emulator recordings.
 
 Two small recordings are made once per module (bundled MNIST subset, seed 0):
 
@@ -22,14 +22,14 @@ import pytest
 from numpy.typing import NDArray
 
 from hwloop.cli import main
-from hwloop.datasets import DATA_DIR_ENV, load_dataset
 from hwloop.device import Device, ResistiveNudge
 from hwloop.errors import ConfigError
-from hwloop.replay import ReplayDevice, ReplayDivergence
 from hwloop.sessionlog import open_session
+from protocols.datasets import DATA_DIR_ENV, load_dataset
 from protocols.engine import run_step
 from protocols.optim import SGD
 from protocols.replay_cmd import locate_examples, reanalyse, recorded_config, replay_session
+from protocols.replay_device import ReplayDevice, ReplayDivergence
 from protocols.training import Trainer, encode_inputs, one_hot
 from protocols.updates import ep_gradient
 

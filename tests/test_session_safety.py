@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwloop.datasets import load_dataset
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
-from hwloop.session import StopRequest, deferred_interrupt, safe_session
 from hwloop.sessionlog import load_run as read_run
 from protocols.config import TrainConfig, resolve
+from protocols.datasets import load_dataset
+from protocols.session import StopRequest, deferred_interrupt, safe_session
 from protocols.training import Trainer
 
 
@@ -119,7 +119,7 @@ def test_ctrl_c_stops_a_cli_run_cleanly(tmp_path: Path) -> None:
 
 _FINALISER_ABORT = """
 import gc, signal, sys
-from hwloop.session import StopRequest, deferred_interrupt
+from protocols.session import StopRequest, deferred_interrupt
 
 stop = StopRequest()
 hook_before = sys.unraisablehook

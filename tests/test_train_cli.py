@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from hwloop.cli import main
-from hwloop.datasets import DATA_DIR_ENV, IDX_FILES, load_dataset
 from hwloop.sessionlog import RunSummary as RunData
 from hwloop.sessionlog import load_run as read_run
+from protocols.datasets import DATA_DIR_ENV, IDX_FILES, load_dataset
 
 ARCH = "1568-100-10"
 N_EDGES = 1568 * 100 + 100 * 10

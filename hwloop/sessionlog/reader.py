@@ -1,0 +1,376 @@
+"""Reading session files: opening (also a killed writer's), schema checks, steps, checkpoints.
+
+A file left behind by a killed writer is opened read-only in SWMR mode (plain
+``h5py.File`` refuses it because its "open for writing" flag is still set).
+Nothing in a session file is ever executed or unpickled: configuration is TOML
+text, structured data are numeric tables, JSON is only parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.device import NodeReading
+from hwloop.sessionlog.description import description_from_group
+from hwloop.sessionlog.schema import (
+    LIBVER,
+    REQUIRED,
+    REQUIRED_BY_MODE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    STATUSES,
+    Checkpoint,
+    SessionError,
+    crc32_of,
+    layout_and_options,
+    rng_from_fields,
+)
+
+READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+"""What h5py raises for a damaged or incomplete file."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (KeyError's without its quotes)."""
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = str(msg).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_file(path: str | Path) -> None:
+    """Refuse a truncated HDF5 file, or a cleanly closed one HDF5 cannot open.
+
+    Both would otherwise reach the SWMR-read fallback of
+    :func:`hwloop.sessionlog.open_session`, meant for a killed writer's file: HDF5
+    skips the end-of-file check there (a truncated file is then taken for a crashed
+    one, and ``hwloop resume`` rewrites it) and retries a damaged metadata block with
+    doubling sleeps (a hang). A missing or non-HDF5 file is left to ``open_session``.
+
+    Raises:
+        SessionError: the file is truncated or cannot be opened; one line.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(48)
+        size = p.stat().st_size
+    except OSError:
+        return
+    # superblock version 2 or 3 (what hwloop writes), 8-byte offsets:
+    # signature, version, sizes, flags, base address, extension address, end of file
+    if head[:8] != _SIGNATURE or len(head) < 36 or head[8] not in (2, 3) or head[9] != 8:
+        return
+    eof = int.from_bytes(head[28:36], "little")
+    if size < eof:
+        raise SessionError(
+            f"{p} is truncated: {size} of its {eof} bytes are there (an interrupted copy "
+            "or a full disk?); copy it again from the original"
+        )
+    if head[11] == 0:  # closed cleanly: no reason for the SWMR fallback
+        try:
+            h5py.File(p, "r").close()
+        except READ_ERRORS as exc:
+            raise SessionError(
+                f"{p} cannot be opened as HDF5 ({first_line(exc)}); the file is damaged"
+            ) from None
+
+
+def missing_objects(f: h5py.File, samples_mode: str) -> list[str]:
+    """The required groups and datasets that ``f`` lacks, as absolute paths."""
+    need = (*REQUIRED, *REQUIRED_BY_MODE.get(samples_mode, ()))
+    return ["/" + name for name in need if name not in f]
+
+
+
+def _attr_value(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _open_h5(p: Path) -> tuple[h5py.File, bool]:
+    """Open read-only; fall back to SWMR-read for a file whose writer was killed."""
+    if not p.exists():
+        raise SessionError(f"session file {p} not found; check the path")
+    if not h5py.is_hdf5(p):
+        raise SessionError(
+            f"{p} is not an HDF5 file (truncated or another format); give a session file "
+            "written by 'hwloop train'"
+        )
+    check_file(p)  # truncated, or closed cleanly yet unreadable: no SWMR fallback
+    try:
+        return h5py.File(p, "r"), True
+    except OSError:
+        pass
+    try:
+        return h5py.File(p, "r", libver=LIBVER, swmr=True), False
+    except OSError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SessionError(f"{p} cannot be opened as HDF5 ({first}); the file is damaged") from None
+
+
+class SessionFile:
+    """A session file opened for reading (use as a context manager).
+
+    Attributes:
+        path: the file.
+        clean: False when the writer did not close it (killed or still running).
+        attrs: root attributes.
+        description: the board description.
+        steps_done: complete steps (rows of ``/steps/index`` whose data are all there).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._f, self.clean = _open_h5(self.path)
+        try:
+            self._check_schema()
+            f = self._f
+            mode = json.loads(f.attrs["log_options_json"]).get("samples", "raw")
+            missing = missing_objects(f, str(mode))
+            if missing:
+                raise SessionError(
+                    f"{self.path} is an incomplete session file: {', '.join(missing)} missing "
+                    "(the file was edited or not written by 'hwloop train')"
+                )
+            self.attrs: dict[str, Any] = {k: _attr_value(v) for k, v in f.attrs.items()}
+            self.description = description_from_group(f["device"])
+            s = f["steps"]
+            self.layout, self.options = layout_and_options(f)
+            self.free_nodes = np.asarray(s["free_nodes"][()], dtype=np.int64)
+            n = int(s["index"].shape[0])
+            for name, ds in s.items():
+                if name not in ("index", "free_nodes"):
+                    n = min(n, int(ds.shape[0]))
+            self.steps_done = n
+        except SessionError:
+            self._f.close()
+            raise
+        except READ_ERRORS as exc:
+            self._f.close()
+            raise SessionError(
+                f"{self.path} is an incomplete or damaged session file ({first_line(exc)})"
+            ) from None
+
+    def _check_schema(self) -> None:
+        schema = self._f.attrs.get("schema")
+        if isinstance(schema, bytes):
+            schema = schema.decode()
+        if schema != SCHEMA:
+            raise SessionError(
+                f"{self.path} is not an hwloop session file (schema attribute {schema!r}, "
+                f"expected {SCHEMA!r})"
+            )
+        version = int(self._f.attrs.get("schema_version", -1))
+        if version > SCHEMA_VERSION:
+            raise SessionError(
+                f"{self.path} has session schema version {version}, newer than this hwloop "
+                f"reads ({SCHEMA_VERSION}); upgrade hwloop"
+            )
+        if version != SCHEMA_VERSION:
+            raise SessionError(
+                f"{self.path} has session schema version {version}; this hwloop reads "
+                f"version {SCHEMA_VERSION}"
+            )
+
+    def __enter__(self) -> SessionFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._f.close()
+
+    @property
+    def h5(self) -> h5py.File:
+        """The underlying h5py file (read-only)."""
+        return self._f
+
+    @property
+    def status(self) -> str:
+        """Exit status; ``"crashed"`` when the writer was killed (status left at running)."""
+        st = str(self.attrs.get("status", ""))
+        if st == "running" and not self.clean:
+            return "crashed"
+        return st
+
+    def index(self) -> NDArray[np.void]:
+        """The rows of ``/steps/index`` of the complete steps."""
+        return np.asarray(self._f["steps/index"][: self.steps_done])
+
+    def epochs(self) -> NDArray[np.void]:
+        """Per-epoch metrics."""
+        return np.asarray(self._f["epochs"][()])
+
+    def events(self) -> list[dict[str, Any]]:
+        """The event log."""
+        return [
+            {
+                "t_unix_s": float(r["t_unix_s"]),
+                "step": int(r["step"]),
+                "kind": r["kind"].decode(),
+                "message": r["message"].decode("utf-8", "replace"),
+            }
+            for r in self._f["events"][()]
+        ]
+
+    def readings(self, step: int) -> list[NodeReading]:
+        """The readings of each phase of ``step`` (summary files: one sample, the mean)."""
+        self._check_step(step)
+        s = self._f["steps"]
+        n_ex = int(s["index"][step]["n_examples"])
+        n_samp = s["n_samples"][step]
+        out = []
+        if self.options.samples == "raw":
+            samples = s["samples_v"][step]
+            flags = s["flags"][step]
+            times = s["sample_time_s"][step]
+            for p in range(self.layout.phases):
+                k = int(n_samp[p])
+                out.append(
+                    NodeReading(
+                        samples_v=np.ascontiguousarray(np.moveaxis(samples[:n_ex, p, :k], 1, 0)),
+                        timestamps_s=np.asarray(times[p, :k, :n_ex], dtype=np.float64),
+                        flags=np.moveaxis(flags[:n_ex, p, :k], 1, 0),
+                        nodes=self.free_nodes,
+                    )
+                )
+        else:
+            mean = s["mean_v"][step]
+            fany = s["flags_any"][step]
+            for p in range(self.layout.phases):
+                out.append(
+                    NodeReading(
+                        samples_v=np.ascontiguousarray(mean[None, :n_ex, p]),
+                        timestamps_s=np.zeros((1, n_ex)),
+                        flags=fany[None, :n_ex, p],
+                        nodes=self.free_nodes,
+                    )
+                )
+        return out
+
+    def step_data(self, step: int) -> dict[str, Any]:
+        """Inputs, nudges, betas, examples and updates of ``step``."""
+        self._check_step(step)
+        s = self._f["steps"]
+        n_ex = int(s["index"][step]["n_examples"])
+        d: dict[str, Any] = {
+            "examples": s["examples"][step][:n_ex],
+            "inputs_v": s["inputs_v"][step][:n_ex],
+            "betas_s": s["betas_s"][step],
+            "nudge_values": s["nudge_values"][step][:, :n_ex],
+            "update_b_a": s["update_b_a"][step],
+            "index": s["index"][step],
+        }
+        if "update_g_s" in s:
+            d["update_g_s"] = s["update_g_s"][step]
+        return d
+
+    def programming(self, step: int) -> NDArray[np.void]:
+        """The programming records of ``step``."""
+        self._check_step(step)
+        row = self._f["steps/index"][step]
+        a, k = int(row["prog_row_start"]), int(row["prog_row_count"])
+        return np.asarray(self._f["programming/records"][a : a + k])
+
+    def _check_step(self, step: int) -> None:
+        if not 0 <= step < self.steps_done:
+            raise SessionError(
+                f"{self.path}: step {step} is not recorded (steps 0..{self.steps_done - 1})"
+            )
+
+    def checkpoints(self) -> NDArray[np.void]:
+        """Rows of ``/checkpoints/index`` (complete checkpoints only)."""
+        c = self._f["checkpoints"]
+        n = int(c["index"].shape[0])
+        for name in [*self.checkpoint_names(), "order"]:
+            n = min(n, int(c[name].shape[0]))
+        rows = np.asarray(c["index"][:n])
+        return rows[rows["steps_done"] <= self.steps_done]
+
+    def checkpoint_names(self) -> list[str]:
+        """Names of the checkpoint state arrays."""
+        c = self._f["checkpoints"]
+        names: list[str] = []
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset) and name not in ("index", "order"):
+                names.append(name)
+
+        c.visititems(visit)
+        return sorted(names)
+
+    def checkpoint(self, i: int = -1) -> Checkpoint:
+        """Checkpoint number ``i`` (default: the last complete one)."""
+        rows = self.checkpoints()
+        if len(rows) == 0:
+            raise SessionError(f"{self.path} holds no complete checkpoint; it cannot be resumed")
+        k = int(np.arange(len(rows))[i])
+        row = rows[k]
+        c = self._f["checkpoints"]
+        need = ("conductances_s", "biases_a", "order")
+        missing = [n for n in need if n not in c]
+        if missing:
+            raise SessionError(
+                f"{self.path}: checkpoint arrays {', '.join(missing)} are missing; the file "
+                "was edited or is damaged"
+            )
+        return Checkpoint(
+            steps_done=int(row["steps_done"]),
+            epoch=int(row["epoch"]),
+            batch=int(row["batch"]),
+            rng_state=rng_from_fields(row),
+            order=np.asarray(c["order"][k]),
+            arrays={n: np.asarray(c[n][k]) for n in self.checkpoint_names()},
+            t_unix_s=float(row["t_unix_s"]),
+        )
+
+    def integrity(self, *, full: bool = False) -> list[str]:
+        """Problems found in the file (empty list: intact).
+
+        Checks that every step row has its data, the checksums (of all steps with
+        ``full``, else of the last 8), the status and that a checkpoint exists.
+        """
+        problems: list[str] = []
+        s = self._f["steps"]
+        n_index = int(s["index"].shape[0])
+        if self.steps_done < n_index:
+            problems.append(
+                f"{n_index - self.steps_done} step row(s) without all their data "
+                "(the writer was cut off mid-step)"
+            )
+        data_name = "samples_v" if self.options.samples == "raw" else "mean_v"
+        steps = range(self.steps_done) if full else range(max(0, self.steps_done - 8),
+                                                           self.steps_done)
+        for i in steps:
+            row = s["index"][i]
+            crc = crc32_of(s[data_name][i], s["inputs_v"][i])
+            if crc != int(row["crc32"]):
+                problems.append(f"step {i}: checksum mismatch (data damaged)")
+            if int(row["step"]) != i:
+                problems.append(f"step {i}: index row says step {int(row['step'])}")
+        if self.attrs.get("status") not in STATUSES:
+            problems.append(f"unknown status {self.attrs.get('status')!r}")
+        if len(self.checkpoints()) == 0:
+            problems.append("no complete checkpoint")
+        return problems
+
+
+def open_session(path: str | Path) -> SessionFile:
+    """Open a session file for reading.
+
+    Raises:
+        SessionError: missing, not HDF5, not an hwloop session, newer schema, damaged.
+    """
+    return SessionFile(path)
