@@ -8,6 +8,7 @@ Both are contributed to the ``hwloop`` dispatcher through the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -22,7 +23,6 @@ from hwloop.device import BoardDescription, Checkpointable
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
 from hwloop.sessionlog import Checkpoint, SessionWriter, check_session_path, open_session, repair
-from protocols.cli import _MULTI, _TRAIN_FLAGS
 from protocols.config import TrainConfig, make_config, resolve
 from protocols.datasets import Dataset, load_dataset
 from protocols.engine import StepRecord
@@ -51,11 +51,11 @@ def _collect_config(args: argparse.Namespace) -> TrainConfig:
     if args.config is not None:
         values.update(read_toml(args.config))
         source = str(args.config)
-    for key in _TRAIN_FLAGS:
+    for key in (f.name for f in dataclasses.fields(TrainConfig)):  # parser dests = config keys
         v = getattr(args, key, None)
         if v is None:
             continue
-        values[key] = list(v) if key in _MULTI else v
+        values[key] = list(v) if isinstance(v, list | tuple) else v
     return make_config(values, source=source)
 
 
