@@ -626,6 +626,30 @@ def check_inputs_within_limits(v_inputs: FloatArray, limits: SafetyLimits, n_inp
         )
 
 
+def check_biases_within_limits(
+    i_bias_a: FloatArray, limits: SafetyLimits, n_biases: int
+) -> NDArray[np.float64]:
+    """Validate bias currents (A) against shape and ``i_nudge_max_a``; return them as float64.
+
+    Raises:
+        ConfigError: wrong shape or non-finite values.
+        LimitError: a current beyond ``limits.i_nudge_max_a``.
+    """
+    from hwloop.errors import LimitError
+
+    b = np.asarray(i_bias_a, dtype=np.float64)
+    if b.shape != (n_biases,):
+        raise ConfigError(f"bias currents must have shape ({n_biases},), got {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise ConfigError("bias currents contain NaN or inf")
+    peak = float(np.max(np.abs(b), initial=0.0))
+    if peak > limits.i_nudge_max_a:
+        raise LimitError(
+            f"bias current {peak:.6g} A exceeds i_nudge_max_a={limits.i_nudge_max_a:.6g} A"
+        )
+    return b
+
+
 def check_nudge_within_limits(
     nudge: Nudge, limits: SafetyLimits, batch: int, n_outputs: int, complex_ok: bool
 ) -> None:

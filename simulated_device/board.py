@@ -33,6 +33,7 @@ from hwloop.device import (
     ResistiveNudge,
     SafetyLimits,
     SampleFlag,
+    check_biases_within_limits,
     check_inputs_within_limits,
     check_nudge_within_limits,
 )
@@ -218,19 +219,7 @@ class EmulatedBoard:
     def set_bias_currents(self, i_bias_a: Array) -> None:
         """Set the bias current of every hidden and output node, A."""
         self._check_open()
-        b = np.asarray(i_bias_a, dtype=np.float64)
-        if b.shape != self._net.b_flat.shape:
-            raise ConfigError(
-                f"bias currents must have shape {self._net.b_flat.shape}, got {b.shape}"
-            )
-        if not np.all(np.isfinite(b)):
-            raise ConfigError("bias currents contain NaN or inf")
-        peak = float(np.max(np.abs(b), initial=0.0))
-        if peak > self._limits.i_nudge_max_a:
-            raise LimitError(
-                f"bias current {peak:.6g} A exceeds i_nudge_max_a="
-                f"{self._limits.i_nudge_max_a:.6g} A"
-            )
+        b = check_biases_within_limits(i_bias_a, self._limits, len(self._net.b_flat))
         self._net.b_flat[:] = b
         self._dirty = True
 
