@@ -11,7 +11,6 @@ truncated and unopenable files first); Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from types import TracebackType
@@ -19,7 +18,7 @@ from typing import Any
 
 from hwloop import __version__
 from hwloop.errors import HwloopError
-from hwloop.plugins import BACKENDS_GROUP, backend_names, command_entry_points
+from hwloop.plugins import command_entry_points
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -103,23 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hwloop {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return int(code or 0)
-
-
-def _run_backends(args: argparse.Namespace) -> int:
-    names = backend_names()
-    if args.json:
-        print(json.dumps({"group": BACKENDS_GROUP, "backends": names}))
-    else:
-        for n in names:
-            print(n)
-    return 0
-
-
-def register_backends(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``hwloop backends``: list the installed board backends."""
-    p = sub.add_parser("backends", help="list the installed board backends")
-    p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=_run_backends)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -182,6 +182,13 @@ class BoardDescription:
             simulation units, S. The DRN equations are homogeneous (physics doc 8.1),
             so published hyper-parameters carry over with ``beta * g_scale_s`` and
             learning rates ``* g_scale_s**2``; 1.0 for the ideal emulator.
+        sample_dtype: exact NumPy dtype string of the node-voltage samples the board
+            returns (``"<f4"`` or ``"<f8"``); a session file stores samples in it.
+        deterministic: True when reads carry no noise (one read of a phase is exact;
+            repeat reads give the same value), e.g. a noise-free emulator.
+        supports_resistive_nudge: True when the board can apply a
+            :class:`ResistiveNudge` (switched pull conductances to target voltages);
+            boards with current sources on their outputs take :class:`CurrentNudge` only.
         info: free-form JSON-able metadata (instrument identities, model, firmware...).
     """
 
@@ -200,9 +207,16 @@ class BoardDescription:
     v_read_range_v: float = float("inf")
     pulse_step_s: float = 0.0
     g_scale_s: float = 1.0
+    sample_dtype: str = "<f8"
+    deterministic: bool = False
+    supports_resistive_nudge: bool = True
     info: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.sample_dtype not in ("<f4", "<f8"):
+            raise ConfigError(
+                f"board description: sample_dtype {self.sample_dtype!r} must be '<f4' or '<f8'"
+            )
         n = len(self.node_names)
         if len(self.node_roles) != n or len(self.node_clamps) != n:
             raise ConfigError("board description: node_names, node_roles, node_clamps differ")
@@ -610,6 +624,30 @@ def check_inputs_within_limits(v_inputs: FloatArray, limits: SafetyLimits, n_inp
             f"input voltage {peak:.6g} V exceeds the limit v_input_max_v="
             f"{limits.v_input_max_v:.6g} V; lower the input gain or raise the limit"
         )
+
+
+def check_biases_within_limits(
+    i_bias_a: FloatArray, limits: SafetyLimits, n_biases: int
+) -> NDArray[np.float64]:
+    """Validate bias currents (A) against shape and ``i_nudge_max_a``; return them as float64.
+
+    Raises:
+        ConfigError: wrong shape or non-finite values.
+        LimitError: a current beyond ``limits.i_nudge_max_a``.
+    """
+    from hwloop.errors import LimitError
+
+    b = np.asarray(i_bias_a, dtype=np.float64)
+    if b.shape != (n_biases,):
+        raise ConfigError(f"bias currents must have shape ({n_biases},), got {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise ConfigError("bias currents contain NaN or inf")
+    peak = float(np.max(np.abs(b), initial=0.0))
+    if peak > limits.i_nudge_max_a:
+        raise LimitError(
+            f"bias current {peak:.6g} A exceeds i_nudge_max_a={limits.i_nudge_max_a:.6g} A"
+        )
+    return b
 
 
 def check_nudge_within_limits(

@@ -75,6 +75,9 @@ def describe_layered(
     g_scale_s: float = 1.0,
     with_biases: bool = True,
     info: dict[str, object] | None = None,
+    sample_dtype: str = "<f8",
+    deterministic: bool = False,
+    supports_resistive_nudge: bool = True,
 ) -> BoardDescription:
     """The description of a layered board with layer ``sizes``.
 
@@ -90,6 +93,9 @@ def describe_layered(
         g_scale_s: conductance standing for 1 simulation unit, S.
         with_biases: every hidden and output node carries a bias source (else none).
         info: free-form metadata.
+        sample_dtype: dtype of the node-voltage samples (``"<f4"`` or ``"<f8"``).
+        deterministic: reads carry no noise.
+        supports_resistive_nudge: the board applies resistive nudges.
     """
     sizes = tuple(int(s) for s in sizes)
     names: list[str] = [f"in{i}" for i in range(sizes[0])]
@@ -140,5 +146,8 @@ def describe_layered(
         v_read_range_v=v_read_range_v,
         pulse_step_s=pulse_step_s,
         g_scale_s=g_scale_s,
+        sample_dtype=sample_dtype,
+        deterministic=deterministic,
+        supports_resistive_nudge=supports_resistive_nudge,
         info=dict(info or {}),
     )

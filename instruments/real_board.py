@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,6 +62,7 @@ from hwloop.device import (
 )
 from hwloop.errors import ConfigError, HwloopError, LimitError, UnsupportedError
 from hwloop.layered import describe_layered, parse_arch
+from hwloop.plugins import Option, backend
 from instruments.board_file import BoardFile, InstrumentSpec, load_board_file
 
 __all__ = ["EventSink", "RealBoard", "make_real_board"]
@@ -1224,25 +1226,36 @@ class _RetryExampleError(Exception):
     """A compliance trip during a write: re-apply the example (internal)."""
 
 
-def make_real_board(options: Mapping[str, Any], rng: np.random.Generator) -> RealBoard:
-    """Backend factory for the ``board`` entry point.
+REAL_BOARD_OPTIONS = (
+    Option("board", "path", "board file (TOML): instruments, wiring, calibration, limits "
+           "(examples in examples/boards/)", required=True),
+    Option("arch", "str", "layer sizes; must equal the board file's [network] arch "
+           "(unset: the board file's)"),
+)
+"""Options of the ``board`` backend (``hwloop backends board``)."""
 
-    Options: ``board`` (path of the board file, required), ``arch`` (optional: must
-    equal the board file's). A bench draws no random numbers: ``rng`` is not used.
 
-    Raises:
-        ConfigError: no board file, a board-file error, or an ``arch`` that disagrees.
-    """
-    del rng
-    known = {"board", "arch"}
-    unknown = set(options) - known
-    if unknown:
-        raise ConfigError(f"unknown board option(s) {sorted(unknown)}; known: {sorted(known)}")
+def real_board_arch(options: Mapping[str, Any]) -> str | None:
+    """The architecture a ``board`` option table trains: the board file's ``[network] arch``."""
     path = options.get("board")
     if not path:
-        raise ConfigError("the board backend needs a board file: pass --board PATH "
-                          "(examples in examples/boards/)")
-    bf = load_board_file(Path(str(path)))
+        return None
+    return load_board_file(Path(str(path))).network.arch
+
+
+@backend(REAL_BOARD_OPTIONS, arch=real_board_arch)
+def make_real_board(options: Mapping[str, Any], rng: np.random.Generator) -> RealBoard:
+    """A real board: source-measure units, meters and switch matrices from a board file.
+
+    Backend factory for the ``board`` entry point; ``options`` are checked against
+    :data:`REAL_BOARD_OPTIONS` first. A bench draws no random numbers: ``rng`` is not
+    used.
+
+    Raises:
+        ConfigError: a board-file error, or an ``arch`` that disagrees with it.
+    """
+    del rng
+    bf = load_board_file(Path(str(options["board"])))
     arch = options.get("arch")
     if arch:
         sizes = parse_arch(str(arch))
@@ -1251,4 +1264,7 @@ def make_real_board(options: Mapping[str, Any], rng: np.random.Generator) -> Rea
                 f"--arch {arch} disagrees with the board file {bf.path} (arch "
                 f"{bf.network.arch}); drop --arch or pass --arch {bf.network.arch}"
             )
-    return RealBoard(bf)
+    board = RealBoard(bf)
+    # current sources on the outputs, no switched pull resistors (apply_nudge refuses them)
+    board._desc = dataclasses.replace(board._desc, supports_resistive_nudge=False)
+    return board

@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from hwloop.config import read_toml
 from hwloop.device import Device
 from hwloop.errors import ConfigError
-from hwloop.plugins import open_board
+from hwloop.plugins import DEFAULT_BACKEND, open_board, parse_option_assignments
 from protocols.config import published_defaults
 from protocols.session import safe_session
 from protocols.training import encode_inputs
@@ -324,16 +324,7 @@ def run_characterize(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.options is not None:
         options.update(read_toml(args.options))
-    for item in args.option or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--option {item!r} must look like KEY=VALUE")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
-    if args.backend == "emulator":
-        options.setdefault("arch", "1568-100-10")
+    options.update(parse_option_assignments(args.backend, args.option or []))
     report = characterize(
         args.backend, options, input_gain_v=args.input_gain, batch=args.batch,
         repeats=args.repeats, g_repeats=args.g_repeats, program_edges=args.edges,
@@ -377,10 +368,12 @@ def register_characterize(sub: argparse._SubParsersAction[argparse.ArgumentParse
         "conductance read noise, programming precision, drift and operation timings; "
         "writes report.json, noise_model.toml, timings.json and read_noise.png.",
     )
-    p.add_argument("--backend", default="emulator", help="board backend (default emulator)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND,
+                   help=f"board backend (default {DEFAULT_BACKEND}; 'hwloop backends' lists them)")
     p.add_argument("--options", type=Path, default=None, help="TOML file of backend options")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="backend option (JSON value), e.g. --option read_noise_v=1e-4")
+    p.add_argument("--backend-opt", "--option", dest="option", action="append",
+                   metavar="KEY=VALUE", help="backend option (repeatable), e.g. --backend-opt "
+                   "read_noise_v=1e-4; 'hwloop backends NAME' lists them")
     p.add_argument("--input-gain", type=float, default=None,
                    help="input voltage per unit pixel, V (default: the architecture's)")
     p.add_argument("--batch", type=int, default=4, help="examples read at once")

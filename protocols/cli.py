@@ -14,7 +14,7 @@ from typing import Any
 # CLI flag -> configuration key (only options given on the command line override the file)
 _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "backend": ("backend", str, "board backend (entry point in hwloop.backends)"),
-    "board": ("board", str, "board file (TOML) of --backend board: instruments, wiring, limits"),
+    "board": ("board", str, "alias of --backend-opt board=PATH (board file of --backend board)"),
     "dataset": ("dataset", str, "mnist-subset (bundled), mnist, fashion-mnist, kmnist, or a path"),
     "data_dir": ("data-dir", str, "directory with the IDX files (or set HWLOOP_DATA_DIR)"),
     "arch": ("arch", str, "layer sizes, e.g. 1568-100-10"),
@@ -31,13 +31,13 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "samples": ("samples", int, "repeat samples per phase"),
     "sem_target": ("sem-target", float, "sample until every node's standard error < this, V"),
     "max_samples": ("max-samples", int, "cap on samples per phase with --sem-target"),
-    "read_noise": ("read-noise", float, "emulator read noise per sample, V"),
-    "noise_model": ("noise-model", str, "emulator noise from a 'hwloop characterize' file"),
-    "device_preset": ("device-preset", str, "emulator device model: ideal or reram"),
+    "read_noise": ("read-noise", float, "alias of --backend-opt read_noise_v=V (per sample)"),
+    "noise_model": ("noise-model", str, "alias of --backend-opt noise_model=FILE"),
+    "device_preset": ("device-preset", str, "alias of --backend-opt preset=NAME"),
     "programming": ("programming", str, "open-loop (default) or write-verify"),
     "wv_tolerance": ("wv-tolerance", float, "write-verify tolerance, S"),
-    "sweeps": ("sweeps", int, "emulator coordinate-descent sweeps per settle"),
-    "dtype": ("dtype", str, "float32 (default) or float64"),
+    "sweeps": ("sweeps", int, "alias of --backend-opt n_sweeps=N"),
+    "dtype": ("dtype", str, "precision of the run: float32 (default) or float64"),
     "seed": ("seed", int, "random seed"),
     "train_limit": ("train-limit", int, "use only N training examples"),
     "test_limit": ("test-limit", int, "use only N test examples"),
@@ -48,12 +48,20 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "homeostasis": ("homeostasis", float, "Jacobian homeostasis strength lambda (nonreciprocal)"),
     "homeostasis_probes": ("homeostasis-probes", int,
                            "0: exact Jacobian; P: estimate it from P clamped-node probe pairs"),
-    "asymmetry": ("asymmetry", float, "nonreciprocal: initial backward/forward device mismatch"),
-    "write_noise": ("write-noise", float, "nonreciprocal: relative write noise per update"),
-    "fwd_gain": ("fwd-gain", float, "nonreciprocal: forward voltage gain between hidden layers"),
-    "bwd_gain": ("bwd-gain", float, "nonreciprocal: backward current gain between hidden layers"),
+    "asymmetry": ("asymmetry", float, "alias of --backend-opt asymmetry=X"),
+    "write_noise": ("write-noise", float, "alias of --backend-opt write_noise=X"),
+    "fwd_gain": ("fwd-gain", float, "alias of --backend-opt fwd_gain=X"),
+    "bwd_gain": ("bwd-gain", float, "alias of --backend-opt bwd_gain=X"),
 }
 _MULTI = {"lr_weights", "lr_biases"}
+
+
+def add_backend_opt(p: argparse.ArgumentParser) -> None:
+    """Add ``--backend-opt KEY=VALUE`` (repeatable) to a command that opens a board."""
+    p.add_argument("--backend-opt", dest="backend_opt", action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="backend option (repeatable; 'hwloop backends NAME' lists them); "
+                   "the convenience flags above are aliases of some")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -79,6 +87,7 @@ def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
             p.add_argument(f"--{flag}", dest=key, type=typ, nargs="+", help=help_)
         else:
             p.add_argument(f"--{flag}", dest=key, type=typ, help=help_)
+    add_backend_opt(p)
     p.add_argument("--out", required=True, help="run file to write (.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     p.add_argument("--dry-run", action="store_true",
@@ -106,6 +115,10 @@ def register_resume(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("run", help="session file written by hwloop train")
     p.add_argument("--epochs", type=int, default=None,
                    help="train to this many epochs in all (default: the recorded number)")
+    p.add_argument("--backend-opt", dest="backend_opt", action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="override a recorded backend option (e.g. a moved board file); the "
+                   "board must still be the recorded one")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.set_defaults(func=_resume)
@@ -114,13 +127,18 @@ def register_resume(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``hwloop evaluate``."""
     p = sub.add_parser("evaluate", help="accuracy of a trained run on a dataset",
-                       description="Load the conductances and biases of RUN.h5 into the "
-                       "emulator and measure accuracy (noise-free unless --read-noise).")
+                       description="Program the conductances and biases of RUN.h5 into a "
+                       "board and measure accuracy: the run's own backend with its recorded "
+                       "options, changed by --backend-opt (e.g. preset=ideal) and --read-noise.")
+    p.add_argument("--backend", default=None,
+                   help="board backend (default: the run's)")
+    add_backend_opt(p)
     p.add_argument("run", help="run file written by hwloop train")
     p.add_argument("--dataset", required=True,
                    help="dataset name, a directory of IDX files, or an .npz with x and y")
     p.add_argument("--data-dir", help="directory with the IDX files")
-    p.add_argument("--read-noise", type=float, default=None, help="read noise per sample, V")
+    p.add_argument("--read-noise", type=float, default=None,
+                   help="read noise per sample, V (alias of --backend-opt read_noise_v=V)")
     p.add_argument("--samples", type=int, default=1, help="samples averaged per read")
     p.add_argument("--seed", type=int, default=0, help="seed of the read noise")
     p.add_argument("--json", action="store_true", help="print a JSON object")
@@ -194,6 +212,10 @@ def register_gradcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--samples", default="16", help="samples per phase")
     p.add_argument("--batch", default="8", help="examples")
     p.add_argument("--seed", default="0", help="random seed")
+    p.add_argument("--backend", default="nonreciprocal",
+                   help="a backend whose boards report the exact gradient (default "
+                   "nonreciprocal)")
+    add_backend_opt(p)
     p.add_argument("--plots", default=None, help="directory for the PNG plots")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_gradcheck)

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from hwloop.config import config_to_dict, read_toml, to_toml
+from hwloop.config import read_toml
 from hwloop.device import BoardDescription, Checkpointable
 from hwloop.errors import ConfigError
-from hwloop.plugins import open_board
+from hwloop.plugins import open_board, parse_option_assignments
 from hwloop.sessionlog import Checkpoint, SessionWriter, check_session_path, open_session, repair
-from protocols.config import TrainConfig, make_config, resolve
+from protocols.config import ALIASES, TrainConfig, config_toml, make_config, merge_options, resolve
 from protocols.datasets import Dataset, load_dataset
 from protocols.engine import StepRecord
 from protocols.plan import format_plan
@@ -51,12 +51,10 @@ def _collect_config(args: argparse.Namespace) -> TrainConfig:
     if args.config is not None:
         values.update(read_toml(args.config))
         source = str(args.config)
-    for key in (f.name for f in dataclasses.fields(TrainConfig)):  # parser dests = config keys
-        v = getattr(args, key, None)
-        if v is None:
-            continue
-        values[key] = list(v) if isinstance(v, list | tuple) else v
-    return make_config(values, source=source)
+    keys = (*(f.name for f in dataclasses.fields(TrainConfig)), *ALIASES)  # parser dests
+    cli = {k: getattr(args, k, None) for k in keys}
+    cli = {k: list(v) if isinstance(v, list | tuple) else v for k, v in cli.items()}
+    return make_config(merge_options(values, cli, args.backend_opt), source=source)
 
 
 def _header(cfg: TrainConfig, data: Dataset, trainer: Trainer, source: str, verb: str) -> None:
@@ -173,7 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
             desc=device.describe(),
             layout=trainer.layout(),
             first_checkpoint=trainer.checkpoint(0, 0, np.arange(len(trainer.x_train))),
-            config_toml=to_toml(config_to_dict(cfg)),
+            config_toml=config_toml(cfg),
             seed=cfg.seed,
             backend_options=options,
             defaults_source=source,
@@ -230,7 +228,8 @@ def run_resume(args: argparse.Namespace) -> int:
                 f"--epochs {args.epochs} is below the {epochs_recorded} epoch(s) already done"
             )
         values["epochs"] = args.epochs
-    cfg, source = resolve(make_config(values, source=f"{path} configuration"))
+    cfg, source = resolve(make_config(values, source=f"{path} configuration", stored=True))
+    backend_opts.update(parse_option_assignments(cfg.backend, args.backend_opt))
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
     rng = np.random.default_rng(cfg.seed)
     device = open_board(cfg.backend, backend_opts, rng)
@@ -292,24 +291,30 @@ def run_evaluate(args: argparse.Namespace) -> int:
     with open_session(args.run) as sf:
         ckpt = sf.checkpoint(-1)  # the latest full state
         config_toml = str(sf.attrs["config_toml"])
+        recorded_options = json.loads(str(sf.attrs["backend_options_json"]))
     g_run, b_run = ckpt.arrays["conductances_s"], ckpt.arrays["biases_a"]
-    cfg, _ = resolve(make_config(tomllib.loads(config_toml), source=f"{args.run} configuration"))
+    cfg, _ = resolve(make_config(tomllib.loads(config_toml), source=f"{args.run} configuration",
+                                 stored=True))
     data, split = _evaluation_data(args.dataset, args.data_dir, cfg.test_fraction)
     x = data.pixels("test")
     y = data.y_test.astype(np.int64)
     if len(x) == 0:
         raise ConfigError(f"dataset {args.dataset} has no test examples")
-    options: dict[str, Any] = {"arch": cfg.arch, "preset": "ideal", "dtype": "float64"}
-    if cfg.sweeps is not None:
-        options["n_sweeps"] = cfg.sweeps
+    name = args.backend or cfg.backend
+    # the run's board with its recorded options; another backend gets the run's arch
+    options: dict[str, Any] = (
+        dict(recorded_options) if name == cfg.backend
+        else backend_options(dataclasses.replace(cfg, backend=name, backend_options={}))
+    )
     if args.read_noise is not None:
         if not (np.isfinite(args.read_noise) and args.read_noise >= 0):
             raise ConfigError(f"--read-noise {args.read_noise} must be a number >= 0 V")
-        options["read_noise_v"] = args.read_noise
+        options[ALIASES["read_noise"]] = args.read_noise
+    options.update(parse_option_assignments(name, args.backend_opt))
     if args.samples < 1:
         raise ConfigError(f"--samples {args.samples} must be >= 1")
     rng = np.random.default_rng(args.seed)
-    device = open_board("emulator", options, rng)
+    device = open_board(name, options, rng)
     with safe_session(device):
         desc = device.describe()
         if desc.n_edges != len(g_run) or len(desc.bias_nodes) != len(b_run):
@@ -317,7 +322,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         g = g_run
         if not np.all(np.isfinite(g)) or g.min() < desc.g_min_s or g.max() > desc.g_max_s:
             raise ConfigError(
-                f"{args.run}: stored conductances lie outside the emulator's range "
+                f"{args.run}: stored conductances lie outside the board's range "
                 f"[{desc.g_min_s:g}, {desc.g_max_s:g}] S (or are not finite); the run file is "
                 "damaged or was written for another device model"
             )
@@ -332,6 +337,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "dataset": data.name,
         "split": split,
         "read_noise_v": args.read_noise or 0.0,
+        "backend": name,
+        "backend_options": options,
         "samples": args.samples,
         "run": str(args.run),
     }

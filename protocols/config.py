@@ -10,14 +10,20 @@ well with no other option. The resolved configuration is saved with the run.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from hwloop.config import build_config, read_toml
+from hwloop.config import build_config, config_to_dict, to_toml
 from hwloop.errors import ConfigError
+from hwloop.plugins import (
+    DEFAULT_BACKEND,
+    backend_arch,
+    check_backend_options,
+    parse_option_assignments,
+)
 
 DTypeName = Literal["float32", "float64"]
 
@@ -30,13 +36,12 @@ class TrainConfig:
     (see :func:`resolve`).
     """
 
-    backend: str = "emulator"
-    board: str | None = None
-    """Board file (TOML) of the ``board`` backend: instruments, wiring, limits; the
-    architecture comes from it (see ``instruments/board_file.py``)."""
-    noise_model: str | None = None
-    """Noise-model file written by ``hwloop characterize`` (emulator backend): the
-    emulator then reads with that board's measured noise (``read_noise`` overrides it)."""
+    backend: str = DEFAULT_BACKEND
+    """Board backend: an entry point of the ``hwloop.backends`` group (``hwloop backends``)."""
+    backend_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The backend's option table (``[backend]`` in a TOML config, ``--backend-opt
+    KEY=VALUE``), opaque to training; the backend validates it
+    (``hwloop backends NAME`` lists its options)."""
     dataset: str = "mnist-subset"
     data_dir: str | None = None
     arch: str = "1568-100-10"
@@ -59,16 +64,13 @@ class TrainConfig:
     sem_target: float | None = None
     """Stop sampling early once each node's standard error is below this, V."""
     max_samples: int | None = None
-    read_noise: float | None = None
-    """Gaussian read noise per sample on the emulator, V (overrides the preset's)."""
-    device_preset: str = "ideal"
     programming: Literal["open-loop", "write-verify"] = "open-loop"
     wv_tolerance: float | None = None
     """Write-verify tolerance, S (default 2 % of the conductance range)."""
     wv_max_iterations: int = 20
-    sweeps: int | None = None
-    """Coordinate-descent sweeps per settle on the emulator."""
     dtype: DTypeName = "float32"
+    """Arithmetic precision of the run's host-side arrays (gradients, updates); also
+    passed to a backend that declares a ``dtype`` option and is not given one."""
     seed: int = 0
     train_limit: int | None = None
     """Use only the first N training examples (after shuffling with the seed)."""
@@ -102,18 +104,6 @@ class TrainConfig:
     P > 0: it estimates the Jacobian every step from P pairs of clamped-node probes, as
     a bench would (estimators doc 8.7; needs a board that clamps nodes and reads their
     currents)."""
-    asymmetry: float | None = None
-    """Backend ``nonreciprocal``: log-normal mismatch of each backward device from its
-    forward partner at initialisation (0: reciprocal)."""
-    write_noise: float | None = None
-    """Backend ``nonreciprocal``: relative standard deviation of each programmed change."""
-    fwd_gain: float | None = None
-    """Backend ``nonreciprocal``: forward voltage gain of the amplifiers between hidden
-    layers (> 0; 1: none)."""
-    bwd_gain: float | None = None
-    """Backend ``nonreciprocal``: backward current gain of those amplifiers (> 0; 1: none).
-    With ``bwd_gain != fwd_gain`` the couplings are not reciprocal even when every
-    backward device equals its forward partner."""
 
     def __post_init__(self) -> None:
         def pos(name: str, v: float | None, strict: bool = True) -> None:
@@ -135,7 +125,6 @@ class TrainConfig:
         pos("input_gain", self.input_gain)
         pos("beta", self.beta)
         pos("sem_target", self.sem_target)
-        pos("read_noise", self.read_noise, strict=False)
         pos("wv_tolerance", self.wv_tolerance)
         for name in ("lr_weights", "lr_biases"):
             for v in getattr(self, name) or ():
@@ -149,7 +138,6 @@ class TrainConfig:
             "batch_size",
             "samples",
             "max_samples",
-            "sweeps",
             "train_limit",
             "test_limit",
             "eval_batch_size",
@@ -164,16 +152,6 @@ class TrainConfig:
             raise ConfigError(
                 f"max_samples = {self.max_samples} must be >= samples = {self.samples}"
             )
-        if self.backend == "board" and not self.board:
-            raise ConfigError(
-                "backend 'board' needs a board file: pass --board PATH "
-                "(examples in examples/boards/)"
-            )
-        if self.board is not None and self.backend != "board":
-            raise ConfigError(
-                f"board = {self.board!r} is only used by backend 'board' (backend is "
-                f"{self.backend!r}); drop --board or pass --backend board"
-            )
         if not (np.isfinite(self.homeostasis) and self.homeostasis >= 0):
             raise ConfigError(f"homeostasis = {self.homeostasis} must be a finite number >= 0")
         if self.homeostasis_probes < 0:
@@ -182,39 +160,12 @@ class TrainConfig:
             )
         if self.homeostasis_probes and not self.homeostasis:
             raise ConfigError("homeostasis_probes needs --homeostasis LAMBDA > 0; set both")
-        pos("asymmetry", self.asymmetry, strict=False)
-        pos("write_noise", self.write_noise, strict=False)
-        pos("fwd_gain", self.fwd_gain)
-        pos("bwd_gain", self.bwd_gain)
-        for name in ("asymmetry", "write_noise", "fwd_gain", "bwd_gain"):
-            if getattr(self, name) is not None and self.backend != "nonreciprocal":
-                raise ConfigError(
-                    f"{name} is an option of backend 'nonreciprocal' (backend is "
-                    f"{self.backend!r}); drop it or pass --backend nonreciprocal"
-                )
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed = {self.seed} must be an integer in [0, 2**63)")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test_fraction = {self.test_fraction} must be in (0, 1)")
         if self.beta is not None and self.beta > 1e3:
             raise ConfigError(f"beta = {self.beta} S is out of range (at most 1000)")
-        if self.read_noise is not None and self.read_noise > 1.0:
-            raise ConfigError(f"read_noise = {self.read_noise} V is out of range (at most 1 V)")
-        if self.noise_model is not None and self.backend != "emulator":
-            raise ConfigError(
-                f"noise_model is an option of backend 'emulator' (backend is "
-                f"{self.backend!r}); drop --noise-model or pass --backend emulator"
-            )
-        if self.read_noise and self.backend not in _NOISY_BACKENDS:
-            raise ConfigError(
-                f"read_noise adds emulated read noise, which backend {self.backend!r} cannot "
-                "do (a board's noise is its own: measure it with hwloop characterize); drop "
-                "--read-noise or set it to 0"
-            )
-
-
-_NOISY_BACKENDS = ("emulator", "nonreciprocal")
-"""Backends whose read noise ``read_noise`` sets (the emulators)."""
 
 
 # --------------------------------------------------------------------------- published settings
@@ -225,7 +176,6 @@ _MNIST_FAMILY = {"mnist-subset", "mnist"}
 _FAST_DRN: dict[str, dict[str, Any]] = {
     "1568-100-10": dict(
         input_gain=100.0,
-        sweeps=4,
         beta=1.0,
         lr_weights=(0.006, 0.006),
         lr_biases=(0.006, 0.006),
@@ -233,7 +183,6 @@ _FAST_DRN: dict[str, dict[str, Any]] = {
     ),
     "1568-32768-10": dict(
         input_gain=800.0,
-        sweeps=4,
         beta=1.0,
         lr_weights=(0.006, 0.006),
         lr_biases=(0.006, 0.006),
@@ -241,7 +190,6 @@ _FAST_DRN: dict[str, dict[str, Any]] = {
     ),
     "1568-1024-10": dict(
         input_gain=480.0,
-        sweeps=4,
         beta=1.0,
         lr_weights=(0.006, 0.006),
         lr_biases=(0.006, 0.006),
@@ -249,7 +197,6 @@ _FAST_DRN: dict[str, dict[str, Any]] = {
     ),
     "1568-1024-1024-10": dict(
         input_gain=2000.0,
-        sweeps=5,
         beta=1.0,
         lr_weights=(0.002, 0.006, 0.018),
         lr_biases=(0.002, 0.006, 0.018),
@@ -257,7 +204,6 @@ _FAST_DRN: dict[str, dict[str, Any]] = {
     ),
     "1568-1024-1024-1024-10": dict(
         input_gain=4000.0,
-        sweeps=6,
         beta=2.0,
         lr_weights=(0.005, 0.02, 0.08, 0.005),
         lr_biases=(0.0005, 0.002, 0.008, 0.0005),
@@ -271,19 +217,17 @@ _FAST_COMMON = dict(batch_size=4, momentum=0.0)
 _DATASET_GAIN = {"mnist": 8.0, "mnist-subset": 8.0, "kmnist": 5.0, "fashion-mnist": 5.0}
 _UNIVERSAL: dict[str, dict[str, Any]] = {
     "1568-1024-10": dict(
-        model_gain=60.0, beta=0.5, sweeps=4, lr_weights=(0.005, 0.005), lr_biases=(0.005, 0.005)
+        model_gain=60.0, beta=0.5, lr_weights=(0.005, 0.005), lr_biases=(0.005, 0.005)
     ),
     "1568-1024-1024-10": dict(
         model_gain=250.0,
         beta=1.0,
-        sweeps=5,
         lr_weights=(0.002, 0.006, 0.005),
         lr_biases=(0.002, 0.006, 0.005),
     ),
     "1568-1024-1024-1024-10": dict(
         model_gain=500.0,
         beta=2.0,
-        sweeps=6,
         lr_weights=(0.005, 0.02, 0.08, 0.005),
         lr_biases=(0.0005, 0.002, 0.008, 0.0005),
     ),
@@ -301,10 +245,8 @@ def published_defaults(arch: str, dataset: str) -> tuple[dict[str, Any], str]:
         return {**_UNIVERSAL_COMMON, **u}, "Scellier & Mishra 2025 (physics doc 5.2)"
     if arch_key in _FAST_DRN:
         return {**_FAST_COMMON, **_FAST_DRN[arch_key]}, "Scellier 2024 fast-DRN (physics doc 5.1)"
-    n_layers = len(arch_key.split("-"))
     generic = dict(
         input_gain=100.0,
-        sweeps=4 + max(0, n_layers - 3),
         beta=1.0,
         lr_weights=(0.006,),
         lr_biases=(0.006,),
@@ -323,30 +265,126 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     return dataclasses.replace(cfg, **changes), source
 
 
-def make_config(values: dict[str, Any], source: str = "configuration") -> TrainConfig:
+ALIASES: dict[str, str] = {
+    "board": "board",
+    "noise_model": "noise_model",
+    "read_noise": "read_noise_v",
+    "device_preset": "preset",
+    "sweeps": "n_sweeps",
+    "asymmetry": "asymmetry",
+    "write_noise": "write_noise",
+    "fwd_gain": "fwd_gain",
+    "bwd_gain": "bwd_gain",
+}
+"""Convenience keys (and CLI flags) -> the backend option they set.
+
+``--read-noise 1e-4`` is ``--backend-opt read_noise_v=1e-4``; the backend decides
+whether it takes that option (``hwloop backends NAME``)."""
+
+
+def _backend_table(values: dict[str, Any], source: str) -> tuple[str, dict[str, Any]]:
+    """Take the backend name and option table out of ``values`` (modified in place)."""
+    raw = values.pop("backend", None)
+    table: dict[str, Any] = {}
+    name: Any = DEFAULT_BACKEND
+    if isinstance(raw, dict):
+        table = {str(k).replace("-", "_"): v for k, v in raw.items()}
+        name = table.pop("name", DEFAULT_BACKEND)
+    elif raw is not None:
+        name = raw
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{source}: backend = {name!r} must be a backend name (a string); "
+                          "'hwloop backends' lists them")
+    extra = values.pop("backend_options", None)
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{source}: backend_options must be a table of KEY = VALUE")
+        for k, v in extra.items():
+            table[str(k).replace("-", "_")] = v
+    return name, table
+
+
+def make_config(
+    values: Mapping[str, Any], source: str = "configuration", *, stored: bool = False
+) -> TrainConfig:
     """Build a :class:`TrainConfig` strictly from a mapping (TOML + CLI options).
 
-    With ``backend = "board"`` and no ``arch``, the architecture is the board file's
-    (its ``[network] arch``); an ``arch`` that disagrees is refused when the board opens.
+    The backend is ``backend = "NAME"`` or a ``[backend]`` table (``name = "NAME"``
+    and the backend's options); the convenience keys of :data:`ALIASES` map into
+    that table. The table is validated by the backend (unknown key, wrong type, out
+    of range: one-line errors). When ``arch`` is not given and the backend implies
+    one from its options (a board file's network), the run trains that one.
+
+    Args:
+        values: the configuration (dashes in keys are accepted for underscores).
+        source: named in error messages.
+        stored: ``values`` is a session file's stored configuration: convenience keys
+            an older version wrote for every backend are ignored (the session's
+            stored option table is the one its board was opened with).
     """
-    if values.get("backend") == "board" and values.get("board") and "arch" not in values:
-        values = {**values, "arch": board_file_arch(str(values["board"]))}
-    return build_config(TrainConfig, values, source=source)
+    vals = {str(k).replace("-", "_"): v for k, v in values.items()}
+    name, table = _backend_table(vals, source)
+    for key, target in ALIASES.items():
+        if key not in vals:
+            continue
+        v = vals.pop(key)
+        if stored or v is None:
+            continue
+        if target in table and table[target] != v:
+            raise ConfigError(
+                f"{source}: {key} = {v!r} and backend option {target} = {table[target]!r} "
+                f"disagree; give it once"
+            )
+        table[target] = v
+    table = check_backend_options(name, table)
+    if "arch" not in vals:
+        implied = backend_arch(name, table)
+        if implied is not None:
+            vals["arch"] = implied
+    cfg = build_config(TrainConfig, {**vals, "backend": name}, source=source)
+    return dataclasses.replace(cfg, backend_options=table)
 
 
-def board_file_arch(path: str) -> str:
-    """The ``[network] arch`` of a board file (the full file is checked by the backend).
+def config_toml(cfg: TrainConfig) -> str:
+    """The configuration as TOML: flat options, then the ``[backend]`` table."""
+    flat = {k: v for k, v in config_to_dict(cfg).items()
+            if k not in ("backend", "backend_options")}
+    return to_toml(flat) + "\n[backend]\n" + to_toml(
+        {"name": cfg.backend, **dict(cfg.backend_options)})
 
-    Raises:
-        ConfigError: missing or unreadable file, or no ``[network] arch`` string.
+
+def merge_options(
+    values: Mapping[str, Any], cli: Mapping[str, Any], backend_opts: list[str] | None = None
+) -> dict[str, Any]:
+    """Configuration-file ``values`` overridden by the command line.
+
+    ``cli`` holds the flags given (``None``: not given); ``backend_opts`` the
+    ``--backend-opt`` items. A ``--backend`` flag renames a file's ``[backend]`` table.
     """
-    data = read_toml(path) if Path(path).exists() else None
-    if data is None:
-        raise ConfigError(f"board file {path} not found; check the --board path")
-    net = data.get("network")
-    arch = net.get("arch") if isinstance(net, dict) else None
-    if not isinstance(arch, str):
-        raise ConfigError(
-            f"board file {path}: [network] has no arch string; add arch = \"1568-16-10\""
-        )
-    return arch
+    out = dict(values)
+    for key, v in cli.items():
+        if v is None:
+            continue
+        if key == "backend" and isinstance(out.get("backend"), dict):
+            out["backend"] = {**out["backend"], "name": v}
+        else:
+            out[key] = v
+    return with_backend_opts(out, backend_opts)
+
+
+def with_backend_opts(values: Mapping[str, Any], items: list[str] | None) -> dict[str, Any]:
+    """``values`` with ``--backend-opt KEY=VALUE`` items merged into its backend table.
+
+    The values are parsed by the declaration of the backend ``values`` names (a
+    ``backend`` string or a ``[backend]`` table with ``name``; default ``emulator``).
+    """
+    out = dict(values)
+    if not items:
+        return out
+    raw = out.get("backend")
+    table: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
+    name = table.get("name", DEFAULT_BACKEND) if isinstance(raw, dict) else (raw or DEFAULT_BACKEND)
+    table["name"] = name
+    table.update(parse_option_assignments(str(name), items))
+    out["backend"] = table
+    return out

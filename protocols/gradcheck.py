@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.errors import ConfigError
-from hwloop.plugins import open_board
+from hwloop.plugins import open_board, parse_option_assignments
 from protocols.holomorphic import (
     STENCILS,
     Estimate,
@@ -107,6 +107,12 @@ class Options:
     seed: int
     lockin_harmonics: tuple[int, ...] = (1, 3)
     lockin_omega_tau: float = 0.01
+    backend: str = "nonreciprocal"
+    """A backend whose boards report the exact gradient (:class:`GradientOracle`) and take
+    the options ``arch``, ``weight_gain``, ``read_noise_v``, ``asymmetry``, ``fwd_gain``
+    and ``bwd_gain``."""
+    backend_options: tuple[tuple[str, Any], ...] = ()
+    """Further options of that backend (``--backend-opt``), the same for both networks."""
 
 
 def _floats(text: str, what: str, *, positive: bool) -> tuple[float, ...]:
@@ -180,6 +186,10 @@ def parse_options(args: argparse.Namespace) -> Options:
         seed=seed,
         lockin_harmonics=harm,
         lockin_omega_tau=omega_tau,
+        backend=str(getattr(args, "backend", "nonreciprocal")),
+        backend_options=tuple(parse_option_assignments(
+            str(getattr(args, "backend", "nonreciprocal")),
+            getattr(args, "backend_opt", None) or []).items()),
     )
 
 
@@ -212,9 +222,9 @@ def run(opts: Options) -> tuple[list[Row], dict[str, float]]:
         y: Array | None = None
         for sigma in opts.read_noise:
             board = open_board(
-                "nonreciprocal",
+                opts.backend,
                 {"arch": opts.arch, "weight_gain": opts.weight_gain, "read_noise_v": sigma,
-                 **net_opts},
+                 **net_opts, **dict(opts.backend_options)},
                 np.random.default_rng(net_seed),  # the same network at every noise level
             )
             try:

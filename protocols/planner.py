@@ -49,8 +49,9 @@ import numpy as np
 from hwloop.config import read_toml
 from hwloop.device import CurrentNudge, Device, Nudge, ResistiveNudge
 from hwloop.errors import ConfigError
-from hwloop.plugins import open_board
-from protocols.config import TrainConfig, make_config, resolve
+from hwloop.plugins import backend_options_declared, open_board
+from protocols.cli import add_backend_opt
+from protocols.config import ALIASES, TrainConfig, make_config, merge_options, resolve
 from protocols.datasets import load_dataset
 from protocols.estimators import make_estimator
 from protocols.plan import Measure, build_step_plan
@@ -294,8 +295,8 @@ def predict(
         timings: a timings table (see :func:`read_timings`) instead of measuring.
         measure_timings: time the operations on the board when no table is given.
         reads: reads averaged per phase when measuring the displacements (default 1 on
-            the emulator, whose read noise is switched off here; 16 on any other
-            backend, whose read noise cannot be switched off).
+            a board that describes itself as deterministic, e.g. a backend whose
+            ``read_noise_v`` option is set to 0 here; 16 on any other).
     """
     if n_examples < 1:
         raise ConfigError(f"n_examples = {n_examples} must be >= 1")
@@ -309,15 +310,20 @@ def predict(
     x_all = data.pixels("train")
     rng = np.random.default_rng(cfg.seed)
     options = backend_options(cfg)
-    if cfg.backend == "emulator":
-        options["read_noise_v"] = 0.0
+    declared = {o.name for o in backend_options_declared(cfg.backend) or ()}
+    # a backend whose read noise is an option (the --read-noise alias) measures without it,
+    # in double precision where the precision is an option too
+    if ALIASES["read_noise"] in declared:
+        options[ALIASES["read_noise"]] = 0.0
+    if "dtype" in declared:
         options["dtype"] = "float64"
-    if reads is None:
-        reads = 1 if cfg.backend == "emulator" else 16
     idx = rng.permutation(len(x_all))[:n_examples]
     x, y = x_all[idx], data.y_train.astype(np.int64)[idx]
     device = open_board(cfg.backend, options, rng)
     with safe_session(device):
+        deterministic = device.describe().deterministic
+        if reads is None:
+            reads = 1 if deterministic else 16
         eff, one, floor = measure_displacements(cfg, device, x, y, reads)
         samples_for_timing = 1
         pred_timings: dict[str, float] = {}
@@ -366,7 +372,7 @@ def predict(
         "read noise: independent, zero-mean, same std in every phase, averaged over N samples "
         "(sigma/sqrt(N)); no noise during relaxation",
         f"displacements measured once at initialisation on {n_examples} training examples "
-        + ("(noise-free emulator)" if cfg.backend == "emulator" and floor is None
+        + ("(noise-free board)" if deterministic and floor is None
            else f"(on the {cfg.backend} backend, {reads} reads averaged per phase)")
         + "; they change during training",
         f"limit: per-example SNR d_eff/(sigma/sqrt(N)) = {snr_c:g} in the limiting layer "
@@ -433,10 +439,11 @@ def run_plan(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {}
     if args.config is not None:
         values.update(read_toml(args.config))
-    for key in _PLAN_FLAGS:
-        v = getattr(args, key, None)
-        if v is not None:
-            values[key] = v
+    values = merge_options(values, {k: getattr(args, k, None) for k in _PLAN_FLAGS},
+                           args.backend_opt)
+    table = values.get("backend")
+    if isinstance(table, dict) and values.get("read_noise") is None:
+        values["read_noise"] = table.pop(ALIASES["read_noise"], None)
     sigma = args.sigma
     if args.noise_model is not None:
         if sigma is not None:
@@ -469,13 +476,15 @@ def register_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         typ: Any = float if key in ("beta", "input_gain") else (
             int if key in ("sweeps", "batch_size", "train_limit", "seed") else str)
         p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=typ, default=None)
+    add_backend_opt(p)
     p.add_argument("--sigma", type=float, default=None, help="read noise per sample, V")
     p.add_argument("--noise-model", type=Path, default=None,
                    help="noise-model file (JSON/TOML with read_noise_v) instead of --sigma")
     p.add_argument("--examples", type=int, default=8, help="examples to average over")
     p.add_argument("--reads", type=int, default=None,
                    help="reads averaged per phase when measuring the displacements "
-                   "(default 1 on the emulator, noise off; 16 on other backends)")
+                   "(default 1 on a noise-free board, e.g. the emulator with its read-noise "
+                   "option set to 0 here; 16 on any other)")
     p.add_argument("--snr", type=float, default=1.0,
                    help="per-example SNR taken as the limit (default 1)")
     p.add_argument("--margin", type=float, default=0.2,

@@ -53,9 +53,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwloop.config import config_to_dict, read_toml, to_toml
+from hwloop.config import read_toml
 from hwloop.errors import ConfigError, HwloopError
-from protocols.config import TrainConfig, make_config
+from hwloop.plugins import DEFAULT_BACKEND, split_assignment
+from protocols.config import ALIASES, TrainConfig, config_toml, make_config
 
 AXES = ("read_noise", "samples", "dataset", "seed")
 """Grid axes (TrainConfig keys), in the order points are enumerated."""
@@ -63,7 +64,7 @@ AXES = ("read_noise", "samples", "dataset", "seed")
 INDEX_NAME = "index.json"
 INDEX_SCHEMA = "hwloop-sweep-index"
 INDEX_VERSION = 1
-_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)} | set(ALIASES)
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -79,6 +80,9 @@ class SweepSpec:
     dataset: tuple[str, ...]
     seed: tuple[int, ...]
     fixed: dict[str, Any]
+    noise_axis: bool = True
+    """The grid names read noise: each point sets the backend's read-noise option
+    (``read_noise``, an alias); without it the points leave the backend's own."""
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point's axis values, in grid order (dataset, seed, samples, sigma)."""
@@ -117,7 +121,7 @@ def build_spec(grid: Mapping[str, Any], fixed: Mapping[str, Any]) -> SweepSpec:
     if both:
         raise ConfigError(f"{both} are sweep axes; give them under [grid], not as fixed options")
     fixed_d = dict(fixed)
-    fixed_d.setdefault("backend", "emulator")
+    fixed_d.setdefault("backend", DEFAULT_BACKEND)
     # the index holds the results; per-sample raw logs of every point would be large
     # (DRN-1H, N = 16: 0.66 GB per 500 steps), so a sweep keeps means and SEMs by default
     fixed_d.setdefault("log_samples", "summary")
@@ -146,7 +150,8 @@ def build_spec(grid: Mapping[str, Any], fixed: Mapping[str, Any]) -> SweepSpec:
     for key, vals in (("read_noise", sig), ("samples", ns), ("dataset", dsets), ("seed", seeds)):
         if len(set(vals)) != len(vals):
             raise ConfigError(f"sweep axis {key} repeats a value: {vals}")
-    spec = SweepSpec(tuple(sig), tuple(ns), tuple(dsets), tuple(seeds), fixed_d)
+    spec = SweepSpec(tuple(sig), tuple(ns), tuple(dsets), tuple(seeds), fixed_d,
+                     noise_axis="read_noise" in grid)
     for p in spec.points():  # every point must be a valid training configuration
         point_config(spec, p)
     return spec
@@ -154,17 +159,17 @@ def build_spec(grid: Mapping[str, Any], fixed: Mapping[str, Any]) -> SweepSpec:
 
 def point_config(spec: SweepSpec, p: Mapping[str, Any]) -> TrainConfig:
     """The training configuration of one point (not yet resolved)."""
-    return make_config({**spec.fixed, **p}, source=f"sweep point {point_id(p)}")
+    values = {**spec.fixed, **p}
+    if not spec.noise_axis:
+        values.pop("read_noise")
+    return make_config(values, source=f"sweep point {point_id(p)}")
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings -> options (VALUE parsed as TOML, else taken as a string)."""
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} must look like KEY=VALUE, e.g. epochs=2")
+        key, raw = split_assignment(item, "--set", ", e.g. epochs=2")
         try:
             out[key] = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
@@ -191,6 +196,7 @@ def run_point(task: Mapping[str, str]) -> dict[str, Any]:
     ns = argparse.Namespace(**{k: None for k in _TRAIN_FLAGS})
     ns.config, ns.out = Path(task["config"]), task["out"]
     ns.overwrite, ns.dry_run, ns.quiet, ns.json = True, False, True, False
+    ns.backend_opt = []
     log = Path(task["out"]).with_suffix(".log")
     t0 = time.perf_counter()
     error = ""
@@ -332,7 +338,7 @@ def run_sweep(
             continue
         cfg = point_config(spec, p)
         cfg_path = runs / f"{pid}.toml"
-        _atomic_write(cfg_path, to_toml(config_to_dict(cfg)))
+        _atomic_write(cfg_path, config_toml(cfg))
         points[pid] = {**entry, "status": "pending", **{k: None for k in ("final_test_accuracy",
                        "final_train_accuracy", "final_test_loss", "wall_time_s")}}
         # absolute paths: a Dask worker's working directory is not ours

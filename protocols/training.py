@@ -27,6 +27,7 @@ from hwloop.device import (
     ResistiveNudge,
 )
 from hwloop.errors import ConfigError
+from hwloop.plugins import backend_options_declared
 from hwloop.sessionlog import Checkpoint, LogOptions, SessionWriter, StepLayout, StepLog
 from protocols.config import TrainConfig
 from protocols.datasets import Dataset
@@ -77,34 +78,20 @@ def one_hot(labels: NDArray[np.integer], n_outputs: int) -> Array:
 
 
 def backend_options(cfg: TrainConfig) -> dict[str, Any]:
-    """Options for the backend factory derived from the training configuration."""
-    if cfg.backend == "emulator":
-        opts: dict[str, Any] = {"arch": cfg.arch, "preset": cfg.device_preset, "dtype": cfg.dtype}
-        if cfg.sweeps is not None:
-            opts["n_sweeps"] = cfg.sweeps
-        if cfg.noise_model is not None:
-            opts["noise_model"] = cfg.noise_model
-        if cfg.read_noise is not None:
-            opts["read_noise_v"] = cfg.read_noise
-        return opts
-    if cfg.backend == "board":
-        from pathlib import Path
+    """The option table the run opens its board with.
 
-        assert cfg.board is not None  # TrainConfig requires it for this backend
-        return {"board": str(Path(cfg.board).resolve()), "arch": cfg.arch}
-    if cfg.backend == "nonreciprocal":
-        nr: dict[str, Any] = {"arch": cfg.arch}
-        if cfg.asymmetry is not None:
-            nr["asymmetry"] = cfg.asymmetry
-        if cfg.write_noise is not None:
-            nr["write_noise"] = cfg.write_noise
-        for key in ("fwd_gain", "bwd_gain"):
-            if getattr(cfg, key) is not None:
-                nr[key] = getattr(cfg, key)
-        if cfg.read_noise is not None:
-            nr["read_noise_v"] = cfg.read_noise
-        return nr
-    return {"arch": cfg.arch}
+    ``cfg.backend_options`` plus the run-level options a backend may declare: ``arch``
+    (the run's architecture; also given to a backend that declares no options) and
+    ``dtype`` (the run's precision), each only when the table does not set it.
+    """
+    opts = dict(cfg.backend_options)
+    declared = backend_options_declared(cfg.backend)
+    names = None if declared is None else {o.name for o in declared}
+    if "arch" not in opts and (names is None or "arch" in names):
+        opts["arch"] = cfg.arch
+    if names is not None and "dtype" in names and "dtype" not in opts:
+        opts["dtype"] = cfg.dtype
+    return opts
 
 
 CHECKPOINT_REQUIRED = (
@@ -375,8 +362,7 @@ class Trainer:
             n_inputs=self.n_in,
             n_outputs=self.n_out,
             nudge_kind=cfg.nudge,
-            # the emulator reads in its arithmetic type; instruments in float64
-            sample_dtype="<f4" if cfg.backend == "emulator" and cfg.dtype == "float32" else "<f8",
+            sample_dtype=self.desc.sample_dtype,  # the board's own sample type
         )
 
     def log_options(self) -> LogOptions:

@@ -33,11 +33,13 @@ from hwloop.device import (
     ResistiveNudge,
     SafetyLimits,
     SampleFlag,
+    check_biases_within_limits,
     check_inputs_within_limits,
     check_nudge_within_limits,
 )
 from hwloop.errors import ConfigError, LimitError
 from hwloop.layered import default_g_scale_s, describe_layered
+from hwloop.plugins import Option, backend
 from simulated_device.device_models import DeviceArray, DeviceModel, get_preset
 from simulated_device.drn import DRN, parse_arch
 
@@ -65,6 +67,8 @@ def _describe_drn(
         pulse_step_s=model.write.nominal_step_s,
         g_scale_s=g_scale_s,
         info=info,
+        sample_dtype=np.dtype(net.dtype).newbyteorder("<").str,
+        deterministic=model.read.sigma_v == 0.0 and model.read.relative == 0.0,
     )
 
 
@@ -215,19 +219,7 @@ class EmulatedBoard:
     def set_bias_currents(self, i_bias_a: Array) -> None:
         """Set the bias current of every hidden and output node, A."""
         self._check_open()
-        b = np.asarray(i_bias_a, dtype=np.float64)
-        if b.shape != self._net.b_flat.shape:
-            raise ConfigError(
-                f"bias currents must have shape {self._net.b_flat.shape}, got {b.shape}"
-            )
-        if not np.all(np.isfinite(b)):
-            raise ConfigError("bias currents contain NaN or inf")
-        peak = float(np.max(np.abs(b), initial=0.0))
-        if peak > self._limits.i_nudge_max_a:
-            raise LimitError(
-                f"bias current {peak:.6g} A exceeds i_nudge_max_a="
-                f"{self._limits.i_nudge_max_a:.6g} A"
-            )
+        b = check_biases_within_limits(i_bias_a, self._limits, len(self._net.b_flat))
         self._net.b_flat[:] = b
         self._dirty = True
 
@@ -559,15 +551,44 @@ def default_limits(net: DRN) -> SafetyLimits:
     )
 
 
-def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) -> EmulatedBoard:
-    """Backend factory for the ``emulator`` entry point.
+EMULATOR_OPTIONS = (
+    Option("arch", "str", "layer sizes, inputs first, e.g. 1568-100-10", default="1568-100-10"),
+    Option("preset", "str", "device model: a preset name (ideal, reram)", default="ideal"),
+    Option("dtype", "str", "arithmetic (and sample) precision of the solver",
+           default="float64", choices=("float64", "float32")),
+    Option("weight_gain", "float", "initial conductance scale (published DRN initialisation)",
+           unit="1", default=1.0, min=0.0, min_exclusive=True),
+    Option("n_sweeps", "int", "coordinate-descent sweeps per settle (unset: 4, plus one per "
+           "hidden layer after the first, as published)", unit="1", min=1, max=10_000),
+    Option("tol_v", "float", "settle until the largest per-sweep change is below this "
+           "(unset: a fixed number of sweeps)", unit="V", min=0.0, min_exclusive=True),
+    Option("warm_start", "bool", "start each free settle from the last free equilibrium",
+           default=True),
+    Option("read_noise_v", "float", "additive Gaussian read noise per sample (unset: the "
+           "preset's)", unit="V", min=0.0, max=1.0),
+    Option("noise_model", "path", "noise-model file written by hwloop characterize (its "
+           "preset and read noise, unless given here too)"),
+)
+"""Options of the ``emulator`` backend (``hwloop backends emulator`` lists them)."""
 
-    Options (all optional): ``arch`` (``"1568-100-10"``), ``preset`` (``"ideal"``),
-    ``dtype`` (``"float64"`` or ``"float32"``), ``weight_gain`` (1.0), ``n_sweeps`` (4),
-    ``tol_v`` (None), ``warm_start`` (True), ``read_noise_v`` (replaces the preset's
-    additive read noise per sample, V), ``noise_model`` (a file written by
-    ``hwloop characterize``: its preset and read noise, unless given here too).
+
+def default_sweeps(sizes: tuple[int, ...] | list[int]) -> int:
+    """Published coordinate-descent sweeps per settle: 4, plus one per extra hidden layer.
+
+    Equals the published settings of every DRN in physics doc 5.1 / 5.2 (4, 5, 6 sweeps
+    for 1, 2, 3 hidden layers).
     """
+    return 4 + max(0, len(sizes) - 3)
+
+
+@backend(EMULATOR_OPTIONS)
+def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) -> EmulatedBoard:
+    """The DRN emulator: exact steady state, configurable read noise and device models.
+
+    Backend factory for the ``emulator`` entry point; ``options`` are checked against
+    :data:`EMULATOR_OPTIONS` (defaults filled in) before this runs.
+    """
+    options = dict(options)
     if options.get("noise_model") is not None:
         from simulated_device.noise_model import emulator_options
 
@@ -575,26 +596,13 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
         merged = {**from_file, **{k: v for k, v in options.items() if v is not None}}
         if "preset" in from_file and options.get("preset") not in (None, "ideal"):
             merged["preset"] = options["preset"]
+        elif "preset" in from_file:
+            merged["preset"] = from_file["preset"]
         merged.pop("noise_model")
         options = merged
-    known = {
-        "arch",
-        "preset",
-        "dtype",
-        "weight_gain",
-        "n_sweeps",
-        "tol_v",
-        "warm_start",
-        "read_noise_v",
-    }
-    unknown = set(options) - known
-    if unknown:
-        raise ConfigError(f"unknown emulator option(s) {sorted(unknown)}; known: {sorted(known)}")
-    sizes = parse_arch(str(options.get("arch", "1568-100-10")))
-    dtype_name = str(options.get("dtype", "float64"))
-    if dtype_name not in ("float64", "float32"):
-        raise ConfigError(f"dtype {dtype_name!r} must be 'float64' or 'float32'")
-    model = get_preset(str(options.get("preset", "ideal")))
+    sizes = parse_arch(str(options.get("arch") or "1568-100-10"))
+    dtype_name = str(options.get("dtype") or "float64")
+    model = get_preset(str(options.get("preset") or "ideal"))
     if options.get("read_noise_v") is not None:
         sigma = float(options["read_noise_v"])
         if not (np.isfinite(sigma) and sigma >= 0):
@@ -604,26 +612,27 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
             name=f"{model.name}+read_noise={sigma:g}V",
             read=dataclasses.replace(model.read, sigma_v=sigma),
         )
-    net = DRN.initialise(
-        sizes, rng, weight_gain=float(options.get("weight_gain", 1.0)), dtype=np.dtype(dtype_name)
-    )
+    weight_gain = float(options.get("weight_gain") or 1.0)
+    net = DRN.initialise(sizes, rng, weight_gain=weight_gain, dtype=np.dtype(dtype_name))
     lo, hi = model.write.g_min_s, model.write.g_max_s
     g_scale = 1.0
     if np.isfinite(hi):
         # One conductance scale for the whole network (the DRN is homogeneous in g, so a
         # common scale keeps the published network function): the widest published initial
         # range, [0, weight_gain/sqrt(smallest fan-in)], fills half the device range.
-        g_scale = default_g_scale_s(sizes, lo, hi, float(options.get("weight_gain", 1.0)))
+        g_scale = default_g_scale_s(sizes, lo, hi, weight_gain)
         scaled = net.g_flat.astype(np.float64) * g_scale + lo
         net.g_flat[:] = np.clip(scaled, lo, hi)  # float32 rounding only
         net.weights_changed()
     tol = options.get("tol_v")
+    sweeps = options.get("n_sweeps")
+    warm = options.get("warm_start")
     return EmulatedBoard(
         net,
         model,
         rng,
-        n_sweeps=int(options.get("n_sweeps", 4)),
+        n_sweeps=default_sweeps(sizes) if sweeps is None else int(sweeps),
         tol_v=None if tol is None else float(tol),
-        warm_start=bool(options.get("warm_start", True)),
+        warm_start=True if warm is None else bool(warm),
         g_scale_s=g_scale,
     )

@@ -52,6 +52,7 @@ from hwloop.device import (
     check_nudge_within_limits,
 )
 from hwloop.errors import ConfigError, LimitError, UnsupportedError
+from hwloop.plugins import Option, backend
 from simulated_device import nonreciprocal as nr
 from simulated_device.drn import parse_arch
 
@@ -105,6 +106,7 @@ def _describe(net: nr.NonReciprocalNet, limits: SafetyLimits, info: dict[str, ob
         supports_complex_nudge=True,
         layers=tuple(blocks),
         bias_nodes=np.arange(starts[1], starts[-1], dtype=np.int64),
+        deterministic=info.get("read_noise_v") == 0.0,
         info={**info, "couplings": couplings},
     )
 
@@ -545,55 +547,64 @@ class NonReciprocalBoard:
         )
 
 
+NONRECIPROCAL_OPTIONS = (
+    Option("arch", "str", "layer sizes, inputs first (at least one hidden layer)",
+           default="10-10-10-10-3"),
+    Option("weight_gain", "float", "initial conductance scale", unit="1", default=3.0,
+           min=0.0, min_exclusive=True),
+    Option("asymmetry", "float", "log-normal mismatch of each backward device from its "
+           "forward partner at initialisation (0: reciprocal)", unit="1", default=0.0,
+           min=0.0, max=10.0),
+    Option("fwd_gain", "float", "forward voltage gain of the amplifiers between hidden layers",
+           unit="1", default=1.0, min=0.0, min_exclusive=True, max=1e3),
+    Option("bwd_gain", "float", "backward current gain of those amplifiers", unit="1",
+           default=1.0, min=0.0, min_exclusive=True, max=1e3),
+    Option("i_s_a", "float", "diode saturation current", unit="A", default=0.05, min=0.0,
+           min_exclusive=True),
+    Option("v_t_v", "float", "diode thermal voltage", unit="V", default=0.2, min=0.0,
+           min_exclusive=True),
+    Option("read_noise_v", "float", "Gaussian read noise per sample", unit="V", default=0.0,
+           min=0.0, max=1.0),
+    Option("write_noise", "float", "relative standard deviation of each programmed change",
+           unit="1", default=0.0, min=0.0, max=10.0),
+    Option("node_capacitance_f", "float", "capacitance of every free node to ground (sets "
+           "the lock-in relaxation times)", unit="F", default=1e-6, min=0.0,
+           min_exclusive=True),
+)
+"""Options of the ``nonreciprocal`` backend (``hwloop backends nonreciprocal``)."""
+
+
+@backend(NONRECIPROCAL_OPTIONS)
 def make_nonreciprocal_board(
     options: Mapping[str, Any], rng: np.random.Generator
 ) -> NonReciprocalBoard:
-    """Backend factory for the ``nonreciprocal`` entry point.
+    """A non-reciprocal layered network with amplifiers (holomorphic and lock-in EP).
 
-    Options (all optional): ``arch`` (``"10-10-10-10-3"``), ``weight_gain`` (3.0),
-    ``asymmetry`` (0.0: reciprocal; log-normal backward/forward mismatch),
-    ``fwd_gain`` (1.0) and ``bwd_gain`` (1.0) of the hidden amplifiers,
-    ``i_s_a`` (0.05 A) and ``v_t_v`` (0.2 V) of the diodes, ``read_noise_v``
-    (0.0 V per sample), ``write_noise`` (0.0, relative), ``node_capacitance_f``
-    (1e-6 F per free node: relaxation times of about a microsecond at the default
-    weight gain).
+    Backend factory for the ``nonreciprocal`` entry point; ``options`` are checked
+    against :data:`NONRECIPROCAL_OPTIONS` (defaults filled in) before this runs.
     """
-    known = {
-        "arch", "weight_gain", "asymmetry", "fwd_gain", "bwd_gain",
-        "i_s_a", "v_t_v", "read_noise_v", "write_noise", "node_capacitance_f",
-    }
-    unknown = set(options) - known
-    if unknown:
-        raise ConfigError(
-            f"unknown nonreciprocal option(s) {sorted(unknown)}; known: {sorted(known)}"
-        )
-    sizes = parse_arch(str(options.get("arch", "10-10-10-10-3")))
+    sizes = parse_arch(str(options["arch"]))
     if len(sizes) < 3:
-        raise ConfigError("the nonreciprocal board needs at least one hidden layer")
+        raise ConfigError("the nonreciprocal board needs at least one hidden layer; "
+                          "pass an arch like 10-10-3")
 
-    def num(key: str, default: float) -> float:
-        try:
-            value = float(options.get(key, default))
-        except (TypeError, ValueError):
-            raise ConfigError(f"option {key} must be a number") from None
-        if not np.isfinite(value):
-            raise ConfigError(f"option {key} must be finite")
-        return value
+    def num(key: str) -> float:
+        return float(options[key])
 
     net = nr.initialise(
         sizes,
         rng,
-        weight_gain=num("weight_gain", 3.0),
-        asymmetry=num("asymmetry", 0.0),
-        fwd_gain=num("fwd_gain", 1.0),
-        bwd_gain=num("bwd_gain", 1.0),
-        i_s_a=num("i_s_a", 0.05),
-        v_t_v=num("v_t_v", 0.2),
+        weight_gain=num("weight_gain"),
+        asymmetry=num("asymmetry"),
+        fwd_gain=num("fwd_gain"),
+        bwd_gain=num("bwd_gain"),
+        i_s_a=num("i_s_a"),
+        v_t_v=num("v_t_v"),
     )
     return NonReciprocalBoard(
         net,
         rng,
-        read_noise_v=num("read_noise_v", 0.0),
-        write_noise=num("write_noise", 0.0),
-        node_capacitance_f=num("node_capacitance_f", 1e-6),
+        read_noise_v=num("read_noise_v"),
+        write_noise=num("write_noise"),
+        node_capacitance_f=num("node_capacitance_f"),
     )

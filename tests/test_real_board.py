@@ -157,9 +157,9 @@ def test_board_file_errors_are_one_line_naming_key_and_fix(case: str, tmp_path: 
 def test_missing_board_file_and_backend_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found; check the --board path"):
         load_board_file(tmp_path / "nope.toml")
-    with pytest.raises(ConfigError, match="needs a board file: pass --board"):
+    with pytest.raises(ConfigError, match="backend board needs option board"):
         make_real_board({}, np.random.default_rng(0))
-    with pytest.raises(ConfigError, match="unknown board option"):
+    with pytest.raises(ConfigError, match="backend board has no option 'preset'"):
         make_real_board({"board": "x", "preset": "reram"}, np.random.default_rng(0))
 
 
@@ -472,8 +472,8 @@ def test_cli_board_option_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HWLOOP_BOARD_URL", "socket://127.0.0.1:1")
     cases = [
-        (["--backend", "board"], "needs a board file: pass --board PATH"),
-        (["--board", str(SERIAL_EXAMPLE)], "only used by backend 'board'"),
+        (["--backend", "board"], "backend board needs option board"),
+        (["--board", str(SERIAL_EXAMPLE)], "backend emulator has no option 'board'"),
         (["--backend", "board", "--board", str(tmp_path / "nope.toml")], "not found"),
         (["--backend", "board", "--board", str(SERIAL_EXAMPLE), "--arch", "1568-100-10"],
          "--arch 1568-100-10 disagrees with the board file"),
@@ -630,10 +630,10 @@ def test_training_on_the_virtual_scpi_bench_matches_the_emulator() -> None:
     preset and settings. Over seeds 0-3 the differences were -0.02..+0.11 (emulator
     0.86-0.96); tolerance 0.12, both far above chance (0.5)."""
     data = _small_digits()
-    cfg, _ = resolve(TrainConfig(backend="board", board=str(SCPI_EXAMPLE), arch="32-8-2",
-                                 nudge="current", input_gain=20.0, lr_weights=(0.03,),
-                                 lr_biases=(0.03,), epochs=1, train_limit=400, test_limit=200,
-                                 seed=0))
+    cfg, _ = resolve(TrainConfig(backend="board", backend_options={"board": str(SCPI_EXAMPLE)},
+                                 arch="32-8-2", nudge="current", input_gain=20.0,
+                                 lr_weights=(0.03,), lr_biases=(0.03,), epochs=1,
+                                 train_limit=400, test_limit=200, seed=0))
     emu = open_board("emulator", {"arch": "32-8-2", "preset": "reram"}, np.random.default_rng(0))
     acc_emu = Trainer(cfg, emu, data, np.random.default_rng(0)).run().final_test_accuracy
     board, bench = open_scpi(0, "32-8-2", text=SCPI_EXAMPLE.read_text())

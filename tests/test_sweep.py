@@ -258,7 +258,7 @@ def test_sweep_through_the_virtual_serial_board(
         code = main(["sweep", "--dataset", "mnist-01-4x4", "--read-noise", "1e-4", *fixed,
                      "--out", str(tmp_path / "sw2"), "--quiet", "--no-plots"])
         err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and "read_noise adds emulated read noise" in err[-1]
+        assert code == 2 and "backend board has no option 'read_noise_v'" in err[-1]
         assert not (tmp_path / "sw2").exists()
     finally:
         vb.close()

@@ -210,7 +210,11 @@ def test_run_file_contents(trained: tuple[Path, dict[str, Any], RunData]) -> Non
     assert cfg["beta"] == 1.0
     assert cfg["lr_weights"] == [0.006, 0.006]
     assert cfg["lr_biases"] == [0.006, 0.006]
-    assert cfg["batch_size"] == 4 and cfg["momentum"] == 0.0 and cfg["sweeps"] == 4
+    assert cfg["batch_size"] == 4 and cfg["momentum"] == 0.0
+    # the backend's table: the run-level options it declares; its own defaults (4 sweeps,
+    # the published number for one hidden layer) come from the backend
+    assert cfg["backend"] == {"name": "emulator"}  # nothing given: an empty table
+    assert json.loads(run.attrs["backend_options_json"]) == {"arch": ARCH, "dtype": "float32"}
     assert cfg["estimator"] == "centered" and cfg["lr_decay"] == 0.99
     assert "test_limit" not in cfg  # unset options are left out, not written as none
 

@@ -176,10 +176,11 @@ def test_bad_nonreciprocal_options_exit_2_with_one_line(
 def test_amplifier_gains_reach_the_board() -> None:
     """--bwd-gain 0.25: the board is built with it and its description carries it (the
     local updates and the homeostatic gradient read the gains from there)."""
-    from protocols.config import TrainConfig
+    from protocols.config import make_config
     from protocols.training import backend_options
 
-    cfg = TrainConfig(backend="nonreciprocal", arch="6-5-4-3", fwd_gain=1.0, bwd_gain=0.25)
+    cfg = make_config({"backend": "nonreciprocal", "arch": "6-5-4-3", "fwd_gain": 1.0,
+                       "bwd_gain": 0.25})
     opts = backend_options(cfg)
     assert opts["bwd_gain"] == 0.25 and opts["fwd_gain"] == 1.0
     b = open_board("nonreciprocal", opts, np.random.default_rng(3))
@@ -213,17 +214,26 @@ def test_per_layer_learning_rates_cover_forward_and_backward_arrays() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "needle"),
+    ("values", "needle"),
     [
-        ({"backend": "nonreciprocal", "noise_model": "nm.toml"}, "noise_model is an option"),
-        ({"backend": "board", "board": "b.toml", "read_noise": 1e-4}, "read_noise adds"),
+        ({"backend": "nonreciprocal", "noise_model": "nm.toml"},
+         "backend nonreciprocal has no option 'noise_model'"),
+        ({"backend": "board", "board": "b.toml", "read_noise": 1e-4},
+         "backend board has no option 'read_noise_v'"),
+        ({"backend": "board", "board": "b.toml", "read_noise": 0.0},
+         "backend board has no option 'read_noise_v'"),
+        ({"backend": "nonreciprocal", "asymmetry": -1.0},
+         "backend nonreciprocal option asymmetry = -1.0 is out of range; pass [0, 10]"),
+        ({"backend": "nonreciprocal", "fwd_gain": 0},
+         "option fwd_gain = 0 is out of range; pass (0, 1000]"),
     ],
 )
-def test_emulator_only_noise_options_are_refused_elsewhere(
-    kwargs: dict[str, object], needle: str
-) -> None:
-    from protocols.config import TrainConfig
+def test_options_a_backend_does_not_take_are_refused(values: dict[str, object],
+                                                     needle: str) -> None:
+    """Convenience keys map into the backend's table; the backend refuses what it does
+    not declare or what is out of its declared range, in one line."""
+    from protocols.config import make_config
 
-    with pytest.raises(ConfigError, match=needle):
-        TrainConfig(**kwargs)  # type: ignore[arg-type]
-    TrainConfig(backend="board", board="b.toml", read_noise=0.0)  # nothing added: fine
+    with pytest.raises(ConfigError, match=re.escape(needle)) as err:
+        make_config(values)
+    assert "\n" not in str(err.value)
