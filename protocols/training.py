@@ -284,10 +284,10 @@ class Trainer:
         if cfg.programming == "open-loop":
             programmer = OpenLoopProgrammer()
         else:
-            span = self.desc.g_max_s - self.desc.g_min_s
-            tol = cfg.wv_tolerance or (0.02 * span if np.isfinite(span) else 1e-6)
             programmer = WriteVerifyProgrammer(
-                tolerance_s=tol, max_iterations=cfg.wv_max_iterations
+                tolerance_s=cfg.wv_tolerance,
+                max_iterations=cfg.wv_max_iterations,
+                warn=self._warn,
             )
         self.learner = _Learner(self.optimiser, programmer, rng)
         if cfg.homeostasis > 0:
@@ -540,6 +540,14 @@ class Trainer:
         self.device.settle()
         jac = self.device.jacobian()
         return asymmetry(jac), symmetry_ratio(jac)
+
+    def _warn(self, message: str) -> None:
+        """A one-line warning: printed to stderr and recorded as a ``warning`` event."""
+        import sys
+
+        print(f"warning: {message}", file=sys.stderr)
+        if self.writer is not None:
+            self.writer.event("warning", self.steps_done, message)
 
     def _log_asymmetry(self, epoch: int, *, record: bool = True) -> None:
         m = self.measure_asymmetry()
