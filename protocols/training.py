@@ -315,6 +315,11 @@ class Trainer:
             x_te, y_te = x_te[: cfg.test_limit], y_te[: cfg.test_limit]
         if len(x_tr) == 0:
             raise ConfigError(f"dataset {data.name} has no training examples")
+        if cfg.batch_size > len(x_tr):
+            raise ConfigError(
+                f"batch_size = {cfg.batch_size} exceeds the {len(x_tr)} training examples; "
+                f"give at most {len(x_tr)}"
+            )
         self.x_train, self.y_train = x_tr, y_tr
         self.x_test, self.y_test = x_te, y_te
         self.n_in = len(self.desc.input_nodes)
