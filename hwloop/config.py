@@ -36,6 +36,17 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {p} not found; check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration file {p} is a directory; give a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read configuration file {p} ({exc.strerror or exc}); check its permissions"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"configuration file {p} is not UTF-8 text (byte {exc.start}); save it as "
+            "UTF-8 TOML"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {p} is not valid TOML: {exc}") from None
 

@@ -66,7 +66,9 @@ class TrainConfig:
     max_samples: int | None = None
     programming: Literal["open-loop", "write-verify"] = "open-loop"
     wv_tolerance: float | None = None
-    """Write-verify tolerance, S (default 2 % of the conductance range)."""
+    """Write-verify window, S (> 0; default: one nominal pulse step of the board, or
+    ``1e-6 g_scale_s`` on a continuous device). Accumulated changes within it are
+    carried to the next step, not programmed."""
     wv_max_iterations: int = 20
     dtype: DTypeName = "float32"
     """Arithmetic precision of the run's host-side arrays (gradients, updates); also

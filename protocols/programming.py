@@ -6,10 +6,12 @@
   leaves over is carried to the next step so small updates are not lost. A
   board without pulse granularity (the ideal emulator) takes the deltas as they
   are.
-* Write-verify (device-models doc section 4): read, pulse toward the target,
-  re-read, until within tolerance or out of pulses; a device that does not
-  respond is given up on. Each edge's record says how many pulses it took,
-  whether it converged and why it stopped.
+* Write-verify (device-models doc section 4): an edge whose accumulated change
+  exceeds the tolerance (one nominal pulse step by default) is read, pulsed toward
+  its target and re-read until within tolerance or out of iterations; what is left
+  between target and the last read is carried to the next step, so small updates
+  add up; a device that does not respond is given up on. Each edge's record says
+  how many pulses it took, whether it converged, why it stopped and what it carries.
 
 Nothing is clipped silently: a target beyond the device bounds is saturated at
 the bound and marked ``AT_BOUND``; more pulses than the per-step cap are
@@ -19,6 +21,7 @@ capped and marked ``PULSE_CAP``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -77,6 +80,9 @@ class ProgramReport:
     iterations: int
     bias_delta_a: Array
     counts: dict[str, int] = field(default_factory=dict)
+    residual_s: Array | None = None
+    """``(k,)`` change carried to the next step per addressed edge, S (write-verify:
+    target minus the last verify read; ``None`` where not recorded)."""
 
     @property
     def converged(self) -> NDArray[np.bool_]:
@@ -251,33 +257,77 @@ class OpenLoopProgrammer(_CarriesResidual):
         )
 
 
+DEFAULT_TOLERANCE_STEPS = 1.0
+"""Default write-verify window, in nominal pulse steps (a pulsed device can land no
+closer than about half a step; one step leaves room for its cycle-to-cycle noise)."""
+
+CONTINUOUS_TOLERANCE = 1e-6
+"""Default window on a device without pulse granularity, as a fraction of the board's
+conductance scale ``g_scale_s`` (its deltas are applied exactly)."""
+
+IDLE_STEPS_WARNING = 100
+"""Consecutive steps that ask for changes but program nothing before the run is warned."""
+
+
+def default_tolerance_s(pulse_step_s: float, g_scale_s: float) -> float:
+    """The write-verify window sized from the device, S.
+
+    ``DEFAULT_TOLERANCE_STEPS`` nominal pulse steps on a pulsed device; on a continuous
+    one (``pulse_step_s == 0``) ``CONTINUOUS_TOLERANCE * g_scale_s``.
+    """
+    if pulse_step_s > 0:
+        return DEFAULT_TOLERANCE_STEPS * pulse_step_s
+    return CONTINUOUS_TOLERANCE * g_scale_s
+
+
 @dataclass
 class WriteVerifyProgrammer(_CarriesResidual):
     """Read, pulse, re-read until each edge is within tolerance of its target.
 
+    Each edge keeps what it was asked for and has not yet been given (its residual,
+    saved in checkpoints): the optimiser's requested change is added to it every
+    step, and only an edge whose accumulated change exceeds the tolerance is read
+    and programmed (a smaller change could not be resolved by a verify read and
+    would be dropped). After programming, the difference between the target and the
+    last verify read is carried as the new residual, so small updates add up over
+    steps exactly as in open loop. Edges at a bound carry nothing beyond the bound,
+    and an unresponsive (stuck) edge's residual is dropped.
+
     Args:
-        tolerance_s: acceptance window around the target, S (> 0).
+        tolerance_s: acceptance window around the target, S (> 0); ``None``: sized
+            from the device at the first step (:func:`default_tolerance_s`: one
+            nominal pulse step, or ``1e-6 g_scale_s`` on a continuous device).
         max_iterations: verify rounds before giving up (>= 1).
         max_pulses_per_iteration: pulse cap per edge per round (>= 1).
-        min_delta_s: changes smaller than this are skipped and carried over, S.
+        min_delta_s: changes smaller than this (or than the tolerance) are carried
+            over, not programmed, S (>= 0).
         patience: rounds with pulses but no movement (< 10 % of a nominal step)
             after which a device is declared unresponsive.
         verify_reads: conductance reads averaged per verify.
+        warn: called once with a one-line message when the configuration makes
+            updates vanish (``IDLE_STEPS_WARNING`` consecutive steps that requested
+            changes but programmed no edge).
     """
 
-    tolerance_s: float
+    tolerance_s: float | None = None
     max_iterations: int = 20
     max_pulses_per_iteration: int = 10
     min_delta_s: float = 0.0
     patience: int = 3
     verify_reads: int = 1
+    warn: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
     _residual: Array | None = field(default=None, repr=False)
+    _idle_steps: int = field(default=0, repr=False)
+    _warned: bool = field(default=False, repr=False)
 
     mode = "write-verify"
 
     def __post_init__(self) -> None:
-        if not self.tolerance_s > 0:
-            raise ConfigError(f"write-verify tolerance = {self.tolerance_s} S must be > 0")
+        if self.tolerance_s is not None and not self.tolerance_s > 0:
+            raise ConfigError(
+                f"write-verify tolerance = {self.tolerance_s} S must be > 0; give a window "
+                "of at least one pulse step or leave it unset (sized from the device)"
+            )
         if self.max_iterations < 1 or self.max_pulses_per_iteration < 1 or self.verify_reads < 1:
             raise ConfigError(
                 "write-verify iterations, pulses per iteration and reads must be >= 1"
@@ -289,19 +339,34 @@ class WriteVerifyProgrammer(_CarriesResidual):
             acc = acc + device.read_conductances(edges)
         return np.asarray(acc / self.verify_reads, dtype=np.float64)
 
+    def _note_idle(self, asked: bool, programmed: int, tol: float) -> None:
+        """Count steps that asked for changes but programmed nothing; warn once."""
+        self._idle_steps = self._idle_steps + 1 if asked and programmed == 0 else 0
+        if self._idle_steps >= IDLE_STEPS_WARNING and not self._warned:
+            self._warned = True
+            if self.warn is not None:
+                self.warn(
+                    f"write-verify programmed no edge in {self._idle_steps} steps: every "
+                    f"accumulated change is below the tolerance {tol:.3g} S; raise the "
+                    "learning rate or lower the tolerance (--wv-tolerance)"
+                )
+
     def program(self, device: Device, update: Update, rng: np.random.Generator) -> ProgramReport:
         """Apply ``update`` to ``device`` with verification; return what was done."""
         desc = device.describe()
         b_delta = np.asarray(update.delta_b_a)
         new_bias = _checked_biases(device, b_delta)
         step = desc.pulse_step_s
+        tol = (
+            self.tolerance_s
+            if self.tolerance_s is not None
+            else default_tolerance_s(step, desc.g_scale_s)
+        )
         delta = np.asarray(update.delta_g_s, dtype=np.float64)
         want = delta if self._residual is None else delta + self._residual
-        thresh = max(self.min_delta_s, 0.0)
-        edges = np.flatnonzero(np.abs(want) > thresh) if thresh > 0 else np.flatnonzero(want)
-        left = want.copy()
-        left[edges] = 0.0
-        self._residual = left
+        thresh = max(self.min_delta_s, tol)
+        edges = np.flatnonzero(np.abs(want) > thresh)
+        residual = want.copy()  # edges not addressed carry everything
         k = len(edges)
         g = self._read(device, edges)
         target = g + want[edges]
@@ -314,7 +379,7 @@ class WriteVerifyProgrammer(_CarriesResidual):
         it = 0
         for it in range(1, self.max_iterations + 1):
             err = target - g
-            active = np.flatnonzero((np.abs(err) > self.tolerance_s) & ~gave_up)
+            active = np.flatnonzero((np.abs(err) > tol) & ~gave_up)
             if active.size == 0:
                 it -= 1
                 break
@@ -331,15 +396,19 @@ class WriteVerifyProgrammer(_CarriesResidual):
                 res: ProgramResult = device.program_pulses(e, p)
                 pulses[active] += res.applied_pulses
             g_new = self._read(device, e)
-            moved = np.abs(g_new - g[active]) >= 0.1 * max(step, self.tolerance_s)
+            moved = np.abs(g_new - g[active]) >= 0.1 * max(step, tol)
             still[active] = np.where(moved, 0, still[active] + 1)
             gave_up[active] |= still[active] >= self.patience
             g[active] = g_new
         err = target - g
-        converged = np.abs(err) <= self.tolerance_s
+        converged = np.abs(err) <= tol
         reason[~converged] = Reason.MAX_ITERATIONS
         reason[~converged & gave_up] = Reason.NO_RESPONSE
         reason[beyond] = Reason.AT_BOUND
+        carried = np.where(reason == Reason.NO_RESPONSE, 0.0, err)
+        residual[edges] = carried
+        self._residual = residual
+        self._note_idle(bool(np.any(want)), k, tol)
         if new_bias is not None:
             device.set_bias_currents(new_bias)
         return ProgramReport(
@@ -353,6 +422,7 @@ class WriteVerifyProgrammer(_CarriesResidual):
             iterations=it,
             bias_delta_a=b_delta,
             counts=_reason_counts(reason),
+            residual_s=carried,
         )
 
 

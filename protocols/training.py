@@ -271,10 +271,10 @@ class Trainer:
         if cfg.programming == "open-loop":
             programmer = OpenLoopProgrammer()
         else:
-            span = self.desc.g_max_s - self.desc.g_min_s
-            tol = cfg.wv_tolerance or (0.02 * span if np.isfinite(span) else 1e-6)
             programmer = WriteVerifyProgrammer(
-                tolerance_s=tol, max_iterations=cfg.wv_max_iterations
+                tolerance_s=cfg.wv_tolerance,
+                max_iterations=cfg.wv_max_iterations,
+                warn=self._warn,
             )
         self.learner = _Learner(self.optimiser, programmer, rng)
         if cfg.homeostasis > 0:
@@ -302,6 +302,11 @@ class Trainer:
             x_te, y_te = x_te[: cfg.test_limit], y_te[: cfg.test_limit]
         if len(x_tr) == 0:
             raise ConfigError(f"dataset {data.name} has no training examples")
+        if cfg.batch_size > len(x_tr):
+            raise ConfigError(
+                f"batch_size = {cfg.batch_size} exceeds the {len(x_tr)} training examples; "
+                f"give at most {len(x_tr)}"
+            )
         self.x_train, self.y_train = x_tr, y_tr
         self.x_test, self.y_test = x_te, y_te
         self.n_in = len(self.desc.input_nodes)
@@ -528,6 +533,14 @@ class Trainer:
         self.device.settle()
         jac = self.device.jacobian()
         return asymmetry(jac), symmetry_ratio(jac)
+
+    def _warn(self, message: str) -> None:
+        """A one-line warning: printed to stderr and recorded as a ``warning`` event."""
+        import sys
+
+        print(f"warning: {message}", file=sys.stderr)
+        if self.writer is not None:
+            self.writer.event("warning", self.steps_done, message)
 
     def _log_asymmetry(self, epoch: int, *, record: bool = True) -> None:
         m = self.measure_asymmetry()

@@ -209,7 +209,12 @@ def test_write_verify_converges_on_the_realistic_preset() -> None:
     rng = np.random.default_rng(1)
     delta = rng.uniform(-0.2, 0.2, n) * (desc.g_max_s - desc.g_min_s)
     rep = wv.program(board, Update(delta, np.zeros(len(desc.bias_nodes))), rng)
-    stuck = board.devices.stuck
+    # changes within the tolerance are not programmed but carried, in full
+    small = np.abs(delta) <= tol
+    assert set(rep.edges.tolist()) == set(np.flatnonzero(~small).tolist())
+    carried = wv.state(n)["residual_s"]
+    np.testing.assert_array_equal(carried[small], delta[small])
+    stuck = board.devices.stuck[rep.edges]
     ok = ~stuck & (rep.reason != Reason.AT_BOUND)
     assert rep.converged[ok].mean() > 0.97
     true_g = board.devices.g_s[rep.edges]
@@ -273,3 +278,55 @@ def test_open_loop_records_saturation_at_the_bound() -> None:
     assert np.all(rep.reason[:3] == Reason.AT_BOUND)
     assert rep.counts["at_bound"] == 3
     assert np.all(board.read_conductances(np.arange(3)) == 0.0)
+
+
+def test_write_verify_accumulates_changes_below_one_pulse() -> None:
+    """Requests far below the window add up across steps until they are worth a pulse."""
+    board = small_board("reram")
+    desc = board.describe()
+    step = desc.pulse_step_s
+    edge = int(np.flatnonzero(~board.devices.stuck)[0])
+    wv = WriteVerifyProgrammer()  # window sized from the device: one nominal pulse step
+    zero_b = np.zeros(len(desc.bias_nodes))
+    delta = np.zeros(desc.n_edges)
+    delta[edge] = 0.3 * step
+    rng = np.random.default_rng(4)
+    reports = [wv.program(board, Update(delta, zero_b), rng) for _ in range(8)]
+    addressed = [i for i, r in enumerate(reports) if r.edges.size]
+    # 0.3, 0.6, 0.9 steps are within the window; the fourth request (1.2 steps) is not
+    assert addressed and addressed[0] == 3
+    assert reports[3].edges.tolist() == [edge]
+    assert reports[3].total_pulses >= 1
+    # after programming, the carried residual is target minus the last verify read
+    r = reports[3]
+    assert r.residual_s is not None
+    np.testing.assert_allclose(r.residual_s, r.target_s - r.achieved_s)
+
+
+def test_write_verify_window_is_one_pulse_step_by_default() -> None:
+    from protocols.programming import default_tolerance_s
+
+    board = small_board("reram")
+    desc = board.describe()
+    assert default_tolerance_s(desc.pulse_step_s, desc.g_scale_s) == desc.pulse_step_s
+    ideal = small_board("ideal").describe()
+    assert ideal.pulse_step_s == 0
+    assert default_tolerance_s(0.0, ideal.g_scale_s) == pytest.approx(1e-6 * ideal.g_scale_s)
+
+
+def test_write_verify_warns_once_when_updates_vanish() -> None:
+    board = small_board("reram")
+    desc = board.describe()
+    messages: list[str] = []
+    # a window wider than the whole range: nothing will ever be programmed
+    wv = WriteVerifyProgrammer(tolerance_s=10 * desc.g_max_s, warn=messages.append)
+    zero_b = np.zeros(len(desc.bias_nodes))
+    delta = np.full(desc.n_edges, 1e-12)
+    rng = np.random.default_rng(0)
+    for _ in range(99):
+        wv.program(board, Update(delta, zero_b), rng)
+    assert messages == []
+    for _ in range(150):
+        wv.program(board, Update(delta, zero_b), rng)
+    assert len(messages) == 1
+    assert "programmed no edge in 100 steps" in messages[0] and "\n" not in messages[0]

@@ -1,0 +1,91 @@
+"""Accuracy of open-loop and write-verify programming on the emulator's device presets.
+
+Runs ``hwloop train`` (end to end, session file written) for each arm and seed and prints
+a table of final test accuracy: mean, sample standard deviation, 95 % t-interval, and
+the paired difference of each arm against ``reram open-loop`` (same seeds, same
+schedule). Arms are CLI argument lists; add your own with ``--arm NAME='ARGS'``.
+
+    python benchmarks/compare_programming.py                       # DRN-XS, 3 seeds
+    python benchmarks/compare_programming.py --seeds 0 1 2 3 4 --epochs 5 \
+        --arm "wv 2 steps=--device-preset reram --programming write-verify --wv-tolerance 2e-6"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+ARMS: dict[str, list[str]] = {
+    "ideal open-loop": ["--device-preset", "ideal"],
+    "reram open-loop": ["--device-preset", "reram", "--programming", "open-loop"],
+    "reram write-verify": ["--device-preset", "reram", "--programming", "write-verify"],
+}
+BASELINE = "reram open-loop"
+
+
+def run(arm: list[str], seed: int, common: list[str], out: Path) -> float:
+    cmd = ["hwloop", "train", *common, *arm, "--seed", str(seed), "--out", str(out),
+           "--overwrite", "--quiet", "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        sys.exit(f"failed: {shlex.join(cmd)}\n{res.stderr.strip()}")
+    return float(json.loads(res.stdout.strip().splitlines()[-1])["final_test_accuracy"])
+
+
+def interval(x: np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the 95 % t-interval."""
+    if len(x) < 2:
+        return float(x.mean()), float("nan")
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), float(half)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="1568-100-10")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--train-limit", type=int, default=1000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arm", action="append", default=[], metavar="NAME=ARGS",
+                   help="an extra arm: its name and its hwloop train arguments")
+    p.add_argument("--only", nargs="+", help="run only these arms (names)")
+    a = p.parse_args()
+    arms = dict(ARMS)
+    for spec in a.arm:
+        name, _, args = spec.partition("=")
+        arms[name.strip()] = shlex.split(args)
+    if a.only:
+        arms = {k: v for k, v in arms.items() if k in a.only or k == BASELINE}
+    common = ["--arch", a.arch, "--epochs", str(a.epochs), "--train-limit", str(a.train_limit)]
+    acc: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, arm in arms.items():
+            acc[name] = np.array(
+                [run(arm, s, common, Path(tmp) / "run.h5") for s in a.seeds]
+            )
+            print(f"  {name}: {', '.join(f'{x:.4f}' for x in acc[name])}", file=sys.stderr)
+    print(f"hwloop train {shlex.join(common)}; seeds {a.seeds}; final test accuracy")
+    print(f"{'arm':34s} {'mean':>7s} {'sd':>6s} {'95% CI':>15s} {'vs ' + BASELINE:>24s}")
+    base = acc.get(BASELINE)
+    for name, x in acc.items():
+        m, h = interval(x)
+        diff = ""
+        if base is not None and name != BASELINE:
+            dm, dh = interval(x - base)
+            diff = f"{100 * dm:+6.2f} ± {100 * dh:5.2f} pts"
+        sd = x.std(ddof=1) if len(x) > 1 else float("nan")
+        print(f"{name:34s} {100 * m:6.2f}% {100 * sd:5.2f} "
+              f"[{100 * (m - h):5.2f}, {100 * (m + h):5.2f}] {diff:>24s}")
+    print(json.dumps({k: v.tolist() for k, v in acc.items()}))
+
+
+if __name__ == "__main__":
+    main()
