@@ -11,6 +11,7 @@ truncated and unopenable files first); Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from types import TracebackType
@@ -87,6 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HwloopError as exc:
         print(f"hwloop {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (`hwloop solve-drn | head -1`)
+        # keep the interpreter's final flush of stdout from raising again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         run = getattr(args, "run", None)
         if run is None or not _raised_in_h5py(exc):

@@ -94,6 +94,8 @@ def check_session_path(path: str | Path, *, overwrite: bool = False) -> Path:
         raise ConfigError(f"session file {p} must end in .h5 or .hdf5")
     if not p.parent.exists():
         raise ConfigError(f"directory {p.parent} does not exist; create it first")
+    if p.is_dir():
+        raise ConfigError(f"session file {p} is a directory; give a file name ending in .h5")
     if p.exists() and not overwrite:
         raise ConfigError(
             f"session file {p} already exists; choose another --out, add --overwrite, "
