@@ -21,6 +21,9 @@ def description_to_group(grp: h5py.Group, desc: BoardDescription) -> None:
     grp.attrs["v_read_range_v"] = desc.v_read_range_v
     grp.attrs["pulse_step_s"] = desc.pulse_step_s
     grp.attrs["g_scale_s"] = desc.g_scale_s
+    grp.attrs["sample_dtype"] = desc.sample_dtype
+    grp.attrs["deterministic"] = desc.deterministic
+    grp.attrs["supports_resistive_nudge"] = desc.supports_resistive_nudge
     grp.attrs["limits_json"] = json.dumps(
         {k: getattr(desc.limits, k) for k in desc.limits.__dataclass_fields__}
     )
@@ -80,5 +83,9 @@ def description_from_group(grp: h5py.Group) -> BoardDescription:
         v_read_range_v=float(grp.attrs["v_read_range_v"]),
         pulse_step_s=float(grp.attrs["pulse_step_s"]),
         g_scale_s=float(grp.attrs["g_scale_s"]),
+        # files written before these attributes existed get the description's defaults
+        sample_dtype=str(grp.attrs.get("sample_dtype", "<f8")),
+        deterministic=bool(grp.attrs.get("deterministic", False)),
+        supports_resistive_nudge=bool(grp.attrs.get("supports_resistive_nudge", True)),
         info=json.loads(grp.attrs["info_json"]),
     )

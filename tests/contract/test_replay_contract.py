@@ -16,6 +16,7 @@ import pytest
 from hwloop.cli import main
 from hwloop.device import Device
 from hwloop.errors import LimitError
+from hwloop.plugins import open_board
 from hwloop.sessionlog import open_session
 from protocols.replay_device import ReplayDevice, ReplayDivergence
 
@@ -63,3 +64,18 @@ def test_departures_are_refused_in_one_line_limits_first(replay_session: Path) -
         dev.close()
         dev.close()
         assert dev.is_safe
+
+
+def test_the_replay_device_describes_the_recorded_board_exactly(tmp_path: Path) -> None:
+    """Capabilities recorded in the session file come back as the live board reported them."""
+    out = tmp_path / "run.h5"
+    code = main(["train", "--arch", "1568-32-10", "--epochs", "1", "--train-limit", "8",
+                      "--test-limit", "8", "--quiet", "--out", str(out)])
+    assert code == 0
+    live = open_board("emulator", {"arch": "1568-32-10", "dtype": "float32"},
+                      np.random.default_rng(0)).describe()
+    with open_session(out) as sf:
+        rec = sf.description
+    assert (rec.sample_dtype, rec.deterministic, rec.supports_resistive_nudge) == (
+        live.sample_dtype, live.deterministic, live.supports_resistive_nudge)
+    assert rec.sample_dtype == "<f4" and rec.deterministic
