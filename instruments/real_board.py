@@ -1,10 +1,14 @@
 """``RealBoard``: the Device contract on instruments, as a board file wires them.
 
-A :class:`RealBoard` is built from a board file (:mod:`instruments.board_file`):
-each instrument is opened, identified and checked (outputs found on are ramped
-down and put in the safe state before anything else), and the network's nodes
-and edges are mapped to instrument channels and crosspoints by the file's
-wiring, with its calibration applied to every level sent and every reading.
+This module's one concern is the Device methods. A :class:`RealBoard` is built from
+a board file (:mod:`instruments.board_file`); its instruments are opened through
+their kinds, identified and checked by :mod:`instruments.board_open` (outputs
+found on are ramped down and put in the safe state before anything else), and
+faults, events and the safe state of every instrument are handled by
+:mod:`instruments.board_faults`. The network's nodes and edges are mapped to
+instrument channels and crosspoints by the file's wiring, with its calibration
+applied to every level sent and every reading; instruments are driven only
+through the role protocols of :mod:`instruments.roles`.
 
 Batches are looped over inside each call (a bench has one set of sources):
 
