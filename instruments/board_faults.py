@@ -9,6 +9,14 @@ those from before it.
 an instrument that stops answering is marked dead; any fault inside
 :meth:`Faults.guard` is recorded and every instrument is put in its safe state
 (sources first) before the error propagates.
+
+Recovery (:meth:`Faults.all_safe`): an instrument that is dead, or fails to confirm
+its safe state, is reconnected -- first on its live link (device clear or
+IDENTIFY resynchronisation), then on fresh connections -- up to
+:data:`RECONNECT_ATTEMPTS` times with doubling back-off from
+:data:`RECONNECT_BACKOFF_S`, and commanded to its safe state as soon as it
+answers. Only an instrument that never answered again is reported "not
+answering", and it is not retried after that.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -23,7 +32,13 @@ from hwloop.errors import HwloopError
 from instruments.board_file import BoardSettings, Roles
 from instruments.board_open import BoardInstrument
 
-__all__ = ["EventLog", "EventSink", "Faults"]
+__all__ = ["RECONNECT_ATTEMPTS", "RECONNECT_BACKOFF_S", "EventLog", "EventSink", "Faults"]
+
+RECONNECT_ATTEMPTS = 3
+"""Reconnection attempts of an instrument that stopped answering (the first on its live link)."""
+
+RECONNECT_BACKOFF_S = 0.2
+"""Wait before the second reconnection attempt, s; doubled for each further one."""
 
 _log = logging.getLogger("hwloop.instruments.real_board")
 
@@ -68,7 +83,11 @@ class EventLog:
         try:
             self._sink(kind, message)
         except Exception as exc:  # the log must never stop the board going safe
-            _log.warning("event sink failed (%s): %s %s", exc, kind, message)
+            self._sink = None  # warned once; later events stay in the history and the log
+            _log.warning(
+                "event sink failed (%s); events are no longer recorded there: %s %s",
+                " ".join(str(exc).split()), kind, message,
+            )
 
     def event(self, kind: str, message: str) -> None:
         """Record an event (whitespace folded to one line); a fault flushes the wire log."""
@@ -93,9 +112,9 @@ class EventLog:
             self._deliver("info", f"wire: {text}")
 
 
-def one_line(exc: BaseException, limit: int = 160) -> str:
-    """The exception's message on one line, at most ``limit`` characters."""
-    return " ".join(str(exc).split())[:limit]
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (never cut)."""
+    return " ".join(str(exc).split())
 
 
 class Faults:
@@ -120,6 +139,7 @@ class Faults:
         """The last "safe state NOT confirmed ..." report."""
         self.safe_confirmed = False
         """True when every instrument confirmed its safe state and nothing was driven since."""
+        self._given_up: set[str] = set()
 
     @contextlib.contextmanager
     def guard(self, what: str) -> Iterator[None]:
@@ -162,7 +182,7 @@ class Faults:
         """Record a fault and put every instrument in its safe state."""
         self.faulted = True
         text = " ".join(str(exc).split())
-        self._log.event("safety", f"{what} failed: {type(exc).__name__}: {text}"[:400])
+        self._log.event("safety", f"{what} failed: {type(exc).__name__}: {text}")
         failed = self.all_safe()
         if failed:
             self.unsafe_report = "safe state NOT confirmed for " + "; ".join(failed)
@@ -176,18 +196,59 @@ class Faults:
         order = sorted(self._inst.values(), key=lambda i: 0 if i.name in sources else 1)
         failed = []
         for inst in order:
-            if inst.dead:
-                failed.append(f"{inst.label}: not answering (its link is closed on close(); "
-                              "a board goes safe when its host disconnects)")
-                continue
-            try:
-                self.call(inst, inst.opened.device.safe_state)
-                self.confirm(inst)
-            except Exception as exc:
-                failed.append(f"{inst.label}: {one_line(exc)}")
+            why = self._make_safe(inst)
+            if why:
+                failed.append(f"{inst.label}: {why}")
         self._after_safe()
         self.safe_confirmed = not failed
         return failed
+
+    def _safe(self, inst: BoardInstrument) -> None:
+        self.call(inst, inst.opened.device.safe_state)
+        self.confirm(inst)
+
+    def _make_safe(self, inst: BoardInstrument) -> str:
+        """Command and confirm one instrument's safe state, reconnecting it if needed.
+
+        Returns:
+            ``""`` when confirmed, else why not (one line).
+        """
+        last = "not answering"
+        if not inst.dead:
+            try:
+                self._safe(inst)
+                return ""
+            except Exception as exc:
+                last = one_line(exc)
+        reconnect = inst.opened.reconnect
+        if reconnect is None or inst.name in self._given_up:
+            return (f"{last} (its link is closed on close(); a board goes safe when its host "
+                    "disconnects)")
+        for attempt in range(1, RECONNECT_ATTEMPTS + 1):
+            if attempt > 1:
+                time.sleep(RECONNECT_BACKOFF_S * 2 ** (attempt - 2))
+            fresh = attempt > 1
+            self._log.event("retry", f"{inst.label}: reconnecting on a "
+                            f"{'fresh' if fresh else 'live'} connection (attempt {attempt} of "
+                            f"{RECONNECT_ATTEMPTS}) to command its safe state")
+            try:
+                reconnect(fresh)
+            except Exception as exc:
+                last = one_line(exc)
+                continue
+            inst.dead = False
+            try:
+                self._safe(inst)
+            except Exception as exc:
+                last = one_line(exc)
+                continue
+            self._log.event("safety", f"{inst.label}: reconnected (attempt {attempt}) and "
+                            "confirmed its safe state")
+            return ""
+        inst.dead = True
+        self._given_up.add(inst.name)
+        return (f"not answering after {RECONNECT_ATTEMPTS} reconnection attempts (last: {last}); "
+                "its link is closed on close()")
 
     def close_all(self) -> None:
         """Release every instrument (a dead one without talking to it); warn on failures."""

@@ -222,6 +222,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
         roles=RoleDrivers(meter=d),
         channel_counts={"meter": len(nums)},
         hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
         confirm=opc,
         v_read_range_v=float("inf") if d.range_v is None else float(d.range_v),
     )

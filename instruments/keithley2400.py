@@ -331,6 +331,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
         roles=RoleDrivers(inputs=d, nudges=d, biases=d, meter=d),
         channel_counts={"inputs": 1, "nudges": 1, "biases": 1, "meter": 1},
         hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
         confirm=lambda: _opc(d),
     )
 
@@ -344,6 +345,7 @@ def _open_pulser(ctx: OpenContext, window: PulseWindow) -> OpenedInstrument:
         roles=RoleDrivers(),
         channel_counts={},
         hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
         confirm=lambda: _opc(d),
         pulser=d,
     )

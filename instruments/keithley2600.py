@@ -371,19 +371,36 @@ class Keithley2600:
             samples[:, j] = arr[:, 0]
             if j == 0:
                 stamps = t0 + (arr[:, 1] - arr[0, 1])
-        comp = self.transport.query(
-            f"print({', '.join(f'{ch}.source.compliance' for ch in names)})",
-            parse=lambda t: [parse_bool(x) for x in t.strip().split("\t")],
-            idempotent=True,
-        )
-        if len(comp) != k:
-            raise InstrumentError(f"{self.name}: compliance reply has {len(comp)} values, not {k}")
+        comp = self._compliance(names)
         samples, bad = overflow_to_nan(samples)
         flags[bad] |= np.uint8(SampleFlag.OVERRANGE)
         for j, c in enumerate(comp):
             if c:
                 flags[:, j] |= np.uint8(SampleFlag.COMPLIANCE)
         return samples, flags, stamps
+
+    def source_compliance(self, channels: NDArray[np.integer]) -> NDArray[np.bool_]:
+        """``(k,)`` ``smuX.source.compliance`` of each channel (True: at its limit).
+
+        A SourceComplianceRole: queried when another instrument reads the nodes.
+        """
+        idx = check_channels(self.name, channels, len(self.channels))
+        if not idx:
+            return np.zeros(0, dtype=bool)
+        return np.asarray(self._compliance([self.channels[c] for c in idx]), dtype=bool)
+
+    def _compliance(self, names: Sequence[str]) -> list[bool]:
+        """``print(smuX.source.compliance, ...)``: one bool per channel name."""
+        comp: list[bool] = self.transport.query(
+            f"print({', '.join(f'{ch}.source.compliance' for ch in names)})",
+            parse=lambda t: [parse_bool(x) for x in t.strip().split("\t")],
+            idempotent=True,
+        )
+        if len(comp) != len(names):
+            raise InstrumentError(
+                f"{self.name}: compliance reply has {len(comp)} values, not {len(names)}"
+            )
+        return comp
 
     # ------------------------------------------------------------------ one channel
     def channel(self, index: int, **kwargs: float) -> Keithley2600Channel:
@@ -518,6 +535,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
         roles=RoleDrivers(inputs=d, nudges=d, biases=d, meter=d),
         channel_counts={"inputs": n, "nudges": n, "biases": n, "meter": n},
         hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
         confirm=d.check_errors,  # TSP executes in order; also raises a queued error
         configure=configure,
     )
@@ -542,6 +560,7 @@ def _open_pulser(ctx: OpenContext, window: PulseWindow) -> OpenedInstrument:
         roles=RoleDrivers(),
         channel_counts={},
         hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
         confirm=d.check_errors,
         configure=lambda lim: d.configure(current_limit_a=lim.compliance_a),
         pulser=pulser,

@@ -391,6 +391,13 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     def configure(limits: SafetyLimits) -> None:
         smu.configure(limits)
 
+    def reconnect(fresh: bool) -> None:
+        try:
+            tm.reconnect(fresh)
+        finally:
+            if smu.reconnect is not None:
+                smu.reconnect(fresh)
+
     def hard_close() -> None:
         try:
             tm.close()
@@ -403,6 +410,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
         roles=RoleDrivers(crosspoints=cross),
         channel_counts={"crosspoints": len(cross.routes)},
         hard_close=hard_close,
+        reconnect=reconnect,
         confirm=confirm,
         configure=configure,
     )

@@ -161,6 +161,10 @@ class OpenedInstrument:
         v_read_range_v: the meter's range, V (``inf``: unknown or not a meter).
         pulser: the pulsing SMU, when opened for a switch matrix
             (:meth:`InstrumentKind.open_pulser`).
+        reconnect: ``reconnect(fresh)``: recover a link that stopped answering, on the
+            live connection (device clear / resynchronisation) or, ``fresh``, a newly
+            opened one, checking that the same instrument answers; raises when it
+            does not (``None``: the kind cannot).
     """
 
     identity: str
@@ -173,6 +177,7 @@ class OpenedInstrument:
     read_levels: Callable[[], SourceLevels] | None = None
     v_read_range_v: float = math.inf
     pulser: PulsingSmu | None = None
+    reconnect: Callable[[bool], None] | None = None
 
 
 class OpenContext(Protocol):

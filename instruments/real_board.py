@@ -71,7 +71,7 @@ from instruments.board_open import (
     configure,
     go_safe_on_connect,
 )
-from instruments.roles import BulkCrosspointRole, ComplianceTripError
+from instruments.roles import BulkCrosspointRole, ComplianceTripError, SourceComplianceRole
 
 __all__ = ["EventSink", "RealBoard", "make_real_board"]
 
@@ -80,6 +80,8 @@ IntArray = NDArray[np.int64]
 
 _COMPLIANCE = np.uint8(SampleFlag.COMPLIANCE)
 _SOURCE_ROLES = ("inputs", "nudges", "biases")
+_SET_ATTEMPTS = 3
+"""Sends of a source setting whose reply was lost and whose read-back shows it not applied."""
 
 
 # --------------------------------------------------------------------------- the board
@@ -169,6 +171,7 @@ class RealBoard:
         self._free_pos[self._free] = np.arange(len(self._free))
         self._in_pos = np.full(self._desc.n_nodes, -1, dtype=np.int64)
         self._in_pos[self._desc.input_nodes] = np.arange(len(self._desc.input_nodes))
+        self._compliance_watch = self._sources_to_watch()
         self._faults.safe_confirmed = True
 
     # ------------------------------------------------------------------ events and faults
@@ -342,21 +345,29 @@ class RealBoard:
         inst = self._inst[name]
         ch = getattr(bf.wiring, role)
         self._faults.safe_confirmed = False
-        try:
-            self._set_levels(inst, role, ch, setpoints)
-        except ComplianceTripError as exc:
-            self._on = dict.fromkeys(_SOURCE_ROLES)  # the board went to its safe state
-            self._trip(f"{inst.label}: {exc}")
-            raise _RetryExampleError from None
-        except UnconfirmedCommandError as exc:
-            read_levels = inst.opened.read_levels
-            if read_levels is None or not exc.resynchronised:
-                raise
-            have = self._faults.call(inst, read_levels).levels[role]
-            if not np.array_equal(have[ch], setpoints):
-                raise
-            self._event("warning", f"{inst.label}: {exc.command.name} was not confirmed, but "
-                        "GET_STATE shows it applied; continuing")
+        for attempt in range(1, _SET_ATTEMPTS + 1):
+            try:
+                self._set_levels(inst, role, ch, setpoints)
+                break
+            except ComplianceTripError as exc:
+                self._on = dict.fromkeys(_SOURCE_ROLES)  # the board went to its safe state
+                self._trip(f"{inst.label}: {exc}")
+                raise _RetryExampleError from None
+            except UnconfirmedCommandError as exc:
+                # a lost, BUSY or silent reply: read the levels back and reconcile
+                read_levels = inst.opened.read_levels
+                if read_levels is None or not exc.resynchronised:
+                    raise
+                have = self._faults.call(inst, read_levels).levels[role]
+                if np.array_equal(have[ch], setpoints):
+                    self._event("warning", f"{inst.label}: {exc.command.name} was not "
+                                "confirmed, but GET_STATE shows it applied; continuing")
+                    break
+                if attempt == _SET_ATTEMPTS:
+                    raise
+                self._event("retry", f"{inst.label}: {exc.command.name} was not confirmed and "
+                            "GET_STATE shows it not applied; sending it again (attempt "
+                            f"{attempt + 1} of {_SET_ATTEMPTS})")
         self._on[role] = levels.copy()
         return inst
 
@@ -444,8 +455,10 @@ class RealBoard:
                     assert meter is not None
                     raw, fl, ts = self._faults.call(meter_inst, meter.read_voltages, channels, n)
                     v = gain * np.asarray(raw, dtype=np.float64) + offset
-                    self._check_readings(v, np.asarray(fl, dtype=np.uint8), idx[metered],
-                                         channels, b)
+                    fl = np.asarray(fl, dtype=np.uint8)
+                    if self._sources_in_compliance():
+                        fl = fl | _COMPLIANCE  # the readings were taken with a source limited
+                    self._check_readings(v, fl, idx[metered], channels, b)
                     samples[:, b, metered] = v
                     flags[:, b, metered] = fl
                     rel = np.asarray(ts, dtype=np.float64) - float(ts[0])
@@ -459,6 +472,32 @@ class RealBoard:
                 self._last_stamp = float(stamps[-1, b])
             self._settle_pending = False
         return NodeReading(samples_v=samples, timestamps_s=stamps, flags=flags, nodes=idx)
+
+    def _sources_to_watch(self) -> list[tuple[BoardInstrument, SourceComplianceRole, IntArray]]:
+        """Sources whose compliance the meter does not see: on another instrument."""
+        bf = self._bf
+        chans: dict[str, list[IntArray]] = {}
+        drivers: dict[str, SourceComplianceRole] = {}
+        for role in _SOURCE_ROLES:
+            name = getattr(bf.roles, role)
+            drv = None if name is None else getattr(self._inst[name].roles, role)
+            if name != bf.roles.meter and isinstance(drv, SourceComplianceRole):
+                assert name is not None
+                drivers.setdefault(name, drv)
+                chans.setdefault(name, []).append(getattr(bf.wiring, role))
+        return [(self._inst[n], drivers[n], np.unique(np.concatenate(chans[n])))
+                for n in drivers]
+
+    def _sources_in_compliance(self) -> bool:
+        """Query the sources the meter does not see; report those in compliance."""
+        found = False
+        for inst, drv, ch in self._compliance_watch:
+            comp = np.asarray(self._faults.call(inst, drv.source_compliance, ch), dtype=bool)
+            if comp.any():
+                found = True
+                self._event("safety", f"{inst.label}: source channel(s) "
+                            f"{ch[comp].tolist()} in compliance during the reading")
+        return found
 
     def _check_readings(self, v: FloatArray, fl: NDArray[np.uint8], nodes: IntArray,
                         channels: IntArray, b: int) -> None:

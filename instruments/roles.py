@@ -108,6 +108,19 @@ class CrosspointRole(Protocol):
         ...
 
 
+@runtime_checkable
+class SourceComplianceRole(Protocol):
+    """A source whose compliance state can be read without a measurement (a capability).
+
+    RealBoard queries it after each reading when another instrument is the meter, so
+    a source held at its compliance limit is not missed.
+    """
+
+    def source_compliance(self, channels: IntArray) -> NDArray[np.bool_]:
+        """``(k,)`` True where the channel's source is in compliance now."""
+        ...
+
+
 class PulseOutcome(Protocol):
     """What a bulk pulse call did, crosspoint by crosspoint (request order)."""
 

@@ -73,7 +73,12 @@ from instruments.roles import (
     MeterRole,
     VoltageSourceRole,
 )
-from instruments.transport import ExchangeRecord, RetryPolicy, SerialTransport
+from instruments.transport import (
+    ExchangeRecord,
+    RetryPolicy,
+    SerialTransport,
+    UnconfirmedCommandError,
+)
 
 __all__ = [
     "KIND",
@@ -237,6 +242,20 @@ class SerialBoardDriver:
         """Every source to 0 and off (SAFE_STATE; idempotent, retried like a read)."""
         self._t.exchange(SafeState(), Ack)
 
+    def reconnect(self, fresh: bool) -> None:
+        """Re-establish the link: IDENTIFY on the live connection, or (``fresh``) a new one.
+
+        Raises:
+            TransportError: the board does not answer (or the port cannot be reopened).
+            ConfigError: another board answered.
+        """
+        info = self._t.reconnect(fresh)
+        if info.serial_number != self.info.serial_number:
+            raise ConfigError(
+                f"after reconnecting, board s/n {info.serial_number} answered at "
+                f"{self._t.url}, not s/n {self.info.serial_number}; check the cable"
+            )
+
     def close(self) -> None:
         """Go to the safe state and close the port. Idempotent.
 
@@ -309,6 +328,14 @@ class SerialBoardDriver:
                 raise ComplianceTripError(
                     f"{request.COMMAND.name}: the board tripped its compliance and went to its "
                     f"safe state ({e.board_message}); check the wiring and the levels"
+                ) from e
+            if e.error_code == ErrorCode.BUSY:  # not applied; reconciled like a lost reply
+                raise UnconfirmedCommandError(
+                    f"{request.COMMAND.name} (seq {e.seq}) was answered BUSY; re-read the state "
+                    "(GET_STATE) and reconcile",
+                    request.COMMAND,
+                    e.seq,
+                    True,
                 ) from e
             raise
 
@@ -656,8 +683,9 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
             "meter": i.n_adc_channels,
             "crosspoints": i.n_crosspoints,
         },
-        hard_close=d.transport.close,
+        hard_close=lambda: d.transport.close(),
         read_levels=read_levels,
+        reconnect=d.reconnect,
         v_read_range_v=float(i.adc_range_v),
     )
 
