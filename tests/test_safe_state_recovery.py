@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hwloop.board_protocol import FRAME_OVERHEAD, Command, ReadConductance
-from hwloop.errors import LimitError
+from hwloop.errors import HwloopError, LimitError
 from instruments.board_faults import RECONNECT_ATTEMPTS
 from instruments.transport import BoardTimeoutError, TransportError
 from instruments.visa_transport import InstrumentTimeoutError
@@ -202,4 +202,23 @@ def test_scpi_source_compliance_is_seen_when_a_separate_meter_reads_the_nodes() 
         assert bench.is_safe
     finally:
         bench.faults("smu").compliance = set()
+        board.close()
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["lost-replies", "late-reply"])
+def test_scpi_matrix_link_fault_mid_route_ends_with_every_relay_open(slow: bool) -> None:
+    board, bench = open_scpi(6, ARCH, text=_fast_scpi_text())
+    try:
+        board.read_conductances(np.array([0, 1]))
+        f = bench.faults("matrix")
+        if slow:
+            f.slow_replies, f.slow_delay_s = 1, 1.5  # later than the 0.5 s timeout
+        else:
+            f.drop_replies = 2
+        with pytest.raises(HwloopError):
+            board.read_conductances(np.arange(8))
+        assert bench.closed_crosspoints() == ()
+        assert bench.is_safe
+        assert "reconnected (attempt" in events(board), events(board)
+    finally:
         board.close()
