@@ -386,6 +386,7 @@ def _describe_kind(kind: str, unit: str) -> str:
         "strlist": "a list of strings",
         "intlist": "a list of integers",
         "routes": '"sequential" or a list of lists of crosspoint names',
+        "table": "a table of names to strings, numbers or booleans",
     }.get(kind, kind)
     return f"{text} ({unit})" if unit else text
 
@@ -431,6 +432,12 @@ def _check_value(r: _Reader, where: str, v: Any, kind: str, unit: str = "") -> A
         ):
             raise bad()
         return tuple(tuple(x) for x in v)
+    if kind == "table":
+        if not isinstance(v, dict) or not all(
+            isinstance(k, str) and isinstance(x, str | int | float | bool) for k, x in v.items()
+        ):
+            raise bad()
+        return types.MappingProxyType(dict(v))
     raise AssertionError(kind)  # pragma: no cover
 
 

@@ -231,6 +231,11 @@ def check_wiring(bf: BoardFile, instruments: Mapping[str, BoardInstrument]) -> N
         if name is None:
             continue
         inst = instruments[name]
+        if getattr(inst.roles, role) is None:
+            raise ConfigError(
+                f"board file {bf.path}: [roles] {role} = {name!r}, but {inst.label} offers no "
+                f"{role} driver as opened; declare it in its options or pick another instrument"
+            )
         ch = getattr(bf.wiring, role)
         n = inst.opened.channel_counts.get(role)
         if n is not None and ch.size and int(ch.max()) >= n:

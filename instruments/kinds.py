@@ -75,7 +75,7 @@ ROLE_PROTOCOLS: Mapping[str, type] = {
 }
 """The protocol an instrument must offer to play each board role."""
 
-OptionType = Literal["number", "int", "str", "bool", "strlist", "intlist", "routes"]
+OptionType = Literal["number", "int", "str", "bool", "strlist", "intlist", "routes", "table"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ class KindOption:
 
     Attributes:
         name: the key.
-        type: ``number``, ``int``, ``str``, ``bool``, ``strlist``, ``intlist`` or ``routes``.
+        type: ``number``, ``int``, ``str``, ``bool``, ``strlist``, ``intlist``, ``routes``
+            or ``table`` (names to strings, numbers or booleans).
         unit: SI unit of a number (``""`` for none).
         default: value used when the key is absent (``None``: derived, as ``help`` says).
         help: one line.
