@@ -30,7 +30,11 @@ Actions are one line each, on a channel object (``channels[i]``, an attribute pa
 of the instrument; ``""`` is the instrument itself) or, for ``identity``,
 ``confirm`` and ``close``, on the instrument: an assignment ``path = X``, a call
 ``path(X, ...)`` or, for a reading, a plain ``path``. ``X`` is a Python literal or
-the name ``value`` (the level to set, V or A). Actions are parsed, never evaluated
+the name ``value`` (the level to set, V or A); inside a string literal ``{value}``
+and ``{channel}`` are replaced by the level and the channel's name, so a driver's raw
+``write`` can address any channel: with ``channel_objects = false`` the channels are
+names only and every action runs on the instrument, e.g.
+``write('{channel}.source.levelv = {value}')``. Actions are parsed, never evaluated
 as code: only attribute access, assignment and calls with literal arguments run.
 Levels beyond ``v_max_v`` / ``i_max_a`` are refused before anything is sent (many
 drivers silently truncate out-of-range values; hwloop never clips).
@@ -116,15 +120,27 @@ class Action:
             return cls(text, _path(node.value, text, where), "get")
         raise _bad(text, where)
 
-    def run(self, target: object, value: float | None = None) -> Any:
-        """Perform the action on ``target`` (``value``: the level, for ``value`` arguments)."""
+    def run(self, target: object, value: float | None = None, channel: str = "") -> Any:
+        """Perform the action on ``target``.
+
+        Args:
+            target: the object the path starts from.
+            value: the level, for ``value`` arguments and ``{value}`` in strings.
+            channel: the channel's name, for ``{channel}`` in strings.
+        """
         obj = target
         for name in self.path[:-1]:
             obj = getattr(obj, name)
         last = self.path[-1]
 
         def arg(x: object) -> object:
-            return value if x is _VALUE else x
+            if x is _VALUE:
+                return value
+            if isinstance(x, str):
+                if "{value}" in x:
+                    x = x.replace("{value}", "nil" if value is None else format(value, ".12g"))
+                return x.replace("{channel}", channel)
+            return x
 
         if self.op == "set":
             setattr(obj, last, arg(self.args[0]))
@@ -215,11 +231,12 @@ class AdaptedInstrument:
 
     def __init__(self, name: str, device: object, channels: Sequence[str],
                  actions: Mapping[str, tuple[Action, ...]], *, v_max_v: float = math.inf,
-                 i_max_a: float = math.inf, output_on: object = _NOTHING) -> None:
+                 i_max_a: float = math.inf, output_on: object = _NOTHING,
+                 channel_objects: bool = True) -> None:
         self.name = name
         self.device = device
         self._paths = tuple(channels)
-        self._targets = [self._resolve(p) for p in self._paths]
+        self._targets = [self._resolve(p) if channel_objects else device for p in self._paths]
         self._a = actions
         self.v_max_v = v_max_v
         self.i_max_a = i_max_a
@@ -247,11 +264,13 @@ class AdaptedInstrument:
         """Channels declared."""
         return len(self._targets)
 
-    def _run(self, key: str, target: object, value: float | None = None) -> Any:
+    def _run(self, key: str, target: object, value: float | None = None,
+             channel: int | None = None) -> Any:
         out = None
+        name = "" if channel is None else self._paths[channel]
         for act in self._a.get(key, ()):
             try:
-                out = act.run(target, value)
+                out = act.run(target, value, name)
             except HwloopError:
                 raise
             except Exception as exc:  # the lab's driver raises its own types
@@ -279,9 +298,9 @@ class AdaptedInstrument:
     def safe_state(self) -> None:
         """Every channel's ``safe_state`` actions (all attempted; the first error raised)."""
         first: BaseException | None = None
-        for t in self._targets:
+        for c, t in enumerate(self._targets):
             try:
-                self._run("safe_state", t)
+                self._run("safe_state", t, channel=c)
             except HwloopError as exc:
                 first = first or exc
         if first is not None:
@@ -291,7 +310,8 @@ class AdaptedInstrument:
         """True when a channel's ``output_state`` equals ``output_on`` (undeclared: True)."""
         if not self.has("output_state") or self._output_on is _NOTHING:
             return True
-        return any(self._run("output_state", t) == self._output_on for t in self._targets)
+        return any(_same(self._run("output_state", t, channel=c), self._output_on)
+                   for c, t in enumerate(self._targets))
 
     def confirm(self) -> None:
         """The ``confirm`` actions: a round trip answered after the earlier writes."""
@@ -319,7 +339,7 @@ class AdaptedInstrument:
             raise LimitError(f"{self.name}: level {peak:.6g} {unit} exceeds the adapter's "
                              f"limit {limit:.6g} {unit}; nothing was sent")
         for c, x in zip(idx, lv, strict=True):
-            self._run(key, self._targets[c], float(x))
+            self._run(key, self._targets[c], float(x), channel=c)
 
     def set_voltages(self, channels: NDArray[np.integer], volts: FloatArray) -> None:
         """Run ``set_voltage`` on each channel with its level, V (checked first)."""
@@ -346,7 +366,7 @@ class AdaptedInstrument:
         for s in range(n):
             stamps[s] = time.monotonic()
             for j, c in enumerate(idx):
-                raw = self._run("read_voltage", self._targets[c])
+                raw = self._run("read_voltage", self._targets[c], channel=c)
                 try:
                     samples[s, j] = float(raw)
                 except (TypeError, ValueError):
@@ -356,6 +376,14 @@ class AdaptedInstrument:
         samples[bad] = np.nan
         flags = np.where(bad, np.uint8(SampleFlag.OVERRANGE), np.uint8(0)).astype(np.uint8)
         return samples, flags, stamps
+
+
+def _same(reading: object, on: object) -> bool:
+    """``reading == on``, as numbers when both read as numbers (``"1.00000e+00"`` is 1)."""
+    try:
+        return float(str(reading)) == float(str(on))
+    except ValueError:
+        return str(reading).strip() == str(on)
 
 
 _ACTION_KEYS = ("identity", "set_voltage", "set_current", "read_voltage", "safe_state",
@@ -390,6 +418,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
             ctx.label, device, tuple(ctx.option("channels")), actions,
             v_max_v=float(ctx.option("v_max_v")), i_max_a=float(ctx.option("i_max_a")),
             output_on=_NOTHING if on is None else on,
+            channel_objects=bool(ctx.option("channel_objects")),
         )
         ident = inst.identity()
     except BaseException:
@@ -432,6 +461,8 @@ KIND = InstrumentKind(
                    "keyword that takes the address (default: the first positional argument)"),
         KindOption("channels", "strlist", "", ("",),
                    'attribute path of each channel ("": the instrument itself)'),
+        KindOption("channel_objects", "bool", "", True,
+                   "channels are attributes of the instrument (false: names for {channel})"),
         KindOption("identity", "str", "", None, "reading that identifies the instrument"),
         KindOption("set_voltage", "strlist", "", None, "actions setting a channel's voltage"),
         KindOption("set_current", "strlist", "", None, "actions setting a channel's current"),

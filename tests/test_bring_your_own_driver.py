@@ -9,13 +9,23 @@ drivers of the same instrument must produce the same node voltages.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
+from hwloop.cli import main
 from hwloop.device import CurrentNudge
 from hwloop.errors import ConfigError, LimitError
+from hwloop.sessionlog import open_session
 from instruments.adapted import Action
 from instruments.board_file import parse_board_file
+from simulated_device.bench_network import BenchNetwork
+from simulated_device.virtual_scpi import VirtualScpiBench
 from tests.board_helpers import open_scpi
 
 pytest.importorskip("pymeasure")  # in the test extra; the adapter itself needs no PyMeasure
@@ -195,3 +205,59 @@ def test_actions_are_parsed_not_evaluated() -> None:
                 "import os"):
         with pytest.raises(ConfigError, match="is not an adapter action"):
             Action.parse(bad, "x")
+
+
+# --------------------------------------------------------------------------- the example file
+
+ROOT = Path(__file__).resolve().parents[1]
+PYMEASURE_EXAMPLE = ROOT / "examples" / "boards" / "virtual-pymeasure.toml"
+SCPI_EXAMPLE = ROOT / "examples" / "boards" / "virtual-scpi.toml"
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = int(e.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _train_on_bench(board_file: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    net = BenchNetwork({"arch": "32-8-2", "preset": "reram"}, np.random.default_rng(0))
+    bench = VirtualScpiBench(net, bias_channels=True)
+    bench.start()
+    try:
+        for name, res in bench.resources.items():
+            monkeypatch.setenv(f"HWLOOP_{name.upper()}_RESOURCE", res)
+        code, stdout, stderr = _cli([
+            "train", "--backend", "board", "--board", str(board_file), "--dataset",
+            "mnist-01-4x4", "--nudge", "current", "--input-gain", "20", "--lr", "0.03",
+            "--lr-biases", "0.03", "--epochs", "1", "--train-limit", "24", "--test-limit", "12",
+            "--seed", "0", "--quiet", "--json", "--out", str(out)])
+        assert code == 0, stderr
+        assert bench.is_safe
+    finally:
+        bench.stop()
+    return dict(json.loads(stdout.strip().splitlines()[-1]))
+
+
+def test_the_pymeasure_example_trains_as_hwloops_driver_does_and_replays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = _train_on_bench(PYMEASURE_EXAMPLE, tmp_path / "pymeasure.h5", monkeypatch)
+    ref = _train_on_bench(SCPI_EXAMPLE, tmp_path / "hwloop.h5", monkeypatch)
+    assert mine["status"] == ref["status"] == "completed"
+    # the same bench, seed and levels through two independent drivers: the same run
+    assert mine["final_test_accuracy"] == ref["final_test_accuracy"]
+    assert mine["final_train_accuracy"] == ref["final_train_accuracy"]
+    with open_session(tmp_path / "pymeasure.h5") as a, open_session(tmp_path / "hwloop.h5") as b:
+        assert b.description.info["instruments"]["smu"]["kind"] == "keithley2600"  # type: ignore[index]
+        ident = a.description.info["instruments"]["smu"]  # type: ignore[index]
+        assert ident["kind"] == "python-class" and "Model 2602B" in ident["identity"]
+        np.testing.assert_allclose(a.checkpoint(-1).arrays["conductances_s"],
+                                   b.checkpoint(-1).arrays["conductances_s"],
+                                   rtol=1e-9)
+    code, _, err = _cli(["replay", str(tmp_path / "pymeasure.h5")])
+    assert code == 0, err
