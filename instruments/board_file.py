@@ -12,7 +12,7 @@ Sections (units: SI, with the unit in each key's suffix)::
     [network]          arch ("1568-16-10"), g_min_s, g_max_s, g_scale_s (optional)
     [instruments.NAME] kind, its address (``url`` or ``resource``, as the kind says) and
                        any further address the kind needs, [instruments.NAME.options]
-                       (the kind's options: ``hwloop`` lists them per installed kind)
+                       (the kind's options: ``hwloop instruments KIND`` lists them)
     [roles]            inputs, nudges, biases (optional), meter, crosspoints = "NAME"
     [wiring]           the same keys: a list (one channel per node / edge, in board
                        order) or { first = N } (consecutive channels from N)

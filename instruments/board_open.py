@@ -148,7 +148,7 @@ class _Context:
     def visa(self, address: str, label: str) -> VisaTransport:
         return self._o.visa(self._spec, self, address, label)
 
-    def serial_callbacks(self) -> tuple[Callable[[str], None], EventFn]:
+    def callbacks(self) -> tuple[Callable[[str], None], EventFn]:
         name, o = self._spec.name, self._o
         return (
             lambda text: o.on_exchange(f"{name} {text}"),

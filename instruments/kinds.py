@@ -229,10 +229,13 @@ class OpenContext(Protocol):
         """Open a VISA connection (options ``visa_library``, ``timeout_s``, ``max_retries``)."""
         ...
 
-    def serial_callbacks(
+    def callbacks(
         self,
     ) -> tuple[Callable[[str], None], Callable[[str, str], None]]:
-        """``(on_exchange(text), on_event(kind, message))`` of the board's event log."""
+        """``(on_exchange(text), on_event(kind, message))``, prefixed with the instrument's name.
+
+        The board's event log, for a transport the kind opens itself.
+        """
         ...
 
     def open_pulser(self, kind: str, address: str, window: PulseWindow) -> OpenedInstrument:
@@ -349,7 +352,8 @@ def load_kind(name: str) -> InstrumentKind:
     if name not in eps:
         raise ConfigError(
             f"instrument kind {name!r} is not installed (installed: "
-            f"{', '.join(sorted(eps)) or 'none'})"
+            f"{', '.join(sorted(eps)) or 'none'}); install the package that provides it or "
+            "use one of those"
         )
     return _load(eps[name])
 

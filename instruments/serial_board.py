@@ -645,7 +645,7 @@ def _flag_overrange(values: FloatArray, flags: U8Array) -> tuple[FloatArray, U8A
 
 
 def _open(ctx: OpenContext) -> OpenedInstrument:
-    on_exchange_text, on_event = ctx.serial_callbacks()
+    on_exchange_text, on_event = ctx.callbacks()
 
     def on_exchange(rec: ExchangeRecord) -> None:
         on_exchange_text(

@@ -8,6 +8,7 @@ it finds any installed package). Nothing in hwloop's packages is changed.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from hwloop.cli import main
 from hwloop.device import CurrentNudge
 from hwloop.errors import ConfigError
 from instruments import roles
@@ -266,3 +268,34 @@ def test_no_instrument_kind_is_named_outside_its_own_module() -> None:
                 if re.search(rf"""["']{re.escape(name)}["']""", text):
                     hits.append(f"{path.relative_to(ROOT)}: {name}")
     assert not hits, hits
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_hwloop_instruments_lists_the_kinds_and_a_kinds_options(
+    plugin: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _cli(["instruments"], capsys)
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()}
+    assert "throwaway-rig" in rows and "serial-board" in rows
+    assert "inputs, nudges, biases, meter, crosspoints" in rows["throwaway-rig"]
+    assert "meter" in rows["daq6510"] and "inputs" not in rows["daq6510"]
+    code, out, _ = _cli(["instruments", "throwaway-rig", "--json"], capsys)
+    assert code == 0
+    d = json.loads(out)
+    assert d["address"] == ["url"]
+    assert {"name": "sense_ohm", "type": "number", "unit": "ohm", "default": 1000.0,
+            "help": "meter volts per nudge ampere"} in d["options"]
+    code, _, err = _cli(["instruments", "throwaway-rigg"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "'throwaway-rigg' is not installed" in lines[0], err
+    assert "throwaway-rig" in lines[0] and "Traceback" not in err
