@@ -137,7 +137,8 @@ def _read_cases(board: RealBoard, with_driver: bool) -> dict[str, Callable[[], A
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, size=(2, len(d.input_nodes) // 2))
     v = np.concatenate([100 * x, -100 * x], axis=1)
-    drv = board._inst["board"].driver  # the bare driver, for the layer split
+    drv = board._inst["board"].roles.meter  # the bare driver, for the layer split
+    assert drv is not None
     ch = board.board_file.wiring.meter
     board.apply_inputs(v[:1])
     flip = [0]

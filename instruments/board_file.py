@@ -10,8 +10,9 @@ Sections (units: SI, with the unit in each key's suffix)::
     [board]            name, settle_time_s, ramp_steps, ramp_step_time_s,
                        log_exchanges ("faults" | "all" | "off"), exchange_history
     [network]          arch ("1568-16-10"), g_min_s, g_max_s, g_scale_s (optional)
-    [instruments.NAME] kind, url (serial-board) or resource (VISA), smu_resource
-                       (keithley707b+smu), [instruments.NAME.options] per kind
+    [instruments.NAME] kind, its address (``url`` or ``resource``, as the kind says) and
+                       any further address the kind needs, [instruments.NAME.options]
+                       (the kind's options: ``hwloop instruments KIND`` lists them)
     [roles]            inputs, nudges, biases (optional), meter, crosspoints = "NAME"
     [wiring]           the same keys: a list (one channel per node / edge, in board
                        order) or { first = N } (consecutive channels from N)
@@ -28,6 +29,10 @@ one per output node, ``biases`` one per hidden-then-output node, ``meter`` one
 per free node (hidden, then outputs), ``crosspoints`` one per edge (layer after
 layer, row-major): the order of :func:`hwloop.layered.describe_layered`, which is
 also the emulator's, so a board and its emulator twin describe the same network.
+
+Instrument kinds come from the registry of :mod:`instruments.kinds` (entry-point
+group ``hwloop.instruments``): a kind is known when a package that declares it is
+installed, and its options and the roles it can play are checked here.
 
 Calibration: a meter channel reads ``v_node = gain * v_raw + offset_v``; a source
 channel outputs ``gain * setpoint + offset`` (so the setpoint sent is
@@ -59,10 +64,9 @@ from numpy.typing import NDArray
 from hwloop.device import SafetyLimits
 from hwloop.errors import ConfigError
 from hwloop.layered import default_g_scale_s, parse_arch
+from instruments.kinds import InstrumentKind, installed_kind_names, installed_kinds, load_kind
 
 __all__ = [
-    "KINDS",
-    "ROLE_KINDS",
     "BoardFile",
     "BoardSettings",
     "Calibration",
@@ -79,73 +83,9 @@ __all__ = [
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 
-KINDS = ("serial-board", "keithley2600", "keithley2400", "daq6510", "keithley707b+smu")
-"""Instrument kinds a board file may name."""
-
-ROLE_KINDS: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
-    {
-        "inputs": ("serial-board", "keithley2600", "keithley2400"),
-        "nudges": ("serial-board", "keithley2600", "keithley2400"),
-        "biases": ("serial-board", "keithley2600", "keithley2400"),
-        "meter": ("serial-board", "keithley2600", "keithley2400", "daq6510"),
-        "crosspoints": ("serial-board", "keithley707b+smu"),
-    }
-)
-"""Which instrument kinds can play each role."""
-
 _REQUIRED_ROLES = ("inputs", "nudges", "meter", "crosspoints")
 _ROLES = ("inputs", "nudges", "biases", "meter", "crosspoints")
-
-_VISA_OPTIONS = {"timeout_s": "number", "max_retries": "int", "visa_library": "str"}
-_KIND_OPTIONS: Mapping[str, Mapping[str, str]] = {
-    "serial-board": {
-        "baudrate": "int",
-        "timeout_s": "number",
-        "retry_attempts": "int",
-        "retry_backoff_s": "number",
-    },
-    "keithley2600": {
-        **_VISA_OPTIONS,
-        "channels": "strlist",
-        "n_channels": "int",
-        "model": "str",
-        "nplc": "number",
-        "line_frequency_hz": "number",
-        "v_max_v": "number",
-        "i_max_a": "number",
-    },
-    "keithley2400": {
-        **_VISA_OPTIONS,
-        "nplc": "number",
-        "line_frequency_hz": "number",
-        "v_max_v": "number",
-        "i_max_a": "number",
-        "pulse_width_min_s": "number",
-    },
-    "daq6510": {
-        **_VISA_OPTIONS,
-        "channels": "intlist",
-        "n_channels": "int",
-        "nplc": "number",
-        "range_v": "number",
-        "line_frequency_hz": "number",
-    },
-    "keithley707b+smu": {
-        **_VISA_OPTIONS,
-        "smu_kind": "str",
-        "smu_channel": "str",
-        "routes": "routes",
-        "n_crosspoints": "int",
-        "rows": "str",
-        "columns": "int",
-        "slots": "intlist",
-        "nplc": "number",
-        "line_frequency_hz": "number",
-        "pulse_width_min_s": "number",
-        "pulse_width_max_s": "number",
-        "max_pulses": "int",
-    },
-}
+_ADDRESS_KEYS = ("url", "resource")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -222,17 +162,26 @@ class InstrumentSpec:
 
     Attributes:
         name: the table's name (what ``[roles]`` refers to).
-        kind: one of :data:`KINDS`.
-        address: pyserial URL (serial-board) or VISA resource, after ``${VAR}`` substitution.
-        smu_address: VISA resource of the pulsing SMU (keithley707b+smu only).
-        options: kind-specific options (checked against the kind's known keys).
+        kind: an installed instrument kind (:mod:`instruments.kinds`).
+        address: the kind's address (pyserial URL or VISA resource), after ``${VAR}``
+            substitution.
+        options: the options set in the file (checked against the kind's declared ones;
+            absent ones take the kind's defaults when it is opened).
+        extra_addresses: further addresses the kind requires, by key.
     """
 
     name: str
     kind: str
     address: str
-    smu_address: str | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+    extra_addresses: Mapping[str, str] = field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+
+    @property
+    def smu_address(self) -> str | None:
+        """The ``smu_resource`` address, when the kind has one."""
+        return self.extra_addresses.get("smu_resource")
 
 
 @dataclass(frozen=True)
@@ -437,6 +386,7 @@ def _describe_kind(kind: str, unit: str) -> str:
         "strlist": "a list of strings",
         "intlist": "a list of integers",
         "routes": '"sequential" or a list of lists of crosspoint names',
+        "table": "a table of names to strings, numbers or booleans",
     }.get(kind, kind)
     return f"{text} ({unit})" if unit else text
 
@@ -482,6 +432,12 @@ def _check_value(r: _Reader, where: str, v: Any, kind: str, unit: str = "") -> A
         ):
             raise bad()
         return tuple(tuple(x) for x in v)
+    if kind == "table":
+        if not isinstance(v, dict) or not all(
+            isinstance(k, str) and isinstance(x, str | int | float | bool) for k, x in v.items()
+        ):
+            raise bad()
+        return types.MappingProxyType(dict(v))
     raise AssertionError(kind)  # pragma: no cover
 
 
@@ -616,32 +572,41 @@ def _read_instruments(top: _Reader) -> dict[str, InstrumentSpec]:
     for name in list(r.table):
         t = r.sub(name)
         assert t is not None
-        kind = t.get("kind", "str")
-        if kind not in KINDS:
-            t.fail(f"{t.where} kind = {kind!r} is not known", f"use one of {', '.join(KINDS)}")
-        addr_key = "url" if kind == "serial-board" else "resource"
-        other = "resource" if addr_key == "url" else "url"
-        if t.has(other) and not t.has(addr_key):
-            t.fail(f"{t.where} ({kind}) has {other!r}", f"name the address {addr_key!r}")
+        kind_name = t.get("kind", "str")
+        installed = installed_kind_names()
+        if kind_name not in installed:
+            t.fail(f"{t.where} kind = {kind_name!r} is not known",
+                   f"use one of {', '.join(installed)} (the installed instrument kinds)")
+        kind = load_kind(kind_name)
+        addr_key = kind.address_key
+        for other in _ADDRESS_KEYS:
+            if other != addr_key and t.has(other) and not t.has(addr_key):
+                t.fail(f"{t.where} ({kind_name}) has {other!r}", f"name the address {addr_key!r}")
         address = t.get(addr_key, "str")
-        smu = t.get("smu_resource", "str") if kind == "keithley707b+smu" else None
-        opts_r = t.sub("options", required=False)
-        options: dict[str, Any] = {}
-        if opts_r is not None:
-            known = _KIND_OPTIONS[kind]
-            for key in list(opts_r.table):
-                if key not in known:
-                    continue
-                options[key] = opts_r.get(key, known[key])
-            opts_r.done(sorted(known))
-            if "channels" in options and "n_channels" in options:
-                opts_r.fail(f"{opts_r.where} has both 'channels' and 'n_channels'",
-                            "keep one of them")
-        known_keys = ["kind", addr_key, "options"] + (["smu_resource"] if smu is not None else [])
-        t.done(known_keys)
-        out[name] = InstrumentSpec(name=name, kind=kind, address=address, smu_address=smu,
-                                   options=types.MappingProxyType(options))
+        extra = {k: t.get(k, "str") for k in kind.extra_address_keys}
+        options = _read_options(t, kind)
+        t.done(["kind", addr_key, "options", *kind.extra_address_keys])
+        out[name] = InstrumentSpec(name=name, kind=kind_name, address=address,
+                                   options=types.MappingProxyType(options),
+                                   extra_addresses=types.MappingProxyType(extra))
     return out
+
+
+def _read_options(t: _Reader, kind: InstrumentKind) -> dict[str, Any]:
+    """The ``options`` table of an instrument, checked against its kind's declaration."""
+    opts_r = t.sub("options", required=False)
+    options: dict[str, Any] = {}
+    if opts_r is None:
+        return options
+    known = {o.name: o for o in kind.options}
+    for key in list(opts_r.table):
+        if key in known:
+            options[key] = opts_r.get(key, known[key].type, unit=known[key].unit)
+    opts_r.done(sorted(known))
+    for a, b in kind.exclusive_options:
+        if a in options and b in options:
+            opts_r.fail(f"{opts_r.where} has both {a!r} and {b!r}", "keep one of them")
+    return options
 
 
 def _read_roles(top: _Reader, instruments: Mapping[str, InstrumentSpec]) -> Roles:
@@ -660,9 +625,10 @@ def _read_roles(top: _Reader, instruments: Mapping[str, InstrumentSpec]) -> Role
             r.fail(f"[roles] {role} = {name!r} names no instrument",
                    f"use one of {', '.join(instruments)} or add [instruments.{name}]")
         kind = instruments[name].kind
-        if kind not in ROLE_KINDS[role]:
+        if not load_kind(kind).plays(role):
+            able = [n for n, k in installed_kinds().items() if k.plays(role)]
             r.fail(f"[roles] {role} = {name!r} is a {kind}, which cannot play {role}",
-                   f"use an instrument of kind {' or '.join(ROLE_KINDS[role])}")
+                   f"use an instrument of kind {' or '.join(able)}")
         names[role] = name
     r.done(list(_ROLES))
     inputs, nudges, meter, cross = (names[k] for k in _REQUIRED_ROLES)
@@ -737,7 +703,7 @@ def _read_wiring(
     shared: dict[str, list[tuple[str, IntArray]]] = {}
     for role in ("inputs", "nudges", "biases"):
         name = getattr(roles, role)
-        if name is not None and instruments[name].kind in ("keithley2600", "keithley2400"):
+        if name is not None and load_kind(instruments[name].kind).shared_source_channels:
             shared.setdefault(name, []).append((role, out[role]))
     for name, parts in shared.items():
         for i, (ra, a) in enumerate(parts):

@@ -30,6 +30,17 @@ from numpy.typing import NDArray
 
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError
+from instruments.kinds import (
+    TIMING_OPTIONS,
+    VISA_OPTIONS,
+    InstrumentKind,
+    KindOption,
+    OpenContext,
+    OpenedInstrument,
+    RoleDrivers,
+    on_visa,
+)
+from instruments.roles import MeterRole
 from instruments.scpi_util import (
     check_channels,
     check_count,
@@ -183,3 +194,59 @@ class DAQ6510:
         rel = arr[:, 0, 1]
         stamps = t0 + (rel - rel[0])
         return samples, flags, stamps
+
+
+# --------------------------------------------------------------------------- the instrument kind
+
+
+def _open(ctx: OpenContext) -> OpenedInstrument:
+    if ctx.has_option("channels"):
+        nums = tuple(ctx.option("channels"))
+    else:
+        n = int(ctx.option("n_channels") or 0) or ctx.used_channels(("meter",))
+        nums = VOLTAGE_CARD_CHANNELS[: max(n, 1)]
+    d = on_visa(ctx, lambda t: DAQ6510(
+        t,
+        nums,
+        nplc=float(ctx.option("nplc")),
+        range_v=ctx.option("range_v"),
+        line_frequency_hz=float(ctx.option("line_frequency_hz")),
+    ))
+
+    def opc() -> None:
+        d.transport.query("*OPC?", parse=parse_float, idempotent=True)
+
+    return OpenedInstrument(
+        identity=d.identity(),
+        device=d,
+        roles=RoleDrivers(meter=d),
+        channel_counts={"meter": len(nums)},
+        hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
+        confirm=opc,
+        v_read_range_v=float("inf") if d.range_v is None else float(d.range_v),
+    )
+
+
+KIND = InstrumentKind(
+    name="daq6510",
+    help="a Keithley DAQ6510 scanning its voltage channels as the node meter",
+    roles=(MeterRole,),
+    options=(
+        *VISA_OPTIONS,
+        *TIMING_OPTIONS,
+        KindOption("channels", "intlist", "", None,
+                   "scan channel of each meter channel (default: 101, 102, ...)"),
+        KindOption("n_channels", "int", "", None,
+                   "number of scan channels (default: what the wiring uses)"),
+        KindOption("range_v", "number", "V", 10.0, "fixed DCV range"),
+    ),
+    open=_open,
+    exclusive_options=(("channels", "n_channels"),),
+)
+"""The ``daq6510`` instrument kind (entry point ``hwloop.instruments``)."""
+
+
+def instrument_kind() -> InstrumentKind:
+    """Entry point of the ``daq6510`` kind (group ``hwloop.instruments``)."""
+    return KIND

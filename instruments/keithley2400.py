@@ -35,6 +35,18 @@ from numpy.typing import NDArray
 
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError
+from instruments.kinds import (
+    TIMING_OPTIONS,
+    VISA_OPTIONS,
+    InstrumentKind,
+    KindOption,
+    OpenContext,
+    OpenedInstrument,
+    PulseWindow,
+    RoleDrivers,
+    on_visa,
+)
+from instruments.roles import CurrentSourceRole, MeterRole, VoltageSourceRole
 from instruments.scpi_util import (
     check_channels,
     check_count,
@@ -294,3 +306,69 @@ class Keithley2400:
         finally:
             self.transport.write(":SOUR:CLE:AUTO OFF;:SOUR:VOLT:LEV 0")
         return i if abs(i) < 9.9e37 else float("nan")
+
+
+# --------------------------------------------------------------------------- the instrument kind
+
+
+def _opc(d: Keithley2400) -> None:
+    """``*OPC?``: answered only after the earlier writes executed."""
+    d.transport.query("*OPC?", parse=parse_float, idempotent=True)
+
+
+def _open(ctx: OpenContext) -> OpenedInstrument:
+    d = on_visa(ctx, lambda t: Keithley2400(
+        t,
+        v_max_v=float(ctx.option("v_max_v")),
+        i_max_a=float(ctx.option("i_max_a")),
+        nplc=float(ctx.option("nplc")),
+        line_frequency_hz=float(ctx.option("line_frequency_hz")),
+        pulse_width_min_s=float(ctx.option("pulse_width_min_s")),
+    ))
+    return OpenedInstrument(
+        identity=d.identity(),
+        device=d,
+        roles=RoleDrivers(inputs=d, nudges=d, biases=d, meter=d),
+        channel_counts={"inputs": 1, "nudges": 1, "biases": 1, "meter": 1},
+        hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
+        confirm=lambda: _opc(d),
+    )
+
+
+def _open_pulser(ctx: OpenContext, window: PulseWindow) -> OpenedInstrument:
+    d = on_visa(ctx, lambda t: Keithley2400(t, nplc=float(ctx.option("nplc")),
+                                            pulse_width_min_s=window.width_min_s))
+    return OpenedInstrument(
+        identity=d.identity(),
+        device=d,
+        roles=RoleDrivers(),
+        channel_counts={},
+        hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
+        confirm=lambda: _opc(d),
+        pulser=d,
+    )
+
+
+KIND = InstrumentKind(
+    name="keithley2400",
+    help="a Keithley 2400 SMU (SCPI): one voltage or current source and voltmeter",
+    roles=(VoltageSourceRole, CurrentSourceRole, MeterRole),
+    options=(
+        *VISA_OPTIONS,
+        *TIMING_OPTIONS,
+        KindOption("v_max_v", "number", "V", V_MAX_V, "stricter |voltage| limit"),
+        KindOption("i_max_a", "number", "A", I_MAX_A, "stricter |current| limit"),
+        KindOption("pulse_width_min_s", "number", "s", 1e-3, "shortest pulse accepted"),
+    ),
+    open=_open,
+    shared_source_channels=True,
+    open_pulser=_open_pulser,
+)
+"""The ``keithley2400`` instrument kind (entry point ``hwloop.instruments``)."""
+
+
+def instrument_kind() -> InstrumentKind:
+    """Entry point of the ``keithley2400`` kind (group ``hwloop.instruments``)."""
+    return KIND

@@ -33,8 +33,20 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import SampleFlag
+from hwloop.device import SafetyLimits, SampleFlag
 from hwloop.errors import ConfigError
+from instruments.kinds import (
+    TIMING_OPTIONS,
+    VISA_OPTIONS,
+    InstrumentKind,
+    KindOption,
+    OpenContext,
+    OpenedInstrument,
+    PulseWindow,
+    RoleDrivers,
+    on_visa,
+)
+from instruments.roles import CurrentSourceRole, MeterRole, VoltageSourceRole
 from instruments.scpi_util import (
     check_channels,
     check_count,
@@ -359,19 +371,36 @@ class Keithley2600:
             samples[:, j] = arr[:, 0]
             if j == 0:
                 stamps = t0 + (arr[:, 1] - arr[0, 1])
-        comp = self.transport.query(
-            f"print({', '.join(f'{ch}.source.compliance' for ch in names)})",
-            parse=lambda t: [parse_bool(x) for x in t.strip().split("\t")],
-            idempotent=True,
-        )
-        if len(comp) != k:
-            raise InstrumentError(f"{self.name}: compliance reply has {len(comp)} values, not {k}")
+        comp = self._compliance(names)
         samples, bad = overflow_to_nan(samples)
         flags[bad] |= np.uint8(SampleFlag.OVERRANGE)
         for j, c in enumerate(comp):
             if c:
                 flags[:, j] |= np.uint8(SampleFlag.COMPLIANCE)
         return samples, flags, stamps
+
+    def source_compliance(self, channels: NDArray[np.integer]) -> NDArray[np.bool_]:
+        """``(k,)`` ``smuX.source.compliance`` of each channel (True: at its limit).
+
+        A SourceComplianceRole: queried when another instrument reads the nodes.
+        """
+        idx = check_channels(self.name, channels, len(self.channels))
+        if not idx:
+            return np.zeros(0, dtype=bool)
+        return np.asarray(self._compliance([self.channels[c] for c in idx]), dtype=bool)
+
+    def _compliance(self, names: Sequence[str]) -> list[bool]:
+        """``print(smuX.source.compliance, ...)``: one bool per channel name."""
+        comp: list[bool] = self.transport.query(
+            f"print({', '.join(f'{ch}.source.compliance' for ch in names)})",
+            parse=lambda t: [parse_bool(x) for x in t.strip().split("\t")],
+            idempotent=True,
+        )
+        if len(comp) != len(names):
+            raise InstrumentError(
+                f"{self.name}: compliance reply has {len(comp)} values, not {len(names)}"
+            )
+        return comp
 
     # ------------------------------------------------------------------ one channel
     def channel(self, index: int, **kwargs: float) -> Keithley2600Channel:
@@ -461,3 +490,106 @@ class Keithley2600Channel:
         self.parent.transport.write(
             f"{ch}.source.levelv = 0; {ch}.source.leveli = 0; {ch}.source.output = {ch}.OUTPUT_OFF"
         )
+
+
+# --------------------------------------------------------------------------- the instrument kind
+
+
+def tsp_link_names(n: int) -> tuple[str, ...]:
+    """``smua, smub, node[2].smua, node[2].smub, ...`` (TSP-Link order) for ``n`` channels."""
+    out = []
+    for j in range(n):
+        node, smu = j // 2 + 1, "smua" if j % 2 == 0 else "smub"
+        out.append(smu if node == 1 else f"node[{node}].{smu}")
+    return tuple(out)
+
+
+def _open(ctx: OpenContext) -> OpenedInstrument:
+    if ctx.has_option("channels"):
+        chans = tuple(ctx.option("channels"))
+    else:
+        n = int(ctx.option("n_channels") or 0) or max(
+            2, ctx.used_channels(("inputs", "nudges", "biases", "meter"))
+        )
+        chans = tsp_link_names(n)
+    d = on_visa(ctx, lambda t: Keithley2600(
+        t,
+        chans,
+        model=ctx.option("model"),
+        v_max_v=ctx.option("v_max_v"),
+        i_max_a=ctx.option("i_max_a"),
+        nplc=float(ctx.option("nplc")),
+        line_frequency_hz=float(ctx.option("line_frequency_hz")),
+    ))
+
+    def configure(lim: SafetyLimits) -> None:
+        d.configure(
+            current_limit_a=lim.compliance_a,
+            voltage_limit_v=min(d.ranges.v_max_v, lim.v_input_max_v),
+        )
+
+    n = len(chans)
+    return OpenedInstrument(
+        identity=d.identity(),
+        device=d,
+        roles=RoleDrivers(inputs=d, nudges=d, biases=d, meter=d),
+        channel_counts={"inputs": n, "nudges": n, "biases": n, "meter": n},
+        hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
+        confirm=d.check_errors,  # TSP executes in order; also raises a queued error
+        configure=configure,
+    )
+
+
+def _open_pulser(ctx: OpenContext, window: PulseWindow) -> OpenedInstrument:
+    def build(t: VisaTransport) -> Keithley2600Channel:
+        d = Keithley2600(
+            t,
+            (window.channel or "smua",),
+            nplc=float(ctx.option("nplc")),
+            line_frequency_hz=float(ctx.option("line_frequency_hz")),
+        )
+        return d.channel(0, width_min_s=window.width_min_s, width_max_s=window.width_max_s,
+                         max_count=window.max_count)
+
+    pulser = on_visa(ctx, build)
+    d = pulser.parent
+    return OpenedInstrument(
+        identity=d.identity(),
+        device=d,
+        roles=RoleDrivers(),
+        channel_counts={},
+        hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
+        confirm=d.check_errors,
+        configure=lambda lim: d.configure(current_limit_a=lim.compliance_a),
+        pulser=pulser,
+    )
+
+
+KIND = InstrumentKind(
+    name="keithley2600",
+    help="Keithley 2600B SMU channels (TSP) as voltage and current sources and meters",
+    roles=(VoltageSourceRole, CurrentSourceRole, MeterRole),
+    options=(
+        *VISA_OPTIONS,
+        *TIMING_OPTIONS,
+        KindOption("channels", "strlist", "", None,
+                   "TSP channel names in order (default: smua, smub, node[2].smua ...)"),
+        KindOption("n_channels", "int", "", None,
+                   "number of TSP-Link channels (default: what the wiring uses, at least 2)"),
+        KindOption("model", "str", "", None, "model number for the ranges (default: *IDN?)"),
+        KindOption("v_max_v", "number", "V", None, "stricter |voltage level| limit"),
+        KindOption("i_max_a", "number", "A", None, "stricter |current level| limit"),
+    ),
+    open=_open,
+    exclusive_options=(("channels", "n_channels"),),
+    shared_source_channels=True,
+    open_pulser=_open_pulser,
+)
+"""The ``keithley2600`` instrument kind (entry point ``hwloop.instruments``)."""
+
+
+def instrument_kind() -> InstrumentKind:
+    """Entry point of the ``keithley2600`` kind (group ``hwloop.instruments``)."""
+    return KIND

@@ -22,12 +22,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
+from hwloop.device import SafetyLimits
 from hwloop.errors import ConfigError
+from instruments.kinds import (
+    TIMING_OPTIONS,
+    VISA_OPTIONS,
+    InstrumentKind,
+    KindOption,
+    OpenContext,
+    OpenedInstrument,
+    PulseWindow,
+    RoleDrivers,
+)
+from instruments.roles import CrosspointRole, Instrument, PulsingSmu
 from instruments.scpi_util import check_count, check_range, parse_float
 from instruments.visa_transport import InstrumentError, InstrumentStateError, VisaTransport
 
@@ -171,27 +182,6 @@ class Keithley707B:
             self.transport.close()
 
 
-@runtime_checkable
-class PulsingSmu(Protocol):
-    """A source-measure unit that pulses and reads one device through a route.
-
-    Implemented by :class:`instruments.keithley2400.Keithley2400` and
-    :class:`instruments.keithley2600.Keithley2600Channel`.
-    """
-
-    def pulse_voltage(self, amplitude_v: float, width_s: float, count: int) -> int:
-        """Apply ``count`` pulses; returns those applied before a compliance trip."""
-        ...
-
-    def measure_current_at(self, v_read: float) -> float:
-        """Source ``v_read`` V, measure the current once (A), return to 0 V and off."""
-        ...
-
-    def safe_state(self) -> None:
-        """Output to 0 and off."""
-        ...
-
-
 class SwitchedCrosspoints:
     """A ``CrosspointRole``: a 707B routes each crosspoint (edge) to one SMU.
 
@@ -304,3 +294,157 @@ class SwitchedCrosspoints:
     def close(self) -> None:
         """Safe state (the instruments themselves are closed by their owners)."""
         self.safe_state()
+
+
+# --------------------------------------------------------------------------- the instrument kind
+
+
+def sequential_routes(n: int, rows: str, columns: int, slots: Sequence[int]) -> list[list[str]]:
+    """Crosspoint ``c`` -> one relay: slot, row, column in row-major order."""
+    per = len(rows) * columns
+    if n > per * len(slots):
+        raise ConfigError(
+            f"{n} crosspoints do not fit {len(slots)} slot(s) of {per} relays; give explicit routes"
+        )
+    out = []
+    for c in range(n):
+        s, rem = divmod(c, per)
+        r, col = divmod(rem, columns)
+        out.append([f"{slots[s]}{rows[r]}{col + 1:02d}"])
+    return out
+
+
+class MatrixWithSmu:
+    """A 707B and its pulsing SMU as one :class:`~instruments.roles.Instrument`."""
+
+    def __init__(self, matrix: Keithley707B, smu: Instrument) -> None:
+        self.matrix = matrix
+        self.smu = smu
+
+    def identity(self) -> str:
+        """Both identities, ``"MATRIX | SMU"``."""
+        return f"{self.matrix.identity()} | {self.smu.identity()}"
+
+    def safe_state(self) -> None:
+        """SMU to 0 and off, then every relay open (both attempted)."""
+        try:
+            self.smu.safe_state()
+        finally:
+            self.matrix.safe_state()
+
+    def is_energised(self) -> bool:
+        """True when a relay is closed or the SMU's output is on."""
+        return bool(self.matrix.is_energised() or self.smu.is_energised())
+
+    def close(self) -> None:
+        """Close the matrix, then the SMU (each goes safe first; both attempted)."""
+        try:
+            self.matrix.close()
+        finally:
+            self.smu.close()
+
+
+def _open(ctx: OpenContext) -> OpenedInstrument:
+    lim = ctx.limits
+    rows = str(ctx.option("rows"))
+    columns = int(ctx.option("columns"))
+    slots = tuple(ctx.option("slots"))
+    routes_opt = ctx.option("routes")
+    if routes_opt == "sequential":
+        n = int(ctx.option("n_crosspoints") or 0) or ctx.used_channels(("crosspoints",))
+        routes: Sequence[Sequence[str]] = sequential_routes(n, rows, columns, slots)
+    else:
+        routes = routes_opt
+    width_min = float(ctx.option("pulse_width_min_s"))
+    w_max, n_max = ctx.option("pulse_width_max_s"), ctx.option("max_pulses")
+    width_max = float(lim.pulse_width_max_s if w_max is None else w_max)
+    max_pulses = int(lim.max_pulses_per_call if n_max is None else n_max)
+    smu_kind = str(ctx.option("smu_kind"))
+    tm = ctx.visa(ctx.address, f"{ctx.name} matrix")
+    try:
+        matrix = Keithley707B(tm, rows=rows, columns=columns, slots=slots)
+        window = PulseWindow(str(ctx.option("smu_channel")), width_min, width_max, max_pulses)
+        smu = ctx.open_pulser(smu_kind, ctx.extra_address("smu_resource"), window)
+    except BaseException:
+        tm.close()
+        raise
+    try:
+        assert smu.pulser is not None
+        cross = SwitchedCrosspoints(
+            matrix,
+            smu.pulser,
+            routes,
+            pulse_amplitude_max_v=lim.pulse_amplitude_max_v,
+            pulse_width_range_s=(width_min, width_max),
+            max_pulses=max_pulses,
+            v_read_max_v=ctx.v_read_max_v,
+        )
+    except BaseException:
+        tm.close()
+        smu.hard_close()
+        raise
+
+    def confirm() -> None:
+        matrix.check_errors()
+        smu.confirm()
+
+    def configure(limits: SafetyLimits) -> None:
+        smu.configure(limits)
+
+    def reconnect(fresh: bool) -> None:
+        try:
+            tm.reconnect(fresh)
+        finally:
+            if smu.reconnect is not None:
+                smu.reconnect(fresh)
+
+    def hard_close() -> None:
+        try:
+            tm.close()
+        finally:
+            smu.hard_close()
+
+    return OpenedInstrument(
+        identity=f"{matrix.identity()} | {smu.identity}",
+        device=MatrixWithSmu(matrix, smu.device),
+        roles=RoleDrivers(crosspoints=cross),
+        channel_counts={"crosspoints": len(cross.routes)},
+        hard_close=hard_close,
+        reconnect=reconnect,
+        confirm=confirm,
+        configure=configure,
+    )
+
+
+KIND = InstrumentKind(
+    name="keithley707b+smu",
+    help="a Keithley 707B matrix routing each crosspoint to a pulsing SMU",
+    roles=(CrosspointRole,),
+    options=(
+        *VISA_OPTIONS,
+        *TIMING_OPTIONS,
+        KindOption("smu_kind", "str", "", "keithley2600",
+                   "instrument kind of the pulsing SMU (one that can pulse)"),
+        KindOption("smu_channel", "str", "", "smua", "the SMU channel wired to the matrix"),
+        KindOption("routes", "routes", "", "sequential",
+                   '"sequential" or, per crosspoint, the relays that route it'),
+        KindOption("n_crosspoints", "int", "", None,
+                   "crosspoints routed sequentially (default: what the wiring uses)"),
+        KindOption("rows", "str", "", "ABCDEFGH", "row letters of the cards"),
+        KindOption("columns", "int", "", 12, "columns per card"),
+        KindOption("slots", "intlist", "", (1, 2, 3, 4, 5, 6), "slots with cards"),
+        KindOption("pulse_width_min_s", "number", "s", 1e-5, "shortest pulse accepted"),
+        KindOption("pulse_width_max_s", "number", "s", None,
+                   "longest pulse accepted (default: [safety] pulse_width_max_s)"),
+        KindOption("max_pulses", "int", "", None,
+                   "most pulses per train (default: [safety] max_pulses_per_step)"),
+    ),
+    open=_open,
+    extra_address_keys=("smu_resource",),
+)
+"""The ``keithley707b+smu`` instrument kind (entry point ``hwloop.instruments``)."""
+
+
+def instrument_kind() -> InstrumentKind:
+    """Entry point of the ``keithley707b+smu`` kind (group ``hwloop.instruments``)."""
+    return KIND

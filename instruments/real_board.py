@@ -1,10 +1,14 @@
 """``RealBoard``: the Device contract on instruments, as a board file wires them.
 
-A :class:`RealBoard` is built from a board file (:mod:`instruments.board_file`):
-each instrument is opened, identified and checked (outputs found on are ramped
-down and put in the safe state before anything else), and the network's nodes
-and edges are mapped to instrument channels and crosspoints by the file's
-wiring, with its calibration applied to every level sent and every reading.
+This module's one concern is the Device methods. A :class:`RealBoard` is built from
+a board file (:mod:`instruments.board_file`); its instruments are opened through
+their kinds, identified and checked by :mod:`instruments.board_open` (outputs
+found on are ramped down and put in the safe state before anything else), and
+faults, events and the safe state of every instrument are handled by
+:mod:`instruments.board_faults`. The network's nodes and edges are mapped to
+instrument channels and crosspoints by the file's wiring, with its calibration
+applied to every level sent and every reading; instruments are driven only
+through the role protocols of :mod:`instruments.roles`.
 
 Batches are looped over inside each call (a bench has one set of sources):
 
@@ -35,13 +39,10 @@ monotonic clock, spaced as the instrument's own sample times.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
-import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,327 +64,26 @@ from hwloop.device import (
 from hwloop.errors import ConfigError, HwloopError, LimitError, UnsupportedError
 from hwloop.layered import describe_layered, parse_arch
 from hwloop.plugins import Option, backend
-from instruments.board_file import BoardFile, InstrumentSpec, load_board_file
+from instruments.board_faults import EventLog, EventSink, Faults
+from instruments.board_file import BoardFile, load_board_file
+from instruments.board_open import (
+    BoardInstrument,
+    Opener,
+    check_wiring,
+    configure,
+    go_safe_on_connect,
+)
+from instruments.roles import BulkCrosspointRole, ComplianceTripError, SourceComplianceRole
 
 __all__ = ["EventSink", "RealBoard", "make_real_board"]
-
-_log = logging.getLogger("hwloop.instruments.real_board")
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-EventSink = Callable[[str, str], None]
-"""``sink(kind, message)``; kind ``"retry"``, ``"warning"``, ``"safety"`` or ``"info"``."""
-
 _COMPLIANCE = np.uint8(SampleFlag.COMPLIANCE)
 _SOURCE_ROLES = ("inputs", "nudges", "biases")
-
-
-# --------------------------------------------------------------------------- instruments
-
-
-@dataclass
-class _Instrument:
-    """One opened instrument (or the 707B + SMU pair) and what the board uses of it."""
-
-    spec: InstrumentSpec
-    driver: Any
-    identity: str
-    closers: list[Callable[[], None]]
-    """Release the connection(s); each closer puts its instrument safe first."""
-    hard_closers: list[Callable[[], None]]
-    """Release the connection(s) without talking to the instrument (it stopped answering)."""
-    channel_counts: dict[str, int] = field(default_factory=dict)
-    """Channels available per role (for the wiring check)."""
-    v_read_range_v: float = float("inf")
-    dead: bool = False
-    """True once it stopped answering (no further exchange is attempted)."""
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def label(self) -> str:
-        return f"{self.spec.name!r} ({self.spec.kind} at {self.spec.address})"
-
-
-def _tsp_link_names(n: int) -> tuple[str, ...]:
-    """``smua, smub, node[2].smua, node[2].smub, ...`` (TSP-Link order)."""
-    out = []
-    for j in range(n):
-        node, smu = j // 2 + 1, "smua" if j % 2 == 0 else "smub"
-        out.append(smu if node == 1 else f"node[{node}].{smu}")
-    return tuple(out)
-
-
-def _sequential_routes(n: int, rows: str, columns: int, slots: Sequence[int]) -> list[list[str]]:
-    """Crosspoint ``c`` -> one relay: slot, row, column in row-major order."""
-    per = len(rows) * columns
-    if n > per * len(slots):
-        raise ConfigError(
-            f"{n} crosspoints do not fit {len(slots)} slot(s) of {per} relays; give explicit routes"
-        )
-    out = []
-    for c in range(n):
-        s, rem = divmod(c, per)
-        r, col = divmod(rem, columns)
-        out.append([f"{slots[s]}{rows[r]}{col + 1:02d}"])
-    return out
-
-
-class _Opener:
-    """Opens the instruments of a board file, with the board's callbacks attached."""
-
-    def __init__(self, board: RealBoard, bf: BoardFile) -> None:
-        self.board = board
-        self.bf = bf
-        self._rms: dict[str, Any] = {}
-
-    def _used_channels(self, name: str, roles: Sequence[str]) -> int:
-        n = 0
-        for role in roles:
-            if getattr(self.bf.roles, role) == name:
-                ch = getattr(self.bf.wiring, role)
-                if ch.size:
-                    n = max(n, int(ch.max()) + 1)
-        return n
-
-    def _visa(self, spec: InstrumentSpec, address: str, label: str) -> Any:
-        from instruments.visa_transport import VisaTransport
-
-        o = spec.options
-        lib = str(o.get("visa_library", ""))
-        if lib not in self._rms:
-            import pyvisa
-
-            try:
-                self._rms[lib] = pyvisa.ResourceManager(lib)
-            except Exception as exc:  # pyvisa raises several types for a missing backend
-                raise ConfigError(
-                    f"instrument {spec.name!r}: VISA library {lib!r} cannot be loaded ({exc}); "
-                    'install it or set options.visa_library = "@py"'
-                ) from None
-        name = spec.name
-        return VisaTransport.open(
-            address,
-            resource_manager=self._rms[lib],
-            name=label,
-            timeout_s=float(o.get("timeout_s", 2.0)),
-            max_retries=int(o.get("max_retries", 3)),
-            resync_timeout_s=min(1.0, float(o.get("timeout_s", 2.0))),
-            on_exchange=lambda d, text, t: self.board._exchange(f"{name} {d} {text!r}"),
-            on_event=lambda kind, msg: self.board._event(kind, msg),
-        )
-
-    def open(self, spec: InstrumentSpec) -> _Instrument:
-        kind = spec.kind
-        if kind == "serial-board":
-            return self._serial(spec)
-        if kind == "keithley2600":
-            return self._k2600(spec)
-        if kind == "keithley2400":
-            return self._k2400(spec)
-        if kind == "daq6510":
-            return self._daq(spec)
-        return self._matrix(spec)
-
-    def _serial(self, spec: InstrumentSpec) -> _Instrument:
-        from instruments.serial_board import SerialBoardDriver
-        from instruments.transport import ExchangeRecord, RetryPolicy
-
-        o = spec.options
-        name = spec.name
-
-        def on_exchange(rec: ExchangeRecord) -> None:
-            self.board._exchange(
-                f"{name} {rec.direction} {rec.command} seq {rec.seq}: {rec.data_hex[:96]}"
-                + ("..." if len(rec.data_hex) > 96 else "")
-            )
-
-        retry = RetryPolicy(
-            attempts=int(o.get("retry_attempts", 3)),
-            backoff_s=float(o.get("retry_backoff_s", 0.02)),
-        )
-        d = SerialBoardDriver.open(
-            spec.address,
-            baudrate=int(o.get("baudrate", 115_200)),
-            base_timeout_s=float(o.get("timeout_s", 0.5)),
-            retry=retry,
-            on_exchange=on_exchange,
-            on_event=lambda kind, msg: self.board._event(kind, f"{name}: {msg}"),
-        )
-        i = d.info
-        return _Instrument(
-            spec,
-            d,
-            d.identity(),
-            [d.close],
-            [d.transport.close],
-            {
-                "inputs": i.n_input_channels,
-                "nudges": i.n_nudge_channels,
-                "biases": i.n_bias_channels,
-                "meter": i.n_adc_channels,
-                "crosspoints": i.n_crosspoints,
-            },
-            v_read_range_v=float(i.adc_range_v),
-        )
-
-    def _k2600(self, spec: InstrumentSpec) -> _Instrument:
-        from instruments.keithley2600 import Keithley2600
-
-        o = spec.options
-        t = self._visa(spec, spec.address, spec.name)
-        try:
-            if "channels" in o:
-                chans = tuple(o["channels"])
-            else:
-                n = int(o.get("n_channels", 0)) or max(
-                    2, self._used_channels(spec.name, ("inputs", "nudges", "biases", "meter"))
-                )
-                chans = _tsp_link_names(n)
-            d = Keithley2600(
-                t,
-                chans,
-                model=o.get("model"),
-                v_max_v=o.get("v_max_v"),
-                i_max_a=o.get("i_max_a"),
-                nplc=float(o.get("nplc", 1.0)),
-                line_frequency_hz=float(o.get("line_frequency_hz", 50.0)),
-            )
-        except BaseException:
-            t.close()
-            raise
-        n = len(chans)
-        counts = {"inputs": n, "nudges": n, "biases": n, "meter": n}
-        return _Instrument(spec, d, d.identity(), [d.close], [t.close], counts)
-
-    def _k2400(self, spec: InstrumentSpec) -> _Instrument:
-        from instruments.keithley2400 import Keithley2400
-
-        o = spec.options
-        t = self._visa(spec, spec.address, spec.name)
-        try:
-            d = Keithley2400(
-                t,
-                v_max_v=float(o.get("v_max_v", 210.0)),
-                i_max_a=float(o.get("i_max_a", 1.05)),
-                nplc=float(o.get("nplc", 1.0)),
-                line_frequency_hz=float(o.get("line_frequency_hz", 50.0)),
-                pulse_width_min_s=float(o.get("pulse_width_min_s", 1e-3)),
-            )
-        except BaseException:
-            t.close()
-            raise
-        counts = {"inputs": 1, "nudges": 1, "biases": 1, "meter": 1}
-        return _Instrument(spec, d, d.identity(), [d.close], [t.close], counts)
-
-    def _daq(self, spec: InstrumentSpec) -> _Instrument:
-        from instruments.daq6510 import DAQ6510, VOLTAGE_CARD_CHANNELS
-
-        o = spec.options
-        if "channels" in o:
-            nums = tuple(o["channels"])
-        else:
-            n = int(o.get("n_channels", 0)) or self._used_channels(spec.name, ("meter",))
-            nums = VOLTAGE_CARD_CHANNELS[: max(n, 1)]
-        t = self._visa(spec, spec.address, spec.name)
-        try:
-            d = DAQ6510(
-                t,
-                nums,
-                nplc=float(o.get("nplc", 1.0)),
-                range_v=o.get("range_v", 10.0),
-                line_frequency_hz=float(o.get("line_frequency_hz", 50.0)),
-            )
-        except BaseException:
-            t.close()
-            raise
-        rng = float("inf") if d.range_v is None else float(d.range_v)
-        return _Instrument(spec, d, d.identity(), [d.close], [t.close], {"meter": len(nums)},
-                           v_read_range_v=rng)
-
-    def _matrix(self, spec: InstrumentSpec) -> _Instrument:
-        from instruments.keithley707b import Keithley707B, SwitchedCrosspoints
-        from instruments.keithley2400 import Keithley2400
-        from instruments.keithley2600 import Keithley2600
-
-        o = spec.options
-        lim = self.bf.safety.limits
-        assert spec.smu_address is not None
-        rows = str(o.get("rows", "ABCDEFGH"))
-        columns = int(o.get("columns", 12))
-        slots = tuple(o.get("slots", (1, 2, 3, 4, 5, 6)))
-        routes_opt = o.get("routes", "sequential")
-        if routes_opt == "sequential":
-            n = int(o.get("n_crosspoints", 0)) or self._used_channels(spec.name, ("crosspoints",))
-            routes: Sequence[Sequence[str]] = _sequential_routes(n, rows, columns, slots)
-        else:
-            routes = routes_opt
-        width_min = float(o.get("pulse_width_min_s", 1e-5))
-        width_max = float(o.get("pulse_width_max_s", lim.pulse_width_max_s))
-        max_pulses = int(o.get("max_pulses", lim.max_pulses_per_call))
-        tm = self._visa(spec, spec.address, f"{spec.name} matrix")
-        closers: list[Callable[[], None]] = []
-        hard: list[Callable[[], None]] = [tm.close]
-        try:
-            matrix = Keithley707B(tm, rows=rows, columns=columns, slots=slots)
-            closers.append(matrix.close)
-            ts = self._visa(spec, spec.smu_address, f"{spec.name} SMU")
-            hard.append(ts.close)
-            smu_kind = str(o.get("smu_kind", "keithley2600"))
-            smu_inst: Any
-            if smu_kind == "keithley2600":
-                k26 = Keithley2600(ts, (str(o.get("smu_channel", "smua")),),
-                                   nplc=float(o.get("nplc", 1.0)),
-                                   line_frequency_hz=float(o.get("line_frequency_hz", 50.0)))
-                smu_inst = k26
-                smu: Any = k26.channel(0, width_min_s=width_min, width_max_s=width_max,
-                                       max_count=max_pulses)
-            elif smu_kind == "keithley2400":
-                smu_inst = smu = Keithley2400(ts, nplc=float(o.get("nplc", 1.0)),
-                                              pulse_width_min_s=width_min)
-            else:
-                raise ConfigError(
-                    f"instrument {spec.name!r}: options.smu_kind = {smu_kind!r} is not known; "
-                    'use "keithley2600" or "keithley2400"'
-                )
-            closers.append(smu_inst.close)
-            cross = SwitchedCrosspoints(
-                matrix,
-                smu,
-                routes,
-                pulse_amplitude_max_v=lim.pulse_amplitude_max_v,
-                pulse_width_range_s=(width_min, width_max),
-                max_pulses=max_pulses,
-                v_read_max_v=self.bf.safety.v_read_max_v,
-            )
-        except BaseException:
-            for c in hard:
-                with contextlib.suppress(Exception):
-                    c()
-            raise
-        ident = f"{matrix.identity()} | {smu_inst.identity()}"
-        drv = _MatrixPair(cross, smu_inst)
-        return _Instrument(spec, drv, ident, closers, hard, {"crosspoints": len(cross.routes)})
-
-
-class _MatrixPair:
-    """A 707B and its pulsing SMU as one instrument (``keithley707b+smu``)."""
-
-    def __init__(self, cross: Any, smu_inst: Any) -> None:
-        self.cross = cross
-        self.smu_inst = smu_inst
-
-    def safe_state(self) -> None:
-        try:
-            self.smu_inst.safe_state()
-        finally:
-            self.cross.matrix.safe_state()
-
-    def is_energised(self) -> bool:
-        return bool(self.cross.matrix.is_energised() or self.smu_inst.is_energised())
+_SET_ATTEMPTS = 3
+"""Sends of a source setting whose reply was lost and whose read-back shows it not applied."""
 
 
 # --------------------------------------------------------------------------- the board
@@ -404,14 +104,8 @@ class RealBoard:
     def __init__(self, board_file: BoardFile) -> None:
         self._bf = bf = board_file
         self._t0 = time.monotonic()
-        self._sink: EventSink | None = None
-        self._pending: list[tuple[str, str]] = []
-        self._history: collections.deque[tuple[str, str]] = collections.deque(maxlen=2000)
-        self._wire: collections.deque[str] = collections.deque(maxlen=bf.board.exchange_history)
+        self._log = EventLog(bf.board)
         self._closed = False
-        self._faulted = False
-        self._unsafe_report = ""
-        self._safe_confirmed = False
         self._compliance_trips = 0
         self._pulses_used = 0
         self._last_stamp = -np.inf
@@ -421,21 +115,21 @@ class RealBoard:
         self._v_in: FloatArray | None = None
         self._nudge_a: FloatArray | None = None
         self._on: dict[str, FloatArray | None] = dict.fromkeys(_SOURCE_ROLES)
-        self._inst: dict[str, _Instrument] = {}
-        opener = _Opener(self, bf)
+        self._inst: dict[str, BoardInstrument] = {}
+        self._faults = Faults(self._inst, bf.roles, self._log, after_safe=self._sources_off)
+        opener = Opener(bf, self._log.exchange, self._event)
         try:
             for name, spec in bf.instruments.items():
                 self._inst[name] = opener.open(spec)
                 self._event("info", f"connected {self._inst[name].label}: "
                             f"{self._inst[name].identity}")
-            self._check_wiring()
-            energised = self._go_safe_on_connect()
-            self._configure()
+            check_wiring(bf, self._inst)
+            energised = go_safe_on_connect(bf, self._inst, self._event)
+            configure(bf.safety.limits, self._inst)
         except BaseException:
             for inst in self._inst.values():
                 with contextlib.suppress(Exception):
-                    for c in inst.closers:
-                        c()
+                    inst.opened.device.close()
             raise
         lim = bf.safety.limits
         with_biases = bf.roles.biases is not None
@@ -467,7 +161,7 @@ class RealBoard:
             g_min_s=net.g_min_s,
             g_max_s=net.g_max_s,
             limits=lim,
-            v_read_range_v=meter.v_read_range_v,
+            v_read_range_v=meter.opened.v_read_range_v,
             pulse_step_s=bf.pulse.step_s,
             g_scale_s=net.g_scale_s,
             with_biases=with_biases,
@@ -479,198 +173,29 @@ class RealBoard:
         self._free_pos[self._free] = np.arange(len(self._free))
         self._in_pos = np.full(self._desc.n_nodes, -1, dtype=np.int64)
         self._in_pos[self._desc.input_nodes] = np.arange(len(self._desc.input_nodes))
-        self._safe_confirmed = True
+        self._compliance_watch = self._sources_to_watch()
+        self._faults.safe_confirmed = True
 
-    # ------------------------------------------------------------------ connect
-    def _check_wiring(self) -> None:
-        bf = self._bf
-        for role in ("inputs", "nudges", "biases", "meter", "crosspoints"):
-            name = getattr(bf.roles, role)
-            if name is None:
-                continue
-            inst = self._inst[name]
-            ch = getattr(bf.wiring, role)
-            n = inst.channel_counts.get(role)
-            if n is not None and ch.size and int(ch.max()) >= n:
-                raise ConfigError(
-                    f"board file {bf.path}: [wiring] {role} uses channel {int(ch.max())} but "
-                    f"{inst.label} has {n} (0..{n - 1}); fix the wiring, or check that the "
-                    f"instrument serves the network {bf.network.arch}"
-                )
-
-    def _go_safe_on_connect(self) -> list[str]:
-        """Read back every instrument's outputs; ramp down / go safe; return the energised."""
-        from instruments.serial_board import SerialBoardDriver
-
-        found = []
-        for inst in self._inst.values():
-            d = inst.driver
-            if isinstance(d, SerialBoardDriver):
-                st = d.get_state()
-                if st.energised:
-                    found.append(inst.name)
-                    self._ramp_down(inst, st.inputs_v, st.nudge_a, st.bias_a)
-            elif d.is_energised():
-                found.append(inst.name)
-                d.safe_state()
-                self._event(
-                    "safety",
-                    f"{inst.label} had outputs on (or relays closed) at connect; they were "
-                    "switched to 0 and off (this driver cannot read the levels to ramp them)",
-                )
-            d.safe_state()
-        return found
-
-    def _ramp_down(self, inst: _Instrument, v: FloatArray, i_n: FloatArray,
-                   i_b: FloatArray) -> None:
-        d = inst.driver
-        steps = self._bf.board.ramp_steps
-        wait = self._bf.board.ramp_step_time_s
-        iv, inn, ib = np.flatnonzero(v), np.flatnonzero(i_n), np.flatnonzero(i_b)
-        for k in range(steps - 1, 0, -1):
-            frac = k / steps
-            if iv.size:
-                d.set_voltages(iv, v[iv] * frac)
-            if inn.size:
-                d.set_currents(inn, i_n[inn] * frac)
-            if ib.size:
-                d.set_bias_currents(ib, i_b[ib] * frac)
-            if wait > 0:
-                time.sleep(wait)
-        d.safe_state()
-        self._event(
-            "safety",
-            f"{inst.label} had outputs on at connect (largest input "
-            f"{float(np.max(np.abs(v), initial=0)):.4g} V, nudge "
-            f"{float(np.max(np.abs(i_n), initial=0)):.4g} A, bias "
-            f"{float(np.max(np.abs(i_b), initial=0)):.4g} A); ramped down in {steps} steps "
-            "and put in the safe state",
-        )
-
-    def _configure(self) -> None:
-        from instruments.keithley2600 import Keithley2600
-
-        lim = self._bf.safety.limits
-        for inst in self._inst.values():
-            d = inst.driver
-            if isinstance(d, Keithley2600):
-                d.configure(
-                    current_limit_a=lim.compliance_a,
-                    voltage_limit_v=min(d.ranges.v_max_v, lim.v_input_max_v),
-                )
-            elif isinstance(d, _MatrixPair) and isinstance(d.smu_inst, Keithley2600):
-                d.smu_inst.configure(current_limit_a=lim.compliance_a)
-
-    # ------------------------------------------------------------------ events
+    # ------------------------------------------------------------------ events and faults
     def set_event_sink(self, sink: EventSink | None) -> None:
         """Send events to ``sink(kind, message)`` (buffered ones first); ``None`` detaches.
 
         Kinds: ``"retry"``, ``"warning"`` (transport), ``"safety"`` (limits, faults,
         safe-state actions), ``"info"`` (connections, wire-level exchanges).
         """
-        self._sink = sink
-        if sink is not None:
-            pending, self._pending = self._pending, []
-            for kind, msg in pending:
-                self._deliver(kind, msg)
+        self._log.set_sink(sink)
 
     @property
     def events(self) -> list[tuple[str, str]]:
         """Every event since the board was created, oldest first (at most 2000)."""
-        return list(self._history)
-
-    def _deliver(self, kind: str, message: str) -> None:
-        if self._sink is None:
-            if len(self._pending) < 2000:
-                self._pending.append((kind, message))
-            return
-        try:
-            self._sink(kind, message)
-        except Exception as exc:  # the log must never stop the board going safe
-            _log.warning("event sink failed (%s): %s %s", exc, kind, message)
+        return self._log.events
 
     def _event(self, kind: str, message: str) -> None:
-        msg = " ".join(message.split())
-        if kind in ("retry", "warning", "safety") and self._bf.board.log_exchanges == "faults":
-            wire, self._wire = list(self._wire), collections.deque(
-                maxlen=self._bf.board.exchange_history
-            )
-            for w in wire:
-                self._history.append(("info", w))
-                self._deliver("info", f"wire: {w}")
-        self._history.append((kind, msg))
-        (_log.warning if kind != "info" else _log.info)("%s: %s", kind, msg)
-        self._deliver(kind, msg)
+        self._log.event(kind, message)
 
-    def _exchange(self, text: str) -> None:
-        mode = self._bf.board.log_exchanges
-        if mode == "faults":
-            self._wire.append(text)
-        elif mode == "all":
-            self._deliver("info", f"wire: {text}")
-
-    # ------------------------------------------------------------------ faults
-    @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
-        """Any instrument fault: record it, put every instrument safe, re-raise."""
-        try:
-            yield
-        except HwloopError as exc:
-            self._fault(what, exc)
-            raise
-
-    def _call(self, inst: _Instrument, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call a driver method; an instrument that stops answering is marked dead."""
-        from instruments.transport import BoardTimeoutError, LinkError, UnconfirmedCommandError
-        from instruments.visa_transport import InstrumentTimeoutError
-
-        if inst.dead:
-            raise HwloopError(
-                f"{inst.label} stopped answering earlier in this run; reconnect it and start "
-                "a new run"
-            )
-        try:
-            return fn(*args)
-        except (BoardTimeoutError, LinkError, InstrumentTimeoutError):
-            inst.dead = True
-            raise
-        except UnconfirmedCommandError as exc:
-            if not exc.resynchronised:  # not even IDENTIFY was answered afterwards
-                inst.dead = True
-            raise
-
-    def _fault(self, what: str, exc: BaseException) -> None:
-        self._faulted = True
-        text = " ".join(str(exc).split())
-        self._event("safety", f"{what} failed: {type(exc).__name__}: {text}"[:400])
-        failed = self._all_safe()
-        if failed:
-            self._unsafe_report = "safe state NOT confirmed for " + "; ".join(failed)
-            self._event("safety", self._unsafe_report)
-        else:
-            self._event("safety", "every instrument confirmed its safe state after the fault")
-
-    def _all_safe(self) -> list[str]:
-        """Put every instrument in its safe state (sources first); return the failures."""
-        order = sorted(
-            self._inst.values(),
-            key=lambda i: 0 if i.name in {self._bf.roles.inputs, self._bf.roles.nudges,
-                                          self._bf.roles.biases} else 1,
-        )
-        failed = []
-        for inst in order:
-            if inst.dead:
-                failed.append(f"{inst.label}: not answering (its link is closed on close(); "
-                              "a board goes safe when its host disconnects)")
-                continue
-            try:
-                self._call(inst, inst.driver.safe_state)
-                self._confirm(inst)
-            except Exception as exc:
-                failed.append(f"{inst.label}: {' '.join(str(exc).split())[:160]}")
+    def _sources_off(self) -> None:
+        """Every instrument was just put safe: no source level is applied any more."""
         self._on = dict.fromkeys(_SOURCE_ROLES)
-        self._safe_confirmed = not failed
-        return failed
 
     # ------------------------------------------------------------------ Describable
     def describe(self) -> BoardDescription:
@@ -720,9 +245,11 @@ class RealBoard:
             self._nudge_a = None
             on = self._on["nudges"]
             if on is not None and np.any(on):
-                with self._guard("releasing the nudge"), contextlib.suppress(_RetryExampleError):
-                    # a compliance trip here already switched every source off
-                    self._confirm(self._write("nudges", np.zeros(len(self._desc.output_nodes))))
+                zero = np.zeros(len(self._desc.output_nodes))
+                with self._faults.guard("releasing the nudge"), contextlib.suppress(
+                    _RetryExampleError
+                ):  # a compliance trip here already switched every source off
+                    self._faults.confirm(self._write("nudges", zero))
             return
         if self._v_in is None:
             raise ConfigError("apply inputs before applying a nudge (the batch size is unknown)")
@@ -790,17 +317,20 @@ class RealBoard:
                 f"{self._bf.safety.i_bias_max_a:.6g} A; nothing was written"
             )
 
-    def _confirm(self, inst: _Instrument) -> None:
-        """Wait until a SCPI/TSP instrument has executed its writes (and check its errors).
+    def _set_levels(self, inst: BoardInstrument, role: str, channels: IntArray,
+                    setpoints: FloatArray) -> None:
+        """Send one source role's setpoints through its role driver."""
+        roles = inst.roles
+        if role == "inputs":
+            assert roles.inputs is not None
+            self._faults.call(inst, roles.inputs.set_voltages, channels, setpoints)
+            return
+        source = roles.nudges if role == "nudges" else roles.biases
+        assert source is not None
+        self._faults.call(inst, source.set_currents, channels, setpoints)
 
-        Writes return before the instrument executes them; the meter is another
-        instrument, so without this a reading could precede the new levels.
-        """
-        self._call(inst, lambda: _confirm_driver(inst.driver))
-
-    def _write(self, role: str, levels: FloatArray) -> _Instrument:
+    def _write(self, role: str, levels: FloatArray) -> BoardInstrument:
         """Write one role's levels (checked again here; calibration applied)."""
-        from instruments.serial_board import ComplianceTripError, SerialBoardDriver
         from instruments.transport import UnconfirmedCommandError
 
         self._check_level(role, levels)
@@ -816,29 +346,30 @@ class RealBoard:
         assert name is not None
         inst = self._inst[name]
         ch = getattr(bf.wiring, role)
-        d = inst.driver
-        if role == "inputs":
-            fn = d.set_voltages
-        elif role == "nudges" or not isinstance(d, SerialBoardDriver):
-            fn = d.set_currents
-        else:
-            fn = d.set_bias_currents
-        self._safe_confirmed = False
-        try:
-            self._call(inst, fn, ch, setpoints)
-        except ComplianceTripError as exc:
-            self._on = dict.fromkeys(_SOURCE_ROLES)  # the board went to its safe state
-            self._trip(f"{inst.label}: {exc}")
-            raise _RetryExampleError from None
-        except UnconfirmedCommandError as exc:
-            if not (isinstance(d, SerialBoardDriver) and exc.resynchronised):
-                raise
-            st = self._call(inst, d.get_state)
-            have = {"inputs": st.inputs_v, "nudges": st.nudge_a, "biases": st.bias_a}[role]
-            if not np.array_equal(have[ch], setpoints):
-                raise
-            self._event("warning", f"{inst.label}: {exc.command.name} was not confirmed, but "
-                        "GET_STATE shows it applied; continuing")
+        self._faults.safe_confirmed = False
+        for attempt in range(1, _SET_ATTEMPTS + 1):
+            try:
+                self._set_levels(inst, role, ch, setpoints)
+                break
+            except ComplianceTripError as exc:
+                self._on = dict.fromkeys(_SOURCE_ROLES)  # the board went to its safe state
+                self._trip(f"{inst.label}: {exc}")
+                raise _RetryExampleError from None
+            except UnconfirmedCommandError as exc:
+                # a lost, BUSY or silent reply: read the levels back and reconcile
+                read_levels = inst.opened.read_levels
+                if read_levels is None or not exc.resynchronised:
+                    raise
+                have = self._faults.call(inst, read_levels).levels[role]
+                if np.array_equal(have[ch], setpoints):
+                    self._event("warning", f"{inst.label}: {exc.command.name} was not "
+                                "confirmed, but GET_STATE shows it applied; continuing")
+                    break
+                if attempt == _SET_ATTEMPTS:
+                    raise
+                self._event("retry", f"{inst.label}: {exc.command.name} was not confirmed and "
+                            "GET_STATE shows it not applied; sending it again (attempt "
+                            f"{attempt + 1} of {_SET_ATTEMPTS})")
         self._on[role] = levels.copy()
         return inst
 
@@ -867,7 +398,7 @@ class RealBoard:
                 )
                 if bf.roles.biases is not None:
                     want["biases"] = self._bias_a
-                written: dict[str, _Instrument] = {}
+                written: dict[str, BoardInstrument] = {}
                 for role, levels in want.items():
                     on = self._on[role]
                     if on is None or not np.array_equal(on, levels):
@@ -875,7 +406,7 @@ class RealBoard:
                         written[inst.name] = inst
                         changed = True
                 for inst in written.values():
-                    self._confirm(inst)
+                    self._faults.confirm(inst)
                 break
             except _RetryExampleError:
                 continue
@@ -917,16 +448,19 @@ class RealBoard:
         samples = np.zeros((n, batch, idx.size))
         flags = np.zeros((n, batch, idx.size), dtype=np.uint8)
         stamps = np.zeros((n, batch))
-        with self._guard("read_nodes"):
+        with self._faults.guard("read_nodes"):
             for b in range(batch):
                 self._apply_example(b)
                 t_host = time.monotonic() - self._t0
                 if metered.size:
-                    raw, fl, ts = self._call(meter_inst, meter_inst.driver.read_voltages,
-                                             channels, n)
+                    meter = meter_inst.roles.meter
+                    assert meter is not None
+                    raw, fl, ts = self._faults.call(meter_inst, meter.read_voltages, channels, n)
                     v = gain * np.asarray(raw, dtype=np.float64) + offset
-                    self._check_readings(v, np.asarray(fl, dtype=np.uint8), idx[metered],
-                                         channels, b)
+                    fl = np.asarray(fl, dtype=np.uint8)
+                    if self._sources_in_compliance():
+                        fl = fl | _COMPLIANCE  # the readings were taken with a source limited
+                    self._check_readings(v, fl, idx[metered], channels, b)
                     samples[:, b, metered] = v
                     flags[:, b, metered] = fl
                     rel = np.asarray(ts, dtype=np.float64) - float(ts[0])
@@ -940,6 +474,32 @@ class RealBoard:
                 self._last_stamp = float(stamps[-1, b])
             self._settle_pending = False
         return NodeReading(samples_v=samples, timestamps_s=stamps, flags=flags, nodes=idx)
+
+    def _sources_to_watch(self) -> list[tuple[BoardInstrument, SourceComplianceRole, IntArray]]:
+        """Sources whose compliance the meter does not see: on another instrument."""
+        bf = self._bf
+        chans: dict[str, list[IntArray]] = {}
+        drivers: dict[str, SourceComplianceRole] = {}
+        for role in _SOURCE_ROLES:
+            name = getattr(bf.roles, role)
+            drv = None if name is None else getattr(self._inst[name].roles, role)
+            if name != bf.roles.meter and isinstance(drv, SourceComplianceRole):
+                assert name is not None
+                drivers.setdefault(name, drv)
+                chans.setdefault(name, []).append(getattr(bf.wiring, role))
+        return [(self._inst[n], drivers[n], np.unique(np.concatenate(chans[n])))
+                for n in drivers]
+
+    def _sources_in_compliance(self) -> bool:
+        """Query the sources the meter does not see; report those in compliance."""
+        found = False
+        for inst, drv, ch in self._compliance_watch:
+            comp = np.asarray(self._faults.call(inst, drv.source_compliance, ch), dtype=bool)
+            if comp.any():
+                found = True
+                self._event("safety", f"{inst.label}: source channel(s) "
+                            f"{ch[comp].tolist()} in compliance during the reading")
+        return found
 
     def _check_readings(self, v: FloatArray, fl: NDArray[np.uint8], nodes: IntArray,
                         channels: IntArray, b: int) -> None:
@@ -979,13 +539,10 @@ class RealBoard:
             raise LimitError(f"read voltage {v:g} V exceeds v_read_max_v")
         inst = self._inst[self._bf.roles.crosspoints]
         cps = self._bf.wiring.crosspoints[e]
-        with self._guard("read_conductances"):
-            drv = inst.driver
-            fn = (
-                drv.cross.read_conductance if isinstance(drv, _MatrixPair)
-                else drv.read_conductance
-            )
-            g = self._call(inst, fn, cps, v)
+        with self._faults.guard("read_conductances"):
+            cross = inst.roles.crosspoints
+            assert cross is not None
+            g = self._faults.call(inst, cross.read_conductance, cps, v)
         return np.asarray(g, dtype=np.float64)
 
     def _check_budget(self, counts: IntArray) -> None:
@@ -1006,7 +563,6 @@ class RealBoard:
     def _pulse(self, e: IntArray, counts: IntArray) -> tuple[IntArray, NDArray[np.int8]]:
         """Apply signed pulse counts; (applied, ProgramStatus codes). Budget already checked."""
         from hwloop.board_protocol import PulseStatus
-        from instruments.serial_board import ComplianceTripError, SerialBoardDriver
 
         p = self._bf.pulse
         lim = self._desc.limits
@@ -1019,17 +575,18 @@ class RealBoard:
             return applied, status
         inst = self._inst[self._bf.roles.crosspoints]
         cps = self._bf.wiring.crosspoints[e]
-        d = inst.driver
-        self._safe_confirmed = False
-        if isinstance(d, SerialBoardDriver):
+        cross = inst.roles.crosspoints
+        assert cross is not None
+        self._faults.safe_confirmed = False
+        if isinstance(cross, BulkCrosspointRole):  # a capability: many crosspoints per call
             todo = nz
             while todo.size:
                 try:
-                    rep = self._call(inst, d.pulse_many, cps[todo], counts[todo], p.amplitude_v,
-                                     p.width_s)
+                    rep = self._faults.call(inst, cross.pulse_many, cps[todo], counts[todo],
+                                            p.amplitude_v, p.width_s)
                 except ComplianceTripError as exc:
+                    assert exc.report is not None
                     rep = exc.report
-                    assert rep is not None
                     self._on = dict.fromkeys(_SOURCE_ROLES)
                     applied[todo] += rep.applied
                     self._pulses_used += rep.total_pulses
@@ -1047,11 +604,11 @@ class RealBoard:
                 status[todo[bound]] = st[bound]
                 break
         else:
-            cross = d.cross
             for j in nz:
                 c = int(counts[j])
                 amp = p.amplitude_v if c > 0 else -p.amplitude_v
-                done = int(self._call(inst, cross.pulse, int(cps[j]), amp, p.width_s, abs(c)))
+                done = int(self._faults.call(inst, cross.pulse, int(cps[j]), amp, p.width_s,
+                                             abs(c)))
                 applied[j] = done if c > 0 else -done
                 self._pulses_used += done
                 if done < abs(c):
@@ -1077,7 +634,7 @@ class RealBoard:
             raise ConfigError("each edge may appear once per programming call")
         counts = p.astype(np.int64)
         self._check_budget(counts)
-        with self._guard("program_pulses"):
+        with self._faults.guard("program_pulses"):
             applied, status = self._pulse(e, counts)
         nan = np.full(e.size, np.nan)
         return ProgramResult(
@@ -1117,7 +674,7 @@ class RealBoard:
             raise ConfigError("requested conductance changes contain NaN or inf")
         counts = np.rint(d / self._bf.pulse.step_s).astype(np.int64)
         self._check_budget(counts)
-        with self._guard("program_deltas"):
+        with self._faults.guard("program_deltas"):
             applied, status = self._pulse(e, counts)
         known = np.full(e.size, np.nan) if edges is not None else np.zeros(0)
         return ProgramResult(
@@ -1145,14 +702,15 @@ class RealBoard:
             self._v_in = np.zeros_like(self._v_in)
         if self._closed:
             return
-        failed = self._all_safe()
+        f = self._faults
+        failed = f.all_safe()
         if failed:
             report = "safe state NOT confirmed for " + "; ".join(failed)
-            if report != self._unsafe_report:  # once per distinct report
+            if report != f.unsafe_report:  # once per distinct report
                 self._event("safety", report)
-            self._unsafe_report = report
-            if not self._faulted:
-                self._faulted = True
+            f.unsafe_report = report
+            if not f.faulted:
+                f.faulted = True
                 raise HwloopError(
                     "the safe state could not be confirmed for " + "; ".join(failed)
                     + "; switch the outputs off by hand"
@@ -1162,7 +720,7 @@ class RealBoard:
     def is_safe(self) -> bool:
         """True when every instrument confirmed its safe state and nothing is commanded."""
         return (
-            self._safe_confirmed
+            self._faults.safe_confirmed
             and self._nudge_a is None
             and (self._v_in is None or not np.any(self._v_in))
         )
@@ -1177,20 +735,8 @@ class RealBoard:
         except HwloopError as exc:
             err = exc
         self._closed = True
-        for inst in self._inst.values():
-            closers = inst.hard_closers if inst.dead else inst.closers
-            for c in closers:
-                try:
-                    c()
-                except Exception as exc:
-                    if not inst.dead:
-                        inst.dead = True
-                        for h in inst.hard_closers:
-                            with contextlib.suppress(Exception):
-                                h()
-                    self._event("warning", f"closing {inst.label}: "
-                                f"{' '.join(str(exc).split())[:160]}")
-        self._sink = None
+        self._faults.close_all()
+        self._log.set_sink(None)
         if err is not None:
             raise err
 
@@ -1203,23 +749,6 @@ class RealBoard:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _confirm_driver(d: Any) -> None:
-    """One round trip that a SCPI/TSP instrument answers only after its earlier writes."""
-    from instruments.daq6510 import DAQ6510
-    from instruments.keithley707b import Keithley707B
-    from instruments.keithley2400 import Keithley2400
-    from instruments.keithley2600 import Keithley2600
-    from instruments.scpi_util import parse_float
-
-    if isinstance(d, _MatrixPair):
-        _confirm_driver(d.cross.matrix)
-        _confirm_driver(d.smu_inst)
-    elif isinstance(d, Keithley2600 | Keithley707B):
-        d.check_errors()  # TSP: executed in order; also raises a queued error
-    elif isinstance(d, Keithley2400 | DAQ6510):
-        d.transport.query("*OPC?", parse=parse_float, idempotent=True)
 
 
 class _RetryExampleError(Exception):

@@ -21,6 +21,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from hwloop.errors import HwloopError
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
@@ -104,3 +106,85 @@ class CrosspointRole(Protocol):
     def read_conductance(self, crosspoints: IntArray, v_read: float) -> FloatArray:
         """Conductance of each crosspoint measured at ``v_read`` volts, S."""
         ...
+
+
+@runtime_checkable
+class SourceComplianceRole(Protocol):
+    """A source whose compliance state can be read without a measurement (a capability).
+
+    RealBoard queries it after each reading when another instrument is the meter, so
+    a source held at its compliance limit is not missed.
+    """
+
+    def source_compliance(self, channels: IntArray) -> NDArray[np.bool_]:
+        """``(k,)`` True where the channel's source is in compliance now."""
+        ...
+
+
+class PulseOutcome(Protocol):
+    """What a bulk pulse call did, crosspoint by crosspoint (request order)."""
+
+    @property
+    def applied(self) -> IntArray:
+        """``(k,)`` signed pulses applied."""
+        ...
+
+    @property
+    def status(self) -> NDArray[np.uint8]:
+        """``(k,)`` :class:`hwloop.board_protocol.PulseStatus` codes."""
+        ...
+
+    @property
+    def total_pulses(self) -> int:
+        """Pulses applied in all."""
+        ...
+
+
+@runtime_checkable
+class BulkCrosspointRole(CrosspointRole, Protocol):
+    """A crosspoint role that programs many crosspoints in one call (a capability)."""
+
+    def pulse_many(
+        self, crosspoints: IntArray, counts: IntArray, amplitude_v: float, width_s: float
+    ) -> PulseOutcome:
+        """Apply signed ``counts`` (+ potentiates) at ``amplitude_v`` V, ``width_s`` s.
+
+        Raises:
+            ComplianceTripError: a trip stopped the programming (its ``report`` says
+                what was applied; crosspoints after the trip are ``SKIPPED``).
+        """
+        ...
+
+
+@runtime_checkable
+class PulsingSmu(Protocol):
+    """A source-measure unit that pulses and reads one device through a switch route.
+
+    Implemented by :class:`instruments.keithley2400.Keithley2400` and
+    :class:`instruments.keithley2600.Keithley2600Channel`.
+    """
+
+    def pulse_voltage(self, amplitude_v: float, width_s: float, count: int) -> int:
+        """Apply ``count`` pulses; returns those applied before a compliance trip."""
+        ...
+
+    def measure_current_at(self, v_read: float) -> float:
+        """Source ``v_read`` V, measure the current once (A), return to 0 V and off."""
+        ...
+
+    def safe_state(self) -> None:
+        """Output to 0 and off."""
+        ...
+
+
+class ComplianceTripError(HwloopError):
+    """An instrument tripped a current compliance and went to its safe state.
+
+    Attributes:
+        report: for a bulk pulse, what was applied up to the trip (``None`` for a
+            source setting).
+    """
+
+    def __init__(self, message: str, report: PulseOutcome | None = None) -> None:
+        super().__init__(message)
+        self.report = report

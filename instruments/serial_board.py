@@ -63,10 +63,25 @@ from hwloop.board_protocol import (
     StateReply,
 )
 from hwloop.device import SampleFlag
-from hwloop.errors import ConfigError, HwloopError, LimitError
-from instruments.transport import ExchangeRecord, RetryPolicy, SerialTransport
+from hwloop.errors import ConfigError, LimitError
+from instruments.kinds import InstrumentKind, KindOption, OpenContext, OpenedInstrument, RoleDrivers
+from instruments.kinds import SourceLevels as _SourceLevels
+from instruments.roles import (
+    ComplianceTripError,
+    CrosspointRole,
+    CurrentSourceRole,
+    MeterRole,
+    VoltageSourceRole,
+)
+from instruments.transport import (
+    ExchangeRecord,
+    RetryPolicy,
+    SerialTransport,
+    UnconfirmedCommandError,
+)
 
 __all__ = [
+    "KIND",
     "BiasCurrentSource",
     "ComplianceTripError",
     "MeanReading",
@@ -83,18 +98,6 @@ _PULSE_CHUNK = (MAX_PAYLOAD_BYTES - 20) // 8
 """Crosspoints per PULSE frame (8 request bytes each)."""
 _G_CHUNK = (MAX_PAYLOAD_BYTES - 4) // 8
 """Crosspoints per READ_CONDUCTANCE frame (8 reply bytes each)."""
-
-
-class ComplianceTripError(HwloopError):
-    """The board tripped a current compliance and went to its safe state.
-
-    Attributes:
-        report: for a PULSE, what was applied up to the trip (``None`` for SET_*).
-    """
-
-    def __init__(self, message: str, report: PulseReport | None = None) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,6 +242,20 @@ class SerialBoardDriver:
         """Every source to 0 and off (SAFE_STATE; idempotent, retried like a read)."""
         self._t.exchange(SafeState(), Ack)
 
+    def reconnect(self, fresh: bool) -> None:
+        """Re-establish the link: IDENTIFY on the live connection, or (``fresh``) a new one.
+
+        Raises:
+            TransportError: the board does not answer (or the port cannot be reopened).
+            ConfigError: another board answered.
+        """
+        info = self._t.reconnect(fresh)
+        if info.serial_number != self.info.serial_number:
+            raise ConfigError(
+                f"after reconnecting, board s/n {info.serial_number} answered at "
+                f"{self._t.url}, not s/n {self.info.serial_number}; check the cable"
+            )
+
     def close(self) -> None:
         """Go to the safe state and close the port. Idempotent.
 
@@ -311,6 +328,14 @@ class SerialBoardDriver:
                 raise ComplianceTripError(
                     f"{request.COMMAND.name}: the board tripped its compliance and went to its "
                     f"safe state ({e.board_message}); check the wiring and the levels"
+                ) from e
+            if e.error_code == ErrorCode.BUSY:  # not applied; reconciled like a lost reply
+                raise UnconfirmedCommandError(
+                    f"{request.COMMAND.name} (seq {e.seq}) was answered BUSY; re-read the state "
+                    "(GET_STATE) and reconcile",
+                    request.COMMAND,
+                    e.seq,
+                    True,
                 ) from e
             raise
 
@@ -410,11 +435,12 @@ class SerialBoardDriver:
             raise ConfigError(f"pulse amplitude {amplitude_v!r} V must be finite and nonzero")
         sign = 1 if amp > 0 else -1
         try:
-            report = self.pulse_many([int(crosspoint)], [sign * int(count)], abs(amp), width_s)
+            applied = self.pulse_many([int(crosspoint)], [sign * int(count)], abs(amp),
+                                      width_s).applied
         except ComplianceTripError as e:
             assert e.report is not None
-            report = e.report
-        return sign * int(report.applied[0])
+            applied = e.report.applied
+        return sign * int(applied[0])
 
     def pulse_many(
         self,
@@ -611,3 +637,75 @@ def _flag_overrange(values: FloatArray, flags: U8Array) -> tuple[FloatArray, U8A
         v[bad] = np.nan
         f[bad] |= _OVER
     return v, f
+
+
+# ---------------------------------------------------------------------------
+# The instrument kind
+# ---------------------------------------------------------------------------
+
+
+def _open(ctx: OpenContext) -> OpenedInstrument:
+    on_exchange_text, on_event = ctx.callbacks()
+
+    def on_exchange(rec: ExchangeRecord) -> None:
+        on_exchange_text(
+            f"{rec.direction} {rec.command} seq {rec.seq}: {rec.data_hex[:96]}"
+            + ("..." if len(rec.data_hex) > 96 else "")
+        )
+
+    retry = RetryPolicy(
+        attempts=int(ctx.option("retry_attempts")), backoff_s=float(ctx.option("retry_backoff_s"))
+    )
+    d = SerialBoardDriver.open(
+        ctx.address,
+        baudrate=int(ctx.option("baudrate")),
+        base_timeout_s=float(ctx.option("timeout_s")),
+        retry=retry,
+        on_exchange=on_exchange,
+        on_event=on_event,
+    )
+    i = d.info
+
+    def read_levels() -> _SourceLevels:
+        st = d.get_state()
+        return _SourceLevels(
+            st.energised, {"inputs": st.inputs_v, "nudges": st.nudge_a, "biases": st.bias_a}
+        )
+
+    return OpenedInstrument(
+        identity=d.identity(),
+        device=d,
+        roles=RoleDrivers(inputs=d, nudges=d, biases=d.bias_source, meter=d, crosspoints=d),
+        channel_counts={
+            "inputs": i.n_input_channels,
+            "nudges": i.n_nudge_channels,
+            "biases": i.n_bias_channels,
+            "meter": i.n_adc_channels,
+            "crosspoints": i.n_crosspoints,
+        },
+        hard_close=lambda: d.transport.close(),
+        read_levels=read_levels,
+        reconnect=d.reconnect,
+        v_read_range_v=float(i.adc_range_v),
+    )
+
+
+KIND = InstrumentKind(
+    name="serial-board",
+    help="the hwloop serial board (docs/board-protocol.md): every role on one link",
+    roles=(VoltageSourceRole, CurrentSourceRole, MeterRole, CrosspointRole),
+    options=(
+        KindOption("baudrate", "int", "baud", 115_200, "line rate of a serial port"),
+        KindOption("timeout_s", "number", "s", 0.5, "fixed part of every exchange's deadline"),
+        KindOption("retry_attempts", "int", "", 3, "attempts of an idempotent command"),
+        KindOption("retry_backoff_s", "number", "s", 0.02, "wait before the first retry"),
+    ),
+    open=_open,
+    address_key="url",
+)
+"""The ``serial-board`` instrument kind (entry point ``hwloop.instruments``)."""
+
+
+def instrument_kind() -> InstrumentKind:
+    """Entry point of the ``serial-board`` kind (group ``hwloop.instruments``)."""
+    return KIND

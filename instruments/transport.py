@@ -7,9 +7,12 @@ methods) and runs one exchange at a time under its lock:
 
 1. write the request frame (a fresh sequence number per attempt);
 2. read until the reply with that sequence number arrives, discarding stale
-   replies (older sequence numbers) and garbage, within a deadline of
-   ``base_timeout_s + work_s + transfer time`` (``work_s`` is the caller's estimate
-   of the board's planned work, e.g. samples x sample time);
+   replies (older sequence numbers) and garbage. The first byte of the reply to
+   an idempotent command must come within ``base_timeout_s + work_s + request
+   transfer time`` (``work_s`` is the caller's estimate of the board's planned
+   work, e.g. samples x sample time); from its first byte the reply has 1.5 x its
+   transfer time at the line rate plus ``base_timeout_s``. A state-changing
+   command (not retried) waits the sum of both for its first byte;
 3. on a timeout or a damaged reply: flush the input, resynchronise (IDENTIFY with
    a fresh sequence number) and, **only for idempotent commands** (IDENTIFY,
    GET_STATE, SAFE_STATE, READ_NODES, READ_CONDUCTANCE), retry with bounded
@@ -66,6 +69,9 @@ __all__ = [
     "TransportError",
     "UnconfirmedCommandError",
 ]
+
+REPLY_MARGIN = 1.5
+"""A reply may take this many times its transfer time at the line rate (from its first byte)."""
 
 R = TypeVar("R", bound=Reply)
 
@@ -223,6 +229,7 @@ class SerialTransport:
         self.poll_s = float(poll_s)
         self.on_exchange = on_exchange
         self.on_event = on_event
+        self._reopenable = isinstance(port, str)
         if isinstance(port, str):
             self.url = port
             self._port: SerialPortLike = _open_url(port, self.baudrate, self.poll_s)
@@ -261,8 +268,25 @@ class SerialTransport:
         """Time to move ``nbytes`` over the line at :attr:`baudrate` (10 bits a byte), s."""
         return 10.0 * nbytes / self.baudrate
 
+    def first_byte_timeout(self, request_bytes: int, work_s: float = 0.0) -> float:
+        """Wait for the first byte of a reply: base + planned work + request transfer, s."""
+        return (
+            self.base_timeout_s
+            + max(0.0, float(work_s))
+            + self.transfer_time_s(request_bytes + FRAME_OVERHEAD)
+        )
+
+    def reply_transfer_timeout(self, reply_bytes: int) -> float:
+        """Time a reply may take from its first byte: its transfer time x 1.5 + base, s."""
+        return REPLY_MARGIN * self.transfer_time_s(reply_bytes + FRAME_OVERHEAD) + (
+            self.base_timeout_s
+        )
+
     def timeout_for(self, request_bytes: int, work_s: float = 0.0, reply_bytes: int = 0) -> float:
         """Deadline of one attempt: base + planned work + transfer of both frames, s.
+
+        The first-byte wait of a state-changing command (its lost reply is not
+        retried, so it gets the whole allowance).
 
         Args:
             request_bytes: request payload size, bytes.
@@ -323,6 +347,38 @@ class SerialTransport:
             )
         return reply
 
+    def reconnect(self, fresh: bool) -> IdentifyReply:
+        """Re-establish the link: IDENTIFY on the live port, or on a freshly opened one.
+
+        Args:
+            fresh: close the port and open the URL again first (only for a transport
+                opened from a URL).
+
+        Raises:
+            LinkError: the port cannot be opened again (or was given as an object).
+            BoardTimeoutError: no valid IDENTIFY reply.
+        """
+        with self._lock, sigint_held():
+            if fresh:
+                if not self._reopenable:
+                    raise LinkError(f"the port {self.url} was given open; it cannot be reopened")
+                try:
+                    self._port.close()
+                except OSError as e:
+                    self.report_event("warning", f"closing {self.url} to reopen it: {e}")
+                self._port = _open_url(self.url, self.baudrate, self.poll_s)
+                self._closed = False
+            elif self._closed:
+                raise LinkError(f"the transport to {self.url} is closed; open a new one")
+            reply = self._resync_locked()
+        if reply is None:
+            raise BoardTimeoutError(
+                f"board at {self.url} did not answer IDENTIFY on a "
+                f"{'fresh' if fresh else 'live'} connection; check the cable, the port and the "
+                "board's power"
+            )
+        return reply
+
     def report_event(self, kind: str, message: str) -> None:
         """Forward ``(kind, message)`` to ``on_event`` (drivers report through it)."""
         if self.on_event is not None:
@@ -357,13 +413,20 @@ class SerialTransport:
         idempotent = cmd in IDEMPOTENT_COMMANDS
         attempts = self.retry.attempts if idempotent else 1
         payload = request.payload()
-        timeout_s = self.timeout_for(len(payload), work_s, reply_bytes)
+        # a lost reply to a read is noticed after the planned work and retried; the reply
+        # itself gets its transfer time at the line rate with a margin from its first byte
+        timeout_s = (
+            self.first_byte_timeout(len(payload), work_s)
+            if idempotent
+            else self.timeout_for(len(payload), work_s, reply_bytes)
+        )
+        transfer_s = self.reply_transfer_timeout(reply_bytes)
         last = ""
         for attempt in range(1, attempts + 1):
             seq = self._next_seq()
             self.stats["exchanges"] += 1
             try:
-                frame = self._attempt(request, seq, timeout_s)
+                frame = self._attempt(request, seq, timeout_s, transfer_s)
                 return decode_reply(frame, cmd)
             except BoardError as e:
                 transient = e.error_code in (ErrorCode.BUSY, ErrorCode.BAD_CRC)
@@ -409,7 +472,8 @@ class SerialTransport:
         self._flush()
         seq = self._next_seq()
         try:
-            frame = self._attempt(Identify(), seq, self.timeout_for(0, 0.0, 512))
+            frame = self._attempt(Identify(), seq, self.first_byte_timeout(0),
+                                  self.reply_transfer_timeout(512))
             reply = decode_reply(frame, Command.IDENTIFY)
         except (_NoReplyError, ProtocolError) as e:
             self.report_event("warning", f"resync IDENTIFY (seq {seq}) failed: {e}")
@@ -429,8 +493,14 @@ class SerialTransport:
         if self.on_exchange is not None:
             self.on_exchange(ExchangeRecord(direction, data.hex(), time.time(), seq, command))
 
-    def _attempt(self, request: Request, seq: int, timeout_s: float) -> Frame:
-        """Write one request frame and read until its reply; raise ``_NoReplyError``."""
+    def _attempt(self, request: Request, seq: int, timeout_s: float, transfer_s: float) -> Frame:
+        """Write one request frame and read until its reply; raise ``_NoReplyError``.
+
+        The deadline is ``timeout_s`` until a byte arrives, then ``transfer_s`` from
+        the first byte (the reply's transfer time with a margin): a lost reply is
+        noticed after the planned work, not after the transfer time of a reply that
+        never started.
+        """
         data = encode_request(seq, request)
         name = request.COMMAND.name
         try:
@@ -440,19 +510,25 @@ class SerialTransport:
         self._log("tx", data, seq, name)
         deadline = time.monotonic() + timeout_s
         last_rx = time.monotonic()
+        receiving = False
         damaged = False
         dec = self._decoder
         while True:
             now = time.monotonic()
             if now >= deadline:
                 why = "only damaged frames arrived" if damaged else "no reply arrived"
-                raise _NoReplyError(f"{why} within {timeout_s:.3g} s")
+                limit = (f"{transfer_s:.3g} s of its first byte" if receiving
+                         else f"{timeout_s:.3g} s")
+                raise _NoReplyError(f"{why} within {limit}")
             try:
                 chunk = self._port.read(dec.wanted())
             except OSError as e:
                 raise LinkError(f"reading from {self.url} failed: {e}") from e
             now = time.monotonic()
             if chunk:
+                if not receiving:
+                    receiving = True
+                    deadline = max(deadline, now + transfer_s)
                 last_rx = now
                 events = dec.feed(chunk)
             elif now - last_rx > self.frame_gap_s:

@@ -217,6 +217,8 @@ class VisaTransport:
         self.on_event = on_event
         self._lock = threading.Lock()
         self._closed = False
+        self.reopen: Callable[[], ResourceLike] | None = None
+        """Opens a fresh session to the same address (set by :meth:`open`)."""
         self._identity = ""
         self._identity = self.query("*IDN?", parse=_identity_reply, idempotent=True)
         if expected_identity is not None and self._identity != expected_identity:
@@ -262,24 +264,31 @@ class VisaTransport:
             else pyvisa.ResourceManager(visa_library)
         )
         label = name or resource_name
+
+        def reopen() -> Any:
+            try:
+                res: Any = rm.open_resource(
+                    resource_name,
+                    read_termination=read_termination,
+                    write_termination=write_termination,
+                    open_timeout=int(open_timeout_s * 1000),
+                )
+            except Exception as exc:
+                raise InstrumentError(
+                    f"{label}: cannot open {resource_name!r} ({_one_line(exc)}); check the "
+                    "address, that the instrument is on and that the VISA backend is installed"
+                ) from exc
+            _set_nodelay(res)
+            return res
+
+        res = reopen()
         try:
-            res: Any = rm.open_resource(
-                resource_name,
-                read_termination=read_termination,
-                write_termination=write_termination,
-                open_timeout=int(open_timeout_s * 1000),
-            )
-        except Exception as exc:
-            raise InstrumentError(
-                f"{label}: cannot open {resource_name!r} ({_one_line(exc)}); check the address,"
-                " that the instrument is on and that the VISA backend is installed"
-            ) from exc
-        _set_nodelay(res)
-        try:
-            return cls(res, name=label, **kwargs)
+            t = cls(res, name=label, **kwargs)
         except BaseException:
             res.close()
             raise
+        t.reopen = reopen
+        return t
 
     # ------------------------------------------------------------------ properties
     @property
@@ -399,6 +408,32 @@ class VisaTransport:
         """Clear the device, flush input and check the identity with ``*IDN?``."""
         with self._lock:
             self._check_open()
+            self._resync()
+
+    def reconnect(self, fresh: bool) -> None:
+        """Recover the link: device clear and ``*IDN?``, on the live or a fresh session.
+
+        Args:
+            fresh: close the session and open a new one to the same address first
+                (only for a transport made by :meth:`open`).
+
+        Raises:
+            InstrumentError: no fresh session can be opened.
+            InstrumentTimeoutError: no identity came back.
+            InstrumentIdentityError: another instrument answered.
+        """
+        with self._lock, sigint_held():
+            if fresh:
+                if self.reopen is None:
+                    raise InstrumentError(
+                        f"{self.name}: the session was given open; it cannot be reopened"
+                    )
+                with contextlib.suppress(*_IO_ERRORS):
+                    self._res.close()
+                self._res = self.reopen()
+                self._closed = False
+            else:
+                self._check_open()
             self._resync()
 
     def close(self) -> None:

@@ -27,11 +27,11 @@ from hwloop.board_protocol import Command
 from hwloop.cli import main
 from hwloop.device import CurrentNudge, ResistiveNudge
 from hwloop.errors import ConfigError, LimitError, UnsupportedError
-from hwloop.plugins import open_board
+from hwloop.plugins import load_backend, open_board
 from hwloop.session import sigint_held
 from hwloop.sessionlog import open_session
 from instruments.board_file import load_board_file, parse_board_file
-from instruments.real_board import RealBoard, make_real_board
+from instruments.real_board import RealBoard
 from instruments.transport import BoardTimeoutError, TransportError, UnconfirmedCommandError
 from protocols.config import TrainConfig, resolve
 from protocols.datasets import Dataset, load_dataset
@@ -157,10 +157,12 @@ def test_board_file_errors_are_one_line_naming_key_and_fix(case: str, tmp_path: 
 def test_missing_board_file_and_backend_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found; check the --board path"):
         load_board_file(tmp_path / "nope.toml")
+    # through the entry point, as every caller opens it: errors carry its name
+    make = load_backend("board")
     with pytest.raises(ConfigError, match="backend board needs option board"):
-        make_real_board({}, np.random.default_rng(0))
+        make({}, np.random.default_rng(0))
     with pytest.raises(ConfigError, match="backend board has no option 'preset'"):
-        make_real_board({"board": "x", "preset": "reram"}, np.random.default_rng(0))
+        make({"board": "x", "preset": "reram"}, np.random.default_rng(0))
 
 
 def test_example_board_files_parse_and_fit_their_networks() -> None:

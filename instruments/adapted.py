@@ -1,0 +1,487 @@
+r"""Bring your own driver: any importable instrument class, mapped onto hwloop's roles.
+
+The ``python-class`` instrument kind opens an instrument with a class the lab
+already uses (a PyMeasure or QCoDeS instrument class, or a script of its own) and
+drives it through a small adapter declared in the board file: which attribute or
+method sets a voltage or a current on a channel, reads a voltage, puts a channel
+in its safe state, tells whether an output is on. hwloop's limit checks, its
+safe state on every exit path and its session logging apply as to any kind.
+
+Example (the sources of a 2600B through PyMeasure, ``examples/boards``)::
+
+    [instruments.smu]
+    kind = "python-class"
+    resource = "${HWLOOP_SMU_RESOURCE}"
+
+    [instruments.smu.options]
+    class = "pymeasure.instruments.keithley:Keithley2600"
+    kwargs = { visa_library = "@py", read_termination = "\n" }
+    channels = ["ChA", "ChB"]
+    set_voltage = ["source_mode = 'voltage'", "source_voltage = value", "source_output = 'ON'"]
+    set_current = ["source_mode = 'current'", "source_current = value", "source_output = 'ON'"]
+    read_voltage = "voltage"
+    safe_state = ["source_voltage = 0", "source_current = 0", "source_output = 'OFF'"]
+    output_state = "source_output"
+    output_on = "ON"
+    v_max_v = 20.0
+    i_max_a = 0.01
+
+Actions are one line each, on a channel object (``channels[i]``, an attribute path
+of the instrument; ``""`` is the instrument itself) or, for ``identity``,
+``confirm`` and ``close``, on the instrument: an assignment ``path = X``, a call
+``path(X, ...)`` or, for a reading, a plain ``path``. ``X`` is a Python literal or
+the name ``value`` (the level to set, V or A); inside a string literal ``{value}``
+and ``{channel}`` are replaced by the level and the channel's name, so a driver's raw
+``write`` can address any channel: with ``channel_objects = false`` the channels are
+names only and every action runs on the instrument, e.g.
+``write('{channel}.source.levelv = {value}')``. Actions are parsed, never evaluated
+as code: only attribute access, assignment and calls with literal arguments run.
+Levels beyond ``v_max_v`` / ``i_max_a`` are refused before anything is sent (many
+drivers silently truncate out-of-range values; hwloop never clips).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwloop.device import SampleFlag
+from hwloop.errors import ConfigError, HwloopError, LimitError
+from instruments.kinds import (
+    InstrumentKind,
+    KindOption,
+    OpenContext,
+    OpenedInstrument,
+    RoleDrivers,
+)
+from instruments.roles import CurrentSourceRole, MeterRole, VoltageSourceRole
+
+__all__ = ["KIND", "Action", "AdaptedInstrument", "instrument_kind", "load_class"]
+
+FloatArray = NDArray[np.float64]
+
+_OVERFLOW = 9.9e37
+"""Readings at or above this magnitude are overflow codes (SCPI 9.9E37, 9.91E37)."""
+
+_NOTHING = object()
+
+
+@dataclass(frozen=True)
+class Action:
+    """One adapter action, parsed from its text.
+
+    Attributes:
+        text: the action as written.
+        path: the attribute path (``("source_voltage",)``).
+        op: ``"set"`` (assignment), ``"call"`` or ``"get"``.
+        args: literal arguments (``_VALUE`` stands for the level).
+        kwargs: literal keyword arguments.
+    """
+
+    text: str
+    path: tuple[str, ...]
+    op: str
+    args: tuple[object, ...] = ()
+    kwargs: tuple[tuple[str, object], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Action:
+        """Parse ``text``; ConfigError (one line, naming ``where``) when it is not an action."""
+        try:
+            tree = ast.parse(text.strip(), mode="exec")
+        except SyntaxError:
+            raise _bad(text, where) from None
+        if len(tree.body) != 1:
+            raise _bad(text, where)
+        node = tree.body[0]
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            return cls(text, _path(node.targets[0], text, where), "set",
+                       (_literal(node.value, text, where),))
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            call = node.value
+            if any(k.arg is None for k in call.keywords):
+                raise _bad(text, where)
+            return cls(
+                text,
+                _path(call.func, text, where),
+                "call",
+                tuple(_literal(a, text, where) for a in call.args),
+                tuple((str(k.arg), _literal(k.value, text, where)) for k in call.keywords),
+            )
+        if isinstance(node, ast.Expr):
+            return cls(text, _path(node.value, text, where), "get")
+        raise _bad(text, where)
+
+    def run(self, target: object, value: float | None = None, channel: str = "") -> Any:
+        """Perform the action on ``target``.
+
+        Args:
+            target: the object the path starts from.
+            value: the level, for ``value`` arguments and ``{value}`` in strings.
+            channel: the channel's name, for ``{channel}`` in strings.
+        """
+        obj = target
+        for name in self.path[:-1]:
+            obj = getattr(obj, name)
+        last = self.path[-1]
+
+        def arg(x: object) -> object:
+            if x is _VALUE:
+                return value
+            if isinstance(x, str):
+                if "{value}" in x:
+                    x = x.replace("{value}", "nil" if value is None else format(value, ".12g"))
+                return x.replace("{channel}", channel)
+            return x
+
+        if self.op == "set":
+            setattr(obj, last, arg(self.args[0]))
+            return None
+        attr = getattr(obj, last)
+        if self.op == "get":
+            return attr
+        return attr(*(arg(a) for a in self.args), **{k: arg(v) for k, v in self.kwargs})
+
+
+class _Value:
+    def __repr__(self) -> str:
+        return "value"
+
+
+_VALUE = _Value()
+
+
+def _bad(text: str, where: str) -> ConfigError:
+    return ConfigError(
+        f"{where} = {text!r} is not an adapter action; write 'path = X', 'path(X, ...)' or "
+        "'path' with X a literal or value"
+    )
+
+
+def _path(node: ast.expr, text: str, where: str) -> tuple[str, ...]:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        raise _bad(text, where)
+    parts.append(node.id)
+    return tuple(reversed(parts))
+
+
+def _literal(node: ast.expr, text: str, where: str) -> object:
+    if isinstance(node, ast.Name) and node.id == "value":
+        return _VALUE
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise _bad(text, where) from None
+
+
+def _actions(value: object, where: str) -> tuple[Action, ...]:
+    items = [value] if isinstance(value, str) else list(value or ())  # type: ignore[call-overload]
+    return tuple(Action.parse(str(t), where) for t in items)
+
+
+def load_class(spec: str) -> type:
+    """The class named ``module:Class`` or ``module.Class``.
+
+    Raises:
+        ConfigError: it cannot be imported (one line naming it and the fix).
+    """
+    module, sep, name = spec.partition(":")
+    if not sep:
+        module, _, name = spec.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name) if module and name else None
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"options.class = {spec!r} cannot be imported ({' '.join(str(exc).split())}); "
+            "install the package that provides it or fix the name"
+        ) from None
+    if not isinstance(cls, type):
+        raise ConfigError(f"options.class = {spec!r} is not a class; write 'module:Class'")
+    return cls
+
+
+class AdaptedInstrument:
+    """An instance of a lab's class, driven through declared actions (see the module).
+
+    Plays :class:`~instruments.roles.Instrument` and, where actions are declared,
+    :class:`~instruments.roles.VoltageSourceRole`, :class:`~instruments.roles.CurrentSourceRole`
+    and :class:`~instruments.roles.MeterRole`; channel ``i`` is ``channels[i]``.
+
+    Args:
+        name: the instrument's name (messages).
+        device: the instance of the lab's class.
+        channels: attribute path of each channel (``""``: the instance).
+        actions: parsed actions by option name.
+        v_max_v: largest |voltage level| accepted, V (``inf``: the board file's limit only).
+        i_max_a: largest |current level| accepted, A.
+        output_on: the ``output_state`` value that means "on".
+    """
+
+    def __init__(self, name: str, device: object, channels: Sequence[str],
+                 actions: Mapping[str, tuple[Action, ...]], *, v_max_v: float = math.inf,
+                 i_max_a: float = math.inf, output_on: object = _NOTHING,
+                 channel_objects: bool = True) -> None:
+        self.name = name
+        self.device = device
+        self._paths = tuple(channels)
+        self._targets = [self._resolve(p) if channel_objects else device for p in self._paths]
+        self._a = actions
+        self.v_max_v = v_max_v
+        self.i_max_a = i_max_a
+        self._output_on = output_on
+        self._closed = False
+
+    def _resolve(self, path: str) -> object:
+        obj = self.device
+        for part in filter(None, path.split(".")):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise ConfigError(
+                    f"{self.name}: channel {path!r} is not an attribute of "
+                    f"{type(self.device).__name__}; fix options.channels"
+                ) from None
+        return obj
+
+    def has(self, key: str) -> bool:
+        """True when the adapter declares ``key``."""
+        return bool(self._a.get(key))
+
+    @property
+    def n_channels(self) -> int:
+        """Channels declared."""
+        return len(self._targets)
+
+    def _run(self, key: str, target: object, value: float | None = None,
+             channel: int | None = None) -> Any:
+        out = None
+        name = "" if channel is None else self._paths[channel]
+        for act in self._a.get(key, ()):
+            try:
+                out = act.run(target, value, name)
+            except HwloopError:
+                raise
+            except Exception as exc:  # the lab's driver raises its own types
+                raise HwloopError(
+                    f"{self.name}: {key} action {act.text!r} failed: {type(exc).__name__}: "
+                    f"{' '.join(str(exc).split())}"
+                ) from exc
+        return out
+
+    def _channels(self, channels: NDArray[np.integer]) -> list[int]:
+        idx = [int(c) for c in np.asarray(channels).reshape(-1)]
+        bad = [c for c in idx if not 0 <= c < len(self._targets)]
+        if bad:
+            raise ConfigError(f"{self.name}: channel(s) {bad} do not exist "
+                              f"(0..{len(self._targets) - 1}); check the board file")
+        return idx
+
+    # ------------------------------------------------------------------ Instrument
+    def identity(self) -> str:
+        """The ``identity`` action's value (default: the class name)."""
+        if not self.has("identity"):
+            return type(self.device).__name__
+        return " ".join(str(self._run("identity", self.device)).split())
+
+    def safe_state(self) -> None:
+        """Every channel's ``safe_state`` actions (all attempted; the first error raised)."""
+        first: BaseException | None = None
+        for c, t in enumerate(self._targets):
+            try:
+                self._run("safe_state", t, channel=c)
+            except HwloopError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def is_energised(self) -> bool:
+        """True when a channel's ``output_state`` equals ``output_on`` (undeclared: True)."""
+        if not self.has("output_state") or self._output_on is _NOTHING:
+            return True
+        return any(_same(self._run("output_state", t, channel=c), self._output_on)
+                   for c, t in enumerate(self._targets))
+
+    def confirm(self) -> None:
+        """The ``confirm`` actions: a round trip answered after the earlier writes."""
+        self._run("confirm", self.device)
+
+    def close(self) -> None:
+        """Safe state, then the ``close`` actions (both attempted). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.safe_state()
+        finally:
+            self._run("close", self.device)
+
+    # ------------------------------------------------------------------ roles
+    def _set(self, key: str, channels: NDArray[np.integer], levels: FloatArray, limit: float,
+             unit: str) -> None:
+        idx = self._channels(channels)
+        lv = np.asarray(levels, dtype=np.float64).reshape(-1)
+        if lv.size != len(idx) or not np.all(np.isfinite(lv)):
+            raise ConfigError(f"{self.name}: give one finite level per channel")
+        peak = float(np.max(np.abs(lv), initial=0.0))
+        if peak > limit:
+            raise LimitError(f"{self.name}: level {peak:.6g} {unit} exceeds the adapter's "
+                             f"limit {limit:.6g} {unit}; nothing was sent")
+        for c, x in zip(idx, lv, strict=True):
+            self._run(key, self._targets[c], float(x), channel=c)
+
+    def set_voltages(self, channels: NDArray[np.integer], volts: FloatArray) -> None:
+        """Run ``set_voltage`` on each channel with its level, V (checked first)."""
+        self._set("set_voltage", channels, volts, self.v_max_v, "V")
+
+    def set_currents(self, channels: NDArray[np.integer], amps: FloatArray) -> None:
+        """Run ``set_current`` on each channel with its level, A (checked first)."""
+        self._set("set_current", channels, amps, self.i_max_a, "A")
+
+    def read_voltages(
+        self, channels: NDArray[np.integer], n_samples: int
+    ) -> tuple[FloatArray, NDArray[np.uint8], FloatArray]:
+        """Run ``read_voltage`` on each channel ``n_samples`` times (one row per pass).
+
+        Returns:
+            ``(samples_v (n, k), flags (n, k), timestamps_s (n,))``, host monotonic
+            clock (the start of each pass); a non-finite or overflow reading is NaN
+            flagged ``OVERRANGE``.
+        """
+        idx = self._channels(channels)
+        n = int(n_samples)
+        samples = np.zeros((n, len(idx)))
+        stamps = np.zeros(n)
+        for s in range(n):
+            stamps[s] = time.monotonic()
+            for j, c in enumerate(idx):
+                raw = self._run("read_voltage", self._targets[c], channel=c)
+                try:
+                    samples[s, j] = float(raw)
+                except (TypeError, ValueError):
+                    raise HwloopError(f"{self.name}: read_voltage gave {raw!r}, not a number; "
+                                      "fix options.read_voltage") from None
+        bad = ~np.isfinite(samples) | (np.abs(samples) >= _OVERFLOW)
+        samples[bad] = np.nan
+        flags = np.where(bad, np.uint8(SampleFlag.OVERRANGE), np.uint8(0)).astype(np.uint8)
+        return samples, flags, stamps
+
+
+def _same(reading: object, on: object) -> bool:
+    """``reading == on``, as numbers when both read as numbers (``"1.00000e+00"`` is 1)."""
+    try:
+        return float(str(reading)) == float(str(on))
+    except ValueError:
+        return str(reading).strip() == str(on)
+
+
+_ACTION_KEYS = ("identity", "set_voltage", "set_current", "read_voltage", "safe_state",
+                "output_state", "confirm", "close")
+
+
+def _open(ctx: OpenContext) -> OpenedInstrument:
+    spec = ctx.option("class")
+    if not spec:
+        raise ConfigError(f"instrument {ctx.name!r} (python-class) has no options.class; "
+                          "name the driver class as 'module:Class'")
+    cls = load_class(str(spec))
+    where = f"[instruments.{ctx.name}.options]"
+    actions = {k: _actions(ctx.option(k), f"{where} {k}") for k in _ACTION_KEYS}
+    if not actions["safe_state"]:
+        raise ConfigError(f"{where} has no safe_state; declare the actions that put a channel "
+                          "at 0 and off (hwloop puts every instrument safe on every exit)")
+    kwargs = dict(ctx.option("kwargs") or {})
+    address_arg = str(ctx.option("address_arg"))
+    try:
+        device = (cls(**{address_arg: ctx.address}, **kwargs) if address_arg
+                  else cls(ctx.address, **kwargs))
+    except Exception as exc:
+        raise HwloopError(
+            f"instrument {ctx.name!r}: {cls.__name__}({ctx.address!r}) failed: "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())}; check the address and "
+            "options.kwargs"
+        ) from None
+    on = ctx.option("output_on")
+    try:
+        inst = AdaptedInstrument(
+            ctx.label, device, tuple(ctx.option("channels")), actions,
+            v_max_v=float(ctx.option("v_max_v")), i_max_a=float(ctx.option("i_max_a")),
+            output_on=_NOTHING if on is None else on,
+            channel_objects=bool(ctx.option("channel_objects")),
+        )
+        ident = inst.identity()
+    except BaseException:
+        _close_quietly(actions["close"], device)
+        raise
+    n = inst.n_channels
+    roles = RoleDrivers(
+        inputs=inst if inst.has("set_voltage") else None,
+        nudges=inst if inst.has("set_current") else None,
+        biases=inst if inst.has("set_current") else None,
+        meter=inst if inst.has("read_voltage") else None,
+    )
+    counts = {r: n for r in ("inputs", "nudges", "biases", "meter") if getattr(roles, r)}
+    return OpenedInstrument(
+        identity=ident,
+        device=inst,
+        roles=roles,
+        channel_counts=counts,
+        hard_close=lambda: _close_quietly(actions["close"], device),
+        confirm=inst.confirm,
+    )
+
+
+def _close_quietly(close: tuple[Action, ...], device: object) -> None:
+    for act in close:
+        try:
+            act.run(device)
+        except Exception:  # releasing what no longer answers: nothing more to do
+            continue
+
+
+KIND = InstrumentKind(
+    name="python-class",
+    help="any importable instrument class (PyMeasure, QCoDeS, a lab's own) through an adapter",
+    roles=(VoltageSourceRole, CurrentSourceRole, MeterRole),
+    options=(
+        KindOption("class", "str", "", None, "the driver class, 'module:Class'"),
+        KindOption("kwargs", "table", "", None, "keyword arguments of the constructor"),
+        KindOption("address_arg", "str", "", "",
+                   "keyword that takes the address (default: the first positional argument)"),
+        KindOption("channels", "strlist", "", ("",),
+                   'attribute path of each channel ("": the instrument itself)'),
+        KindOption("channel_objects", "bool", "", True,
+                   "channels are attributes of the instrument (false: names for {channel})"),
+        KindOption("identity", "str", "", None, "reading that identifies the instrument"),
+        KindOption("set_voltage", "strlist", "", None, "actions setting a channel's voltage"),
+        KindOption("set_current", "strlist", "", None, "actions setting a channel's current"),
+        KindOption("read_voltage", "str", "", None, "reading of a channel's voltage, V"),
+        KindOption("safe_state", "strlist", "", None, "actions putting a channel at 0 and off"),
+        KindOption("output_state", "str", "", None, "reading of a channel's output state"),
+        KindOption("output_on", "str", "", None, "the output_state value meaning on"),
+        KindOption("confirm", "strlist", "", None,
+                   "actions answered only after earlier writes (a query)"),
+        KindOption("close", "strlist", "", None, "actions releasing the connection"),
+        KindOption("v_max_v", "number", "V", math.inf, "largest |voltage| sent"),
+        KindOption("i_max_a", "number", "A", math.inf, "largest |current| sent"),
+    ),
+    open=_open,
+)
+"""The ``python-class`` instrument kind (entry point ``hwloop.instruments``)."""
+
+
+def instrument_kind() -> InstrumentKind:
+    """Entry point of the ``python-class`` kind (group ``hwloop.instruments``)."""
+    return KIND
+
