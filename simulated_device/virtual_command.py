@@ -42,6 +42,7 @@ SCPI_ENV = {
     "daq": "HWLOOP_DAQ_RESOURCE",
     "matrix": "HWLOOP_MATRIX_RESOURCE",
     "xsmu": "HWLOOP_XSMU_RESOURCE",
+    "k2400": "HWLOOP_K2400_RESOURCE",
 }
 """Environment variable of each virtual SCPI instrument's VISA resource."""
 SERIAL_ENV = "HWLOOP_BOARD_URL"
