@@ -25,6 +25,7 @@ Units: V, A, ohm, s.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
