@@ -60,6 +60,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from simulated_device.bench_network import BenchNetwork
+from simulated_device.virtual_faults import apply_scpi_rules
 from simulated_device.virtual_scpi_instruments import DAQ_PER_SLOT, K2400, Daq6510
 from simulated_device.virtual_tsp import lua_tostring
 from simulated_device.virtual_tsp_instruments import (
@@ -586,23 +587,18 @@ class _Server:
         if f.dead:
             return []
         self.exchanges += 1
-        from simulated_device.virtual_faults import apply_scpi_rules
-
+        plan = apply_scpi_rules(self.device, line, self.exchanges)
+        if plan.has("stop"):
+            f.dead = True
+            return []
+        if plan.has("disconnect"):
+            raise _DisconnectError
         with self.lock:
             try:
-                plan = apply_scpi_rules(self.bench, self.name, self.device, line, self.exchanges)
-            except _DisconnectError:
-                raise
-            if plan.skip_execution:
-                replies: list[str] = []
-            else:
-                try:
-                    replies = self.device.process(line)
-                except Exception as exc:
-                    self.device.error(-300, f"Device-specific error; {type(exc).__name__}: {exc}")
-                    replies = []
-        if plan.disconnect:
-            raise _DisconnectError
+                replies = plan.execute(self.device, line)
+            except Exception as exc:  # no input may close a connection
+                self.device.error(-300, f"Device-specific error; {type(exc).__name__}: {exc}")
+                replies = []
         out: list[bytes] = []
         for r in replies:
             if plan.drop or f.drop_replies > 0:
@@ -610,11 +606,11 @@ class _Server:
                     f.drop_replies -= 1
                 continue
             data = r.encode("ascii", errors="replace") + b"\n"
-            if plan.garble or f.garble_replies > 0:
-                if not plan.garble:
+            if plan.has("garble") or f.garble_replies > 0:
+                if not plan.has("garble"):
                     f.garble_replies -= 1
                 data = b"?#GARBLED#" + r[::-1][:20].encode("ascii", errors="replace") + b"\n"
-            if plan.truncate:
+            if plan.has("truncate"):
                 data = data[: max(1, len(data) // 2)] + b"\n"
             delay = f.reply_delay_s + plan.delay_s
             if f.slow_replies > 0:

@@ -177,7 +177,7 @@ def _flag(store: Callable[[], dict[str, bool]], key: str) -> Handler:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.9E}" if abs(x) < 1e30 else f"{x:.1E}"
+    return f"{x:.9E}" if abs(x) < 1e30 else f"{x:.2E}"
 
 
 # ---------------------------------------------------------------------- DAQ6510
