@@ -607,9 +607,10 @@ class VirtualBoard:
         self, events: Sequence[Frame | FrameFault], send: Callable[[bytes], None]
     ) -> None:
         for ev in events:
-            if isinstance(ev, Frame) and not (
+            handled = isinstance(ev, Frame) and not (
                 self._frames_left is not None and self._frames_left <= 0
-            ):
+            )
+            if handled:
                 self._last_valid_rx = time.monotonic()  # a frame the firmware handles
             sends = self.respond(ev) if isinstance(ev, Frame) else self.respond_fault(ev)
             for delay, data in sends:
@@ -618,6 +619,8 @@ class VirtualBoard:
                 if delay > 0 and self._stop.wait(delay):
                     return
                 send(data)
+            if handled:
+                self._last_valid_rx = time.monotonic()  # the watchdog restarts at the reply
 
     def _serve_stream(
         self, recv: Callable[[], bytes | None], send: Callable[[bytes], None]

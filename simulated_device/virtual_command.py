@@ -25,6 +25,7 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -119,6 +120,12 @@ def run_virtual_board(args: argparse.Namespace) -> int:
             raise ConfigError(f"--watchdog-s: {exc}") from None
         vb = VirtualBoard(opts, seed=args.seed, faults=faults)
         closers.append(vb.close)
+
+        def summary() -> str:
+            fired = _fired(r for r, _ in rules)
+            return (f"faults fired: {fired}; watchdog trips {vb.watchdog_trips}, "
+                    f"disconnects {vb.disconnects}, reboots {vb.reboots}; "
+                    f"{'safe' if vb.is_safe else 'NOT safe'} at exit")
         try:
             url = vb.start_pty() if args.pty else vb.start_tcp(args.port, args.host)
         except OSError as exc:
@@ -151,6 +158,10 @@ def run_virtual_board(args: argparse.Namespace) -> int:
                 bench.faults(name).rules.append(copy.deepcopy(rule))
         bench.start()
         closers.append(bench.stop)
+
+        def summary() -> str:
+            fired = _fired(r for n in SCPI_ENV for r in bench.faults(n).rules)
+            return f"faults fired: {fired}; {'safe' if bench.is_safe else 'NOT safe'} at exit"
         env = {SCPI_ENV[k]: v for k, v in bench.resources.items()}
         what = (
             f"virtual SCPI bench {opts['arch']} ({args.preset}, seed {args.seed}): "
@@ -183,10 +194,18 @@ def run_virtual_board(args: argparse.Namespace) -> int:
                 print(f"board file: {board_file}")
             print("serving until Ctrl-C", flush=True)
         _wait_for_signal()
+        print(f"hwloop virtual-board: stopped; {summary()}", file=sys.stderr)
     finally:
         for c in reversed(closers):
             c()
     return 0
+
+
+def _fired(rules: Iterable[FaultRule]) -> str:
+    counts: dict[str, int] = {}
+    for r in rules:
+        counts[r.kind] = counts.get(r.kind, 0) + r.fired
+    return ", ".join(f"{k} x{n}" for k, n in counts.items()) or "none"
 
 
 def _wait_for_signal() -> None:
@@ -204,7 +223,6 @@ def _wait_for_signal() -> None:
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    print("hwloop virtual-board: stopped", file=sys.stderr)
 
 
 def _fault_help() -> str:
