@@ -123,7 +123,7 @@ def test_reply_corruptions_and_reading_faults() -> None:
     try:
         for req in (GetState(), Identify(), READ):
             data = vb.respond(_frame(7, req))[-1][1]
-            with pytest.raises(Exception, match="CRC|truncated|declares"):
+            with pytest.raises(Exception, match=r"CRC|truncated|declares"):
                 decode_frame(data)
         nan = _answer(vb, 8, READ)
         assert np.all(np.isnan(nan.mean_v))
