@@ -23,7 +23,12 @@ Channel map (0-based):
 The board keeps its own safe state: every source to 0 and off on SAFE_STATE,
 on a compliance trip, and when the client disconnects. It serves one client at
 a time (others wait in the listen backlog). Faults for tests are configured by
-:class:`FaultConfig` (see :meth:`VirtualBoard.set_faults`).
+:class:`FaultConfig` (see :meth:`VirtualBoard.set_faults`): whole-board counts, and
+per-command :class:`~simulated_device.virtual_faults.FaultRule` s with a count, a rate
+and a start (what ``hwloop virtual-board --fault`` installs). With
+``FaultConfig.watchdog_s`` the board keeps the host watchdog of
+``docs/board-protocol.md``: no valid frame for that long with an output on puts it in
+its safe state.
 
 Units: V, A, S, s. Timestamps are the emulator's simulated clock, s.
 """
