@@ -72,7 +72,8 @@ def test_chunks_syntax_and_runtime_errors(bench: VirtualScpiBench) -> None:
     assert tsp(bench, "smu", "local s = 0 for i = 1, 4 do s = s + i end print(s, 'x'..\"y\")") == [
         "1.00000e+01\txy"]
     # an empty queue answers code 0
-    assert tsp(bench, "smu", "print(errorqueue.next())")[0].startswith("0.00000e+00\tQueue Is Empty")
+    empty = tsp(bench, "smu", "print(errorqueue.next())")[0]
+    assert empty.startswith("0.00000e+00\tQueue Is Empty")
 
 
 def test_levels_limits_and_ranges_beyond_the_2602b_are_refused(bench: VirtualScpiBench) -> None:
