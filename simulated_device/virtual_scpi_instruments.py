@@ -429,7 +429,7 @@ class Daq6510(ScpiInstrument):
                 self._run_scan()
                 value, rel, ch = self.buffer[-1]
             else:
-                value, rel, ch = self._read_front(1, store=True)[-1]
+                value, rel, ch = self._read_front(self.count, store=True)[-1]
             elems = [p.strip().upper() for p in c.params[1:]] or ["READ"]
             return ",".join(self._element(el, value, rel, ch) for el in elems)
 

@@ -186,6 +186,7 @@ def test_daq_scan_buffer_and_readings(bench: VirtualScpiBench) -> None:
     assert d.process(":SYST:ERR?")[0].startswith("-222,")
     d.process(":ROUT:CLOS (@102);:SENS:COUN 3")
     assert float(d.process(":READ?")[0]) == pytest.approx(true[1], abs=1e-3)
+    assert d.process(":TRAC:ACT?") == ["9"]  # READ? took the 3 counted readings
     assert float(d.process(":FETC?")[0]) == pytest.approx(true[1], abs=1e-3)
     assert float(d.process(":MEAS:VOLT? (@103)")[0]) == pytest.approx(true[2], abs=1e-3)
     assert d.process(":ROUT:CLOS?") == ["(@102)"]
