@@ -23,7 +23,12 @@ Channel map (0-based):
 The board keeps its own safe state: every source to 0 and off on SAFE_STATE,
 on a compliance trip, and when the client disconnects. It serves one client at
 a time (others wait in the listen backlog). Faults for tests are configured by
-:class:`FaultConfig` (see :meth:`VirtualBoard.set_faults`).
+:class:`FaultConfig` (see :meth:`VirtualBoard.set_faults`): whole-board counts, and
+per-command :class:`~simulated_device.virtual_faults.FaultRule` s with a count, a rate
+and a start (what ``hwloop virtual-board --fault`` installs). With
+``FaultConfig.watchdog_s`` the board keeps the host watchdog of
+``docs/board-protocol.md``: no valid frame for that long with an output on puts it in
+its safe state.
 
 Units: V, A, S, s. Timestamps are the emulator's simulated clock, s.
 """
@@ -85,6 +90,7 @@ from hwloop.board_protocol import (
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError, HwloopError, LimitError
 from simulated_device.bench_network import BenchNetwork
+from simulated_device.virtual_faults import FaultRule, fire_serial_rules
 
 FRAME_GAP_S = 0.05
 """Silence after which the board drops an incomplete frame, s (the protocol's frame gap)."""
@@ -120,6 +126,13 @@ class FaultConfig:
         overrange_channels: ADC channels that read full scale, flagged ``OVERRANGE``.
         stop_after_frames: after this many more frames (any command) the board never
             answers again (``None``: never stops).
+        rules: per-command rules with a count, a rate and a start
+            (:class:`~simulated_device.virtual_faults.FaultRule`, kinds in
+            :data:`~simulated_device.virtual_faults.SERIAL_KINDS`); what
+            ``hwloop virtual-board --fault`` installs.
+        watchdog_s: host watchdog, s: no valid request frame for this long while an
+            output is on puts the board in its safe state (``None``: off; see
+            ``docs/board-protocol.md``, "Host watchdog").
     """
 
     commands: frozenset[int] | None = None
@@ -137,12 +150,18 @@ class FaultConfig:
     nan_channels: frozenset[int] = frozenset()
     overrange_channels: frozenset[int] = frozenset()
     stop_after_frames: int | None = None
+    rules: tuple[FaultRule, ...] = ()
+    watchdog_s: float | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.reply_delay_s) and self.reply_delay_s >= 0):
             raise ConfigError(f"reply_delay_s={self.reply_delay_s} must be >= 0 s")
         if self.compliance_after_pulses is not None and self.compliance_after_pulses < 0:
             raise ConfigError("compliance_after_pulses must be >= 0 or None")
+        if self.watchdog_s is not None and not (
+            np.isfinite(self.watchdog_s) and self.watchdog_s > 0
+        ):
+            raise ConfigError(f"watchdog_s={self.watchdog_s} must be > 0 s (or None: off)")
 
 
 _COUNTED = (
@@ -157,6 +176,15 @@ _COUNTED = (
 )
 
 _SET_COMMANDS = (Command.SET_INPUTS, Command.SET_NUDGE_CURRENTS, Command.SET_BIAS_CURRENTS)
+_ERROR_KINDS = {
+    "busy": ErrorCode.BUSY,
+    "out-of-range": ErrorCode.OUT_OF_RANGE,
+    "bad-argument": ErrorCode.BAD_ARGUMENT,
+    "unknown-command": ErrorCode.UNKNOWN_COMMAND,
+    "internal": ErrorCode.INTERNAL,
+}
+HANG_UP = -1.0
+"""A send delay that means: close the connection (a dropped link)."""
 
 
 class VirtualBoard:
@@ -232,6 +260,12 @@ class VirtualBoard:
         """Reply frames sent since start."""
         self.disconnects = 0
         """Client disconnects seen (each one put the board in its safe state)."""
+        self.reboots = 0
+        """Injected reboots (each one lost its request and put the board in its safe state)."""
+        self.watchdog_trips = 0
+        """Host-watchdog expiries that put the board in its safe state."""
+        self._rule_reads: dict[str, float] = {}
+        self._last_valid_rx = time.monotonic()
         self.url: str = ""
         """Where the board is served: ``socket://127.0.0.1:PORT`` or a ``/dev/pts/N`` path."""
         self._stop = threading.Event()
@@ -319,21 +353,32 @@ class VirtualBoard:
                     return []
                 self._frames_left -= 1
             cmd = frame.command
+            fired = fire_serial_rules(self._faults.rules, cmd, self.frames_received)
+            early = self._rule_outcome(frame, fired)
+            if early is not None:
+                return early
             if self._take("silent", cmd):
                 return []
             if self._take("busy_replies", cmd):
                 return [(0.0, encode_error(frame.seq, cmd, ErrorCode.BUSY, "busy"))]
-            out = self._execute(frame)
-            if self._take("drop_replies", cmd):
+            self._rule_reads = fired
+            try:
+                out = self._execute(frame)
+            finally:
+                self._rule_reads = {}
+            if self._take("drop_replies", cmd) or "drop" in fired:
                 return []
             delay = self._faults.reply_delay_s if self._take("delayed_replies", cmd) else 0.0
-            if self._take("garble_replies", cmd):
+            delay += fired.get("delay", 0.0)
+            if "truncate" in fired:
+                out = out[: max(1, len(out) // 2)]
+            if self._take("garble_replies", cmd) or "garble" in fired:
                 b = bytearray(out)
                 # flip a bit in the sequence number and one in the last payload/CRC byte
                 b[6] ^= 0x04
                 b[-5] ^= 0x10
                 out = bytes(b)
-            if self._take("bad_crc_replies", cmd):
+            if self._take("bad_crc_replies", cmd) or "crc-reply" in fired:
                 b = bytearray(out)
                 b[-1] ^= 0xFF
                 out = bytes(b)
@@ -342,6 +387,39 @@ class VirtualBoard:
                 sends = [(delay, self._faults.noise), (0.0, out)]
             self.replies_sent += 1
             return sends
+
+    def _rule_outcome(
+        self, frame: Frame, fired: dict[str, float]
+    ) -> list[tuple[float, bytes]] | None:
+        """The answer decided by the fired rules before execution (None: execute)."""
+        seq, cmd = frame.seq, frame.command
+        if "stop" in fired:
+            self._frames_left = 0
+            return []
+        if "disconnect" in fired:
+            return [(HANG_UP, b"")]
+        if "reboot" in fired:
+            self.go_safe()
+            self.reboots += 1
+            return []
+        if "timeout" in fired:
+            return []
+        if "crc-request" in fired:
+            msg = "request CRC does not match; nothing was done"
+            return [(0.0, encode_error(seq, cmd, ErrorCode.BAD_CRC, msg))]
+        if "length-request" in fired:
+            msg = "payload length does not match the command; nothing was done"
+            return [(0.0, encode_error(seq, cmd, ErrorCode.BAD_LENGTH, msg))]
+        for kind, code in _ERROR_KINDS.items():
+            if kind in fired:
+                if code in (ErrorCode.INTERNAL, ErrorCode.COMPLIANCE_TRIP):
+                    self.go_safe()
+                return [(0.0, encode_error(seq, cmd, code, f"injected {kind}"))]
+        if "compliance" in fired and cmd in _SET_COMMANDS:
+            self.go_safe()
+            msg = "injected compliance trip; the board went to its safe state"
+            return [(0.0, encode_error(seq, cmd, ErrorCode.COMPLIANCE_TRIP, msg))]
+        return None
 
     def respond_fault(self, fault: FrameFault) -> list[tuple[float, bytes]]:
         """The board's answer to a damaged frame (BAD_CRC / BAD_LENGTH error replies)."""
@@ -441,6 +519,14 @@ class VirtualBoard:
             flags = np.array(reading.flags[:, 0, :], dtype=np.uint8)
             stamps = np.array(reading.timestamps_s[:, 0], dtype=np.float64)
         f = self._faults
+        fired = self._rule_reads
+        if "nan" in fired:
+            samples[:] = np.nan
+        if "overrange" in fired:
+            samples[:] = info.adc_range_v if np.isfinite(info.adc_range_v) else np.inf
+            flags |= np.uint8(SampleFlag.OVERRANGE)
+        if "compliance" in fired:
+            flags |= np.uint8(SampleFlag.COMPLIANCE)
         for pos, c in enumerate(req.channels.tolist()):
             if c in f.nan_channels:
                 samples[:, pos] = np.nan
@@ -494,6 +580,8 @@ class VirtualBoard:
         status = np.where(counts == 0, PulseStatus.NO_CHANGE, PulseStatus.OK).astype(np.uint8)
         aborted = False
         trip = self._faults.compliance_after_pulses
+        if "compliance" in self._rule_reads:
+            trip = int(self._rule_reads["compliance"])
         if trip is not None and k:
             cum = np.cumsum(np.abs(counts))
             hit = np.flatnonzero((cum >= trip) & (counts != 0))
@@ -524,11 +612,20 @@ class VirtualBoard:
         self, events: Sequence[Frame | FrameFault], send: Callable[[bytes], None]
     ) -> None:
         for ev in events:
+            handled = isinstance(ev, Frame) and not (
+                self._frames_left is not None and self._frames_left <= 0
+            )
+            if handled:
+                self._last_valid_rx = time.monotonic()  # a frame the firmware handles
             sends = self.respond(ev) if isinstance(ev, Frame) else self.respond_fault(ev)
             for delay, data in sends:
+                if delay == HANG_UP:
+                    raise _HangUpError
                 if delay > 0 and self._stop.wait(delay):
                     return
                 send(data)
+            if handled:
+                self._last_valid_rx = time.monotonic()  # the watchdog restarts at the reply
 
     def _serve_stream(
         self, recv: Callable[[], bytes | None], send: Callable[[bytes], None]
@@ -542,6 +639,7 @@ class VirtualBoard:
             if data is None:  # nothing arrived in the poll interval
                 if dec.pending and now - last_rx > FRAME_GAP_S:
                     self._handle(dec.drop_pending(), send)
+                self._check_watchdog(now)
                 continue
             if data == b"":
                 return
@@ -573,6 +671,9 @@ class VirtualBoard:
 
                 try:
                     self._serve_stream(recv, send)
+                except _HangUpError:
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_RDWR)
                 finally:
                     self._disconnected()
 
@@ -596,7 +697,8 @@ class VirtualBoard:
             now = time.monotonic()
             if not ready:
                 if dec.pending and now - last_rx > FRAME_GAP_S:
-                    self._handle(dec.drop_pending(), send)
+                    self._handle_pty(dec, dec.drop_pending(), send)
+                self._check_watchdog(now)
                 continue
             try:
                 data = os.read(master, 1 << 16)
@@ -614,7 +716,27 @@ class VirtualBoard:
                 connected = True
                 self._connected.set()
             last_rx = now
-            self._handle(dec.feed(data), send)
+            self._handle_pty(dec, dec.feed(data), send)
+
+    def _handle_pty(
+        self, dec: FrameDecoder, events: Sequence[Frame | FrameFault], send: Callable[[bytes], None]
+    ) -> None:
+        """As :meth:`_handle`; a dropped link on a terminal loses the pending bytes."""
+        try:
+            self._handle(events, send)
+        except _HangUpError:
+            dec.reset()
+            self._disconnected()
+
+    def _check_watchdog(self, now: float) -> None:
+        """Host watchdog: no valid frame for ``watchdog_s`` with outputs on -> safe state."""
+        wd = self._faults.watchdog_s
+        if wd is None or now - self._last_valid_rx <= wd:
+            return
+        with self._lock:
+            if self._outputs_on or self.bench.energised:
+                self.go_safe()
+                self.watchdog_trips += 1
 
     def _disconnected(self) -> None:
         self.disconnects += 1
@@ -682,6 +804,10 @@ class VirtualBoard:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _HangUpError(Exception):
+    """An injected dropped link: the server closes the connection."""
 
 
 class _ComplianceTripError(HwloopError):

@@ -19,19 +19,23 @@ and OUT is a ready board file. ``--json`` prints one JSON line instead of the te
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import numpy as np
 
+from hwloop.board_protocol import Command
 from hwloop.errors import ConfigError
 from hwloop.layered import parse_arch
+from simulated_device.virtual_faults import SCPI_KINDS, SERIAL_KINDS, FaultRule, parse_fault
 
 __all__ = ["register_virtual_board", "run_virtual_board"]
 
@@ -42,6 +46,7 @@ SCPI_ENV = {
     "daq": "HWLOOP_DAQ_RESOURCE",
     "matrix": "HWLOOP_MATRIX_RESOURCE",
     "xsmu": "HWLOOP_XSMU_RESOURCE",
+    "k2400": "HWLOOP_K2400_RESOURCE",
 }
 """Environment variable of each virtual SCPI instrument's VISA resource."""
 SERIAL_ENV = "HWLOOP_BOARD_URL"
@@ -73,16 +78,54 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def _fault_rules(args: argparse.Namespace) -> list[tuple[FaultRule, str | None]]:
+    """The ``--fault`` rules of this ``--kind`` (a one-line ConfigError for a bad one)."""
+    kinds = SERIAL_KINDS if args.kind == "serial" else SCPI_KINDS
+    out = []
+    for k, spec in enumerate(args.fault or []):
+        try:
+            rule, instrument = parse_fault(spec, kinds, seed=args.seed * 1000 + k)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if args.kind == "serial":
+            if instrument is not None:
+                raise ConfigError(f"--fault {spec!r}: instrument= is for --kind scpi; the "
+                                  "serial board is one instrument")
+            names = {c.name for c in Command}
+            if rule.match != "*" and rule.match.upper() not in names:
+                raise ConfigError(f"--fault {spec!r}: unknown command {rule.match!r}; use one "
+                                  f"of {', '.join(sorted(names))} or *")
+        elif instrument is not None and instrument not in SCPI_ENV:
+            raise ConfigError(f"--fault {spec!r}: unknown instrument {instrument!r}; use one "
+                              f"of {', '.join(SCPI_ENV)}")
+        out.append((rule, instrument))
+    if args.watchdog_s is not None and args.kind != "serial":
+        raise ConfigError("--watchdog-s is for --kind serial (the board protocol's host "
+                          "watchdog)")
+    return out
+
+
 def run_virtual_board(args: argparse.Namespace) -> int:
     """Start the virtual instruments, print where they are, serve until Ctrl-C/SIGTERM."""
     opts = _options(args)
+    rules = _fault_rules(args)
     closers: list[Any] = []
     env: dict[str, str]
     if args.kind == "serial":
-        from simulated_device.virtual_board import VirtualBoard
+        from simulated_device.virtual_board import FaultConfig, VirtualBoard
 
-        vb = VirtualBoard(opts, seed=args.seed)
+        try:
+            faults = FaultConfig(rules=tuple(r for r, _ in rules), watchdog_s=args.watchdog_s)
+        except ConfigError as exc:
+            raise ConfigError(f"--watchdog-s: {exc}") from None
+        vb = VirtualBoard(opts, seed=args.seed, faults=faults)
         closers.append(vb.close)
+
+        def summary() -> str:
+            fired = _fired(r for r, _ in rules)
+            return (f"faults fired: {fired}; watchdog trips {vb.watchdog_trips}, "
+                    f"disconnects {vb.disconnects}, reboots {vb.reboots}; "
+                    f"{'safe' if vb.is_safe else 'NOT safe'} at exit")
         try:
             url = vb.start_pty() if args.pty else vb.start_tcp(args.port, args.host)
         except OSError as exc:
@@ -110,8 +153,15 @@ def run_virtual_board(args: argparse.Namespace) -> int:
                 f"{2 * DAQ_PER_SLOT} and {6 * PER_SLOT}: use a smaller --arch (e.g. 32-8-2)"
             )
         bench = VirtualScpiBench(net, bias_channels=True)
+        for rule, instrument in rules:
+            for name in SCPI_ENV if instrument is None else (instrument,):
+                bench.faults(name).rules.append(copy.deepcopy(rule))
         bench.start()
         closers.append(bench.stop)
+
+        def summary() -> str:
+            fired = _fired(r for n in SCPI_ENV for r in bench.faults(n).rules)
+            return f"faults fired: {fired}; {'safe' if bench.is_safe else 'NOT safe'} at exit"
         env = {SCPI_ENV[k]: v for k, v in bench.resources.items()}
         what = (
             f"virtual SCPI bench {opts['arch']} ({args.preset}, seed {args.seed}): "
@@ -131,6 +181,8 @@ def run_virtual_board(args: argparse.Namespace) -> int:
             out = Path(args.write_board)
             out.write_text(fill_template(text, env, str(tpl)), encoding="utf-8")
             board_file = str(out)
+        if rules:
+            what += f"; {len(rules)} fault rule(s): " + "; ".join(args.fault)
         if args.json:
             print(json.dumps({"kind": args.kind, "what": what, "env": env,
                               "board_file": board_file}), flush=True)
@@ -142,10 +194,18 @@ def run_virtual_board(args: argparse.Namespace) -> int:
                 print(f"board file: {board_file}")
             print("serving until Ctrl-C", flush=True)
         _wait_for_signal()
+        print(f"hwloop virtual-board: stopped; {summary()}", file=sys.stderr)
     finally:
         for c in reversed(closers):
             c()
     return 0
+
+
+def _fired(rules: Iterable[FaultRule]) -> str:
+    counts: dict[str, int] = {}
+    for r in rules:
+        counts[r.kind] = counts.get(r.kind, 0) + r.fired
+    return ", ".join(f"{k} x{n}" for k, n in counts.items()) or "none"
 
 
 def _wait_for_signal() -> None:
@@ -163,7 +223,21 @@ def _wait_for_signal() -> None:
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    print("hwloop virtual-board: stopped", file=sys.stderr)
+
+
+def _fault_help() -> str:
+    lines = ["fault kinds, --kind serial:"]
+    lines += [f"  {k:16s} {v}" for k, v in SERIAL_KINDS.items()]
+    lines += ["fault kinds, --kind scpi:"]
+    lines += [f"  {k:16s} {v}" for k, v in SCPI_KINDS.items()]
+    lines += [
+        "examples:",
+        "  hwloop virtual-board --fault garble,command=READ_NODES,count=5,rate=0.2",
+        "  hwloop virtual-board --fault stop,after=200 --watchdog-s 1",
+        "  hwloop virtual-board --kind scpi --arch 32-8-2 --fault timeout,instrument=daq,"
+        "command=INIT,count=2",
+    ]
+    return "\n".join(lines)
 
 
 def register_virtual_board(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -173,7 +247,9 @@ def register_virtual_board(sub: argparse._SubParsersAction[argparse.ArgumentPars
         help="serve virtual instruments (serial board or SCPI bench) for a board file",
         description="Serve a virtual hwloop serial board or a virtual SCPI bench on the "
         "emulator, print the address(es) to export for examples/boards/*.toml, and serve "
-        "until Ctrl-C.",
+        "until Ctrl-C. --fault injects faults per command to rehearse error handling.",
+        epilog=_fault_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--kind", choices=("serial", "scpi"), default="serial",
                    help="serial board (hwloop protocol) or SCPI bench (2600B, DAQ6510, 707B)")
@@ -190,4 +266,18 @@ def register_virtual_board(sub: argparse._SubParsersAction[argparse.ArgumentPars
                    help="board file whose ${VAR} addresses are filled in (with --write-board)")
     p.add_argument("--write-board", default=None, help="write the filled board file here")
     p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.add_argument(
+        "--fault", action="append", default=None, metavar="KIND[,key=value...]",
+        help="inject a fault (repeatable): KIND then keys command= (serial: a protocol "
+        "command such as READ_NODES; scpi: text in the command line; * = any, the default), "
+        "count= (times it fires, default 1; inf = no limit), rate= (probability per matching "
+        "exchange, default 1), after= (exchanges of that instrument passed first, default 0), "
+        "value= (delay s, pulses before a trip, error code), instrument= (scpi: smu, daq, "
+        "matrix, xsmu, k2400; default all). Kinds below.",
+    )
+    p.add_argument(
+        "--watchdog-s", type=float, default=None, metavar="S",
+        help="serial: host watchdog: no valid frame for S seconds with an output on puts the "
+        "board in its safe state (docs/board-protocol.md); default off",
+    )
     p.set_defaults(func=run_virtual_board)

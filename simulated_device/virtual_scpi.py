@@ -1,43 +1,52 @@
-"""Virtual SCPI/TSP instruments on a :class:`BenchNetwork`, served over TCP on 127.0.0.1.
+r"""Virtual SCPI/TSP instruments on a :class:`BenchNetwork`, served over TCP on 127.0.0.1.
 
 A :class:`VirtualScpiBench` starts one TCP server per virtual instrument (raw
-socket, newline-terminated messages, as a ``TCPIP::host::port::SOCKET`` resource):
+socket, newline-terminated messages, as a ``TCPIP::host::port::SOCKET`` resource;
+``\n`` ends a message, a trailing ``\r`` is ignored; replies end in ``\n``):
 
 ``smu``
-    A 2600B-style SMU mainframe with TSP-Link nodes. Channels (``smua``, ``smub``,
+    A 2602B mainframe with TSP-Link nodes (TSP). Channels (``smua``, ``smub``,
     ``node[2].smua``, ...) are wired in order to the network's input nodes (voltage
     sources) and then to its output nodes (current sources: the nudges).
 ``daq``
-    A DAQ6510-style scanning voltmeter; channels 101.., 201.. (20 per slot) are wired
+    A DAQ6510 scanning meter (SCPI); channels 101.., 201.. (20 per slot) are wired
     to the network's free nodes (hidden, then output) in board order.
 ``matrix``
-    A 707B-style switching matrix; crosspoint ``"<slot><row><col>"`` (rows A..H,
-    columns 01..12, 96 per slot) number ``e`` routes edge ``e`` to the ``xsmu``.
+    A 707B switching matrix (TSP); crosspoint ``"<slot><row><col>"`` (rows A..H,
+    columns 01..12, 96 per slot) number ``e`` routes edge ``e`` to the crosspoint SMUs.
 ``xsmu``
-    A one-channel 2600B-style SMU (``smua``) behind the matrix: pulses go to
+    A 2601B (TSP, ``smua``) behind the matrix: pulses go to
     :meth:`BenchNetwork.pulse` of every routed edge, current reads see the routed
     edges' conductances (:meth:`BenchNetwork.conductances`) in parallel.
+``k2400``
+    A 2400 SourceMeter (SCPI) behind the matrix, like ``xsmu``.
 
-The command subsets are parsed here from the instruments' manuals (Series 2600B
-reference manual, TSP command reference; DAQ6510 reference manual, SCPI command
-reference; 707B reference manual, TSP command reference) and do not depend on the
-drivers in ``instruments``. TSP errors go to ``errorqueue`` with no reply, as on the
-instruments; SCPI errors to ``:SYSTem:ERRor?``.
+The instruments are written from their manuals (see
+:mod:`simulated_device.virtual_tsp_instruments` and
+:mod:`simulated_device.virtual_scpi_instruments`), not from the drivers in
+``instruments``. Every error becomes an error-queue entry; no input closes a
+connection.
 
-Fault injection per instrument through :meth:`VirtualScpiBench.faults`: slow replies,
-dropped replies (a timeout), a device that stops answering, garbled replies,
-compliance trips (SMU channels, pulse trains) and overrange/NaN readings (DAQ).
+Physics (:meth:`VirtualScpiBench.regulate`): the SMU channels on input nodes source
+a voltage and draw the current the emulated network takes from them
+(:meth:`DRN.source_currents`); a voltage source whose current would exceed its limit
+is regulated down to the limit (Newton steps on its level, the node's total
+conductance as the slope) and reports compliance; a current source on an input node
+is solved the same way; a current source on a free node whose node voltage would
+exceed its voltage limit is scaled down and reports compliance.
+
+Fault injection per instrument through :meth:`VirtualScpiBench.faults` (and per
+command with :class:`FaultRule`, see :mod:`simulated_device.virtual_faults`).
 
 Simplifications: a routed crosspoint is measured in isolation (I = V x g of the
-routed edges); pulse amplitude and width only set the polarity (the device model's
-pulse law sets the step); compliance is only what the faults inject; time stamps are
-synthetic (NPLC / 50 Hz per reading); replies come as fast as the host allows.
-Units: V, A, S, s.
+routed edges); a programming pulse is a ``delay()`` or a 2400 source-measure cycle
+at a level above 0.5 V (only its sign matters: the device model's pulse law sets
+the step); time stamps are synthetic (NPLC / line frequency per reading); ``delay``
+does not sleep. Units: V, A, S, s.
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import re
 import socket
@@ -46,20 +55,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from simulated_device.bench_network import BenchNetwork
+from simulated_device.virtual_faults import apply_scpi_rules
+from simulated_device.virtual_scpi_instruments import DAQ_PER_SLOT, K2400, Daq6510
+from simulated_device.virtual_tsp import lua_tostring
+from simulated_device.virtual_tsp_instruments import (
+    PULSE_THRESHOLD_V,
+    Matrix707B,
+    Smu2600,
+    SmuChannel,
+)
 
-__all__ = ["Faults", "VirtualScpiBench"]
+__all__ = ["DAQ_PER_SLOT", "PER_SLOT", "Faults", "VirtualScpiBench", "crosspoint_spec",
+           "smu_channel_names"]
 
 ROWS = "ABCDEFGH"
 COLUMNS = 12
 PER_SLOT = len(ROWS) * COLUMNS
-DAQ_PER_SLOT = 20
 OVERFLOW = 9.9e37
 NAN_CODE = 9.91e37
+_SmuChannel = SmuChannel  # the name used before the instruments moved out
 
 
 @dataclass
@@ -73,12 +92,15 @@ class Faults:
         drop_replies: the next N replies are not sent (the commands are executed).
         garble_replies: the next N replies are replaced by garbage.
         dead: the instrument reads commands but executes and answers nothing.
-        compliance: SMU channels (``"smua"``, ``"node[2].smub"``...) that report
-            ``source.compliance == true``.
+        compliance: SMU channels (``"smua"``, ``"node[2].smub"``, ``"k2400"``...)
+            that report compliance.
         compliance_after_pulses: a pulse train stops in compliance after this many
             pulses (``None``: never).
         overrange_channels: DAQ channels that read an overflow (9.9E37).
         nan_channels: DAQ channels that read NaN (9.91E37).
+        nan_readings: the next N readings (any instrument) are the NaN code.
+        overrange_readings: the next N readings are the overflow code.
+        rules: per-command faults (:class:`~simulated_device.virtual_faults.FaultRule`).
     """
 
     reply_delay_s: float = 0.0
@@ -91,57 +113,21 @@ class Faults:
     compliance_after_pulses: int | None = None
     overrange_channels: set[int] = field(default_factory=set)
     nan_channels: set[int] = field(default_factory=set)
+    nan_readings: int = 0
+    overrange_readings: int = 0
+    rules: list[Any] = field(default_factory=list)
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.6e}"
+class _Device(Protocol):
+    identity: str
+    faults: Faults
+
+    def process(self, line: str) -> list[str]: ...
+    def error(self, code: int, message: str) -> None: ...
+    def reset(self) -> None: ...
 
 
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split on ``sep`` outside quotes and parentheses."""
-    out: list[str] = []
-    cur: list[str] = []
-    depth, quote = 0, ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == sep and depth == 0:
-            out.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    out.append("".join(cur))
-    return [p.strip() for p in out]
-
-
-class _Virtual(abc.ABC):
-    """Base of a virtual instrument: identity, faults, error queue."""
-
-    def __init__(self, bench: VirtualScpiBench, identity: str) -> None:
-        self.bench = bench
-        self.net = bench.network
-        self.identity = identity
-        self.faults = Faults()
-        self.errors: list[tuple[int, str]] = []
-
-    def error(self, code: int, message: str) -> None:
-        self.errors.append((code, message))
-
-    @abc.abstractmethod
-    def process(self, line: str) -> list[str]:
-        """Execute one command line; return the reply lines."""
-
-
-# ---------------------------------------------------------------------- 2600B-style SMU
 _CH = r"(?:node\[(\d+)\]\.)?(smu[ab])"
-_CH_RE = re.compile(rf"^{_CH}$")
-_ATTR_RE = re.compile(rf"^{_CH}\.(source|measure)\.(\w+)$")
 _PULSE_RE = re.compile(
     rf"^{_CH}\.source\.func = .*?for hwl_k = 1, (\d+) do \S+\.source\.levelv = ([^;]+);"
     r" delay\(([^)]+)\);.*print\(hwl_n\)$"
@@ -152,74 +138,24 @@ def _canon(node: str | None, smu: str) -> str:
     return smu if node in (None, "1") else f"node[{node}].{smu}"
 
 
-@dataclass
-class _SmuChannel:
-    kind: str  # "input" | "output" | "bias" | "cross"
-    index: int
-    func: int = 1  # OUTPUT_DCAMPS = 0, OUTPUT_DCVOLTS = 1 (2600B reference manual)
-    levelv: float = 0.0
-    leveli: float = 0.0
-    limiti: float = 0.1
-    limitv: float = 20.0
-    output: int = 0
-    nplc: float = 1.0
-    count: int = 1
-    readings: list[float] = field(default_factory=list)
-    stamps: list[float] = field(default_factory=list)
-    timestamps_on: int = 0
+class _PulsingSmu(Smu2600):
+    """The 2601B behind the matrix: also runs a pulse train chunk in one step.
 
+    A chunk ``smua.source.func = ...; for hwl_k = 1, N do smua.source.levelv = A;
+    delay(W); ... end ... print(hwl_n)`` applies N pulses of sign(A) to each routed
+    edge (fewer with ``compliance_after_pulses``) and prints the count.
+    """
 
-class _Smu2600(_Virtual):
-    """A 2600B-style TSP SMU: channels by canonical name (see module docstring)."""
-
-    def __init__(
-        self, bench: VirtualScpiBench, identity: str, channels: dict[str, _SmuChannel]
-    ) -> None:
-        super().__init__(bench, identity)
-        self.channels = channels
-        self.vars: dict[str, Any] = {}
-
-    # -------------------------------------------------------------- physics
-    def _push(self, name: str) -> None:
-        """Apply a channel's effective source level to the network."""
+    def process(self, line: str) -> list[str]:
+        m = _PULSE_RE.match(line.strip())
+        if m is None:
+            return super().process(line)
+        name = _canon(m.group(1), m.group(2))
+        if name not in self.channels:
+            self.error(-286, f"TSP Runtime error at line 1: attempt to index global '{name}'")
+            return []
         c = self.channels[name]
-        on = c.output == 1
-        if c.kind == "input":
-            if on and c.func == 0:
-                self.error(5001, f"virtual bench: {name} drives an input node: source volts")
-            v = c.levelv if (on and c.func == 1) else 0.0
-            self.net.set_inputs(np.array([c.index]), np.array([v]))
-        elif c.kind in ("output", "bias"):
-            if on and c.func == 1:
-                self.error(5001, f"virtual bench: {name} drives a {c.kind} node: source amps")
-            i = c.leveli if (on and c.func == 0) else 0.0
-            if c.kind == "output":
-                self.net.set_nudge_currents(np.array([c.index]), np.array([i]))
-            else:
-                self.net.set_bias_currents(np.array([c.index]), np.array([i]))
-
-    def _node(self, c: _SmuChannel) -> int:
-        d = self.net.desc
-        nodes = {"input": d.input_nodes, "output": d.output_nodes, "bias": d.bias_nodes}[c.kind]
-        return int(nodes[c.index])
-
-    def _measure(self, name: str, what: str, n: int) -> list[float]:
-        c = self.channels[name]
-        if c.kind == "cross":
-            edges = self.bench.routed_edges()
-            if what == "i":
-                if c.output != 1 or c.func != 1 or not edges:
-                    return [0.0] * n
-                g = float(np.sum(self.net.conductances(np.array(edges))))
-                return [c.levelv * g] * n
-            return [c.levelv if c.output == 1 else 0.0] * n
-        if what == "i":
-            return [NAN_CODE] * n  # source currents are not modelled
-        r = self.net.read_nodes(np.array([self._node(c)]), n)
-        return [float(x) for x in np.asarray(r.samples_v)[:, 0, 0]]
-
-    def _pulse(self, name: str, count: int, amplitude: float) -> int:
-        c = self.channels[name]
+        count, amplitude = int(m.group(3)), float(m.group(4))
         lim = self.faults.compliance_after_pulses
         done = count if lim is None else min(count, lim)
         if c.kind == "cross" and amplitude != 0.0:
@@ -228,465 +164,12 @@ class _Smu2600(_Virtual):
                 self.net.pulse(e, sign * done)
         c.levelv = 0.0
         c.output = 0
-        return done
-
-    # -------------------------------------------------------------- TSP subset
-    def process(self, line: str) -> list[str]:
-        text = line.strip()
-        if not text:
-            return []
-        up = text.upper()
-        if up == "*IDN?":
-            return [self.identity]
-        if up in ("*RST", "RESET()"):
-            for name, c in self.channels.items():
-                c.levelv = c.leveli = 0.0
-                c.output, c.func = 0, 1
-                self._push(name)
-            return []
-        if up == "*CLS":
-            self.errors.clear()
-            return []
-        m = _PULSE_RE.match(text)
-        if m is not None:
-            name = _canon(m.group(1), m.group(2))
-            if name not in self.channels:
-                self.error(-285, f"unknown channel {name}")
-                return []
-            done = self._pulse(name, int(m.group(3)), float(m.group(4)))
-            return [_fmt(done)]
-        replies: list[str] = []
-        for stmt in _split_top(text, ";"):
-            if stmt:
-                try:
-                    out = self._exec(stmt)
-                except (KeyError, ValueError, IndexError) as exc:
-                    self.error(-285, f"TSP Syntax error at {stmt!r}: {exc}")
-                    return replies  # the chunk stops at the first error
-                if out is not None:
-                    replies.append(out)
-        return replies
-
-    def _exec(self, stmt: str) -> str | None:
-        if stmt.startswith("printbuffer(") and stmt.endswith(")"):
-            args = _split_top(stmt[len("printbuffer(") : -1], ",")
-            lo, hi = int(float(args[0])), int(float(args[1]))
-            cols = [self._buffer(a) for a in args[2:]]
-            vals = [col[i - 1] for i in range(lo, hi + 1) for col in cols]
-            return ", ".join(_fmt(v) for v in vals)
-        if stmt.startswith("print(") and stmt.endswith(")"):
-            args = _split_top(stmt[len("print(") : -1], ",")
-            return "\t".join(self._show(self._eval(a)) for a in args)
-        if stmt.startswith("delay(") and stmt.endswith(")"):
-            return None
-        m = re.match(rf"^{_CH}\.nvbuffer1\.clear\(\)$", stmt)
-        if m:
-            c = self._chan(m.group(1), m.group(2))
-            c.readings, c.stamps = [], []
-            return None
-        m = re.match(rf"^{_CH}\.measure\.v\({_CH}\.nvbuffer1\)$", stmt)
-        if m:
-            name = _canon(m.group(1), m.group(2))
-            c = self.channels[name]
-            vals = self._measure(name, "v", c.count)
-            dt = c.nplc / 50.0 + 1e-4
-            t0 = c.stamps[-1] + dt if c.stamps else 0.0
-            c.readings += vals
-            c.stamps += [t0 + k * dt for k in range(len(vals))]
-            return None
-        if "=" in stmt:
-            lhs, rhs = (p.strip() for p in stmt.split("=", 1))
-            self._assign(lhs, self._eval(rhs))
-            return None
-        raise ValueError("unknown statement")
-
-    def _chan(self, node: str | None, smu: str) -> _SmuChannel:
-        return self.channels[_canon(node, smu)]
-
-    def _buffer(self, expr: str) -> list[float]:
-        m = re.match(rf"^{_CH}\.nvbuffer1(?:\.(readings|timestamps))?$", expr)
-        if m is None:
-            raise ValueError(f"not a buffer: {expr}")
-        c = self._chan(m.group(1), m.group(2))
-        return c.stamps if m.group(3) == "timestamps" else c.readings
-
-    def _eval(self, expr: str) -> Any:
-        e = expr.strip()
-        if e in ("true", "false"):
-            return e == "true"
-        if e in self.vars:
-            return self.vars[e]
-        try:
-            return float(e)
-        except ValueError:
-            pass
-        if e == "errorqueue.count":
-            return float(len(self.errors))
-        if e == "errorqueue.next()":
-            code, msg = self.errors.pop(0) if self.errors else (0, "Queue Is Empty")
-            return f"{code:.5e}\t{msg}\t0\t1"
-        m = re.match(rf"^{_CH}\.(OUTPUT_ON|OUTPUT_OFF|OUTPUT_DCVOLTS|OUTPUT_DCAMPS)$", e)
-        if m:
-            return {"OUTPUT_ON": 1.0, "OUTPUT_OFF": 0.0, "OUTPUT_DCVOLTS": 1.0}.get(m.group(3), 0.0)
-        m = re.match(rf"^{_CH}\.measure\.([vi])\(\)$", e)
-        if m:
-            return self._measure(_canon(m.group(1), m.group(2)), m.group(3), 1)[0]
-        m = _ATTR_RE.match(e)
-        if m:
-            name = _canon(m.group(1), m.group(2))
-            c = self.channels[name]
-            attr = m.group(4)
-            if m.group(3) == "source" and attr == "compliance":
-                return name in self.faults.compliance
-            key = {"func": "func", "output": "output"}.get(attr, attr)
-            if m.group(3) == "measure" and attr not in ("nplc", "count"):
-                raise ValueError(f"unknown attribute {e}")
-            return float(getattr(c, key))
-        raise ValueError(f"cannot evaluate {e}")
-
-    def _assign(self, lhs: str, value: Any) -> None:
-        if re.match(r"^hwl_\w+$", lhs):
-            self.vars[lhs] = value
-            return
-        m = re.match(rf"^{_CH}\.nvbuffer1\.collecttimestamps$", lhs)
-        if m:
-            self._chan(m.group(1), m.group(2)).timestamps_on = int(value)
-            return
-        m = _ATTR_RE.match(lhs)
-        if m is None:
-            raise ValueError(f"cannot assign {lhs}")
-        name = _canon(m.group(1), m.group(2))
-        c = self.channels[name]
-        section, attr = m.group(3), m.group(4)
-        allowed = {
-            "source": ("func", "levelv", "leveli", "limiti", "limitv", "output"),
-            "measure": ("nplc", "count"),
-        }[section]
-        if attr not in allowed:
-            raise ValueError(f"cannot assign {lhs}")
-        if attr in ("func", "output", "count"):
-            setattr(c, attr, int(value))
-        else:
-            setattr(c, attr, float(value))
-        if section == "source":
-            self._push(name)
-
-    @staticmethod
-    def _show(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, float):
-            return _fmt(v)
-        return str(v)
-
-
-# ---------------------------------------------------------------------- 707B-style matrix
-_SPEC_RE = re.compile(r"^([1-6])([A-H])(\d\d)$")
-
-
-class _Matrix707B(_Virtual):
-    """A 707B-style matrix: ``channel.close/open/getclose`` and the error queue."""
-
-    def __init__(self, bench: VirtualScpiBench, identity: str, n_slots: int) -> None:
-        super().__init__(bench, identity)
-        self.n_slots = n_slots
-        self.closed: set[str] = set()
-
-    def _specs(self, arg: str, allow_slots: bool) -> list[str] | None:
-        items = [p.strip() for p in arg.split(",") if p.strip()]
-        out: list[str] = []
-        for it in items:
-            if allow_slots and it == "allslots":
-                out += sorted(self.closed)
-                continue
-            m = _SPEC_RE.match(it)
-            if m is None or int(m.group(1)) > self.n_slots or not 1 <= int(m.group(3)) <= COLUMNS:
-                self.error(1115, f"Parameter error, invalid channel {it!r}")
-                return None
-            out.append(it)
-        return out
-
-    def process(self, line: str) -> list[str]:
-        text = line.strip()
-        if text.upper() == "*IDN?":
-            return [self.identity]
-        replies: list[str] = []
-        for stmt in _split_top(text, ";"):
-            m = re.match(r'^channel\.(close|open)\("([^"]*)"\)$', stmt)
-            if m:
-                specs = self._specs(m.group(2), allow_slots=m.group(1) == "open")
-                if specs is None:
-                    return replies
-                if m.group(1) == "close":
-                    self.closed.update(specs)
-                else:
-                    self.closed.difference_update(specs)
-                continue
-            if stmt == 'print(channel.getclose("allslots"))':
-                replies.append(";".join(sorted(self.closed)) if self.closed else "nil")
-            elif stmt == "print(errorqueue.count)":
-                replies.append(_fmt(len(self.errors)))
-            elif stmt == "print(errorqueue.next())":
-                code, msg = self.errors.pop(0) if self.errors else (0, "Queue Is Empty")
-                replies.append(f"{code:.5e}\t{msg}\t0\t1")
-            elif stmt in ("reset()", "*RST"):
-                self.closed.clear()
-            elif stmt:
-                self.error(-285, f"TSP Syntax error at {stmt!r}")
-                return replies
-        return replies
-
-
-# ---------------------------------------------------------------------- DAQ6510-style meter
-def _scpi_header(header: str, pattern: str) -> bool:
-    """True when SCPI ``header`` matches ``pattern`` in short or long form per node.
-
-    ``pattern`` spells each node in mixed case: upper case = short form
-    (``"ROUTe:SCAN:COUNt:SCAN"``).
-    """
-    got = header.lstrip(":").upper().split(":")
-    want = pattern.split(":")
-    if len(got) != len(want):
-        return False
-    for g, w in zip(got, want, strict=True):
-        short = "".join(ch for ch in w if ch.isupper() or ch.isdigit())
-        if g not in (short, w.upper()):
-            return False
-    return True
-
-
-def _channel_numbers(arg: str) -> list[int]:
-    m = re.search(r"\(@([^)]*)\)", arg)
-    if m is None:
-        raise ValueError("no channel list")
-    out: list[int] = []
-    for part in m.group(1).split(","):
-        part = part.strip()
-        if ":" in part:
-            a, b = (int(x) for x in part.split(":"))
-            out += list(range(a, b + 1))
-        elif part:
-            out.append(int(part))
-    return out
-
-
-class _Daq6510(_Virtual):
-    """A DAQ6510-style scanner.
-
-    Channel ``slot * 100 + k`` reads free node number ``(slot - 1) * 20 + k - 1``.
-    """
-
-    def __init__(self, bench: VirtualScpiBench, identity: str) -> None:
-        super().__init__(bench, identity)
-        free = self.net.desc.free_nodes
-        self.node_of = {
-            (i // DAQ_PER_SLOT + 1) * 100 + i % DAQ_PER_SLOT + 1: int(n) for i, n in enumerate(free)
-        }
-        self.nplc: dict[int, float] = {}
-        self.range_v: dict[int, float] = {}
-        self.scan: list[int] = []
-        self.scan_count = 1
-        self.buffer: list[tuple[float, float]] = []
-
-    def process(self, line: str) -> list[str]:
-        replies: list[str] = []
-        for cmd in _split_top(line.strip(), ";"):
-            if not cmd:
-                continue
-            header, _, args = cmd.partition(" ")
-            try:
-                out = self._command(header.strip(), args.strip())
-            except (KeyError, ValueError, IndexError) as exc:
-                self.error(-102, f"Syntax error; {cmd!r}: {exc}")
-                continue
-            if out is not None:
-                replies.append(out)
-        return replies
-
-    def _command(self, h: str, args: str) -> str | None:
-        hu = h.upper()
-        if hu == "*IDN?":
-            return self.identity
-        if hu == "*OPC?":
-            return "1"
-        if hu in ("*RST", "*CLS", "*WAI"):
-            if hu == "*RST":
-                self.scan, self.scan_count, self.buffer = [], 1, []
-            if hu == "*CLS":
-                self.errors.clear()
-            return None
-        if _scpi_header(h, "SENSe:FUNCtion"):
-            if '"VOLT:DC"' not in args.upper().replace("'", '"'):
-                raise ValueError("only VOLT:DC is wired on the virtual bench")
-            for c in _channel_numbers(args):
-                self._check(c)
-            return None
-        if _scpi_header(h, "SENSe:VOLTage:NPLCycles"):
-            for c in _channel_numbers(args):
-                self.nplc[self._check(c)] = float(args.split(",")[0])
-            return None
-        if _scpi_header(h, "SENSe:VOLTage:RANGe"):
-            for c in _channel_numbers(args):
-                self.range_v[self._check(c)] = float(args.split(",")[0])
-            return None
-        if _scpi_header(h, "ROUTe:SCAN:CREate"):
-            self.scan = [self._check(c) for c in _channel_numbers(args)]
-            return None
-        if _scpi_header(h, "ROUTe:SCAN:COUNt:SCAN"):
-            self.scan_count = int(float(args))
-            return None
-        if _scpi_header(h, "TRACe:CLEar"):
-            self.buffer = []
-            return None
-        if _scpi_header(h, "INITiate") or _scpi_header(h, "INITiate:IMMediate"):
-            self._run_scan()
-            return None
-        if _scpi_header(h, "TRACe:ACTual?"):
-            return str(len(self.buffer))
-        if _scpi_header(h, "TRACe:DATA?"):
-            parts = _split_top(args, ",")
-            lo, hi = int(parts[0]), int(parts[1])
-            elems = [p.upper() for p in parts[3:]] or ["READ"]
-            out: list[str] = []
-            for value, rel in self.buffer[lo - 1 : hi]:
-                for el in elems:
-                    out.append(_fmt(value) if el.startswith("READ") else _fmt(rel))
-            return ",".join(out)
-        if _scpi_header(h, "ROUTe:OPEN:ALL") or _scpi_header(h, "ABORt"):
-            return None
-        if _scpi_header(h, "SYSTem:ERRor?") or _scpi_header(h, "SYSTem:ERRor:NEXT?"):
-            code, msg = self.errors.pop(0) if self.errors else (0, "No error")
-            return f'{code},"{msg}"'
-        raise ValueError("undefined header")
-
-    def _check(self, c: int) -> int:
-        if c not in self.node_of:
-            raise ValueError(f"channel {c} is not wired")
-        return c
-
-    def _run_scan(self) -> None:
-        if not self.scan:
-            raise ValueError("empty scan list")
-        nodes = np.array([self.node_of[c] for c in self.scan])
-        n = self.scan_count
-        samples = np.asarray(self.net.read_nodes(nodes, n).samples_v)[:, 0, :]
-        self.buffer = []
-        t = 0.0
-        for s in range(n):
-            for j, c in enumerate(self.scan):
-                v = float(samples[s, j])
-                rng = self.range_v.get(c)
-                if c in self.faults.overrange_channels or (rng is not None and abs(v) > 1.2 * rng):
-                    v = OVERFLOW
-                if c in self.faults.nan_channels:
-                    v = NAN_CODE
-                self.buffer.append((v, t))
-                t += self.nplc.get(c, 1.0) / 50.0 + 1e-3
-
-
-# ---------------------------------------------------------------------- the bench
-class _Server:
-    """One TCP listener on 127.0.0.1 serving newline-terminated messages to a device."""
-
-    def __init__(self, device: _Virtual, lock: threading.Lock, port: int) -> None:
-        self.device = device
-        self.lock = lock
-        self.sock = socket.create_server(("127.0.0.1", port))
-        self.sock.settimeout(0.1)
-        self.port = int(self.sock.getsockname()[1])
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
-        self.conns: list[socket.socket] = []
-        t = threading.Thread(target=self._accept, name=f"virtual-scpi-{self.port}", daemon=True)
-        self.threads.append(t)
-        t.start()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(0.1)
-            self.conns.append(conn)
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(t)
-            t.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        with conn:
-            while not self.stop.is_set():
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
-                buf += data
-                while b"\n" in buf:
-                    raw, buf = buf.split(b"\n", 1)
-                    line = raw.decode("ascii", errors="replace").strip("\r")
-                    for reply in self._handle(line):
-                        try:
-                            conn.sendall(reply.encode("ascii", errors="replace") + b"\n")
-                        except OSError:
-                            return
-
-    def _handle(self, line: str) -> list[str]:
-        f = self.device.faults
-        if f.dead:
-            return []
-        with self.lock:
-            replies = self.device.process(line)
-        out: list[str] = []
-        for r in replies:
-            if f.drop_replies > 0:
-                f.drop_replies -= 1
-                continue
-            if f.garble_replies > 0:
-                f.garble_replies -= 1
-                r = "?#GARBLED#" + r[::-1][:20]
-            delay = f.reply_delay_s
-            if f.slow_replies > 0:
-                f.slow_replies -= 1
-                delay += f.slow_delay_s
-            if delay > 0:
-                time.sleep(delay)
-            out.append(r)
-        return out
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
-        for c in self.conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-        for t in self.threads:
-            t.join(timeout=2.0)
-
-
-def smu_channel_names(n: int) -> tuple[str, ...]:
-    """Names of ``n`` 2600B channels: ``smua, smub, node[2].smua, node[2].smub, ...``."""
-    names = []
-    for j in range(n):
-        node, smu = j // 2 + 1, "smua" if j % 2 == 0 else "smub"
-        names.append(smu if node == 1 else f"node[{node}].{smu}")
-    return tuple(names)
-
-
-def crosspoint_spec(edge: int) -> str:
-    """The virtual matrix's crosspoint for ``edge`` (``0`` -> ``"1A01"``)."""
-    slot, rem = divmod(int(edge), PER_SLOT)
-    row, col = divmod(rem, COLUMNS)
-    return f"{slot + 1}{ROWS[row]}{col + 1:02d}"
+        self.bench.source_changed(self, name)
+        return [lua_tostring(float(done), 7)]
 
 
 class VirtualScpiBench:
-    """Virtual SMU, DAQ, matrix and crosspoint SMU on one :class:`BenchNetwork`.
+    """Virtual SMU, DAQ, matrix and crosspoint SMUs on one :class:`BenchNetwork`.
 
     Use as a context manager (servers start on entry and stop on exit):
 
@@ -696,12 +179,13 @@ class VirtualScpiBench:
     Args:
         network: the emulated network (its generator draws the read noise).
         ports: TCP port per instrument (``"smu"``, ``"daq"``, ``"matrix"``,
-            ``"xsmu"``); 0 or missing: an ephemeral port. Always bound to 127.0.0.1.
+            ``"xsmu"``, ``"k2400"``); 0 or missing: an ephemeral port. Always bound
+            to 127.0.0.1.
         bias_channels: also wire one SMU channel (current source) to each bias node
             of the network, after the output channels.
     """
 
-    NAMES = ("smu", "daq", "matrix", "xsmu")
+    NAMES = ("smu", "daq", "matrix", "xsmu", "k2400")
 
     def __init__(
         self,
@@ -712,41 +196,46 @@ class VirtualScpiBench:
     ) -> None:
         self.network = network
         self._ports_wanted = dict(ports or {})
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._dirty = True
         desc = network.desc
         n_in, n_out = len(desc.input_nodes), len(desc.output_nodes)
         n_bias = len(desc.bias_nodes) if bias_channels else 0
         names = smu_channel_names(n_in + n_out + n_bias)
         kinds = [("input", j) for j in range(n_in)] + [("output", j) for j in range(n_out)]
         kinds += [("bias", j) for j in range(n_bias)]
-        chans = {nm: _SmuChannel(k, j) for nm, (k, j) in zip(names, kinds, strict=True)}
+        chans = {nm: SmuChannel(k, j) for nm, (k, j) in zip(names, kinds, strict=True)}
         self.smu_channels: tuple[str, ...] = names
         """SMU channel names: input nodes first (voltage), then output nodes (current: the
         nudges), then with ``bias_channels`` the bias nodes (current)."""
-        self.devices: dict[str, _Virtual] = {
-            "smu": _Smu2600(self, "Keithley Instruments Inc., Model 2602B, VSMU0001, 4.0.0", chans),
-            "daq": _Daq6510(self, "KEITHLEY INSTRUMENTS,MODEL DAQ6510,VDAQ0001,1.7.12b"),
-            "matrix": _Matrix707B(
-                self,
-                "Keithley Instruments Inc., Model 707B, VMTX0001, 1.6.1",
-                n_slots=max(1, min(6, -(-desc.n_edges // PER_SLOT))),
-            ),
-            "xsmu": _Smu2600(
-                self,
-                "Keithley Instruments Inc., Model 2601B, VXSM0001, 4.0.0",
-                {"smua": _SmuChannel("cross", 0)},
-            ),
-        }
-        daq = self.devices["daq"]
-        assert isinstance(daq, _Daq6510)
-        self.daq_channels: tuple[int, ...] = tuple(daq.node_of)
-        """DAQ channel of each free node, in board order (``desc.free_nodes``)."""
-        n_routed = min(desc.n_edges, 6 * PER_SLOT)
         self.crosspoint_routes: tuple[tuple[str], ...] = tuple(
-            (crosspoint_spec(e),) for e in range(n_routed)
+            (crosspoint_spec(e),) for e in range(min(desc.n_edges, 6 * PER_SLOT))
         )
         """Route (matrix crosspoints) of each edge ``e`` (edges beyond 576: none)."""
+        self._spec_to_edge = {r[0]: e for e, r in enumerate(self.crosspoint_routes)}
+        self.smu = Smu2600(self, "Keithley Instruments Inc., Model 2602B, VSMU0001, 4.0.0", chans)
+        self.daq = Daq6510(self, "KEITHLEY INSTRUMENTS,MODEL DAQ6510,VDAQ0001,1.7.12b")
+        self.matrix = Matrix707B(
+            self,
+            "Keithley Instruments Inc., Model 707B, VMTX0001, 1.6.1",
+            n_slots=max(1, min(6, -(-desc.n_edges // PER_SLOT))),
+        )
+        self.xsmu = _PulsingSmu(
+            self, "Keithley Instruments Inc., Model 2601B, VXSM0001, 4.0.0",
+            {"smua": SmuChannel("cross", 0)},
+        )
+        self.k2400 = K2400(
+            self,
+            "KEITHLEY INSTRUMENTS INC.,MODEL 2400,VK240001,C32   Oct  4 2010 14:20:11/A02  /S/K",
+        )
+        self.devices: dict[str, Any] = {
+            "smu": self.smu, "daq": self.daq, "matrix": self.matrix, "xsmu": self.xsmu,
+            "k2400": self.k2400,
+        }
+        self.daq_channels: tuple[int, ...] = tuple(self.daq.node_of)
+        """DAQ channel of each free node, in board order (``desc.free_nodes``)."""
         self._servers: dict[str, _Server] = {}
+        self._source_i = np.zeros(n_in)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -756,7 +245,7 @@ class VirtualScpiBench:
         try:
             for name in self.NAMES:
                 port = int(self._ports_wanted.get(name, 0))
-                self._servers[name] = _Server(self.devices[name], self._lock, port)
+                self._servers[name] = _Server(self, name, port)
         except BaseException:
             self.stop()
             raise
@@ -793,21 +282,16 @@ class VirtualScpiBench:
     # ------------------------------------------------------------------ state
     def faults(self, name: str) -> Faults:
         """The fault settings of instrument ``name`` (``"smu"``, ``"daq"``, ...)."""
-        return self.devices[name].faults
+        return self.devices[name].faults  # type: ignore[no-any-return]
 
     def routed_edges(self) -> list[int]:
         """Edges whose crosspoint is closed on the matrix."""
-        m = self.devices["matrix"]
-        assert isinstance(m, _Matrix707B)
-        spec_to_edge = {r[0]: e for e, r in enumerate(self.crosspoint_routes)}
-        return sorted(spec_to_edge[s] for s in m.closed if s in spec_to_edge)
+        return sorted(self._spec_to_edge[s] for s in self.matrix.closed if s in self._spec_to_edge)
 
     def closed_crosspoints(self) -> tuple[str, ...]:
         """Closed crosspoints of the matrix (sorted)."""
-        m = self.devices["matrix"]
-        assert isinstance(m, _Matrix707B)
         with self._lock:
-            return tuple(sorted(m.closed))
+            return tuple(sorted(self.matrix.closed))
 
     def with_lock(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` while no instrument command is being processed."""
@@ -818,12 +302,350 @@ class VirtualScpiBench:
     def is_safe(self) -> bool:
         """True when every SMU output is off at 0, no relay is closed, no source is on."""
         with self._lock:
-            for name in ("smu", "xsmu"):
-                dev = self.devices[name]
-                assert isinstance(dev, _Smu2600)
+            for dev in (self.smu, self.xsmu):
                 for c in dev.channels.values():
                     if c.output != 0 or c.levelv != 0.0 or c.leveli != 0.0:
                         return False
-            m = self.devices["matrix"]
-            assert isinstance(m, _Matrix707B)
-            return not m.closed and not self.network.energised
+            k = self.k2400
+            if k.output or any(k.level.values()):
+                return False
+            return not self.matrix.closed and not self.network.energised
+
+    # ------------------------------------------------------------------ physics
+    def source_changed(self, dev: object, name: str) -> None:
+        """A source level, limit or output state changed: push it, regulate later."""
+        if dev is self.smu:
+            c = self.smu.channels[name]
+            on = c.output == 1
+            if c.kind in ("output", "bias") and on and c.func == 1:
+                self.smu.error(5001, f"virtual bench: {name} drives a {c.kind} node: "
+                                     "source amps")
+            if c.kind == "input" and not (on and c.func == 0):
+                self._set_input(c.index, c.levelv if on else 0.0)
+            elif c.kind in ("output", "bias"):
+                i = c.leveli if (on and c.func == 0) else 0.0
+                arr = self.network.nudge_a if c.kind == "output" else self.network.bias_a
+                if arr[c.index] != i:
+                    setter = (self.network.set_nudge_currents if c.kind == "output"
+                              else self.network.set_bias_currents)
+                    setter(np.array([c.index]), np.array([i]))
+        self._dirty = True
+
+    def _set_input(self, k: int, v: float) -> None:
+        # only a change re-solves the network (a re-solve is warm-started, not idempotent)
+        if self.network.inputs_v[k] != v:
+            self.network.set_inputs(np.array([k]), np.array([v]))
+
+    def routes_changed(self) -> None:
+        """The matrix opened or closed a crosspoint."""
+        self._dirty = True
+
+    def regulate(self) -> None:
+        """Bring every SMU source of ``smu`` within its limit (see the module docstring)."""
+        if not self._dirty:
+            return
+        net = self.network
+        chans = self.smu.channels
+        inputs = [(n, c) for n, c in chans.items() if c.kind == "input"]
+        currents = [(n, c) for n, c in chans.items() if c.kind in ("output", "bias")]
+        for _, c in chans.items():
+            c.in_compliance = False
+            if c.kind == "input" and c.output == 1 and c.func == 1:
+                self._set_input(c.index, c.levelv)
+        rows = np.asarray(net.board.network.input_row_sums(), dtype=np.float64)
+        w0 = np.asarray(net.board.network.weights[0], dtype=np.float64)
+        n_in = len(net.desc.input_nodes)
+        h0 = slice(n_in, n_in + w0.shape[1])
+        # current sources on free nodes: scale down while their node exceeds limitv
+        for _ in range(4):
+            over = False
+            v_all = net.true_voltages()
+            for _n, c in currents:
+                if c.output != 1 or c.func != 0:
+                    continue
+                node = int((net.desc.output_nodes if c.kind == "output" else
+                            net.desc.bias_nodes)[c.index])
+                vn = abs(float(v_all[node]))
+                i_now = float((net.nudge_a if c.kind == "output" else net.bias_a)[c.index])
+                if vn > c.limitv * (1 + 1e-6) and i_now != 0.0:
+                    over = True
+                    c.in_compliance = True
+                    setter = (net.set_nudge_currents if c.kind == "output"
+                              else net.set_bias_currents)
+                    setter(np.array([c.index]), np.array([i_now * c.limitv / vn]))
+            if not over:
+                break
+        # input sources: voltage sources limited in current, current sources solved
+        for _ in range(12):
+            v_all = net.true_voltages()
+            v_in = np.array(net.inputs_v, dtype=np.float64)
+            cur = v_in * rows - w0 @ v_all[h0]
+            moved = False
+            for _n, c in inputs:
+                k = c.index
+                if c.output != 1:
+                    continue
+                g = max(float(rows[k]), 1e-15)
+                if c.func == 1:
+                    target = float(np.clip(cur[k], -c.limiti, c.limiti))
+                    if abs(cur[k]) > c.limiti * (1 + 1e-6):
+                        c.in_compliance = True
+                else:
+                    target = c.leveli
+                if abs(cur[k] - target) > 1e-6 * abs(target) + 1e-15:
+                    v_new = v_in[k] + (target - cur[k]) / g
+                    if c.func == 0 and abs(v_new) > c.limitv:
+                        v_new = float(np.sign(v_new)) * c.limitv
+                        c.in_compliance = True
+                    if c.func == 1 and abs(v_new) > abs(c.levelv):
+                        v_new = c.levelv
+                    if v_new != v_in[k]:
+                        self._set_input(k, v_new)
+                        moved = True
+            if not moved:
+                break
+        v_all = net.true_voltages()
+        v_in = np.array(net.inputs_v, dtype=np.float64)
+        self._source_i = v_in * rows - w0 @ v_all[h0]
+        for _n, c in inputs:
+            c.eff_v = float(v_in[c.index])
+            i = float(self._source_i[c.index])
+            if c.output == 1 and c.func == 1 and c.in_compliance:
+                i = float(np.clip(i, -c.limiti, c.limiti))
+            c.eff_i = i
+        for _n, c in currents:
+            arr = net.nudge_a if c.kind == "output" else net.bias_a
+            c.eff_i = float(arr[c.index])
+        self._dirty = False
+
+    def _routed_g(self) -> float:
+        edges = self.routed_edges()
+        if not edges:
+            return 0.0
+        return float(np.sum(self.network.conductances(np.array(edges))))
+
+    def measure_smu(self, dev: Smu2600, name: str, n: int) -> list[tuple[float, float]]:
+        """``n`` (current A, voltage V) readings of SMU channel ``name``."""
+        c = dev.channels[name]
+        out: list[tuple[float, float]]
+        if c.kind == "cross":
+            on = c.output == 1
+            g = self._routed_g()
+            c.in_compliance = False
+            if not on:
+                out = [(0.0, 0.0)] * n
+            elif c.func == 1:
+                v, i = c.levelv, c.levelv * g
+                if abs(i) > c.limiti:
+                    i = float(np.sign(i)) * c.limiti
+                    v = i / g
+                    c.in_compliance = True
+                out = [(i, v)] * n
+            else:
+                i = c.leveli
+                v = i / g if g > 0 else float(np.sign(i)) * c.limitv
+                if abs(v) > c.limitv:
+                    v = float(np.sign(v)) * c.limitv
+                    i = v * g
+                    c.in_compliance = True
+                out = [(i, v)] * n
+        else:
+            self.regulate()
+            d = self.network.desc
+            nodes = {"input": d.input_nodes, "output": d.output_nodes, "bias": d.bias_nodes}
+            node = int(nodes[c.kind][c.index])
+            r = self.network.read_nodes(np.array([node]), n)
+            vs = [float(x) for x in np.asarray(r.samples_v)[:, 0, 0]]
+            i = c.eff_i if (c.output == 1 or c.kind == "input") else 0.0
+            out = [(i, v) for v in vs]
+        return [(self.reading_fault(dev, i), self.reading_fault(dev, v)) for i, v in out]
+
+    def delay_passed(self, dev: Smu2600, t: float) -> None:
+        """A TSP ``delay(t)``: a source above the pulse threshold on a route pulses it."""
+        if dev is not self.xsmu:
+            return
+        c = dev.channels["smua"]
+        if c.output == 1 and c.func == 1 and abs(c.levelv) > PULSE_THRESHOLD_V:
+            self._pulse_routes(1 if c.levelv > 0 else -1, dev)
+
+    def _pulse_routes(self, sign: int, dev: Any) -> bool:
+        f = dev.faults
+        if f.compliance_after_pulses is not None:
+            if f.compliance_after_pulses <= 0:
+                f.compliance.add("smua" if dev is self.xsmu else "k2400")
+                return False
+            f.compliance_after_pulses -= 1
+        for e in self.routed_edges():
+            self.network.pulse(e, sign)
+        return True
+
+    def measure_k2400(self, dev: K2400, delay_s: float) -> tuple[float, float, bool]:
+        """One 2400 source-measure cycle: (current A, voltage V, in compliance)."""
+        g = self._routed_g()
+        comp = "k2400" in dev.faults.compliance
+        if not dev.output:
+            return 0.0, 0.0, comp
+        if dev.sfunc == "VOLT":
+            v = dev.level["VOLT"]
+            i = v * g
+            if abs(i) > dev.prot["CURR"]:
+                i = float(np.sign(i)) * dev.prot["CURR"]
+                v = i / g
+                comp = True
+            pulse = abs(dev.level["VOLT"]) > PULSE_THRESHOLD_V and not comp
+            if pulse and not self._pulse_routes(1 if dev.level["VOLT"] > 0 else -1, dev):
+                comp = True
+        else:
+            i = dev.level["CURR"]
+            v = i / g if g > 0 else float(np.sign(i)) * dev.prot["VOLT"]
+            if abs(v) > dev.prot["VOLT"]:
+                v = float(np.sign(v)) * dev.prot["VOLT"]
+                i = v * g
+                comp = True
+        dev.tripped = comp
+        return i, v, comp
+
+    def reading_fault(self, dev: Any, value: float) -> float:
+        """Apply the NaN/overrange reading faults of ``dev`` to one reading."""
+        f = dev.faults
+        if f.nan_readings > 0:
+            f.nan_readings -= 1
+            return NAN_CODE
+        if f.overrange_readings > 0:
+            f.overrange_readings -= 1
+            return OVERFLOW
+        return value
+
+
+# ---------------------------------------------------------------------- the servers
+class _Server:
+    """One TCP listener on 127.0.0.1 serving newline-terminated messages to a device."""
+
+    def __init__(self, bench: VirtualScpiBench, name: str, port: int) -> None:
+        self.bench = bench
+        self.name = name
+        self.device = bench.devices[name]
+        self.lock = bench._lock
+        self.sock = socket.create_server(("127.0.0.1", port))
+        self.sock.settimeout(0.1)
+        self.port = int(self.sock.getsockname()[1])
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.conns: list[socket.socket] = []
+        self.exchanges = 0
+        t = threading.Thread(target=self._accept, name=f"virtual-scpi-{self.port}", daemon=True)
+        self.threads.append(t)
+        t.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(0.1)
+            self.conns.append(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while not self.stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                if len(buf) > 1 << 20 and b"\n" not in buf:
+                    buf = b""  # an input buffer overrun: the message is lost
+                    with self.lock:
+                        self.device.error(-363, "Input buffer overrun")
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    line = raw.decode("ascii", errors="replace").strip("\r")
+                    try:
+                        replies = self._handle(line)
+                    except _DisconnectError:
+                        with contextlib.suppress(OSError):
+                            conn.shutdown(socket.SHUT_RDWR)
+                        return
+                    for reply in replies:
+                        try:
+                            conn.sendall(reply)
+                        except OSError:
+                            return
+
+    def _handle(self, line: str) -> list[bytes]:
+        f = self.device.faults
+        if f.dead:
+            return []
+        self.exchanges += 1
+        plan = apply_scpi_rules(self.device, line, self.exchanges)
+        if plan.has("stop"):
+            f.dead = True
+            return []
+        if plan.has("disconnect"):
+            raise _DisconnectError
+        with self.lock:
+            try:
+                replies = plan.execute(self.device, line)
+            except Exception as exc:  # no input may close a connection
+                self.device.error(-300, f"Device-specific error; {type(exc).__name__}: {exc}")
+                replies = []
+        out: list[bytes] = []
+        for r in replies:
+            if plan.drop or f.drop_replies > 0:
+                if not plan.drop:
+                    f.drop_replies -= 1
+                continue
+            data = r.encode("ascii", errors="replace") + b"\n"
+            if plan.has("garble") or f.garble_replies > 0:
+                if not plan.has("garble"):
+                    f.garble_replies -= 1
+                data = b"?#GARBLED#" + r[::-1][:20].encode("ascii", errors="replace") + b"\n"
+            if plan.has("truncate"):
+                data = data[: max(1, len(data) // 2)] + b"\n"
+            delay = f.reply_delay_s + plan.delay_s
+            if f.slow_replies > 0:
+                f.slow_replies -= 1
+                delay += f.slow_delay_s
+            if delay > 0:
+                time.sleep(delay)
+            out.append(data)
+        return out
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+        for t in self.threads:
+            t.join(timeout=2.0)
+
+
+class _DisconnectError(Exception):
+    """A fault closes the connection."""
+
+
+def smu_channel_names(n: int) -> tuple[str, ...]:
+    """Names of ``n`` 2600B channels: ``smua, smub, node[2].smua, node[2].smub, ...``."""
+    names = []
+    for j in range(n):
+        node, smu = j // 2 + 1, "smua" if j % 2 == 0 else "smub"
+        names.append(smu if node == 1 else f"node[{node}].{smu}")
+    return tuple(names)
+
+
+def crosspoint_spec(edge: int) -> str:
+    """The virtual matrix's crosspoint for ``edge`` (``0`` -> ``"1A01"``)."""
+    slot, rem = divmod(int(edge), PER_SLOT)
+    row, col = divmod(rem, COLUMNS)
+    return f"{slot + 1}{ROWS[row]}{col + 1:02d}"

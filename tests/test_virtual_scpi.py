@@ -228,3 +228,35 @@ def test_round_trip_over_loopback(rig: Rig, record_property: pytest.RecordProper
     record_property("query_round_trip_s", rtt)
     record_property("daq_read_5ch_s", per_read)
     assert rtt < 0.02 and per_read < 0.05
+
+
+def test_hwloop_2400_driver_on_the_virtual_2400(rig: Rig) -> None:
+    from instruments.keithley2400 import Keithley2400 as K2400Driver
+
+    rm = pyvisa.ResourceManager("@py")
+    t = VisaTransport.open(
+        rig.bench.resources["k2400"], resource_manager=rm, name="k2400", timeout_s=1.0,
+        resync_timeout_s=0.5, backoff_s=0.01,
+    )
+    k = K2400Driver(t, nplc=0.1)
+    try:
+        assert not k.is_energised()
+        k.configure(current_limit_a=1e-3, voltage_limit_v=21, nplc=0.1)
+        rig.matrix.close_channels(["1A01"])  # edge 0 to the crosspoint SMUs
+        g0 = float(rig.net.board.network.g_flat[0])
+        assert k.measure_current_at(0.1) == pytest.approx(0.1 * g0, rel=0.05)
+        applied = k.pulse_voltage(1.0, 2e-3, 5)
+        assert applied == 5
+        assert float(rig.net.board.network.g_flat[0]) != g0  # the routed device moved
+        rig.bench.faults("k2400").compliance_after_pulses = 2
+        assert k.pulse_voltage(-1.0, 2e-3, 6) == 2  # stops counting at compliance
+        k.set_voltages(np.array([0]), np.array([0.2]))
+        v, flags, _ = k.read_voltages(np.array([0]), 3)
+        assert np.allclose(v, 0.2) and flags.shape == (3, 1)
+        k.safe_state()
+        assert not k.is_energised()
+        rig.matrix.safe_state()
+        assert rig.matrix.closed_channels() == ()  # a query: ordered after the open
+        assert rig.bench.is_safe
+    finally:
+        k.close()  # (the resource manager is shared with the fixture, which closes it)
