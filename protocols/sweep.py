@@ -356,7 +356,8 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     Returns:
         ``status``, ``final_test_accuracy``, ``final_train_accuracy``,
         ``final_test_loss``, ``epochs``, ``steps``, ``wall_time_s``, ``error``,
-        ``session_bytes``, ``session_sha256``, ``ran_on`` (host, pid, cwd of the worker),
+        ``session_bytes``, ``session_sha256``, ``ran_on`` (host, pid, working and
+        temporary directory of the worker),
         ``stored_by``, and with ``deliver = "client"`` the data fields.
     """
     pid = str(task["point"])
@@ -365,7 +366,8 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
         cfg_path, session, log = d / f"{pid}.toml", d / f"{pid}.h5", d / f"{pid}.log"
         cfg_path.write_text(str(task["config_toml"]))
         result = _train_point(cfg_path, session, log)
-        result["ran_on"] = {"host": socket.gethostname(), "pid": os.getpid(), "cwd": os.getcwd()}
+        result["ran_on"] = {"host": socket.gethostname(), "pid": os.getpid(),
+                            "cwd": os.getcwd(), "scratch": str(d.parent)}
         if not session.exists():
             return result
         result["session_bytes"] = session.stat().st_size
