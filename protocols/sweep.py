@@ -389,8 +389,8 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
         limit = int(task["ship_limit_bytes"])
         if result["session_bytes"] > limit:
             result.update(status="failed", error=(
-                f"session file of {result['session_bytes'] / 1e6:.0f} MB is over the "
-                f"--ship-limit-mb of {limit / 1e6:.0f} MB; raise it, or give a --store URL "
+                f"session file of {result['session_bytes'] / 1e6:.3g} MB is over the "
+                f"--ship-limit-mb of {limit / 1e6:.3g} MB; raise it, or give a --store URL "
                 "the workers write to"))
             return result
         result["session_data"] = session.read_bytes()

@@ -487,3 +487,83 @@ def test_dask_workers_without_a_shared_file_system(
     assert hashlib.sha256(h5.read_bytes()).hexdigest() == p["session_sha256"]
     audit_text = "".join(f.read_text() for f in dk.audit_logs)
     assert str(h5.resolve()) in audit_text
+
+
+def test_fsspec_url_store_workers_write_and_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A URL store (fsspec's in-memory file system, shared by in-process Dask workers):
+    the workers write session files and records there; a rerun trusts a record only when
+    the stored file has the recorded size."""
+    distributed = _distributed()
+    import fsspec
+
+    root = f"/hwloop-test-{os.getpid()}-{tmp_path.name}"
+    url = f"memory://{root}"
+    fs = fsspec.filesystem("memory")
+    out = tmp_path / "o"
+    try:
+        with distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster:
+            args = ("--scheduler", cluster.scheduler_address, "--store", url, "--no-plots")
+            s = _sweep(out, *args, capsys=capsys)
+            assert (s["completed"], s["deliver"], s["store"]) == (4, "worker", url)
+            assert not (out / "runs").exists()  # only the index and table stay in OUT
+            idx = _index(out)
+            assert idx["store"] == url
+            for pid, p in idx["points"].items():
+                assert p["session"] == f"{url}/runs/{pid}.h5" and p["stored_by"] == "worker"
+                data = fs.cat_file(f"{root}/runs/{pid}.h5")
+                assert hashlib.sha256(data).hexdigest() == p["session_sha256"]
+                rec = json.loads(fs.cat_file(f"{root}/runs/{pid}.json"))
+                assert rec["status"] == "completed" and rec["session_bytes"] == len(data)
+                assert tomllib.loads(fs.cat_file(f"{root}/runs/{pid}.toml").decode()) == \
+                    tomllib.loads(rec["config_toml"])
+            assert _sweep(out, *args, capsys=capsys)["ran"] == 0
+            fs.rm(f"{root}/runs/mnist-subset_rn0_N1_s0.h5")
+            fs.pipe_file(f"{root}/runs/mnist-subset_rn0_N3_s0.h5", b"truncated")
+            s3 = _sweep(out, *args, capsys=capsys)
+            assert (s3["ran"], s3["completed"]) == (2, 4)
+    finally:
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+
+def test_client_delivery_from_local_processes_and_the_ship_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, store = tmp_path / "o", tmp_path / "store"
+    s = _sweep(out, "--workers", "1", "--deliver", "client", "--store", str(store),
+               "--no-plots", capsys=capsys)
+    assert s["completed"] == 4 and s["deliver"] == "client"
+    assert not (out / "runs").exists()
+    for pid, p in _index(out)["points"].items():
+        assert Path(p["session"]) == store / "runs" / f"{pid}.h5"
+        assert hashlib.sha256(Path(p["session"]).read_bytes()).hexdigest() == \
+            p["session_sha256"]
+        assert (store / "runs" / f"{pid}.log").stat().st_size > 0  # the process worker's log
+    code = main(["sweep", "--read-noise", "0", *TINY, "--out", str(tmp_path / "o2"),
+                 "--deliver", "client", "--ship-limit-mb", "0.01", "--json", "--quiet",
+                 "--no-plots"])
+    s2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and s2["failed"] == 1
+    (p,) = _index(tmp_path / "o2")["points"].values()
+    assert p["status"] == "failed" and "over the --ship-limit-mb of 0.01 MB" in p["error"]
+    assert p["session_bytes"] > 10_000 and not list((tmp_path / "o2" / "runs").glob("*.h5"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--store", "nosuchfs://bucket/x"], "fsspec cannot open protocol 'nosuchfs'"),
+        (["--ship-limit-mb", "0"], "--ship-limit-mb 0.0 must be > 0 MB"),
+    ],
+)
+def test_bad_store_options_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code = main(["sweep", "--read-noise", "0", *TINY, "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1] and len(err) == 1
+    assert not (tmp_path / "o").exists()
