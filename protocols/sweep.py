@@ -219,7 +219,7 @@ class Store:
     def where(self, rel: str) -> str:
         """``rel`` inside the store, as the user would name it."""
         local = self.local_path(rel)
-        return str(local) if local is not None else self.location.rstrip("/") + "/" + rel
+        return str(local.resolve()) if local is not None else self.location.rstrip("/") + "/" + rel
 
     def _fs(self) -> tuple[Any, str]:
         try:
@@ -563,8 +563,10 @@ def run_sweep(
         old = points.get(pid, {})
         done = _stored_result(store, pid)
         if done is not None and done["status"] == "completed":
-            # keep the recorded wall time; refresh metrics from the store (the truth)
-            points[pid] = {**entry, "wall_time_s": old.get("wall_time_s"), **done}
+            # keep the recorded wall time (and where it ran); metrics from the store (the truth)
+            keep = old if old.get("status") == "completed" else {
+                "wall_time_s": old.get("wall_time_s")}
+            points[pid] = {**keep, **entry, **done}
             continue
         cfg, _ = resolve(point_config(spec, p))
         cfg_toml = to_toml(config_to_dict(cfg))
@@ -1054,10 +1056,12 @@ def register_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = sub.add_parser(
         "sweep",
         help="grid of training runs over read noise x samples x datasets x seeds",
-        description="Run one emulator training per grid point, each into its own session "
-        "file under OUT/runs, with OUT/index.json updated after each point; re-running "
-        "continues an interrupted sweep. Writes OUT/table.csv and accuracy plots. Exit 0 when "
-        "every point completed, 1 when one failed (see index.json), 2 for a bad grid.",
+        description="Run one emulator training per grid point (on local processes or a Dask "
+        "cluster, which needs no shared file system), each into its own session file "
+        "STORE/runs/<point>.h5 (STORE: OUT or --store), with OUT/index.json updated after "
+        "each point; re-running continues an interrupted sweep. Writes OUT/table.csv and "
+        "accuracy plots. Exit 0 when every point completed, 1 when one failed (see "
+        "index.json), 2 for a bad grid.",
     )
     p.add_argument("--grid", type=Path, help="TOML file with [grid] axes and [train] options")
     p.add_argument("--read-noise", dest="read_noise", type=float, nargs="+",
