@@ -359,6 +359,8 @@ def dask_processes(tmp_path: Path) -> Iterator[DaskProcesses]:
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "DASK_SCHEDULER__IDLE_TIMEOUT": "900s",
+           "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "120s",
+           "DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP": "120s",
            "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Any] = []
