@@ -335,8 +335,9 @@ def _wait_for(what: str, ok: Any, procs: list[subprocess.Popen[bytes]],
         v = ok()
         if v:
             return v
-        dead = [p.args for p in procs if p.poll() is not None]
-        assert not dead, f"a Dask process exited while waiting for {what}: {dead}"
+        dead = [p.pid for p in procs if p.poll() is not None]
+        assert not dead, f"Dask process(es) {dead} exited while waiting for {what} (their " \
+            "output is in the test's tmp_path, dask/*/*.out)"
         time.sleep(0.2)
     raise AssertionError(f"no {what} within {deadline_s:g} s")
 
