@@ -1,11 +1,17 @@
 """``hwloop sweep``: a grid of emulator training runs over read noise, samples, datasets, seeds.
 
 Each grid point is one ``hwloop train`` run (through
-:func:`protocols.commands.run_train`) writing its own session file
-``OUT/runs/<point>.h5``; its resolved options are written first to
-``OUT/runs/<point>.toml``. ``OUT/index.json`` holds every point's parameters,
-status and final metrics and is rewritten atomically (``os.replace``) after each
-point finishes. A point whose session file is complete is never run again, so an
+:func:`protocols.commands.run_train`). The point travels to its worker as data: its
+resolved training configuration as a TOML string (also kept as ``runs/<point>.toml`` in
+the store). The worker trains into a local temporary file, then the session file goes to
+the **store** (``--store``: the output directory by default, or an fsspec URL) as
+``runs/<point>.h5``, with its log and ``runs/<point>.json`` (status, metrics, size and
+SHA-256 of the file, the configuration). Either the worker writes it there, or it returns
+the bytes through its future and this process writes them (``--deliver``; the default
+for a Dask cluster with a local store, which its workers need not see).
+``OUT/index.json`` holds every point's parameters, status and final metrics and is
+rewritten atomically (``os.replace``) after each point finishes; only this process writes
+to ``OUT``. A point whose stored session file is complete is never run again, so an
 interrupted sweep continues where it stopped; a point whose file is missing or
 incomplete is run again from scratch.
 
@@ -22,14 +28,15 @@ The grid file (TOML)::
     epochs = 1
 
 Unless set, ``log_samples = "summary"`` (session files keep per-node means and
-standard errors, not every raw sample). Command-line axes (``--read-noise 0
-1e-4`` ...) replace the file's; ``--set KEY=VALUE`` adds fixed options (VALUE is
-a TOML value: ``--set epochs=2``, ``--set arch='"1568-1024-10"'``; bare words
-are taken as strings).
+standard errors, not every raw sample); the output says which mode the runs use.
+Command-line axes (``--read-noise 0 1e-4`` ...) replace the file's; ``--set KEY=VALUE``
+adds fixed options (VALUE is a TOML value: ``--set epochs=2``,
+``--set arch='"1568-1024-10"'``; bare words are taken as strings).
 
 Runs go to any :class:`concurrent.futures.Executor`: local processes
 (``--workers``) or a Dask cluster (``--scheduler tcp://HOST:PORT``, needs the
-``sweep`` extra).
+``sweep`` extra). Files named inside the configuration (a dataset path, a board file)
+must exist where the points run.
 """
 
 from __future__ import annotations
@@ -38,12 +45,16 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
 import os
 import re
+import shutil
+import socket
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -56,7 +67,7 @@ from typing import Any
 from hwloop.config import read_toml
 from hwloop.errors import ConfigError, HwloopError
 from hwloop.plugins import DEFAULT_BACKEND, split_assignment
-from protocols.config import ALIASES, TrainConfig, config_toml, make_config
+from protocols.config import ALIASES, TrainConfig, config_toml, make_config, resolve
 
 AXES = ("read_noise", "samples", "dataset", "seed")
 """Grid axes (TrainConfig keys), in the order points are enumerated."""
@@ -177,27 +188,231 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+# ----------------------------------------------------------------------------- the store
+
+
+_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+class Store:
+    """Where a sweep's session files and per-point records go: ``runs/<point>.*``.
+
+    A local directory (a path, or a ``file://`` URL) is handled with :mod:`os`; any other
+    URL (``s3://bucket/sweep``, ``gcs://...``, ``sftp://...``, ``memory://...``) goes through
+    fsspec (the ``sweep`` extra; a protocol's own package, e.g. ``s3fs``, must be installed
+    wherever the store is written). The location is a string, so it travels to a worker as
+    data.
+    """
+
+    def __init__(self, location: str | Path) -> None:
+        self.location = str(location)
+        m = _URL_RE.match(self.location)
+        self.protocol = m.group(1).lower() if m else "file"
+        self._root: Path | None = None
+        if self.protocol == "file":
+            self._root = Path(self.location[len("file://"):] if m else self.location)
+
+    @property
+    def is_local(self) -> bool:
+        """True for a directory of this machine's file system."""
+        return self._root is not None
+
+    def local_path(self, rel: str) -> Path | None:
+        """The local path of ``rel`` (None for a URL store)."""
+        return None if self._root is None else self._root / rel
+
+    def where(self, rel: str) -> str:
+        """``rel`` inside the store, as the user would name it."""
+        local = self.local_path(rel)
+        return str(local.resolve()) if local is not None else self.location.rstrip("/") + "/" + rel
+
+    def _fs(self) -> tuple[Any, str]:
+        try:
+            import fsspec  # type: ignore[import-untyped]
+        except ImportError:
+            raise ConfigError(
+                f"--store {self.location} needs fsspec; install it with pip install "
+                "'hwloop[sweep]'"
+            ) from None
+        try:
+            fs, root = fsspec.core.url_to_fs(self.location)
+        except (ImportError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                f"--store {self.location}: fsspec cannot open protocol {self.protocol!r} "
+                f"({first}); install its package or use a local directory"
+            ) from None
+        return fs, str(root).rstrip("/")
+
+    def prepare(self) -> None:
+        """Create ``runs/`` (raises :class:`ConfigError` when the store cannot be used)."""
+        local = self.local_path("runs")
+        if local is not None:
+            local.mkdir(parents=True, exist_ok=True)
+            return
+        fs, root = self._fs()
+        try:
+            fs.makedirs(f"{root}/runs", exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"--store {self.location}: cannot create runs/ there ({exc}); check the URL "
+                "and its credentials"
+            ) from None
+
+    def put_file(self, rel: str, src: Path) -> None:
+        """Copy the local file ``src`` to ``rel`` (a local store sees the old or new file)."""
+        local = self.local_path(rel)
+        if local is not None:
+            tmp = local.with_name(local.name + ".part")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, local)
+            return
+        fs, root = self._fs()
+        fs.put_file(str(src), f"{root}/{rel}")
+
+    def put_bytes(self, rel: str, data: bytes) -> None:
+        """Write ``data`` to ``rel`` (atomically in a local store)."""
+        local = self.local_path(rel)
+        if local is not None:
+            _atomic_write(local, data)
+            return
+        fs, root = self._fs()
+        fs.pipe_file(f"{root}/{rel}", data)
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        """The content of ``rel``; None when it does not exist."""
+        local = self.local_path(rel)
+        if local is not None:
+            return local.read_bytes() if local.exists() else None
+        fs, root = self._fs()
+        try:
+            data: bytes = fs.cat_file(f"{root}/{rel}")
+        except FileNotFoundError:
+            return None
+        return data
+
+    def size(self, rel: str) -> int | None:
+        """Size of ``rel`` in bytes; None when it does not exist."""
+        local = self.local_path(rel)
+        if local is not None:
+            return local.stat().st_size if local.exists() else None
+        fs, root = self._fs()
+        try:
+            return int(fs.size(f"{root}/{rel}"))
+        except FileNotFoundError:
+            return None
+
+
+def _point_record(
+    pid: str, params: Mapping[str, Any], config_toml: str, result: Mapping[str, Any]
+) -> bytes:
+    """``runs/<point>.json``: the point's axis values, resolved config, status and metrics.
+
+    Written after the session file, so a record that says ``completed`` names a file that
+    is all there (its size and SHA-256 are in the record).
+    """
+    rec = {"schema": "hwloop-sweep-point", "point": pid, **params,
+           **{k: v for k, v in result.items() if not k.endswith("_data")},
+           "config_toml": config_toml}
+    return (json.dumps(rec, indent=1) + "\n").encode()
+
+
 # ----------------------------------------------------------------------------- one point
 
 
-def run_point(task: Mapping[str, str]) -> dict[str, Any]:
-    """Run one grid point (in a worker): train, then read the final metrics from its file.
+SHIP_LIMIT_MB = 1024.0
+"""Default largest session file a worker returns through its future, MB (``--ship-limit-mb``)."""
+
+
+def _scratch_dir() -> str | None:
+    """A Dask worker's own local directory, else None (the system's temporary directory)."""
+    if "distributed" not in sys.modules:  # a Dask worker has imported it already
+        return None
+    from distributed import get_worker
+
+    try:
+        return str(get_worker().local_directory)
+    except ValueError:  # not inside a Dask worker
+        return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one grid point (in a worker): train into a local temporary file, then deliver it.
+
+    Everything the point needs travels in ``task`` as data; the worker reads no file of
+    the client's. The session file is written to a temporary directory (a Dask worker's
+    ``local_directory``, else the system's) and removed after delivery.
 
     Args:
-        task: ``config`` (the point's TOML file) and ``out`` (its session file).
+        task: ``point`` (its id), ``params`` (axis values), ``config_toml`` (the resolved
+            training configuration), ``deliver``: ``"worker"`` (copy the session file,
+            its log and ``runs/<point>.json`` to the store at ``store``) or ``"client"``
+            (return the bytes as ``session_data`` / ``log_data`` for the client to store;
+            a file over ``ship_limit_bytes`` is not returned and the point fails).
 
     Returns:
         ``status``, ``final_test_accuracy``, ``final_train_accuracy``,
-        ``final_test_loss``, ``epochs``, ``steps``, ``wall_time_s``, ``error``.
+        ``final_test_loss``, ``epochs``, ``steps``, ``wall_time_s``, ``error``,
+        ``session_bytes``, ``session_sha256``, ``ran_on`` (host, pid, working and
+        temporary directory of the worker),
+        ``stored_by``, and with ``deliver = "client"`` the data fields.
     """
+    pid = str(task["point"])
+    with tempfile.TemporaryDirectory(prefix=f"hwloop-sweep-{pid}-", dir=_scratch_dir()) as tmp:
+        d = Path(tmp)
+        cfg_path, session, log = d / f"{pid}.toml", d / f"{pid}.h5", d / f"{pid}.log"
+        cfg_path.write_text(str(task["config_toml"]))
+        result = _train_point(cfg_path, session, log)
+        result["ran_on"] = {"host": socket.gethostname(), "pid": os.getpid(),
+                            "cwd": os.getcwd(), "scratch": str(d.parent)}
+        if not session.exists():
+            return result
+        result["session_bytes"] = session.stat().st_size
+        result["session_sha256"] = _sha256(session)
+        if task["deliver"] == "worker":
+            store = Store(str(task["store"]))
+            try:
+                store.put_file(f"runs/{pid}.h5", session)
+                if log.exists():
+                    store.put_file(f"runs/{pid}.log", log)
+                result["stored_by"] = "worker"
+                store.put_bytes(f"runs/{pid}.json", _point_record(
+                    pid, task["params"], str(task["config_toml"]), result))
+            except (OSError, ConfigError) as exc:
+                result.update(status="failed", stored_by="",
+                              error=f"storing to {store.location} failed: "
+                              f"{type(exc).__name__}: {exc}"[:300])
+            return result
+        limit = int(task["ship_limit_bytes"])
+        if result["session_bytes"] > limit:
+            result.update(status="failed", error=(
+                f"session file of {result['session_bytes'] / 1e6:.3g} MB is over the "
+                f"--ship-limit-mb of {limit / 1e6:.3g} MB; raise it, or give a --store URL "
+                "the workers write to"))
+            return result
+        result["session_data"] = session.read_bytes()
+        if log.exists():
+            result["log_data"] = log.read_bytes()
+        return result
+
+
+def _train_point(cfg_path: Path, session: Path, log: Path) -> dict[str, Any]:
+    """``hwloop train`` of one point into ``session``; its status and final metrics."""
     from protocols.cli import _TRAIN_FLAGS
     from protocols.commands import run_train
 
     ns = argparse.Namespace(**{k: None for k in _TRAIN_FLAGS})
-    ns.config, ns.out = Path(task["config"]), task["out"]
+    ns.config, ns.out = cfg_path, str(session)
     ns.overwrite, ns.dry_run, ns.quiet, ns.json = True, False, True, False
     ns.backend_opt = []
-    log = Path(task["out"]).with_suffix(".log")
     t0 = time.perf_counter()
     error = ""
     # a process worker runs tasks in its main thread: keep its console quiet (the
@@ -215,7 +430,7 @@ def run_point(task: Mapping[str, str]) -> dict[str, Any]:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
     wall = time.perf_counter() - t0
-    result = read_point_result(Path(task["out"]))
+    result = read_point_result(session)
     result["wall_time_s"] = wall
     if error:
         result["error"] = error.splitlines()[0][:300]
@@ -262,10 +477,10 @@ def read_point_result(path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the index
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        f.write(text)
+    with tmp.open("wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -304,17 +519,35 @@ def run_sweep(
     out: Path,
     executor: Executor,
     *,
+    store: Store | None = None,
+    deliver: str = "worker",
+    ship_limit_bytes: int = int(SHIP_LIMIT_MB * 1e6),
     on_point: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> SweepResult:
-    """Run every point of ``spec`` not yet complete in ``out`` on ``executor``.
+    """Run every point of ``spec`` not yet complete in the store on ``executor``.
+
+    Args:
+        spec: the grid.
+        out: the sweep directory (``index.json``; written by this process only).
+        executor: where points run; each gets its point as data (see :func:`run_point`).
+        store: where session files go (default: ``out``).
+        deliver: ``"worker"`` (workers write to the store) or ``"client"`` (workers
+            return the files through their futures; this process writes them).
+        ship_limit_bytes: largest session file returned through a future, bytes.
+        on_point: called with each finished point's id and index entry.
 
     Raises:
-        ConfigError: ``out`` holds a sweep with other fixed options.
+        ConfigError: ``out`` holds a sweep with other fixed options, or the store
+            cannot be used.
     """
+    if deliver not in ("worker", "client"):
+        raise ConfigError(f"deliver {deliver!r} must be 'worker' or 'client'")
     t0 = time.perf_counter()
+    store = Store(out) if store is None else store
+    root = store.local_path(".")
+    same = root is not None and root.resolve() == out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    runs = out / "runs"
-    runs.mkdir(exist_ok=True)
+    store.prepare()
     fixed = {k: _jsonable(v) for k, v in spec.fixed.items()}
     idx = load_index(out)
     if idx is None:
@@ -324,50 +557,109 @@ def run_sweep(
             f"{out} holds a sweep with other fixed options ({idx.get('fixed')}); use a new "
             "--out directory to run this grid"
         )
+    if not same:
+        idx["store"] = store.location
     points: dict[str, Any] = idx["points"]
     todo: list[tuple[str, dict[str, Any]]] = []
+    configs: dict[str, tuple[dict[str, Any], str]] = {}
     for p in spec.points():
         pid = point_id(p)
-        session = runs / f"{pid}.h5"
-        entry = {**p, "session": f"runs/{pid}.h5"}
+        rel = f"runs/{pid}.h5"
+        entry = {**p, "session": rel if same else store.where(rel)}
         old = points.get(pid, {})
-        done = read_point_result(session) if session.exists() else None
+        done = _stored_result(store, pid)
         if done is not None and done["status"] == "completed":
-            # keep the recorded wall time; refresh metrics from the file (the truth)
-            points[pid] = {**entry, "wall_time_s": old.get("wall_time_s"), **done}
+            # keep the recorded wall time (and where it ran); metrics from the store (the truth)
+            keep = old if old.get("status") == "completed" else {
+                "wall_time_s": old.get("wall_time_s")}
+            points[pid] = {**keep, **entry, **done}
             continue
-        cfg = point_config(spec, p)
-        cfg_path = runs / f"{pid}.toml"
-        _atomic_write(cfg_path, config_toml(cfg))
+        cfg, _ = resolve(point_config(spec, p))
+        cfg_toml = config_toml(cfg)
+        store.put_bytes(f"runs/{pid}.toml", cfg_toml.encode())
+        configs[pid] = (p, cfg_toml)
         points[pid] = {**entry, "status": "pending", **{k: None for k in ("final_test_accuracy",
                        "final_train_accuracy", "final_test_loss", "wall_time_s")}}
-        # absolute paths: a Dask worker's working directory is not ours
-        todo.append((pid, {"config": str(cfg_path.resolve()), "out": str(session.resolve())}))
+        # the point travels as data: no path of this machine's is in the task
+        task: dict[str, Any] = {"point": pid, "params": p, "config_toml": cfg_toml,
+                                "deliver": deliver, "ship_limit_bytes": ship_limit_bytes}
+        if deliver == "worker":
+            task["store"] = store.location if root is None else str(root.resolve())
+        todo.append((pid, task))
     write_index(out, idx)
-    futures: dict[Future[dict[str, Any]], str] = {}
+    pending: dict[Future[dict[str, Any]], str] = {}
     ran: list[str] = []
     try:
         for pid, task in todo:
-            futures[executor.submit(run_point, task)] = pid
+            pending[executor.submit(run_point, task)] = pid
             points[pid]["status"] = "running"
-        for fut in as_completed(futures):
-            pid = futures[fut]
+        for fut in as_completed(list(pending)):
+            pid = pending.pop(fut)  # drop the future: a Dask worker may free the result
             try:
                 res = fut.result()
             except Exception as exc:  # the worker died (not a training error)
                 res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:300]}
+            del fut
+            if "session_data" in res:
+                _store_returned(store, pid, configs[pid], res)
             points[pid].update(res)
             ran.append(pid)
             write_index(out, idx)
             if on_point is not None:
                 on_point(pid, points[pid])
     finally:
-        for fut, pid in futures.items():
+        for fut, pid in pending.items():
             if not fut.done():
                 fut.cancel()
                 points[pid]["status"] = "pending"
         write_index(out, idx)
     return SweepResult(idx, ran, time.perf_counter() - t0)
+
+
+def _store_returned(
+    store: Store, pid: str, point: tuple[dict[str, Any], str], res: dict[str, Any]
+) -> None:
+    """Write a session file (and log) returned through a future, then its record."""
+    data: bytes = res.pop("session_data")
+    log = res.pop("log_data", None)
+    try:
+        if hashlib.sha256(data).hexdigest() != res.get("session_sha256"):
+            raise OSError("the bytes received differ from the worker's file (SHA-256)")
+        store.put_bytes(f"runs/{pid}.h5", data)
+        if log is not None:
+            store.put_bytes(f"runs/{pid}.log", log)
+        res["stored_by"] = "client"
+        store.put_bytes(f"runs/{pid}.json", _point_record(pid, point[0], point[1], res))
+    except (OSError, ConfigError) as exc:
+        res.update(status="failed", stored_by="",
+                   error=f"storing to {store.location} failed: {type(exc).__name__}: {exc}"
+                   [:300])
+
+
+def _stored_result(store: Store, pid: str) -> dict[str, Any] | None:
+    """A point's status and metrics in the store; None when it has no session file.
+
+    A local store is judged by the session file itself; a URL store by the point's
+    record, trusted only when the stored session file has the recorded size.
+    """
+    rel = f"runs/{pid}.h5"
+    local = store.local_path(rel)
+    if local is not None:
+        return read_point_result(local) if local.exists() else None
+    raw = store.read_bytes(f"runs/{pid}.json")
+    if raw is None:
+        return None
+    try:
+        rec = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(rec, dict) or rec.get("schema") != "hwloop-sweep-point":
+        return None
+    if store.size(rel) != rec.get("session_bytes"):
+        return None
+    keys = ("status", "final_test_accuracy", "final_train_accuracy", "final_test_loss",
+            "epochs", "steps", "error", "session_bytes", "session_sha256")
+    return {k: rec.get(k) for k in keys}
 
 
 def write_index(out: Path, idx: Mapping[str, Any]) -> None:
@@ -698,10 +990,21 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     if not 0 < args.limit_drop < 1:
         raise ConfigError(f"--limit-drop {args.limit_drop} must be a fraction in (0, 1), "
                           "e.g. 0.02 for 2 points of accuracy")
+    if not args.ship_limit_mb > 0:
+        raise ConfigError(f"--ship-limit-mb {args.ship_limit_mb} must be > 0 MB")
+    store = Store(out if args.store is None else args.store)
+    deliver = args.deliver
+    if deliver == "auto":  # a local store of this machine is not a Dask worker's
+        deliver = "client" if args.scheduler is not None and store.is_local else "worker"
+    log_mode = spec.fixed.get("log_samples")
     with make_executor(args.workers, args.scheduler, args.timeout, args.threads) as ex:
+        store.prepare()
         if not args.quiet:
-            print(f"hwloop sweep: {n} point(s) in {out}", file=sys.stderr)
-        res = run_sweep(spec, out, ex, on_point=progress)
+            how = "returned to this process" if deliver == "client" else "written by workers"
+            print(f"hwloop sweep: {n} point(s) in {out}; session files to "
+                  f"{store.where('runs')} ({how}); {_log_mode_line(log_mode)}", file=sys.stderr)
+        res = run_sweep(spec, out, ex, store=store, deliver=deliver,
+                        ship_limit_bytes=int(args.ship_limit_mb * 1e6), on_point=progress)
     write_table_csv(out, res.index)
     sigma_c = None
     figures: list[Path] = []
@@ -716,6 +1019,9 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
     statuses = [res.index["points"][point_id(p)].get("status") for p in spec.points()]
     summary = {
         "out": str(out),
+        "store": store.location,
+        "deliver": deliver,
+        "log_samples": log_mode,
         "points": n,
         "store_points": len(res.index["points"]),
         "ran": len(res.ran),
@@ -739,7 +1045,16 @@ def run_sweep_cmd(args: argparse.Namespace) -> int:
             f"index {out / INDEX_NAME}, table {out / 'table.csv'}"
             + (f", predicted limit {sigma_c:.3g} V" if sigma_c is not None else "")
         )
+        print(_log_mode_line(log_mode))
     return 0 if summary["failed"] == 0 else 1
+
+
+def _log_mode_line(mode: Any) -> str:
+    """The line that says what the sweep's session files keep."""
+    if mode == "summary":
+        return ('runs logged with log_samples = "summary" (per-node means and standard '
+                "errors, not every raw sample; --set log_samples='\"raw\"' keeps them)")
+    return f"runs logged with log_samples = {json.dumps(mode)}"
 
 
 def register_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -747,10 +1062,12 @@ def register_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p = sub.add_parser(
         "sweep",
         help="grid of training runs over read noise x samples x datasets x seeds",
-        description="Run one emulator training per grid point, each into its own session "
-        "file under OUT/runs, with OUT/index.json updated after each point; re-running "
-        "continues an interrupted sweep. Writes OUT/table.csv and accuracy plots. Exit 0 when "
-        "every point completed, 1 when one failed (see index.json), 2 for a bad grid.",
+        description="Run one emulator training per grid point (on local processes or a Dask "
+        "cluster, which needs no shared file system), each into its own session file "
+        "STORE/runs/<point>.h5 (STORE: OUT or --store), with OUT/index.json updated after "
+        "each point; re-running continues an interrupted sweep. Writes OUT/table.csv and "
+        "accuracy plots. Exit 0 when every point completed, 1 when one failed (see "
+        "index.json), 2 for a bad grid.",
     )
     p.add_argument("--grid", type=Path, help="TOML file with [grid] axes and [train] options")
     p.add_argument("--read-noise", dest="read_noise", type=float, nargs="+",
@@ -761,6 +1078,16 @@ def register_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="fixed training option, e.g. --set epochs=2 (repeatable)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--store", default=None,
+                   help="where session files go: a directory (default: OUT) or an fsspec "
+                   "URL such as s3://bucket/sweep (sweep extra, plus that protocol's package)")
+    p.add_argument("--deliver", choices=("auto", "worker", "client"), default="auto",
+                   help="who writes session files to the store: the workers, or this "
+                   "process from the bytes the workers return (default auto: client for a "
+                   "Dask cluster with a local --store, else worker)")
+    p.add_argument("--ship-limit-mb", dest="ship_limit_mb", type=float, default=SHIP_LIMIT_MB,
+                   help="largest session file a worker returns through its future, MB "
+                   f"(default {SHIP_LIMIT_MB:g}; a larger one fails its point)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="BLAS threads per local worker (default 1)")

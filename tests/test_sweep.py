@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +87,7 @@ def test_worker_env_sets_and_restores_blas_threads(monkeypatch: pytest.MonkeyPat
 
 
 def test_dask_local_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if os.environ.get("CI"):
-        import distributed  # CI installs the test extra: a skip would hide a missing install
-    else:
-        distributed = pytest.importorskip("distributed")
+    distributed = _distributed()
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster:
@@ -262,3 +268,306 @@ def test_sweep_through_the_virtual_serial_board(
         assert not (tmp_path / "sw2").exists()
     finally:
         vb.close()
+
+
+# ----------------------------------------------------------------------------- Dask, no shared FS
+
+
+def _distributed() -> Any:
+    if os.environ.get("CI"):
+        import distributed  # CI installs the test extra: a skip would hide a missing install
+
+        return distributed
+    return pytest.importorskip("distributed")
+
+
+# Run in each worker before Dask starts: a Python audit hook logs every write, rename,
+# mkdir or removal under the watched directories (the sweep's, and the worker's own
+# local directory, to show the hook sees the worker's writes).
+_AUDITED_WORKER = """
+import os, sys
+watch = [os.path.realpath(p) for p in os.environ["HWLOOP_TEST_WATCH"].split(os.pathsep)]
+log = os.environ["HWLOOP_TEST_AUDIT"]
+busy = []
+def hook(event, args):
+    if busy:
+        return
+    if event == "open":
+        path, mode, flags = args
+        w = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        if not w or not isinstance(path, (str, bytes, os.PathLike)):
+            return
+    elif event in ("os.rename", "os.mkdir", "os.remove", "os.rmdir", "shutil.copyfile"):
+        path = args[1] if event in ("os.rename", "shutil.copyfile") else args[0]
+    else:
+        return
+    busy.append(1)
+    try:
+        p = os.path.realpath(os.fsdecode(path))
+        if any(p == d or p.startswith(d + os.sep) for d in watch):
+            with open(log, "a") as f:
+                f.write(event + " " + p + "\\n")
+    finally:
+        busy.pop()
+sys.addaudithook(hook)
+from distributed.cli.dask_worker import main
+main()
+"""
+
+
+@dataclass
+class DaskProcesses:
+    address: str
+    worker_pids: list[int]
+    worker_cwds: list[Path]
+    worker_locals: list[Path]
+    audit_logs: list[Path]
+    watched: Path
+    """The directory the workers must not write into (the test's sweep directory)."""
+
+
+def _wait_for(what: str, ok: Any, procs: list[subprocess.Popen[bytes]],
+              deadline_s: float) -> Any:
+    """Poll ``ok()`` until it returns a truthy value; fail when a process died or time ran out."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        v = ok()
+        if v:
+            return v
+        dead = [p.pid for p in procs if p.poll() is not None]
+        assert not dead, f"Dask process(es) {dead} exited while waiting for {what} (their " \
+            "output is in the test's tmp_path, dask/*/*.out)"
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} within {deadline_s:g} s")
+
+
+def _read_scheduler_file(path: Path) -> str | None:
+    try:
+        return str(json.loads(path.read_text())["address"])
+    except (OSError, ValueError, KeyError):  # not there yet, or half written
+        return None
+
+
+@pytest.fixture
+def dask_processes(tmp_path: Path) -> Iterator[DaskProcesses]:
+    """A ``dask scheduler`` and two ``dask worker`` processes on loopback, each worker
+    with its own working and local directory; all stopped (process groups) at the end."""
+    distributed = _distributed()
+    base = tmp_path / "dask"
+    base.mkdir()
+    watched = tmp_path / "sweep"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "DASK_SCHEDULER__IDLE_TIMEOUT": "900s",
+           "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "120s",
+           "DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP": "120s",
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Any] = []
+
+    def start(argv: list[str], cwd: Path, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+        out = (cwd.parent / f"{cwd.parent.name}.out").open("wb")
+        logs.append(out)
+        p = subprocess.Popen([sys.executable, *argv], cwd=cwd, env={**env, **extra},
+                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        procs.append(p)
+        return p
+
+    try:
+        sdir = base / "scheduler" / "cwd"
+        sdir.mkdir(parents=True)
+        sfile = sdir.parent / "scheduler.json"
+        start(["-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+               "--no-dashboard", "--scheduler-file", str(sfile)], sdir, {})
+        address = _wait_for("scheduler file", lambda: _read_scheduler_file(sfile), procs, 120)
+        assert address.startswith("tcp://127.0.0.1:")
+        cwds, locs, audits, pids = [], [], [], []
+        for i in range(2):
+            cwd, loc = base / f"worker{i}" / "cwd", base / f"worker{i}" / "local"
+            cwd.mkdir(parents=True)
+            loc.mkdir()
+            audit = cwd.parent / "audit.log"
+            audit.touch()
+            p = start(["-c", _AUDITED_WORKER, address, "--nthreads", "1", "--no-nanny",
+                       "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(loc),
+                       "--death-timeout", "120"], cwd,
+                      {"HWLOOP_TEST_WATCH": os.pathsep.join([str(watched), str(loc)]),
+                       "HWLOOP_TEST_AUDIT": str(audit)})
+            cwds.append(cwd)
+            locs.append(loc)
+            audits.append(audit)
+            pids.append(p.pid)
+        with distributed.Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=180)
+            assert sorted(client.run(os.getpid).values()) == sorted(pids)
+        yield DaskProcesses(address, pids, cwds, locs, audits, watched)
+    finally:
+        for p in reversed(procs):  # workers first, then the scheduler
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=60)
+        for f in logs:
+            f.close()
+
+
+def test_dask_workers_without_a_shared_file_system(
+    dask_processes: DaskProcesses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Points reach two separate ``dask worker`` processes as data; the session files come
+    back through the futures and this process stores them; no worker writes to OUT."""
+    from hwloop.sessionlog import load_run
+
+    dk = dask_processes
+    out = dk.watched
+    code = main(["sweep", "--read-noise", "0", "1e-3", "--seed", "0",
+                 "--set", 'arch="1568-16-10"', "--set", "beta=0.1", "--set", "train_limit=100",
+                 "--set", "test_limit=50", "--set", "epochs=1",
+                 "--out", str(out), "--scheduler", dk.address, "--timeout", "60",
+                 "--json", "--no-plots"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    s = json.loads(captured.out.strip().splitlines()[-1])
+    assert (s["points"], s["ran"], s["completed"], s["failed"]) == (2, 2, 2, 0)
+    assert s["deliver"] == "client" and s["log_samples"] == "summary"
+    assert 'log_samples = "summary"' in captured.err  # stated in the output
+    idx = _index(out)
+    for pid, p in idx["points"].items():
+        assert p["status"] == "completed" and p["steps"] > 0 and p["stored_by"] == "client"
+        ran = p["ran_on"]
+        assert ran["pid"] in dk.worker_pids and ran["pid"] != os.getpid()
+        w = dk.worker_pids.index(ran["pid"])
+        assert Path(ran["cwd"]).resolve() == dk.worker_cwds[w].resolve()
+        assert Path(ran["scratch"]).resolve().is_relative_to(dk.worker_locals[w].resolve())
+        # the store (OUT by default) holds the file, its record and configuration
+        h5 = out / "runs" / f"{pid}.h5"
+        data = h5.read_bytes()
+        rec = json.loads((out / "runs" / f"{pid}.json").read_text())
+        assert rec["session_sha256"] == hashlib.sha256(data).hexdigest() == p["session_sha256"]
+        assert rec["session_bytes"] == len(data) and rec["status"] == "completed"
+        cfg = tomllib.loads(rec["config_toml"])
+        assert cfg["log_samples"] == "summary"
+        assert cfg["backend"]["read_noise_v"] == p["read_noise"]  # in the backend table
+        run = load_run(h5)
+        assert run.status == "completed"
+        assert float(run.metrics["test_accuracy"][-1]) == p["final_test_accuracy"]
+    # no worker wrote into the sweep directory; the hook did see their own writes
+    seen = [f.read_text().splitlines() for f in dk.audit_logs]
+    assert not [e for lines in seen for e in lines if str(out.resolve()) in e], seen
+    assert sum(len(lines) for lines in seen) > 0
+    for loc, cwd in zip(dk.worker_locals, dk.worker_cwds, strict=True):
+        assert not list(loc.rglob("hwloop-sweep-*"))  # temporary files removed
+        assert not list(cwd.iterdir())
+
+    # resume: nothing to run
+    code = main(["sweep", "--read-noise", "0", "1e-3", "--seed", "0",
+                 "--set", 'arch="1568-16-10"', "--set", "beta=0.1", "--set", "train_limit=100",
+                 "--set", "test_limit=50", "--set", "epochs=1",
+                 "--out", str(out), "--scheduler", dk.address, "--json", "--quiet",
+                 "--no-plots"])
+    s2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and (s2["ran"], s2["completed"]) == (0, 2)
+
+    # control: with --deliver worker (a file system the workers share) the workers write
+    # the store themselves, and the audit hook reports it
+    shared = out / "shared"
+    code = main(["sweep", "--read-noise", "0", "--seed", "0",
+                 "--set", 'arch="1568-16-10"', "--set", "beta=0.1", "--set", "train_limit=100",
+                 "--set", "test_limit=50", "--set", "epochs=1",
+                 "--out", str(shared), "--scheduler", dk.address, "--deliver", "worker",
+                 "--json", "--quiet", "--no-plots"])
+    s3 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and (s3["ran"], s3["completed"], s3["deliver"]) == (1, 1, "worker")
+    (p,) = _index(shared)["points"].values()
+    assert p["stored_by"] == "worker" and p["ran_on"]["pid"] in dk.worker_pids
+    h5 = shared / "runs" / "mnist-subset_rn0_N1_s0.h5"
+    assert hashlib.sha256(h5.read_bytes()).hexdigest() == p["session_sha256"]
+    audit_text = "".join(f.read_text() for f in dk.audit_logs)
+    assert str(h5.resolve()) in audit_text
+
+
+def test_fsspec_url_store_workers_write_and_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A URL store (fsspec's in-memory file system, shared by in-process Dask workers):
+    the workers write session files and records there; a rerun trusts a record only when
+    the stored file has the recorded size."""
+    distributed = _distributed()
+    import fsspec
+
+    root = f"/hwloop-test-{os.getpid()}-{tmp_path.name}"
+    url = f"memory://{root}"
+    fs = fsspec.filesystem("memory")
+    out = tmp_path / "o"
+    try:
+        with distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster:
+            args = ("--scheduler", cluster.scheduler_address, "--store", url, "--no-plots")
+            s = _sweep(out, *args, capsys=capsys)
+            assert (s["completed"], s["deliver"], s["store"]) == (4, "worker", url)
+            assert not (out / "runs").exists()  # only the index and table stay in OUT
+            idx = _index(out)
+            assert idx["store"] == url
+            for pid, p in idx["points"].items():
+                assert p["session"] == f"{url}/runs/{pid}.h5" and p["stored_by"] == "worker"
+                data = fs.cat_file(f"{root}/runs/{pid}.h5")
+                assert hashlib.sha256(data).hexdigest() == p["session_sha256"]
+                rec = json.loads(fs.cat_file(f"{root}/runs/{pid}.json"))
+                assert rec["status"] == "completed" and rec["session_bytes"] == len(data)
+                assert tomllib.loads(fs.cat_file(f"{root}/runs/{pid}.toml").decode()) == \
+                    tomllib.loads(rec["config_toml"])
+            assert _sweep(out, *args, capsys=capsys)["ran"] == 0
+            fs.rm(f"{root}/runs/mnist-subset_rn0_N1_s0.h5")
+            fs.pipe_file(f"{root}/runs/mnist-subset_rn0_N3_s0.h5", b"truncated")
+            s3 = _sweep(out, *args, capsys=capsys)
+            assert (s3["ran"], s3["completed"]) == (2, 4)
+    finally:
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+
+def test_client_delivery_from_local_processes_and_the_ship_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, store = tmp_path / "o", tmp_path / "store"
+    s = _sweep(out, "--workers", "1", "--deliver", "client", "--store", str(store),
+               "--no-plots", capsys=capsys)
+    assert s["completed"] == 4 and s["deliver"] == "client"
+    assert not (out / "runs").exists()
+    for pid, p in _index(out)["points"].items():
+        assert Path(p["session"]) == store / "runs" / f"{pid}.h5"
+        assert hashlib.sha256(Path(p["session"]).read_bytes()).hexdigest() == \
+            p["session_sha256"]
+        assert (store / "runs" / f"{pid}.log").stat().st_size > 0  # the process worker's log
+    code = main(["sweep", "--read-noise", "0", *TINY, "--out", str(tmp_path / "o2"),
+                 "--deliver", "client", "--ship-limit-mb", "0.01", "--json", "--quiet",
+                 "--no-plots"])
+    s2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1 and s2["failed"] == 1
+    (p,) = _index(tmp_path / "o2")["points"].values()
+    assert p["status"] == "failed" and "over the --ship-limit-mb of 0.01 MB" in p["error"]
+    assert p["session_bytes"] > 10_000 and not list((tmp_path / "o2" / "runs").glob("*.h5"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--store", "nosuchfs://bucket/x"], "fsspec cannot open protocol 'nosuchfs'"),
+        (["--ship-limit-mb", "0"], "--ship-limit-mb 0.0 must be > 0 MB"),
+    ],
+)
+def test_bad_store_options_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code = main(["sweep", "--read-noise", "0", *TINY, "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1] and len(err) == 1
+    assert not (tmp_path / "o").exists()
