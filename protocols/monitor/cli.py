@@ -54,6 +54,8 @@ def run_monitor(args: argparse.Namespace) -> int:
     if args.bind not in LOCAL_HOSTS and not args.allow_remote:
         raise ConfigError(f"--bind {args.bind} would let other machines read the run; add "
                           "--allow-remote to do that on purpose, or use 127.0.0.1")
+    if args.nice > 0:
+        os.nice(args.nice)  # yield the CPU to the trainer it watches
     w = _watcher(args)
     _check_first_read(w)
     try:
@@ -130,6 +132,9 @@ def register_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                    help="refresh interval of the page and shortest time between reads, s "
                    "(default 2)")
     p.add_argument("--open", action="store_true", help="open the page in the web browser")
+    p.add_argument("--nice", type=int, default=10, choices=range(0, 20), metavar="0..19",
+                   help="lower the monitor's CPU priority by this much (default 10: a trainer "
+                   "on the same machine keeps the CPU; 0: unchanged)")
     p.set_defaults(func=run_monitor)
 
 

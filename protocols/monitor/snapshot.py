@@ -37,9 +37,9 @@ MAX_POINTS = 1500
 """Most points of a per-step curve sent to the page (longer runs are binned)."""
 SMOOTH_SPAN = 20
 """Span (steps) of the exponential moving average of the per-step curves."""
-NOISE_WINDOW_STEPS = 50
+NOISE_WINDOW_STEPS = 10
 """Most recent steps whose raw samples, flags and programming rows are summarised."""
-NOISE_WINDOW_BYTES = 32 * 2**20
+NOISE_WINDOW_BYTES = 16 * 2**20
 """Cap on the sample bytes of that window (fewer steps on very large boards)."""
 MAX_CHECKPOINTS = 120
 """Most checkpoints in the conductance history (evenly spaced, the last always kept)."""
@@ -60,6 +60,12 @@ def jsonable(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
+        if x.dtype.kind == "f":
+            o = x.astype(object)
+            o[~np.isfinite(x)] = None
+            return o.tolist()
+        if x.dtype.kind in "iub":
+            return x.tolist()
         return jsonable(x.tolist())
     if isinstance(x, np.generic):
         return jsonable(x.item())
@@ -71,17 +77,19 @@ def jsonable(x: Any) -> Any:
 def ema(y: NDArray[np.float64], span: int = SMOOTH_SPAN) -> NDArray[np.float64]:
     """Exponential moving average with bias correction (as TensorBoard's smoothing).
 
-    ``s_k = a * y_k + (1 - a) * s_{k-1}``, ``a = 2 / (span + 1)``, divided by
-    ``1 - (1 - a)**(k + 1)``; NaN entries are skipped (they keep the previous value).
+    The mean of ``y_0 .. y_k`` weighted by ``(1 - a)**(k - i)``, ``a = 2 / (span + 1)``,
+    over the finite entries (a NaN step still ages the earlier ones).
     """
     a = 2.0 / (span + 1.0)
     out = np.full(y.shape, np.nan)
     s = 0.0
     w = 0.0
     for k, v in enumerate(y):
+        s *= 1 - a
+        w *= 1 - a
         if math.isfinite(float(v)):
-            s = a * float(v) + (1 - a) * s
-            w = a + (1 - a) * w
+            s += a * float(v)
+            w += a
         if w > 0:
             out[k] = s / w
     return out
@@ -128,6 +136,7 @@ class _RunCache:
     step_stats: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     ckpt_stats: dict[tuple[int, int, float], list[dict[str, Any]]] = field(default_factory=dict)
     first_g: tuple[tuple[int, int, float], NDArray[np.float64]] | None = None
+    layers: tuple[Any, list[dict[str, Any]]] | None = None
 
 
 _INDEX_FIELDS = ("step", "epoch", "batch", "n_examples", "t_start_unix_s", "duration_s",
@@ -317,53 +326,66 @@ class RunWatcher:
             return (i, int(rows[i]["steps_done"]), float(rows[i]["t_unix_s"]))
 
         last_i = len(rows) - 1
-        pick = sorted(set(np.linspace(0, last_i, min(len(rows), MAX_CHECKPOINTS))
-                          .round().astype(int).tolist()) | {last_i})
+        # every stride-th checkpoint, the stride a power of 2: when it doubles, the picks
+        # are a subset of the old ones, so the cached statistics stay valid
+        stride = 1
+        while len(rows) / stride > MAX_CHECKPOINTS:
+            stride *= 2
+        pick = sorted(set(range(0, len(rows), stride)) | {last_i})
         if c.first_g is None or c.first_g[0] != key(0):
             c.first_g = (key(0), np.asarray(ds[0], dtype=np.float64))
-        g_first = c.first_g[1]
-        g_last = np.asarray(ds[last_i], dtype=np.float64)
-        g_prev = np.asarray(ds[last_i - 1], dtype=np.float64) if last_i > 0 else g_last
         for i in pick:
             k = key(i)
             if k not in c.ckpt_stats:
-                g = g_last if i == last_i else np.asarray(ds[i], dtype=np.float64)
+                g = np.asarray(ds[i], dtype=np.float64)
                 c.ckpt_stats[k] = [_stats(g[a:b]) for _, a, b, _ in blocks]
         live = {key(i) for i in pick}
         c.ckpt_stats = {k: v for k, v in c.ckpt_stats.items() if k in live}
         hist_keys = [key(i) for i in pick]
+        out["last"] = {"index": last_i, "steps_done": int(rows[last_i]["steps_done"]),
+                       "t_unix_s": float(rows[last_i]["t_unix_s"])}
+        out["previous_steps_done"] = int(rows[last_i - 1]["steps_done"]) if last_i else None
+        out["history"] = {"steps_done": [k[1] for k in hist_keys]}
+        # the per-layer views of the last checkpoint change only with a new checkpoint
+        lkey = (key(0), key(max(0, last_i - 1)), key(last_i))
+        if c.layers is None or c.layers[0] != lkey:
+            g_first = c.first_g[1]
+            g_last = np.asarray(ds[last_i], dtype=np.float64)
+            g_prev = np.asarray(ds[last_i - 1], dtype=np.float64) if last_i > 0 else g_last
+            c.layers = (lkey, self._layer_views(blocks, g_first, g_prev, g_last, desc))
+        out["layers"] = [
+            {**view, "history": {stat: [c.ckpt_stats[k][li][stat] for k in hist_keys]
+                                 for stat in ("mean_s", "p05_s", "p50_s", "p95_s")}}
+            for li, view in enumerate(c.layers[1])]
+        return out
+
+    @staticmethod
+    def _layer_views(blocks: list[tuple[str, int, int, list[int]]],
+                     g_first: NDArray[np.float64], g_prev: NDArray[np.float64],
+                     g_last: NDArray[np.float64], desc: Any) -> list[dict[str, Any]]:
+        views = []
         lo, hi = desc.g_min_s, desc.g_max_s
-        for li, (name, a, b, shape) in enumerate(blocks):
+        for name, a, b, shape in blocks:
             gl, gf, gp = g_last[a:b], g_first[a:b], g_prev[a:b]
             lo_l = lo if math.isfinite(lo) else float(min(gl.min(), gf.min()))
             hi_l = hi if math.isfinite(hi) else float(max(gl.max(), gf.max()))
             if not hi_l > lo_l:
                 hi_l = lo_l + 1e-12
-            edges = np.linspace(lo_l, hi_l, HIST_BINS + 1)
-            s = c.ckpt_stats[key(last_i)][li]
             tol = 1e-6 * (hi_l - lo_l)
-            out["layers"].append({
+            views.append({
                 "name": name,
                 "shape": shape,
                 "n_edges": b - a,
-                "edges_s": edges,
-                "hist_last": np.histogram(np.clip(gl, lo_l, hi_l), edges)[0],
-                "hist_first": np.histogram(np.clip(gf, lo_l, hi_l), edges)[0],
-                **s,
+                "edges_s": np.linspace(lo_l, hi_l, HIST_BINS + 1),
+                "hist_last": _hist(gl, lo_l, hi_l, HIST_BINS),
+                "hist_first": _hist(gf, lo_l, hi_l, HIST_BINS),
+                **_stats(gl),
                 "frac_at_min": float(np.mean(gl <= lo + tol)) if math.isfinite(lo) else None,
                 "frac_at_max": float(np.mean(gl >= hi - tol)) if math.isfinite(hi) else None,
                 "mean_abs_change_vs_prev_s": float(np.mean(np.abs(gl - gp))),
                 "mean_abs_change_vs_first_s": float(np.mean(np.abs(gl - gf))),
-                "history": {
-                    stat: [c.ckpt_stats[k][li][stat] for k in hist_keys]
-                    for stat in ("mean_s", "p05_s", "p50_s", "p95_s")
-                },
             })
-        out["last"] = {"index": last_i, "steps_done": int(rows[last_i]["steps_done"]),
-                       "t_unix_s": float(rows[last_i]["t_unix_s"])}
-        out["previous_steps_done"] = int(rows[last_i - 1]["steps_done"]) if last_i else None
-        out["history"] = {"steps_done": [k[1] for k in hist_keys]}
-        return out
+        return views
 
     # -- read noise, flags and programming over the last steps
     def _noise(self, sf: SessionFile, idx: Mapping[str, NDArray[Any]]) -> dict[str, Any]:
@@ -497,6 +519,12 @@ def _programming(sf: SessionFile, idx: Mapping[str, NDArray[Any]], a: int, n: in
     out["abs_error_median_s"] = float(np.median(np.abs(ach[ok] - tgt[ok]))) if ok.any() \
         else None
     return out
+
+
+def _hist(g: NDArray[np.float64], lo: float, hi: float, bins: int) -> NDArray[np.int64]:
+    """Counts in ``bins`` equal bins over [lo, hi] (values outside go to the end bins)."""
+    k = np.floor((g - lo) * (bins / (hi - lo))).astype(np.int64)
+    return np.bincount(np.clip(k, 0, bins - 1), minlength=bins)
 
 
 def _stats(g: NDArray[np.float64]) -> dict[str, Any]:
