@@ -72,7 +72,8 @@ class Browser:
                 return pages[0]["webSocketDebuggerUrl"] if pages else None
 
             url = wait_until(page_ws, 60, "chromium's first page")
-            self.ws = connect(url, max_size=None, open_timeout=30)
+            self._stack = contextlib.ExitStack()
+            self.ws = self._stack.enter_context(connect(url, max_size=None, open_timeout=30))
         except BaseException:
             self._kill()
             raise
@@ -147,7 +148,7 @@ class Browser:
     def close(self) -> None:
         """Close the connection and kill the browser (and its helper processes)."""
         with contextlib.suppress(Exception):
-            self.ws.close()
+            self._stack.close()
         self._kill()
 
     def _kill(self) -> None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -182,3 +183,29 @@ def test_server_is_read_only(server: MonitorServer, run_file: Path) -> None:
     reads = server.cache.reads
     _req(server.url + "api/snapshot")
     assert server.cache.reads <= reads + 1
+
+
+def test_a_change_within_one_clock_tick_is_not_missed(run_file: Path, tmp_path: Path) -> None:
+    # file times advance in ticks: a write right after a read can leave size and time
+    # unchanged; the watcher must read again until the file has been quiet for a while
+    run = tmp_path / "run.h5"
+    run.write_bytes(run_file.read_bytes())
+    now_ns = time.time_ns()
+    os.utime(run, ns=(now_ns, now_ns))
+    w = RunWatcher(run)
+    assert w.snapshot()["status"]["reason"] == ""
+    size = run.stat().st_size
+    with h5py.File(run, "r+") as f:  # same fixed-size attribute: the size stays
+        f.attrs.modify("reason", np.bytes_(b"edited"))
+    os.utime(run, ns=(now_ns, now_ns))
+    assert run.stat().st_size == size
+    assert w.snapshot()["status"]["reason"] == "edited"
+    # once quiet for longer than SETTLE_S, an unchanged file is not read again
+    old_ns = now_ns - 10**10
+    os.utime(run, ns=(old_ns, old_ns))
+    w.snapshot()
+    w.snapshot()
+    with h5py.File(run, "r+") as f:
+        f.attrs.modify("reason", np.bytes_(b"again"))
+    os.utime(run, ns=(old_ns, old_ns))
+    assert w.snapshot()["status"]["reason"] == "edited"  # the cached view (by design)

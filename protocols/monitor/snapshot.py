@@ -118,12 +118,25 @@ def bin_mean(y: NDArray[np.float64], size: int) -> NDArray[np.float64]:
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
+SETTLE_S = 1.0
+"""A file whose modification time is this much older than the start of a read (s) is
+taken as fully read: file times advance in clock ticks (ms), so two writes within one
+tick leave the same time; a read that started later than this after the last write saw
+both, and any later write gives a new time."""
+
+
 def _file_key(path: Path) -> tuple[int, int, int] | None:
+    """Inode, size and modification time (ns) of ``path``; None when it is absent."""
     try:
         st = path.stat()
     except OSError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _settled(key: tuple[int, int, int] | None, t_read: float) -> bool:
+    """Whether a read that started at ``t_read`` (Unix s) saw every write up to ``key``."""
+    return key is not None and t_read - key[2] * 1e-9 > SETTLE_S
 
 
 # ----------------------------------------------------------------------------- a run
@@ -166,10 +179,12 @@ class RunWatcher:
         """The current document (re-reads the file only when it changed)."""
         key = _file_key(self.path)
         if force or key is None or key != self._key or self._doc is None:
+            t_read = time.time()
             try:
                 with open_session(self.path) as sf:
                     doc = self._read(sf)
-                self._doc, self._key, self._error = doc, key, ""
+                self._doc, self._error = doc, ""
+                self._key = key if _settled(key, t_read) else None
             except HwloopError as exc:
                 self._error = str(exc).splitlines()[0]
             except READ_ERRORS as exc:  # a file caught mid-write or mid-replace
@@ -650,10 +665,12 @@ class SweepWatcher:
         from protocols.sweep import INDEX_NAME, aggregate, load_index, measured_limits
 
         key = _file_key(self.path / INDEX_NAME)
-        if force or key != self._key or self._idx is None:
+        if force or key is None or key != self._key or self._idx is None:
+            t_read = time.time()
             try:
                 self._idx = load_index(self.path)
-                self._key, self._error = key, ""
+                self._error = ""
+                self._key = key if _settled(key, t_read) else None
                 if self._idx is None:
                     self._error = f"{self.path / INDEX_NAME} does not exist yet"
             except HwloopError as exc:
