@@ -10,7 +10,7 @@ each in a fresh process pinned to one BLAS thread. The figure is the training ti
 trainer itself records (sum of ``time_s`` of ``/epochs``: the steps, evaluation
 excluded) and the process wall time. Prints a table and, last, one JSON line. Usage::
 
-    python benchmarks/bench_monitor.py [--repeats 5] [--epochs 10] [--interval 2]
+    python benchmarks/bench_monitor.py [--repeats 5] [--epochs 20] [--interval 5]
 """
 
 from __future__ import annotations
@@ -124,9 +124,9 @@ def proc_cpu_s(pid: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="runs of each kind (default 5)")
-    ap.add_argument("--epochs", type=int, default=10, help="epochs of 50 steps (default 10)")
-    ap.add_argument("--interval", type=float, default=2.0,
-                    help="monitor refresh and client polling interval, s (default 2, the "
+    ap.add_argument("--epochs", type=int, default=20, help="epochs of 50 steps (default 20)")
+    ap.add_argument("--interval", type=float, default=5.0,
+                    help="monitor refresh and client polling interval, s (default 5, the "
                     "monitor's default)")
     args = ap.parse_args()
     rows: dict[bool, list[dict[str, float]]] = {False: [], True: []}

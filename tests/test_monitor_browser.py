@@ -41,7 +41,9 @@ TRAIN = ["--arch", "1568-100-10", "--batch-size", "32", "--train-limit", "1280",
          "--test-limit", "100", "--samples", "2", "--read-noise", "0.01",
          "--checkpoint-every", "5", "--seed", "3"]
 STEPS_PER_EPOCH = 1280 // 32
-DEADLINE_S = 240.0  # generous: the machine may be busy
+DEADLINE_S = 240.0
+EVENT_KINDS = ("[...document.querySelectorAll('#events-table tbody tr td:nth-child(3)')]"
+               ".map(e => e.textContent)")  # generous: the machine may be busy
 
 
 def hwloop(*argv: str) -> list[str]:
@@ -156,8 +158,7 @@ def test_live_page_follows_a_run_then_its_stop(tmp_path: Path) -> None:
                 final = sf.steps_done
             wait_until(lambda: shown_steps(b) == final, DEADLINE_S, "the final step count")
             check_against_file(b, run)
-            kinds = b.eval("[...document.querySelectorAll('#events-table tbody tr td:nth-child(3)')]"
-                           ".map(e => e.textContent)")
+            kinds = b.eval(EVENT_KINDS)
             assert kinds[0] == "stop" and kinds[-1] == "start"
 
 
@@ -191,8 +192,7 @@ def test_page_survives_a_kill_and_a_resume(tmp_path: Path) -> None:
                        DEADLINE_S, "the resumed run's end")
             assert b.text("v-resumes") == "1"
             check_against_file(b, run)
-            kinds = b.eval("[...document.querySelectorAll('#events-table tbody tr td:nth-child(3)')]"
-                           ".map(e => e.textContent)")
+            kinds = b.eval(EVENT_KINDS)
             assert "resume" in kinds
 
 

@@ -128,9 +128,9 @@ def register_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                    help="address to listen on (default 127.0.0.1; another needs --allow-remote)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow --bind to a non-loopback address (prints a warning)")
-    p.add_argument("--interval", type=float, default=2.0, metavar="S",
+    p.add_argument("--interval", type=float, default=5.0, metavar="S",
                    help="refresh interval of the page and shortest time between reads, s "
-                   "(default 2)")
+                   "(default 5)")
     p.add_argument("--open", action="store_true", help="open the page in the web browser")
     p.add_argument("--nice", type=int, default=10, choices=range(0, 20), metavar="0..19",
                    help="lower the monitor's CPU priority by this much (default 10: a trainer "

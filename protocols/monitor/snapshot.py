@@ -43,6 +43,10 @@ NOISE_WINDOW_BYTES = 16 * 2**20
 """Cap on the sample bytes of that window (fewer steps on very large boards)."""
 MAX_CHECKPOINTS = 120
 """Most checkpoints in the conductance history (evenly spaced, the last always kept)."""
+HISTORY_EDGES = 8192
+"""The conductance history (mean and percentiles per checkpoint) is taken over every
+k-th edge of a layer, k the smallest stride leaving at most this many (all edges of
+layers up to this size); the last checkpoint's statistics use every edge."""
 HIST_BINS = 40
 """Bins of the conductance histograms."""
 MAX_EVENTS = 400
@@ -353,7 +357,8 @@ class RunWatcher:
             k = key(i)
             if k not in c.ckpt_stats:
                 g = np.asarray(ds[i], dtype=np.float64)
-                c.ckpt_stats[k] = [_stats(g[a:b]) for _, a, b, _ in blocks]
+                c.ckpt_stats[k] = [_stats(g[a:b:max(1, -(-(b - a) // HISTORY_EDGES))])
+                                   for _, a, b, _ in blocks]
         live = {key(i) for i in pick}
         c.ckpt_stats = {k: v for k, v in c.ckpt_stats.items() if k in live}
         hist_keys = [key(i) for i in pick]
