@@ -209,3 +209,40 @@ def test_a_change_within_one_clock_tick_is_not_missed(run_file: Path, tmp_path: 
         f.attrs.modify("reason", np.bytes_(b"again"))
     os.utime(run, ns=(old_ns, old_ns))
     assert w.snapshot()["status"]["reason"] == "edited"  # the cached view (by design)
+
+
+def test_a_real_board_run_through_the_virtual_serial_board(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A board without Checkpointable (no /checkpoints/board), write-verify programming rows,
+    current nudges, 3 samples per phase: every view is filled from what the file has."""
+    from simulated_device.virtual_board import VirtualBoard
+
+    vb = VirtualBoard({"arch": "1568-16-10", "preset": "reram"}, seed=0)
+    run = tmp_path / "board-run.h5"
+    try:
+        monkeypatch.setenv("HWLOOP_BOARD_URL", vb.start_tcp())
+        code = main(["train", "--backend", "board", "--board",
+                     str(Path(__file__).parents[1] / "examples/boards/virtual-serial.toml"),
+                     "--nudge", "current", "--epochs", "1", "--train-limit", "40",
+                     "--test-limit", "20", "--checkpoint-every", "5", "--samples", "3",
+                     "--programming", "write-verify", "--log-programming", "all",
+                     "--out", str(run), "--quiet"])
+    finally:
+        vb.close()
+    assert code == 0, capsys.readouterr().err
+    d = RunWatcher(run).snapshot()
+    with h5py.File(run, "r") as f:
+        assert "board" not in f["checkpoints"]
+        idx = f["steps/index"][()]
+        w0 = d["noise"]["window_steps"][0]
+        rec = f["programming/records"][int(idx["prog_row_start"][w0]):]
+        reasons = np.bincount(rec["reason"].astype(int), minlength=6)
+        conv = float(np.mean(rec["converged"] != 0))
+    pg = d["noise"]["programming"]
+    assert list(pg["reasons"].values()) == reasons.tolist()
+    assert math.isclose(pg["converged_fraction"], conv)
+    assert d["board"]["backend"] == "board" and d["status"]["shown"] == "completed"
+    assert [L["n_edges"] for L in d["conductance"]["layers"]] == [1568 * 16, 16 * 10]
+    assert all(p["spread_median_v"] is not None for p in d["noise"]["phases"])
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0

@@ -45,7 +45,8 @@
   function kvTable(obj, id) {
     const rows = Object.keys(obj || {}).map((k) => {
       let v = obj[k];
-      if (typeof v === "number") v = num(v, 6);
+      if (v === null || v === undefined) v = "\u2013";
+      else if (typeof v === "number") v = num(v, 6);
       else if (typeof v === "object" && v !== null) v = JSON.stringify(v);
       return `<tr><td class="l">${esc(k)}</td><td class="l">${esc(v)}</td></tr>`;
     });
@@ -110,7 +111,7 @@
     let parts = [`<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}"${o.id ? ` id="${o.id}"` : ""}>`];
     if (o.title) parts.push(`<text x="${L}" y="14" font-weight="600">${esc(o.title)}</text>`);
     if (!isFinite(xmin) || !isFinite(ymin)) {
-      parts.push(`<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#667085">no data yet</text></svg>`);
+      parts.push(`<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#667085">${esc(o.empty || "no data yet")}</text></svg>`);
       return parts.join("");
     }
     if (xmax === xmin) { xmax += 0.5; xmin -= 0.5; }
@@ -266,6 +267,7 @@
           cells: [p.name, num(p.beta_s, 3), num(p.n_samples_mean, 3), num(p.spread_median_v, 4), num(p.spread_p90_v, 4),
             String(p.overrange), String(p.compliance), String(p.readings)]})), "noise-table") +
       plot({title: "spread per step", xlabel: "step", ylabel: "median spread (V)",
+        empty: nz.max_samples < 2 ? "one sample per phase: no spread" : "no data yet",
         series: (nz.series ? nz.series.spread_median_v : []).map((y, p) => ({x: nz.series.step, y, label: nz.phases[p].name}))}) +
       "</div></section>");
 
