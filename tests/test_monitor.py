@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -246,3 +247,20 @@ def test_a_real_board_run_through_the_virtual_serial_board(
     assert [L["n_edges"] for L in d["conductance"]["layers"]] == [1568 * 16, 16 * 10]
     assert all(p["spread_median_v"] is not None for p in d["noise"]["phases"])
     assert main(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+
+
+def test_another_address_needs_the_flag_and_warns(run_file: Path) -> None:
+    cmd = [sys.executable, "-m", "hwloop.cli", "monitor", str(run_file), "--port", "0",
+           "--bind", "0.0.0.0", "--allow-remote"]
+    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stderr is not None
+        ready, _, _ = select.select([p.stderr], [], [], 120)
+        assert ready, "no warning within 120 s"
+        warning = p.stderr.readline()
+        assert "warning: listening on 0.0.0.0" in warning and "read the run" in warning
+        line = p.stdout.readline()  # printed right after the warning
+        assert line.startswith("hwloop monitor: http://0.0.0.0:")
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
