@@ -8,7 +8,11 @@ the file and a client that fetches ``/api/snapshot`` every I seconds, as an open
 does; the "without" runs have neither. Runs alternate (without, with, without, ...),
 each in a fresh process pinned to one BLAS thread. The figure is the training time the
 trainer itself records (sum of ``time_s`` of ``/epochs``: the steps, evaluation
-excluded) and the process wall time. Prints a table and, last, one JSON line. Usage::
+excluded) and the process wall time; on a shared, busy machine these drift more between
+runs than the monitor costs, so two load-independent figures follow: within each "with"
+run, the extra duration of the steps that overlap a refresh (from the steps' own start
+times and durations in the file) as a fraction of the training time, and the CPU time of
+the monitor process against the trainer's. Prints a table and, last, one JSON line. Usage::
 
     python benchmarks/bench_monitor.py [--repeats 5] [--epochs 20] [--interval 5]
 """
@@ -60,6 +64,7 @@ def one_run(out: Path, epochs: int, monitor: bool, interval_s: float) -> dict[st
     mon = None
     polls = [0]
     cpu_at_first_poll = [0.0]
+    windows: list[tuple[float, float]] = []
     stop = threading.Event()
     try:
         if monitor:
@@ -78,8 +83,10 @@ def one_run(out: Path, epochs: int, monitor: bool, interval_s: float) -> dict[st
             def poll() -> None:
                 while not stop.is_set():
                     try:
-                        with urllib.request.urlopen(url + "api/snapshot", timeout=30) as r:
+                        t_a = time.time()
+                        with urllib.request.urlopen(url + "api/snapshot", timeout=60) as r:
                             r.read()
+                        windows.append((t_a, time.time()))
                         polls[0] += 1
                         if polls[0] == 1:  # the monitor's CPU time once it is serving
                             cpu_at_first_poll[0] = proc_cpu_s(mon.pid)
@@ -108,7 +115,18 @@ def one_run(out: Path, epochs: int, monitor: bool, interval_s: float) -> dict[st
     with open_session(out) as sf:
         train_s = float(np.sum(sf.epochs()["time_s"]))
         steps = sf.steps_done
+        idx = sf.index()
+    # within the run: steps that overlap a refresh against the others (paired, so the
+    # machine's load, which drifts between runs, cancels)
+    t0 = idx["t_start_unix_s"]
+    dur = idx["duration_s"]
+    hit = np.zeros(len(t0), dtype=bool)
+    for a, b in windows[1:]:  # the first refresh reads the whole file once
+        hit |= (t0 < b) & (t0 + dur > a)
+    paired = (float(np.mean(dur[hit]) - np.mean(dur[~hit])) * int(hit.sum()) / float(dur.sum())
+              if hit.any() and (~hit).any() else float("nan"))
     return {"train_s": train_s, "wall_s": wall, "steps": steps, "polls": polls[0],
+            "paired_overhead": paired, "steps_during_refresh": float(hit.sum()),
             "train_cpu_s": train_cpu, "monitor_cpu_s": mon_cpu, "monitor_steady_cpu_s": mon_steady}
 
 
@@ -145,6 +163,7 @@ def main() -> None:
     med = {m: {key: statistics.median(r[key] for r in rows[m]) for key in keys} for m in rows}
     over_train = med[True]["train_s"] / med[False]["train_s"] - 1
     over_wall = med[True]["wall_s"] / med[False]["wall_s"] - 1
+    paired = statistics.median(r["paired_overhead"] for r in rows[True])
     cpu_ratio = med[True]["monitor_cpu_s"] / med[True]["train_cpu_s"]
     steady_ratio = med[True]["monitor_steady_cpu_s"] / med[True]["train_cpu_s"]
     print(f"{'':28s} {'training (s)':>12s} {'wall (s)':>10s} {'trainer CPU (s)':>16s}")
@@ -152,6 +171,8 @@ def main() -> None:
         print(f"{'with monitor' if m else 'without monitor':28s} {med[m]['train_s']:12.2f} "
               f"{med[m]['wall_s']:10.2f} {med[m]['train_cpu_s']:16.2f}")
     print(f"{'overhead (medians)':28s} {100 * over_train:11.1f}% {100 * over_wall:9.1f}%")
+    print(f"within the runs with the monitor: steps during a refresh cost {100 * paired:.2f} % "
+          "of the training time more than the others (median over runs)")
     print(f"monitor CPU: {med[True]['monitor_cpu_s']:.2f} s in all "
           f"({100 * cpu_ratio:.1f} % of the trainer's), {med[True]['monitor_steady_cpu_s']:.2f} s "
           f"once serving ({100 * steady_ratio:.1f} %; "
@@ -163,7 +184,7 @@ def main() -> None:
         "steps": rows[False][0]["steps"], "repeats": args.repeats, "interval_s": args.interval,
         **{f"{k}_without": med[False][k] for k in ("train_s", "wall_s", "train_cpu_s")},
         **{f"{k}_with": med[True][k] for k in keys},
-        "overhead_train": over_train, "overhead_wall": over_wall,
+        "overhead_train": over_train, "overhead_wall": over_wall, "overhead_paired": paired,
         "monitor_cpu_fraction": cpu_ratio, "monitor_steady_cpu_fraction": steady_ratio,
         "polls_median": statistics.median(r["polls"] for r in rows[True]),
         "load_average": os.getloadavg()[0],

@@ -53,7 +53,7 @@
     return `<table${id ? ` id="${id}"` : ""}>${rows.join("")}</table>`;
   }
   function table(head, rows, id, cls) {
-    const h = head.map((c, i) => `<th class="${i === 0 ? "l" : ""}">${esc(c)}</th>`).join("");
+    const h = head.map((c, i) => `<th class="${(cls && cls[i]) || (i === 0 ? "l" : "")}">${esc(c)}</th>`).join("");
     const r = rows.map((row) => `<tr class="${row.cls || ""}">` + row.cells.map((c, i) =>
       `<td class="${(cls && cls[i]) || (i === 0 ? "l" : "")}">${esc(c)}</td>`).join("") +
       "</tr>").join("");
@@ -201,7 +201,8 @@
       card("loss (last step)", num(ls.loss, 6), "v-last-loss") +
       card("accuracy (last step)", pct(ls.accuracy), "v-last-acc") +
       card("test accuracy (last epoch)", pct(lastTest), "v-test-acc") +
-      card("last write", dur(st.last_write_age_s) + " ago", "v-age") +
+      card("last write", MODE === "live" ? dur(st.last_write_age_s) + " ago" :
+        utc(d.generated_unix_s - st.last_write_age_s), "v-age") +
       card("resumes", String(st.resumes || 0), "v-resumes") +
       `</div><p class="note">started ${esc(st.started_utc || "")}` +
       (st.stopped_utc ? `, stopped ${esc(st.stopped_utc)}` : "") +
@@ -322,7 +323,7 @@
         (d.points || []).map((p) => ({cls: p.status === "failed" ? "safety" : "",
           cells: [p.point, p.status, num(p.read_noise, 3), String(p.samples), num(p.sigma_eff_v, 3),
             p.progress ? `${p.progress.steps_done}${p.progress.total_steps ? " / " + p.progress.total_steps : ""} steps` : "",
-            pct(p.final_test_accuracy), dur(p.wall_time_s)]})), "points-table") + "</div></section>");
+            pct(p.final_test_accuracy), dur(p.wall_time_s)]})), "points-table", ["l", "l"]) + "</div></section>");
     const agg = d.aggregate || [];
     const datasets = [...new Set(agg.map((a) => a.dataset))];
     let ph = `<section id="sec-plots"><h2>Accuracy versus read noise</h2>`;
