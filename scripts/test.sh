@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: ngspice is the independent reference for the DC operating point;
-# dataset-fashion-mnist gives the real Fashion-MNIST files the dataset tests read.
+# dataset-fashion-mnist gives the real Fashion-MNIST files the dataset tests read;
+# chromium is the headless browser the monitor and report tests drive.
 need_apt=()
 command -v ngspice >/dev/null 2>&1 || need_apt+=(ngspice)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || need_apt+=(dataset-fashion-mnist)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

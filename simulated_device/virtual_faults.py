@@ -225,3 +225,40 @@ def parse_fault(spec: str, kinds: dict[str, str], seed: int) -> tuple[FaultRule,
     if kind == "delay" and rule.value <= 0:
         raise ValueError(f"--fault {spec!r}: delay needs value=SECONDS > 0")
     return rule, instrument
+
+
+@dataclass
+class Faults:
+    """Faults injected into one virtual instrument (change them at any time).
+
+    Attributes:
+        reply_delay_s: every reply is sent this late, s (a slow instrument).
+        slow_replies: the next N replies are sent ``slow_delay_s`` late.
+        slow_delay_s: delay of those replies, s.
+        drop_replies: the next N replies are not sent (the commands are executed).
+        garble_replies: the next N replies are replaced by garbage.
+        dead: the instrument reads commands but executes and answers nothing.
+        compliance: SMU channels (``"smua"``, ``"node[2].smub"``, ``"k2400"``...)
+            that report compliance.
+        compliance_after_pulses: a pulse train stops in compliance after this many
+            pulses (``None``: never).
+        overrange_channels: DAQ channels that read an overflow (9.9E37).
+        nan_channels: DAQ channels that read NaN (9.91E37).
+        nan_readings: the next N readings (any instrument) are the NaN code.
+        overrange_readings: the next N readings are the overflow code.
+        rules: per-command faults (:class:`~simulated_device.virtual_faults.FaultRule`).
+    """
+
+    reply_delay_s: float = 0.0
+    slow_replies: int = 0
+    slow_delay_s: float = 0.5
+    drop_replies: int = 0
+    garble_replies: int = 0
+    dead: bool = False
+    compliance: set[str] = field(default_factory=set)
+    compliance_after_pulses: int | None = None
+    overrange_channels: set[int] = field(default_factory=set)
+    nan_channels: set[int] = field(default_factory=set)
+    nan_readings: int = 0
+    overrange_readings: int = 0
+    rules: list[Any] = field(default_factory=list)

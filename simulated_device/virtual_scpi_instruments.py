@@ -41,7 +41,8 @@ from simulated_device.virtual_scpi_parser import (
 )
 
 if TYPE_CHECKING:
-    from simulated_device.virtual_scpi import Faults, VirtualScpiBench
+    from simulated_device.virtual_faults import Faults
+    from simulated_device.virtual_scpi import VirtualScpiBench
 
 __all__ = ["K2400", "Daq6510", "ScpiInstrument"]
 
@@ -55,7 +56,7 @@ class ScpiInstrument:
     """A SCPI instrument: common commands, error queue, a command tree."""
 
     def __init__(self, bench: VirtualScpiBench, identity: str) -> None:
-        from simulated_device.virtual_scpi import Faults
+        from simulated_device.virtual_faults import Faults
 
         self.bench = bench
         self.net = bench.network

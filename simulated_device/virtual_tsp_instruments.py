@@ -40,7 +40,8 @@ from simulated_device.virtual_tsp import (
 )
 
 if TYPE_CHECKING:
-    from simulated_device.virtual_scpi import Faults, VirtualScpiBench
+    from simulated_device.virtual_faults import Faults
+    from simulated_device.virtual_scpi import VirtualScpiBench
 
 __all__ = ["Matrix707B", "Smu2600", "SmuChannel", "TspInstrument"]
 
@@ -133,7 +134,7 @@ class TspInstrument:
     model = "TSP"
 
     def __init__(self, bench: VirtualScpiBench, identity: str) -> None:
-        from simulated_device.virtual_scpi import Faults
+        from simulated_device.virtual_faults import Faults
 
         self.bench = bench
         self.net = bench.network

@@ -32,6 +32,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     missing = []
     if shutil.which("ngspice") is None:
         missing.append("ngspice (apt-get install ngspice)")
+    if shutil.which("chromium") is None:
+        missing.append("chromium (apt-get install chromium)")
     if not FASHION.exists():
         missing.append("Fashion-MNIST (apt-get install dataset-fashion-mnist)")
     if missing:
