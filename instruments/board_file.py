@@ -1,5 +1,7 @@
 """Board files: which instrument plays which role, and how the network is wired to them.
 
+This module's one concern is reading and validating board files (nothing is opened).
+
 A board file is TOML (``examples/boards/*.toml``), read with :func:`load_board_file`
 into frozen dataclasses. Validation is strict: an unknown key, a wrong type, a
 missing role or a wiring that does not fit the network raises

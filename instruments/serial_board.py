@@ -26,6 +26,9 @@ Readings: a sample flagged ``OVERRANGE`` by the board, or not finite, is
 returned as NaN flagged ``OVERRANGE`` (the MeterRole contract).
 
 Units: V, A, S, s; times from the board are on the board's clock, s.
+
+This module's one concern is the serial board as instrument roles: its driver and
+its instrument kind (``KIND``, entry point ``hwloop.instruments``).
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ from simulated_device.virtual_scpi import VirtualScpiBench
 from tests.board_helpers import open_scpi
 
 pytest.importorskip("pymeasure")  # in the test extra; the adapter itself needs no PyMeasure
+pytestmark = pytest.mark.filterwarnings(  # PyMeasure's own notice about its 2600 class
+    "ignore:It is not known whether this device support SCPI:FutureWarning"
+)
 
 ARCH = "1-4-1"
 
@@ -128,7 +131,7 @@ def run(text: str) -> tuple[np.ndarray, np.ndarray, bool]:
     return v, g, bench.is_safe
 
 
-def test_pymeasure_driven_sources_give_the_readings_of_hwlooops_own_driver() -> None:
+def test_pymeasure_driven_sources_give_the_readings_of_hwloops_own_driver() -> None:
     v, g, safe = run(byod_text())
     v_ref, g_ref, safe_ref = run(REST + HWLOOP_SMU)
     assert safe and safe_ref  # every exit: PyMeasure's channels at 0 and off
