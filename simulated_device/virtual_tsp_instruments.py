@@ -132,6 +132,9 @@ class TspInstrument:
     """A TSP instrument: common commands, the system library, the interpreter."""
 
     model = "TSP"
+    EMPTY_QUEUE = "No Error"
+    """``errorqueue.next()`` on an empty queue: code 0 and this message (2600B reference
+    manual, appendix "Status model", "Error queue")."""
 
     def __init__(self, bench: VirtualScpiBench, identity: str) -> None:
         from simulated_device.virtual_faults import Faults
@@ -140,7 +143,7 @@ class TspInstrument:
         self.net = bench.network
         self.identity = identity
         self.faults: Faults = Faults()
-        self.status = StatusModel(empty_message="Queue Is Empty")
+        self.status = StatusModel(empty_message=self.EMPTY_QUEUE)
         self.precision = 6
         self.linefreq = 60.0
         self.clock_s = 0.0
@@ -748,6 +751,8 @@ _SPEC_RE = re.compile(r"^([1-6])([A-H])(\d\d)$")
 
 class Matrix707B(TspInstrument):
     """A 707B matrix: crosspoints ``"<slot><row><col>"`` (rows A..H, columns 01..12)."""
+
+    EMPTY_QUEUE = "Queue Is Empty"
 
     def __init__(self, bench: VirtualScpiBench, identity: str, n_slots: int) -> None:
         self.n_slots = n_slots

@@ -73,7 +73,7 @@ def test_chunks_syntax_and_runtime_errors(bench: VirtualScpiBench) -> None:
         "1.00000e+01\txy"]
     # an empty queue answers code 0
     empty = tsp(bench, "smu", "print(errorqueue.next())")[0]
-    assert empty.startswith("0.00000e+00\tQueue Is Empty")
+    assert empty.startswith("0.00000e+00\tNo Error")
 
 
 def test_levels_limits_and_ranges_beyond_the_2602b_are_refused(bench: VirtualScpiBench) -> None:
