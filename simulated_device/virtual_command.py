@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -117,6 +116,11 @@ def run_virtual_board(args: argparse.Namespace) -> int:
             f"virtual SCPI bench {opts['arch']} ({args.preset}, seed {args.seed}): "
             f"{n_ch} SMU channels, {len(d.free_nodes)} DAQ channels, {d.n_edges} crosspoints"
         )
+    # SIGINT/SIGTERM are caught before the addresses go out: a Ctrl-C right after them
+    # (a script that read them) still stops cleanly, with exit code 0
+    done = threading.Event()
+    old_int = signal.signal(signal.SIGINT, lambda signum, frame: done.set())
+    old_term = signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
     try:
         board_file = None
         if args.write_board is not None:
@@ -141,29 +145,15 @@ def run_virtual_board(args: argparse.Namespace) -> int:
             if board_file is not None:
                 print(f"board file: {board_file}")
             print("serving until Ctrl-C", flush=True)
-        _wait_for_signal()
-    finally:
-        for c in reversed(closers):
-            c()
-    return 0
-
-
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
-    done = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    old_int = signal.signal(signal.SIGINT, handler)
-    old_term = signal.signal(signal.SIGTERM, handler)
-    try:
         while not done.wait(0.2):
             pass
+        print("hwloop virtual-board: stopped", file=sys.stderr)
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    print("hwloop virtual-board: stopped", file=sys.stderr)
+        for c in reversed(closers):
+            c()
+    return 0
 
 
 def register_virtual_board(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -26,6 +26,7 @@ from hwloop.datasets import (
     read_idx,
 )
 from hwloop.errors import ConfigError
+from tests.procs import DEADLINE_S
 
 U8 = NDArray[np.uint8]
 SHA_RE = re.compile(r"sha256=[0-9a-f]{64}")
@@ -543,7 +544,8 @@ def test_no_imports_of_other_packages() -> None:
         "if m.split('.')[0] in {'instruments', 'protocols', 'simulated_device'}); "
         "print(','.join(bad))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=DEADLINE_S)
     assert out.stdout.strip() == ""
 
 
