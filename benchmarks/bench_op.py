@@ -21,7 +21,10 @@ runs in one warm process (``--repeats``; ngspice ``--ngspice-repeats``, at least
 * end to end: ``hwloop op FILE --json`` in a subprocess (Python start-up, imports,
   parse, solve and JSON output included; the console script beside this Python,
   not a pyenv shim),
-* ngspice: ``ngspice -b FILE`` wall time (it parses, sets up, solves and prints).
+* ngspice: ``ngspice -b FILE`` wall time (it parses, sets up, solves and prints),
+* CPU time (user + system, from ``wait4``) of the same end-to-end and ngspice runs: on a
+  busy machine the wall times stretch with the load, the CPU times much less,
+* start-up: ``hwloop --help`` and ``hwloop op`` of a 10-line netlist (wall and CPU).
 
 Checked on every run: the hwloop and ngspice voltages agree within 1e-6 V at every
 node (exit code 1 otherwise), the CLI prints exactly the in-process result, and the
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -105,6 +109,34 @@ def median_time(fn: Callable[[], object], repeats: int, warm_up: bool = True) ->
     return statistics.median(times)
 
 
+def run_timed(cmd: list[str], repeats: int) -> tuple[float, float]:
+    """Median wall time and median CPU time (user + system) of running ``cmd``, s."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        walls.append(time.perf_counter() - t0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cmd} exited with {proc.returncode}")
+        cpus.append(usage.ru_utime + usage.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+SMALL = """small divider with a diode clamp
+V1 in 0 DC 5
+R1 in a 1k
+R2 a 0 2k
+R3 a b 500
+D1 b 0 DM
+I1 0 b 1m
+C1 a 0 1u
+.model DM D(IS=1e-14 N=1)
+.end
+"""
+
+
 def ngspice_voltages(path: Path) -> dict[str, float]:
     res = subprocess.run(["ngspice", "-b", str(path)], capture_output=True, text=True, check=True)
     out: dict[str, float] = {}
@@ -163,18 +195,18 @@ def main() -> int:
         cli_volts = json.loads(cli.stdout)["node_voltages_v"]
         cli_diff = max(abs(v - op.node_voltages_v[k]) for k, v in cli_volts.items())
         assert set(cli_volts) == set(op.node_voltages_v) and cli_diff == 0.0, cli_diff
-        t_e2e = median_time(
-            partial(subprocess.run, cmd, capture_output=True, check=True),
-            args.cli_repeats,
-            warm_up=False,  # (just run above)
-        )
-        t_ng = max_diff = float("nan")
+        t_e2e, cpu_e2e = run_timed(cmd, args.cli_repeats)
+        small = Path(tmp) / "small.cir"
+        small.write_text(SMALL)
+        t_help, cpu_help = run_timed([*cmd[: cmd.index("op")], "--help"], args.cli_repeats)
+        t_small, cpu_small = run_timed([*cmd[: cmd.index("op") + 1], str(small)], args.cli_repeats)
+        t_ng = max_diff = cpu_ng = float("nan")
         if ngspice_exe:
             ng = ngspice_voltages(path)
             missing = set(op.node_voltages_v) - set(ng)
             assert not missing, f"ngspice did not print {sorted(missing)[:5]}"
             max_diff = max(abs(v - ng[k]) for k, v in op.node_voltages_v.items())
-            t_ng = median_time(partial(ngspice_voltages, path), ng_repeats, warm_up=False)
+            t_ng, cpu_ng = run_timed([ngspice_exe, "-b", str(path)], ng_repeats)
 
     t_setup, t_solve, t_total = t["setup_shockley"], t["solve_shockley"], t["total_shockley"]
     forward_v, on_drop_v, min_cur_a = ideal_kkt(net, op_ideal)
@@ -198,6 +230,11 @@ def main() -> int:
         ("ngspice / (set-up + solve)", f"{t_ng / t_total:10.0f} x"),
         ("ngspice / (parse + set-up + solve)", f"{t_ng / (t_parse + t_total):10.1f} x"),
         ("ngspice / end to end", f"{t_ng / t_e2e:10.2f} x"),
+        ("CPU: end to end, ngspice", f"{cpu_e2e * ms:10.3f} ms, {cpu_ng * ms:10.3f} ms"),
+        ("CPU: ngspice / end to end", f"{cpu_ng / cpu_e2e:10.2f} x"),
+        ("hwloop --help (wall, CPU)", f"{t_help * ms:10.3f} ms, {cpu_help * ms:10.3f} ms"),
+        ("hwloop op, 10-line netlist (wall, CPU)",
+         f"{t_small * ms:10.3f} ms, {cpu_small * ms:10.3f} ms"),
         ("max |v_hwloop - v_ngspice|", f"{max_diff:.3e} V  (limit {AGREE_V:g} V)"),
         ("max KCL residual, Shockley", f"{op.max_residual_a:.3e} A"),
         ("max KCL residual, ideal", f"{op_ideal.max_residual_a:.3e} A"),
@@ -239,6 +276,13 @@ def main() -> int:
                     t_ng / (t_parse + t_total) if has_ng else None
                 ),
                 "ratio_ngspice_over_end_to_end": t_ng / t_e2e if has_ng else None,
+                "end_to_end_cpu_s": cpu_e2e,
+                "ngspice_cpu_s": cpu_ng if has_ng else None,
+                "ratio_cpu_ngspice_over_end_to_end": cpu_ng / cpu_e2e if has_ng else None,
+                "help_s": t_help,
+                "help_cpu_s": cpu_help,
+                "op_small_s": t_small,
+                "op_small_cpu_s": cpu_small,
                 "max_abs_diff_v": max_diff if has_ng else None,
                 "agree_1e-6_v": ok,
                 "newton_iterations": op.iterations,

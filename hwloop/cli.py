@@ -6,23 +6,65 @@ print one line on stderr and exit with code 2; so do errors the HDF5 library
 raises while a command that reads a session file (a ``run`` argument) reads it
 (a damaged or incomplete file; :func:`hwloop.sessionlog.open_session` refuses
 truncated and unopenable files first); Ctrl-C exits with 130.
+
+Start-up is lazy (DR-i14-cli-1): an entry point may name a :class:`LazyCommand`
+(the ``module:register`` of the command and its one-line help, declared in a small
+index module that imports nothing heavy). ``hwloop --help`` lists those from their
+help alone; only the chosen command's module is imported. A plain ``register``
+callable still works (its module is imported to list it).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwloop import __version__
 from hwloop.errors import HwloopError
-from hwloop.plugins import command_entry_points
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+COMMANDS_GROUP = "hwloop.commands"  # as hwloop.plugins (not imported here: it needs numpy)
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+    Register = Callable[[SubParsers], None]
+
+
+@dataclass(frozen=True)
+class LazyCommand:
+    """A subcommand declared without importing its module.
+
+    Attributes:
+        target: ``"module:register"``, the callable that adds the full subparser.
+        help: the one-line help shown by ``hwloop --help`` (the same text the
+            subparser is registered with).
+    """
+
+    target: str
+    help: str
+
+    def load(self) -> Register:
+        """Import the module and return its ``register``."""
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+    def __call__(self, sub: SubParsers) -> None:
+        """Register the full subparser (imports the command's module)."""
+        self.load()(sub)
+
+
+def _command_entry_points() -> dict[str, Any]:
+    """Installed subcommands, by name (entry points, not loaded)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,17 +99,38 @@ def _hdf5_message(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with one subparser per installed subcommand."""
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first non-option word), if any."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """Build the top-level parser with one subparser per installed subcommand.
+
+    Args:
+        command: the subcommand to register in full (its module is imported); the
+            others are listed by their declared help only. ``"*"`` registers all of
+            them in full; ``None`` none (enough for ``hwloop --help``).
+    """
     parser = _Parser(
         prog="hwloop",
         description="Hardware-in-the-loop Equilibrium Propagation for resistive-network boards.",
     )
     parser.add_argument("--version", action="version", version=f"hwloop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, ep in sorted(command_entry_points().items()):
+    for name, ep in sorted(_command_entry_points().items()):
         try:
             register = ep.load()
+            if isinstance(register, LazyCommand):
+                if command not in (name, "*"):
+                    sub.add_parser(name, help=register.help)
+                    continue
+                register = register.load()
         except Exception as exc:  # a broken plugin must not take the CLI down
             print(f"hwloop: warning: subcommand {name!r} failed to load: {exc}", file=sys.stderr)
             continue
@@ -77,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_chosen_command(words))
+    args = parser.parse_args(words)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
@@ -110,5 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(code or 0)
 
 
+BACKENDS = LazyCommand("hwloop.plugins:register_backends",
+                       "list the installed board backends (or one's options)")
+INSPECT = LazyCommand(
+    "hwloop.inspect_cmd:register_inspect",
+    "show a session file: configuration, board, steps, metrics, status, integrity",
+)
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    # run the imported module's main: the index modules' LazyCommand is hwloop.cli's
+    from hwloop.cli import main as _main
+
+    raise SystemExit(_main())

@@ -14,7 +14,7 @@ import json
 import math
 import re
 
-from hwloop.errors import ConfigError
+from hwloop.errors import ConfigError, NetlistError
 
 __all__ = ["natural_key", "register_op", "run_op"]
 
@@ -37,6 +37,11 @@ def run_op(args: argparse.Namespace) -> int:
     if not math.isfinite(args.temp):
         raise ConfigError(f"--temp must be a finite temperature in degC, not {args.temp}")
     netlist = read_netlist(args.netlist)
+    if len(netlist.node_names) <= 1:  # ground alone: nothing to solve
+        raise NetlistError(
+            f"{args.netlist}: the netlist has no elements (only a title line?); SPICE reads "
+            "the first line as the title, put the elements (R, D, V, I) after it"
+        )
     op = solve_op(
         netlist,
         diodes="ideal" if args.ideal_diodes else "shockley",

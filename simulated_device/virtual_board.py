@@ -854,8 +854,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HwloopError, OSError) as e:
         print(f"virtual_board: {e}", file=sys.stderr)
         return 2
-    print(url, flush=True)
-    try:
+    try:  # a Ctrl-C right after the URL went out also closes the board
+        print(url, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

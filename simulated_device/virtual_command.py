@@ -27,7 +27,6 @@ import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -107,6 +106,8 @@ def _fault_rules(args: argparse.Namespace) -> list[tuple[FaultRule, str | None]]
 
 def run_virtual_board(args: argparse.Namespace) -> int:
     """Start the virtual instruments, print where they are, serve until Ctrl-C/SIGTERM."""
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port} is not a TCP port; give 0 (a free one) to 65535")
     opts = _options(args)
     rules = _fault_rules(args)
     closers: list[Any] = []
@@ -167,6 +168,11 @@ def run_virtual_board(args: argparse.Namespace) -> int:
             f"virtual SCPI bench {opts['arch']} ({args.preset}, seed {args.seed}): "
             f"{n_ch} SMU channels, {len(d.free_nodes)} DAQ channels, {d.n_edges} crosspoints"
         )
+    # SIGINT/SIGTERM are caught before the addresses go out: a Ctrl-C right after them
+    # (a script that read them) still stops cleanly, with exit code 0
+    done = threading.Event()
+    old_int = signal.signal(signal.SIGINT, lambda signum, frame: done.set())
+    old_term = signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
     try:
         board_file = None
         if args.write_board is not None:
@@ -193,9 +199,12 @@ def run_virtual_board(args: argparse.Namespace) -> int:
             if board_file is not None:
                 print(f"board file: {board_file}")
             print("serving until Ctrl-C", flush=True)
-        _wait_for_signal()
+        while not done.wait(0.2):
+            pass
         print(f"hwloop virtual-board: stopped; {summary()}", file=sys.stderr)
     finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
         for c in reversed(closers):
             c()
     return 0
@@ -206,23 +215,6 @@ def _fired(rules: Iterable[FaultRule]) -> str:
     for r in rules:
         counts[r.kind] = counts.get(r.kind, 0) + r.fired
     return ", ".join(f"{k} x{n}" for k, n in counts.items()) or "none"
-
-
-def _wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
-    done = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    old_int = signal.signal(signal.SIGINT, handler)
-    old_term = signal.signal(signal.SIGTERM, handler)
-    try:
-        while not done.wait(0.2):
-            pass
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
 
 
 def _fault_help() -> str:

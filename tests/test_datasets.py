@@ -26,6 +26,7 @@ from protocols.datasets import (
     load_npz_dataset,
     read_idx,
 )
+from tests.procs import DEADLINE_S
 
 U8 = NDArray[np.uint8]
 SHA_RE = re.compile(r"sha256=[0-9a-f]{64}")
@@ -544,7 +545,8 @@ def test_no_imports_of_other_packages() -> None:
         "and m not in {'protocols', 'protocols.datasets'}); "
         "print(','.join(bad))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=DEADLINE_S)
     assert out.stdout.strip() == ""
 
 

@@ -14,6 +14,7 @@ from scipy.special import lambertw
 from hwloop.errors import CircuitError
 from simulated_device.dcop import OperatingPoint, solve_op, thermal_voltage_v
 from simulated_device.netlist import parse_netlist
+from tests.procs import DEADLINE_S
 
 VT27 = scipy.constants.k * 300.15 / scipy.constants.e
 
@@ -740,5 +741,6 @@ def test_dense_solve_does_not_import_scipy() -> None:
         "solve_op(net); solve_op(net, diodes='ideal')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=DEADLINE_S)
     assert out.stdout.strip() == "[]"

@@ -352,10 +352,10 @@ def drn_xs_dense_text(seed: int = 0) -> str:
 def test_drn_xs_parses_well_under_a_second() -> None:
     text = drn_xs_dense_text()
     best = np.inf
-    for _ in range(3):
-        t0 = time.perf_counter()
+    for _ in range(3):  # CPU time of this thread: a busy machine stretches only the wall
+        t0 = time.thread_time()
         net = parse_netlist(text)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.thread_time() - t0)
     assert len(net.resistor_names) == 157_800
     assert net.num_nodes == 1 + 1568 + 100 + 10
     assert best < 1.0, f"parse took {best:.3f} s"

@@ -23,6 +23,7 @@ import scipy.constants
 
 from simulated_device.dcop import solve_op
 from simulated_device.netlist import parse_netlist
+from tests.procs import DEADLINE_S
 from tests.test_dcop import random_circuit
 
 pytestmark = [
@@ -54,7 +55,8 @@ def run_ngspice(deck: str, workdir: Path, name: str) -> dict[str, float]:
     path = workdir / f"{name}.cir"
     path.write_text(deck)
     res = subprocess.run(
-        ["ngspice", "-b", str(path)], capture_output=True, text=True, timeout=60, check=False
+        ["ngspice", "-b", str(path)], capture_output=True, text=True, timeout=DEADLINE_S,
+        check=False,
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     volts: dict[str, float] = {}

@@ -13,6 +13,7 @@ from hwloop.cli import main
 from simulated_device.dcop import solve_op
 from simulated_device.netlist import read_netlist
 from simulated_device.op_command import natural_key
+from tests.procs import DEADLINE_S
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "netlists").glob("*.cir"))
 
@@ -115,12 +116,14 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_subprocess_exit_code_and_no_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.cir"
     bad.write_text("bad\nV1 a 0 1\nQ1 a b c npn\n")
-    res = subprocess.run(["hwloop", "op", str(bad)], capture_output=True, text=True, check=False)
+    res = subprocess.run(["hwloop", "op", str(bad)], capture_output=True, text=True, check=False,
+                         timeout=DEADLINE_S)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert f"{bad}:3: unsupported element 'q1'" in res.stderr
     ok = subprocess.run(
-        ["hwloop", "op", str(EXAMPLES[0]), "--json"], capture_output=True, text=True, check=False
+        ["hwloop", "op", str(EXAMPLES[0]), "--json"], capture_output=True, text=True, check=False,
+        timeout=DEADLINE_S,
     )
     assert ok.returncode == 0, ok.stderr
     assert (

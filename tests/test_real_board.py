@@ -13,7 +13,6 @@ import io
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -39,21 +38,13 @@ from protocols.session import StopRequest, Terminated, deferred_interrupt
 from protocols.training import Trainer
 from simulated_device.virtual_board import FaultConfig, VirtualBoard
 from tests.board_helpers import open_scpi, open_serial, serial_board_text
+from tests.procs import child, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIAL_EXAMPLE = ROOT / "examples" / "boards" / "virtual-serial.toml"
 SCPI_EXAMPLE = ROOT / "examples" / "boards" / "virtual-scpi.toml"
 ARCH = "16-8-4"
 N_IN, N_OUT, N_FREE = 16, 4, 12
-
-
-def wait_until(cond: Any, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return bool(cond())
 
 
 def inputs(batch: int = 2, seed: int = 0, scale: float = 5.0) -> np.ndarray:
@@ -97,7 +88,7 @@ BAD_FILES: dict[str, tuple[str, list[str]]] = {
                      ["kind = 'keithley6500'", "serial-board"]),
     "resource-for-serial": (_edit(BASE, 'url = "${HWLOOP_BOARD_URL}"', 'resource = "x"'),
                             ["'resource'", "'url'"]),
-    "unknown-option": (_edit(BASE, "timeout_s = 0.3", "timeout_s = 0.3\nnplc = 1.0"),
+    "unknown-option": (_edit(BASE, "timeout_s = 1.0", "timeout_s = 1.0\nnplc = 1.0"),
                        ["[instruments.board.options]", "'nplc'", "baudrate"]),
     "wiring-length": (_edit(BASE, "meter = { first = 0 }", "meter = [0, 1, 2]"),
                       ["[wiring] meter lists 3 channels", "12 hidden and output nodes",
@@ -374,7 +365,7 @@ PERSISTENT: dict[str, tuple[FaultConfig, type[Exception], str]] = {
 @pytest.mark.parametrize("case", sorted(PERSISTENT))
 def test_persistent_faults_end_in_a_clear_error_and_the_safe_state(case: str) -> None:
     fault, exc_type, words = PERSISTENT[case]
-    board, vb = open_serial(5, ARCH, timeout_s=0.1)
+    board, vb = open_serial(5, ARCH)
     try:
         board.apply_inputs(inputs(3))
         board.settle()
@@ -402,7 +393,7 @@ def test_persistent_faults_end_in_a_clear_error_and_the_safe_state(case: str) ->
 
 def _cli_board_file(tmp_path: Path) -> Path:
     text = SERIAL_EXAMPLE.read_text()
-    text = text.replace("timeout_s = 2.0", "timeout_s = 0.15")
+    text = text.replace("timeout_s = 2.0", "timeout_s = 1.0")  # timeouts are waited out
     p = tmp_path / "board.toml"
     p.write_text(text)
     return p
@@ -492,10 +483,8 @@ def test_virtual_board_command_prints_addresses_and_a_ready_board_file(tmp_path:
     cmd = [sys.executable, "-m", "hwloop.cli", "virtual-board", "--kind", "serial", "--arch",
            ARCH, "--seed", "2", "--json", "--board-template", str(SERIAL_EXAMPLE),
            "--write-board", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        info = json.loads(proc.stdout.readline())
+    with child(cmd) as proc:  # killed with its group if anything fails
+        info = json.loads(proc.wait_line(lambda line: line.endswith("\n")))
         url = info["env"]["HWLOOP_BOARD_URL"]
         assert url.startswith("socket://127.0.0.1:") and info["board_file"] == str(out)
         text = out.read_text()
@@ -506,11 +495,8 @@ def test_virtual_board_command_prints_addresses_and_a_ready_board_file(tmp_path:
         text16 = serial_board_text(ARCH).replace("${HWLOOP_BOARD_URL}", url)
         with RealBoard(parse_board_file(text16, env={})) as board:
             assert board.describe().n_edges == 16 * 8 + 8 * 4
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.signal(signal.SIGINT)
+        assert proc.wait() == 0, proc.text("stderr")
 
 
 # --------------------------------------------------------------------------- SIGTERM
@@ -542,21 +528,19 @@ def test_sigterm_to_a_training_run_ends_aborted_in_the_safe_state(tmp_path: Path
            str(SERIAL_EXAMPLE), "--nudge", "current", "--epochs", "3", "--train-limit", "2000",
            "--test-limit", "50", "--out", str(out)]
     env = {**os.environ, "HWLOOP_BOARD_URL": url, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            text=True, cwd=ROOT)
     try:
-        assert wait_until(lambda: out.exists(), 60), "the run did not start"
-        assert wait_until(lambda: vb.command_counts.get(Command.PULSE, 0) >= 10, 60)
-        assert not vb.is_safe  # training: sources on
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+        with child(cmd, env=env, cwd=ROOT) as proc:  # killed with its group on failure
+            assert wait_until(lambda: out.exists()), "the run did not start"
+            assert wait_until(lambda: vb.command_counts.get(Command.PULSE, 0) >= 10)
+            assert not vb.is_safe  # training: sources on
+            proc.signal(signal.SIGTERM)
+            code = proc.wait()
+            stderr = proc.text("stderr")
         assert wait_until(lambda: vb.is_safe), "the virtual board is not in its safe state"
         safe_states = vb.command_counts.get(Command.SAFE_STATE, 0)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         vb.close()
-    assert proc.returncode == 130, stderr
+    assert code == 130, stderr
     assert "SIGTERM" in stderr and "Traceback" not in stderr
     assert safe_states >= 2  # at connect, and on the way out (before the port closed)
     with open_session(out) as sf:

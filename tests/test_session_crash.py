@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,12 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pytest
 
 from hwloop.cli import main
 from hwloop.sessionlog import open_session
+from tests.procs import DEADLINE_S, Child, child, steps_recorded, wait_until
 
 RUN = [
     "--arch", "1568-100-10", "--epochs", "3", "--batch-size", "32", "--train-limit", "640",
@@ -46,7 +47,7 @@ def _sub(*argv: Any) -> subprocess.CompletedProcess[str]:
     """Run ``hwloop`` in a subprocess with the same environment (BLAS threads) as the
     runs it is compared with: bit-for-bit equality holds for one machine and setting."""
     cmd = [sys.executable, "-m", "hwloop.cli", *(str(a) for a in argv)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=120)
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=DEADLINE_S * 5)
 
 
 @pytest.fixture(scope="module")
@@ -92,19 +93,16 @@ def _assert_same_run(a: dict[str, Any], b: dict[str, Any]) -> None:
         assert np.array_equal(ea[name], eb[name]), name
 
 
-def _spawn(out: Path) -> subprocess.Popen[str]:
+def _spawn(out: Path) -> contextlib.AbstractContextManager[Child]:
+    """A training run in a child process, killed with its group when the block ends."""
     cmd = [sys.executable, "-m", "hwloop.cli", "train", *RUN, "--out", str(out), "--quiet"]
-    return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True
-    )
+    return child(cmd, env=ENV)
 
 
-def _steps_recorded(out: Path) -> int:
-    try:
-        with h5py.File(out, "r", libver=("v110", "latest"), swmr=True) as f:
-            return int(f["steps/index"].shape[0])
-    except (OSError, KeyError):
-        return -1
+def _wait_for_steps(proc: Child, out: Path, n: int) -> None:
+    """Wait until the run has committed ``n`` steps (a read may fail mid-write: retried)."""
+    assert wait_until(lambda: steps_recorded(out) >= n or proc.proc.poll() is not None)
+    assert proc.proc.poll() is None, f"the run ended early:\n{proc.text('stderr')}"
 
 
 def test_sigkill_at_random_moments_leaves_readable_resumable_files(
@@ -117,24 +115,19 @@ def test_sigkill_at_random_moments_leaves_readable_resumable_files(
     seen_steps = []
     for k, delay in enumerate(moments):
         out = tmp_path / f"kill{k}.h5"
-        proc = _spawn(out)
-        try:
-            deadline = time.monotonic() + 60
+        with _spawn(out) as proc:
             if delay < 0:  # kill around the creation of the file
-                while not (out.exists() or out.with_name(out.name + ".creating").exists()):
-                    assert time.monotonic() < deadline and proc.poll() is None
-                    time.sleep(0.005)
-                time.sleep(delay + 0.4)
+                creating = out.with_name(out.name + ".creating")
+                paths = (out, creating)
+                assert wait_until(lambda: any(q.exists() for q in paths)  # noqa: B023
+                                  or proc.proc.poll() is not None)
+                assert proc.proc.poll() is None, proc.text("stderr")
+                time.sleep(delay + 0.4)  # the random moment itself (any moment is valid)
             else:
-                while _steps_recorded(out) < 1:
-                    assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
-                    time.sleep(0.01)
-                time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+                _wait_for_steps(proc, out, 1)
+                time.sleep(delay)  # the random moment itself (any moment is valid)
+            proc.signal(signal.SIGKILL)
+            proc.wait()
         if not out.exists():  # killed before the file was put in place: nothing to open
             continue
         with open_session(out) as sf:  # opens (SWMR-read if the writer died)
@@ -168,20 +161,18 @@ def test_sigkill_at_random_moments_leaves_readable_resumable_files(
 
 
 def _sigint_run(out: Path, n_signals: int) -> subprocess.CompletedProcess[str]:
-    proc = _spawn(out)
-    try:
-        deadline = time.monotonic() + 60
-        while _steps_recorded(out) < 4:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.01)
-        for _ in range(n_signals):
-            proc.send_signal(signal.SIGINT)
-            time.sleep(0.002)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    with _spawn(out) as proc:
+        _wait_for_steps(proc, out, 4)
+        proc.signal(signal.SIGINT)
+        if n_signals == 2:
+            # two signals sent back to back merge into one when the child is not
+            # scheduled in between (a busy machine): the second goes once the first
+            # has been handled
+            proc.wait_line(lambda line: "stopping after the current step" in line, "stderr")
+            proc.signal(signal.SIGINT)
+        code = proc.wait()
+        return subprocess.CompletedProcess(proc.proc.args, code, proc.text("stdout"),
+                                           proc.text("stderr"))
 
 
 def test_first_ctrl_c_stops_at_the_step_end_and_resumes_to_the_same_result(
@@ -223,18 +214,12 @@ def test_second_ctrl_c_aborts_with_a_consistent_file(
 
 def test_sigterm_aborts_with_a_consistent_file_and_the_reason(tmp_path: Path) -> None:
     out = tmp_path / "term.h5"
-    proc = _spawn(out)
-    try:
-        deadline = time.monotonic() + 60
-        while _steps_recorded(out) < 4:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr
+    with _spawn(out) as proc:
+        _wait_for_steps(proc, out, 4)
+        proc.signal(signal.SIGTERM)
+        code = proc.wait()
+        stderr = proc.text("stderr")
+    assert code == 130, stderr
     assert "Traceback" not in stderr
     with open_session(out) as sf:
         assert sf.clean and sf.status == "aborted"

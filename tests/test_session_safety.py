@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from protocols.config import TrainConfig, resolve
 from protocols.datasets import load_dataset
 from protocols.session import StopRequest, deferred_interrupt, safe_session
 from protocols.training import Trainer
+from tests.procs import DEADLINE_S, child, steps_recorded, wait_until
 
 
 class FailingBoard:
@@ -96,18 +96,13 @@ def test_ctrl_c_stops_a_cli_run_cleanly(tmp_path: Path) -> None:
         "100",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not out.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)  # a few steps into the first epoch
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr
+    with child(cmd, env=env) as proc:  # killed with its group if anything fails
+        # a few steps into the first epoch
+        assert wait_until(lambda: steps_recorded(out) >= 3 or proc.proc.poll() is not None)
+        proc.signal(signal.SIGINT)
+        code = proc.wait()
+        stdout, stderr = proc.text("stdout"), proc.text("stderr")
+    assert code == 0, stderr
     assert "Traceback" not in stderr
     assert "stopping after the current step" in stderr
     run = read_run(out)
@@ -150,7 +145,7 @@ def test_abort_inside_a_finaliser_is_kept_and_printed_without_traceback() -> Non
     pytest replaces ``sys.unraisablehook`` with its own.
     """
     res = subprocess.run(
-        [sys.executable, "-c", _FINALISER_ABORT], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", _FINALISER_ABORT], capture_output=True, text=True, timeout=DEADLINE_S
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "re-raised: aborted by a second Ctrl-C"

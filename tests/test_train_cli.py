@@ -25,6 +25,7 @@ from hwloop.cli import main
 from hwloop.sessionlog import RunSummary as RunData
 from hwloop.sessionlog import load_run as read_run
 from protocols.datasets import DATA_DIR_ENV, IDX_FILES, load_dataset
+from tests.procs import DEADLINE_S
 
 ARCH = "1568-100-10"
 N_EDGES = 1568 * 100 + 100 * 10
@@ -466,7 +467,7 @@ def test_console_script_reports_one_line(tmp_path: Path) -> None:
     cfg_file.write_text("beta = 1e6\n")
     proc = subprocess.run(
         [script, "train", "--config", str(cfg_file), "--out", str(tmp_path / "run.h5")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=DEADLINE_S, check=False,
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
