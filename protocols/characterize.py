@@ -23,7 +23,9 @@ fixed inputs (random pixels in [0, 1] times the input gain, seeded):
   s; written as a timings table for ``hwloop plan --timings``.
 
 Outputs in ``OUT``: ``report.json``, ``noise_model.toml`` (``read_noise_v`` for
-the emulator, see :mod:`simulated_device.noise_model`), ``timings.json``,
+the emulator, see :mod:`simulated_device.noise_model`), ``preset.toml`` (the board
+as a device preset, format :mod:`hwloop.device_preset`: ``--backend-opt
+preset=OUT/preset.toml`` emulates it), ``timings.json``,
 ``read_noise.png``.
 """
 
@@ -42,6 +44,7 @@ from numpy.typing import NDArray
 
 from hwloop.config import read_toml
 from hwloop.device import Device
+from hwloop.device_preset import preset_toml as device_preset_toml
 from hwloop.errors import ConfigError
 from hwloop.plugins import DEFAULT_BACKEND, open_board, parse_option_assignments
 from hwloop.session import safe_session
@@ -244,6 +247,7 @@ def characterize(
             "board": desc.name,
             "seed": seed,
             "input_gain_v": input_gain_v,
+            "_desc": desc,
         }
         rn = measure_read_noise(device, v_in, repeats)
         if adc_lsb_v > 0:
@@ -283,6 +287,46 @@ def noise_model_toml(report: Mapping[str, Any]) -> str:
             if "adc_lsb_v" in rn else ""
         )
     )
+
+
+def preset_toml(report: Mapping[str, Any], adc_lsb_v: float = 0.0) -> str:
+    """The measured board as a device-preset file (format: :mod:`hwloop.device_preset`).
+
+    ``--backend-opt preset=PATH`` then emulates this board. What was measured fills
+    its keys: the read-noise fit (additive ``sigma_v``, ``relative``), the converter
+    range and, from ``--adc-lsb``, its resolution; the conductance bounds, the pulse
+    states over the range and the spread of one pulse's step (as ``c2c``: cycle-to-
+    cycle and device-to-device together) and the conductance read noise. Keys it did
+    not measure are left out (the emulator's neutral defaults).
+    """
+    rn = report["node_read_noise"]
+    fit = rn["fit"]
+    desc = report["_desc"]
+    sigma = fit["sigma_v"] if fit["relative"] > 0 else rn["sigma_v_pooled"]
+    rng_v = float(desc.v_read_range_v)
+    bits = None
+    if adc_lsb_v > 0 and math.isfinite(rng_v):
+        b = math.log2(2 * rng_v / adc_lsb_v)
+        bits = round(b) if abs(b - round(b)) < 1e-9 and 2 <= round(b) <= 32 else None
+    read = {"sigma_v": float(sigma), "relative": float(fit["relative"]), "adc_bits": bits,
+            "adc_range_v": rng_v}
+    write: dict[str, Any] = {"g_min_s": float(desc.g_min_s), "g_max_s": float(desc.g_max_s)}
+    notes = {"read.sigma_v": "additive read-noise std per sample, V (fit)",
+             "read.relative": "read noise relative to |v| (fit)"}
+    span = desc.g_max_s - desc.g_min_s
+    prog = report["programming"]
+    if desc.pulse_step_s > 0 and math.isfinite(span):
+        write["n_states"] = float(span / desc.pulse_step_s)
+        write["bound_mode"] = "hard"
+        pulse = prog.get("pulse")
+        if isinstance(pulse, dict):
+            write["c2c"] = float(pulse["step_relative_std"])
+            notes["write.c2c"] = "std of one pulse's step / nominal step (c2c and d2d together)"
+    g = report["conductance_read_noise"]
+    write["read_relative"] = float(g["std_relative_median"])
+    source = (f"hwloop characterize: backend {report['backend']}, board {report['board']}, "
+              f"seed {report['seed']}, {rn['n_repeats']} reads x {rn['batch']} examples")
+    return device_preset_toml(f"characterised {report['board']}", source, read, write, notes)
 
 
 def plot_read_noise(report: Mapping[str, Any], path: Path) -> None:
@@ -336,6 +380,7 @@ def run_characterize(args: argparse.Namespace) -> int:
     pub = _public(report)
     (out / "report.json").write_text(json.dumps(pub, indent=1, default=str) + "\n")
     (out / "noise_model.toml").write_text(noise_model_toml(report))
+    (out / "preset.toml").write_text(preset_toml(report, args.adc_lsb))
     (out / "timings.json").write_text(json.dumps(report["timings_s"], indent=1) + "\n")
     if not args.no_plots:
         plot_read_noise(report, out / "read_noise.png")
@@ -353,7 +398,8 @@ def run_characterize(args: argparse.Namespace) -> int:
             + f"programming: relative error rms "
             f"{report['programming']['error_relative_rms']:.3g}; drift: "
             f"{report['drift'] if isinstance(report['drift'], str) else 'measured'}\n"
-            f"wrote {out}/report.json, noise_model.toml, timings.json"
+            f"wrote {out}/report.json, noise_model.toml, preset.toml (--backend-opt "
+            f"preset={out}/preset.toml emulates this board), timings.json"
             + ("" if args.no_plots else ", read_noise.png")
         )
     return 0
@@ -366,7 +412,8 @@ def register_characterize(sub: argparse._SubParsersAction[argparse.ArgumentParse
         help="measure a board's read noise, programming precision, drift and timings",
         description="Repeat reads at fixed inputs (noise per node and vs signal level), "
         "conductance read noise, programming precision, drift and operation timings; "
-        "writes report.json, noise_model.toml, timings.json and read_noise.png.",
+        "writes report.json, noise_model.toml, preset.toml (the board as an emulator "
+        "preset), timings.json and read_noise.png.",
     )
     p.add_argument("--backend", default=DEFAULT_BACKEND,
                    help=f"board backend (default {DEFAULT_BACKEND}; 'hwloop backends' lists them)")

@@ -40,7 +40,13 @@ from hwloop.device import (
 from hwloop.errors import ConfigError, LimitError
 from hwloop.layered import default_g_scale_s, describe_layered
 from hwloop.plugins import Option, backend
-from simulated_device.device_models import DeviceArray, DeviceModel, get_preset
+from simulated_device.device_models import (
+    PRESET_SOURCES,
+    PRESETS,
+    DeviceArray,
+    DeviceModel,
+    get_preset,
+)
 from simulated_device.drn import DRN, parse_arch
 
 Array = NDArray[np.floating]
@@ -167,6 +173,11 @@ class EmulatedBoard:
     def network(self) -> DRN:
         """The underlying network (emulator only; protocols must not use it)."""
         return self._net
+
+    @property
+    def model(self) -> DeviceModel:
+        """The device model (read noise and write model) the board was built with."""
+        return self._model
 
     @property
     def devices(self) -> DeviceArray:
@@ -551,9 +562,60 @@ def default_limits(net: DRN) -> SafetyLimits:
     )
 
 
+READ_OPTIONS = (
+    Option("read_noise_v", "float", "additive Gaussian read noise per sample", unit="V",
+           min=0.0, max=1.0),
+    Option("read_noise_relative", "float", "read noise relative to |v| per sample", unit="1",
+           min=0.0, max=1.0),
+    Option("adc_bits", "int", "node converter resolution (0: no quantisation)", unit="bit",
+           min=0, max=32),
+    Option("adc_range_v", "float", "node converter full scale (inf: no range)", unit="V",
+           min=0.0, min_exclusive=True, allow_inf=True),
+)
+"""Emulator options that set a field of the preset's read noise
+(:class:`~simulated_device.read_noise.ReadNoise`); unset: the preset's value."""
+
+_READ_FIELDS = {"read_noise_v": "sigma_v", "read_noise_relative": "relative",
+                "adc_bits": "adc_bits", "adc_range_v": "adc_range_v"}
+
+WRITE_OPTIONS = (
+    Option("g_min_s", "float", "lowest device conductance (mean bound)", unit="S", min=0.0,
+           max=1.0),
+    Option("g_max_s", "float", "highest device conductance (mean bound; inf: unbounded "
+           "continuous device)", unit="S", min=0.0, min_exclusive=True, allow_inf=True),
+    Option("n_states", "float", "pulse states over the range (0: continuous device, "
+           "programmed by deltas only)", unit="1", min=0.0, max=1e9),
+    Option("bound_mode", "str", "update law at the bounds", choices=("hard", "soft")),
+    Option("c2c", "float", "cycle-to-cycle std of each pulse's step, relative to the step",
+           unit="1", min=0.0, max=10.0),
+    Option("d2d", "float", "device-to-device std of the mean step, relative", unit="1",
+           min=0.0, max=10.0),
+    Option("up_down", "float", "up/down asymmetry: up steps x(1 + a), down x(1 - a)",
+           unit="1", min=-1.0, min_exclusive=True, max=1.0, max_exclusive=True),
+    Option("up_down_d2d", "float", "device-to-device std of the asymmetry", unit="1",
+           min=0.0, max=1.0),
+    Option("bounds_d2d", "float", "device-to-device relative std of the bounds", unit="1",
+           min=0.0, max=1.0),
+    Option("write_noise", "float", "persistent-vs-apparent write noise, fraction of the range",
+           unit="1", min=0.0, max=1.0),
+    Option("stuck_fraction", "float", "probability that a device is stuck", unit="1",
+           min=0.0, max=1.0),
+    Option("g_read_relative", "float", "conductance read noise, relative, fresh every read",
+           unit="1", min=0.0, max=1.0),
+    Option("drift_nu", "float", "power-law drift exponent: g = g_prog ((t + t0)/t0)^-nu",
+           unit="1", min=0.0, max=1.0),
+    Option("drift_t0_s", "float", "drift reference time t0", unit="s", min=0.0,
+           min_exclusive=True, max=1e9),
+)
+"""Emulator options that set a field of the preset's write model
+(:class:`~simulated_device.write_model.WriteModel`); unset: the preset's value."""
+
+_WRITE_FIELDS = {o.name: o.name for o in WRITE_OPTIONS} | {"g_read_relative": "read_relative"}
+
 EMULATOR_OPTIONS = (
     Option("arch", "str", "layer sizes, inputs first, e.g. 1568-100-10", default="1568-100-10"),
-    Option("preset", "str", "device model: a preset name (ideal, reram)", default="ideal"),
+    Option("preset", "str", "device model: a packaged preset (" + ", ".join(PRESETS)
+           + ") or a preset file path (as hwloop characterize writes)", default="ideal"),
     Option("dtype", "str", "arithmetic (and sample) precision of the solver",
            default="float64", choices=("float64", "float32")),
     Option("weight_gain", "float", "initial conductance scale (published DRN initialisation)",
@@ -564,10 +626,10 @@ EMULATOR_OPTIONS = (
            "(unset: a fixed number of sweeps)", unit="V", min=0.0, min_exclusive=True),
     Option("warm_start", "bool", "start each free settle from the last free equilibrium",
            default=True),
-    Option("read_noise_v", "float", "additive Gaussian read noise per sample (unset: the "
-           "preset's)", unit="V", min=0.0, max=1.0),
     Option("noise_model", "path", "noise-model file written by hwloop characterize (its "
            "preset and read noise, unless given here too)"),
+    *READ_OPTIONS,
+    *WRITE_OPTIONS,
 )
 """Options of the ``emulator`` backend (``hwloop backends emulator`` lists them)."""
 
@@ -581,7 +643,42 @@ def default_sweeps(sizes: tuple[int, ...] | list[int]) -> int:
     return 4 + max(0, len(sizes) - 3)
 
 
-@backend(EMULATOR_OPTIONS)
+def device_model(options: Mapping[str, Any]) -> DeviceModel:
+    """The preset of ``options`` with every read-noise and write-model option applied.
+
+    The model's name records what changed (``reram+read_noise=0.0001V+c2c=0.1``).
+
+    Raises:
+        ConfigError: an unknown preset, or a combination the models refuse.
+    """
+    model = get_preset(str(options.get("preset") or "ideal"))
+    read: dict[str, Any] = {}
+    write: dict[str, Any] = {}
+    suffix = ""
+    for opt in (*READ_OPTIONS, *WRITE_OPTIONS):
+        v = options.get(opt.name)
+        if v is None:
+            continue
+        if opt.name == "read_noise_v":
+            suffix += f"+read_noise={float(v):g}V"
+        else:
+            suffix += f"+{opt.name}={v:g}" if not isinstance(v, str) else f"+{opt.name}={v}"
+        if opt.name in _READ_FIELDS:
+            read[_READ_FIELDS[opt.name]] = None if opt.name == "adc_bits" and v == 0 else v
+        else:
+            write[_WRITE_FIELDS[opt.name]] = None if opt.name == "n_states" and v == 0 else v
+    if not suffix:
+        return model
+    return dataclasses.replace(
+        model,
+        name=model.name + suffix,
+        read=dataclasses.replace(model.read, **read),
+        write=dataclasses.replace(model.write, **write),
+    )
+
+
+@backend(EMULATOR_OPTIONS, details=lambda: [f"preset {k}: {src}" for k, src in
+                                            PRESET_SOURCES.items()])
 def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) -> EmulatedBoard:
     """The DRN emulator: exact steady state, configurable read noise and device models.
 
@@ -602,16 +699,7 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
         options = merged
     sizes = parse_arch(str(options.get("arch") or "1568-100-10"))
     dtype_name = str(options.get("dtype") or "float64")
-    model = get_preset(str(options.get("preset") or "ideal"))
-    if options.get("read_noise_v") is not None:
-        sigma = float(options["read_noise_v"])
-        if not (np.isfinite(sigma) and sigma >= 0):
-            raise ConfigError(f"read_noise_v = {sigma} must be a finite number >= 0 V")
-        model = dataclasses.replace(
-            model,
-            name=f"{model.name}+read_noise={sigma:g}V",
-            read=dataclasses.replace(model.read, sigma_v=sigma),
-        )
+    model = device_model(options)
     weight_gain = float(options.get("weight_gain") or 1.0)
     net = DRN.initialise(sizes, rng, weight_gain=weight_gain, dtype=np.dtype(dtype_name))
     lo, hi = model.write.g_min_s, model.write.g_max_s
@@ -623,6 +711,9 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
         g_scale = default_g_scale_s(sizes, lo, hi, weight_gain)
         scaled = net.g_flat.astype(np.float64) * g_scale + lo
         net.g_flat[:] = np.clip(scaled, lo, hi)  # float32 rounding only
+        net.weights_changed()
+    elif lo > 0:  # unbounded above: the published values, above the lower bound
+        net.g_flat[:] = net.g_flat.astype(np.float64) + lo
         net.weights_changed()
     tol = options.get("tol_v")
     sweeps = options.get("n_sweeps")
