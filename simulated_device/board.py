@@ -9,9 +9,13 @@ Node order on the board: input nodes, then each hidden layer, then the output
 nodes, then ground (last). Edge order: layer after layer, each ``(n_l,
 n_{l+1})`` block row-major (see :class:`hwloop.device.LayerBlock`).
 
-Time is simulated: a clock advances by ``settle_time_s`` per settle and by
-``sample_time_s`` per sample, so timestamps look like a bench's (device-models
-doc section 5: about 2 ms per host-looped layer read).
+Time is simulated: a clock advances by ``settle_time_s`` per settle (or the wait
+asked for), by ``sample_time_s`` per sample, by ``pulse_time_s`` per programming
+pulse and by :meth:`EmulatedBoard.wait`, so timestamps look like a bench's
+(device-models doc section 5: about 2 ms per host-looped layer read). Drift (the
+write model's power law, ``g = g_prog ((t + t0)/t0)**-nu`` since each device's last
+write) acts on that clock for every device: each advance drifts the conductances
+and the next read settles the network anew.
 """
 
 from __future__ import annotations
@@ -94,6 +98,8 @@ class EmulatedBoard:
             nudged settles always start from the last free equilibrium.
         settle_time_s: simulated time per settle, s (>= 0).
         sample_time_s: simulated time per sample of one example, s (>= 0).
+        pulse_time_s: simulated time per programming pulse, s (>= 0; pulses are
+            applied one after another).
         name: board name in its description.
         g_scale_s: conductance standing for 1 simulation unit, S (see
             :attr:`hwloop.device.BoardDescription.g_scale_s`).
@@ -111,6 +117,7 @@ class EmulatedBoard:
         warm_start: bool = True,
         settle_time_s: float = 1e-3,
         sample_time_s: float = 2e-3,
+        pulse_time_s: float = 1e-6,
         name: str = "emulated DRN",
         g_scale_s: float = 1.0,
     ) -> None:
@@ -118,8 +125,8 @@ class EmulatedBoard:
             raise ConfigError(f"n_sweeps={n_sweeps} must be >= 1")
         if tol_v is not None and not tol_v > 0:
             raise ConfigError(f"tol_v={tol_v} must be > 0")
-        if settle_time_s < 0 or sample_time_s < 0:
-            raise ConfigError("settle_time_s and sample_time_s must be >= 0")
+        if settle_time_s < 0 or sample_time_s < 0 or pulse_time_s < 0:
+            raise ConfigError("settle_time_s, sample_time_s and pulse_time_s must be >= 0")
         model.write.validate()
         self._net = net
         self._model = model
@@ -132,6 +139,8 @@ class EmulatedBoard:
         self._warm = bool(warm_start)
         self._settle_time_s = float(settle_time_s)
         self._sample_time_s = float(sample_time_s)
+        self._pulse_time_s = float(pulse_time_s)
+        self._drifts = model.write.drift_nu > 0
         self._desc = _describe_drn(
             net,
             model,
@@ -244,8 +253,26 @@ class EmulatedBoard:
         self._check_open()
         if settle_time_s is not None and settle_time_s < 0:
             raise ConfigError(f"settle_time_s={settle_time_s} must be >= 0")
+        # the wait happens first (the devices drift during it), then the network is settled
+        self._advance(self._settle_time_s if settle_time_s is None else float(settle_time_s))
         self._solve()
-        self._clock_s += self._settle_time_s if settle_time_s is None else float(settle_time_s)
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the board's clock (the devices drift), s (>= 0)."""
+        self._check_open()
+        if not (np.isfinite(seconds) and seconds >= 0):
+            raise ConfigError(f"wait of {seconds} s must be a finite time >= 0 s")
+        self._advance(float(seconds))
+
+    def _advance(self, dt_s: float) -> None:
+        """Advance the clock by ``dt_s`` s; drift acts on every device over that time."""
+        self._clock_s += dt_s
+        if self._drifts and dt_s > 0:
+            self._devices.advance_time(dt_s)
+            self._net.weights_changed()
+            self._proj = None
+            self._free_state = None
+            self._dirty = True
 
     def _solve(self) -> None:
         if self._v_in is None:
@@ -305,7 +332,8 @@ class EmulatedBoard:
             flags[:, comp, :] |= np.uint8(SampleFlag.COMPLIANCE)
         order = np.arange(batch)[None, :] * n_samples + np.arange(n_samples)[:, None]
         stamps = self._clock_s + (order + 1) * self._sample_time_s
-        self._clock_s += batch * n_samples * self._sample_time_s
+        # the samples are of the settled state; the devices drift over the read's duration
+        self._advance(batch * n_samples * self._sample_time_s)
         # the readings come in the board's arithmetic type (a float32 board's "ADC" gives
         # float32 samples, which the session log then stores exactly)
         return NodeReading(
@@ -436,7 +464,9 @@ class EmulatedBoard:
     ) -> ProgramResult:
         if not self._devices.model.is_continuous:
             applied = np.where(status == ProgramStatus.NO_CHANGE, 0, applied).astype(np.int64)
-            self._pulses_used += int(np.abs(applied).sum())
+            n_pulses = int(np.abs(applied).sum())
+            self._pulses_used += n_pulses
+            self._advance(n_pulses * self._pulse_time_s)  # one pulse after another
         self._net.weights_changed()
         self._proj = None
         self._free_state = None
@@ -450,7 +480,7 @@ class EmulatedBoard:
             g_after_s=g1,
             status=np.asarray(status, dtype=np.int8),
             pulse_amplitude_v=1.0,
-            pulse_width_s=1e-6,
+            pulse_width_s=self._pulse_time_s,
         )
 
     # ---------------------------------------------------------------- checkpoints
@@ -628,6 +658,12 @@ EMULATOR_OPTIONS = (
            default=True),
     Option("noise_model", "path", "noise-model file written by hwloop characterize (its "
            "preset and read noise, unless given here too)"),
+    Option("settle_time_s", "float", "board time per settle", unit="s", default=1e-3,
+           min=0.0, max=1e6),
+    Option("sample_time_s", "float", "board time per sample of one example", unit="s",
+           default=2e-3, min=0.0, max=1e6),
+    Option("pulse_time_s", "float", "board time per programming pulse", unit="s",
+           default=1e-6, min=0.0, max=1e3),
     *READ_OPTIONS,
     *WRITE_OPTIONS,
 )
@@ -726,4 +762,7 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
         tol_v=None if tol is None else float(tol),
         warm_start=True if warm is None else bool(warm),
         g_scale_s=g_scale,
+        settle_time_s=float(options.get("settle_time_s", 1e-3)),
+        sample_time_s=float(options.get("sample_time_s", 2e-3)),
+        pulse_time_s=float(options.get("pulse_time_s", 1e-6)),
     )
