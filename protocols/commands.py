@@ -29,6 +29,7 @@ from protocols.cli import _MULTI, _TRAIN_FLAGS
 from protocols.config import ALIASES, TrainConfig, config_toml, make_config, merge_options, resolve
 from protocols.engine import StepRecord
 from protocols.plan import format_plan
+from protocols.preflight import check_first_step, choose_nudge
 from protocols.training import (
     CHECKPOINT_REQUIRED,
     EpochMetrics,
@@ -151,6 +152,8 @@ def _drive(
 def run_train(args: argparse.Namespace) -> int:
     """Execute ``hwloop train``."""
     cfg, source = resolve(_collect_config(args))
+    nudge_given = args.nudge is not None or (
+        args.config is not None and "nudge" in read_toml(args.config))
     out = Path(args.out)
     if not args.dry_run:  # fail before loading data or opening the board
         check_session_path(out, overwrite=args.overwrite)
@@ -160,6 +163,9 @@ def run_train(args: argparse.Namespace) -> int:
     device = open_board(cfg.backend, options, rng)
     stop = StopRequest()
     with safe_session(device), deferred_interrupt(stop):
+        cfg, note = choose_nudge(cfg, device, given=nudge_given)
+        source = f"{source}; {note}" if note else source
+        check_first_step(cfg, device)  # what step 0 would refuse, before anything is applied
         trainer = Trainer(cfg, device, data, rng, stop=stop)
         trainer.preflight()  # limits are checked before the run file or the board is touched
         if args.dry_run:
@@ -183,7 +189,12 @@ def run_train(args: argparse.Namespace) -> int:
         if callable(sink):  # instrument retries, warnings and safety actions go to the log
             sink(lambda kind, msg: writer.event(kind, trainer.steps_done, msg))
         _header(cfg, data, trainer, source, "train")
-        return _drive(trainer, writer, args)
+        try:
+            return _drive(trainer, writer, args)
+        except BaseException:
+            if trainer.steps_done == 0:  # nothing recorded: leave no file to block a retry
+                out.unlink(missing_ok=True)
+            raise
 
 
 def _same_board(recorded: BoardDescription, live: BoardDescription) -> str:
