@@ -155,8 +155,9 @@ def run_train(args: argparse.Namespace) -> int:
     nudge_given = args.nudge is not None or (
         args.config is not None and "nudge" in read_toml(args.config))
     out = Path(args.out)
+    replace = args.overwrite or _failed_before_step_1(out)
     if not args.dry_run:  # fail before loading data or opening the board
-        check_session_path(out, overwrite=args.overwrite)
+        check_session_path(out, overwrite=replace)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
     rng = np.random.default_rng(cfg.seed)
     options = backend_options(cfg)
@@ -182,19 +183,29 @@ def run_train(args: argparse.Namespace) -> int:
             backend_options=options,
             defaults_source=source,
             options=trainer.log_options(),
-            overwrite=args.overwrite,
+            overwrite=replace,
         )
         trainer.writer = writer
         sink = getattr(device, "set_event_sink", None)
         if callable(sink):  # instrument retries, warnings and safety actions go to the log
             sink(lambda kind, msg: writer.event(kind, trainer.steps_done, msg))
         _header(cfg, data, trainer, source, "train")
-        try:
-            return _drive(trainer, writer, args)
-        except BaseException:
-            if trainer.steps_done == 0:  # nothing recorded: leave no file to block a retry
-                out.unlink(missing_ok=True)
-            raise
+        return _drive(trainer, writer, args)
+
+
+def _failed_before_step_1(path: Path) -> bool:
+    """True when ``path`` is a session that ended (failed or aborted) with no step recorded.
+
+    Such a file keeps what went wrong (its events, for a hardware fault) and is replaced
+    by the next ``hwloop train`` without ``--overwrite``.
+    """
+    if not path.is_file():
+        return False
+    try:
+        with open_session(path) as sf:
+            return sf.steps_done == 0 and sf.status in ("failed", "aborted")
+    except Exception:  # not a session file: check_session_path says what it is
+        return False
 
 
 def _same_board(recorded: BoardDescription, live: BoardDescription) -> str:

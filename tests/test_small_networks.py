@@ -1,6 +1,7 @@
 """Defaults that work on any network (issue 13 part 4): ``hwloop train --arch 1568-N-10``
-with no other option, ``--dry-run`` refusing what step 0 would, no file left by a run that
-fails before its first step, and resistive nudges refused before anything is energised."""
+with no other option, ``--dry-run`` refusing what step 0 would, a run that fails before
+its first step leaving a file the next ``hwloop train`` replaces without ``--overwrite``,
+and resistive nudges refused before anything is energised."""
 
 from __future__ import annotations
 
@@ -62,8 +63,37 @@ def test_dry_run_refuses_what_step_0_would_and_no_file_blocks_a_retry(
         assert "--nudge current" in err
         assert not out.exists()
     code, _, err = _train(capsys, "--arch", "1568-20-10", "--nudge", "current", *SHORT,
-                               "--out", out)  # no --overwrite needed
+                          "--out", out)
     assert code == 0, err
+
+
+def test_a_file_of_a_run_that_failed_before_its_first_step_does_not_block_a_retry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hwloop.errors import LimitError
+    from hwloop.sessionlog import open_session
+    from protocols.training import Trainer
+
+    out = tmp_path / "run.h5"
+    small = ("--arch", "32-8-2", "--dataset", "mnist-01-4x4", "--input-gain", "9", *SHORT)
+
+    def fail_at_step_0(self: Trainer, **kwargs: object) -> None:
+        raise LimitError("a limit tripped during step 0 (as a board would report it)")
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "run", fail_at_step_0)
+        code, _, err = _train(capsys, *small, "--out", out)
+    assert code == 2 and "during step 0" in err
+    with open_session(out) as sf:  # the failure is recorded, with no step ...
+        assert sf.status == "failed" and sf.steps_done == 0
+        assert "during step 0" in str(sf.attrs["reason"])
+    code, _, err = _train(capsys, *small, "--out", out)  # ... and replaced without --overwrite
+    assert code == 0, err
+    with open_session(out) as sf:
+        assert sf.status == "completed" and sf.steps_done == 100
+    # a completed run still needs --overwrite
+    code, _, err = _train(capsys, *small, "--out", out)
+    assert code == 2 and "--overwrite" in err
 
 
 def test_a_board_without_resistive_nudges_refuses_them_before_anything_is_applied(
