@@ -66,6 +66,8 @@ class Option:
         allow_inf: ``inf`` is allowed (e.g. "no range"); NaN never is.
         choices: allowed values of a string (empty: any string).
         required: the table must hold the key.
+        normalise: applied to a checked value (e.g. a file path made absolute, so a run
+            resumes from another directory).
     """
 
     name: str
@@ -80,6 +82,7 @@ class Option:
     allow_inf: bool = False
     choices: tuple[str, ...] = ()
     required: bool = False
+    normalise: Callable[[Any], Any] | None = None
 
     def range_text(self) -> str:
         """The allowed values, e.g. ``[0, 1] V``, ``> 0 s`` or ``one of a, b``."""
@@ -104,6 +107,11 @@ class Option:
         return "a string"
 
     def check(self, backend: str, value: Any) -> Any:
+        """``value`` converted, checked (see :meth:`_check`) and normalised."""
+        checked = self._check(backend, value)
+        return checked if self.normalise is None else self.normalise(checked)
+
+    def _check(self, backend: str, value: Any) -> Any:
         """``value`` converted to this option's type and checked against its range.
 
         Strings (from ``--backend-opt KEY=VALUE``) are parsed as the declared type.

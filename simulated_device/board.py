@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -645,7 +646,9 @@ _WRITE_FIELDS = {o.name: o.name for o in WRITE_OPTIONS} | {"g_read_relative": "r
 EMULATOR_OPTIONS = (
     Option("arch", "str", "layer sizes, inputs first, e.g. 1568-100-10", default="1568-100-10"),
     Option("preset", "str", "device model: a packaged preset (" + ", ".join(PRESETS)
-           + ") or a preset file path (as hwloop characterize writes)", default="ideal"),
+           + ") or a preset file path (as hwloop characterize writes)", default="ideal",
+           normalise=lambda v: str(Path(v).expanduser().resolve()) if v not in PRESETS and (
+               v.endswith(".toml") or "/" in v or Path(v).is_file()) else v),
     Option("dtype", "str", "arithmetic (and sample) precision of the solver",
            default="float64", choices=("float64", "float32")),
     Option("weight_gain", "float", "initial conductance scale (published DRN initialisation)",

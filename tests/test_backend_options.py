@@ -209,3 +209,15 @@ def test_characterize_writes_a_preset_the_emulator_takes(tmp_path: Path) -> None
     board = open_board("emulator", {"arch": "32-8-2", "preset": str(out / "preset.toml")},
                        np.random.default_rng(0))
     assert re.match("characterised", board.describe().info["device_model"])  # type: ignore[arg-type]
+
+
+def test_a_preset_path_is_stored_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stores its option table; a relative preset path would break a resume elsewhere."""
+    read, write = preset_tables(PRESETS["reram"])
+    (tmp_path / "mine.toml").write_text(preset_toml("mine", "test", read, write))
+    monkeypatch.chdir(tmp_path)
+    table = parse_option_assignments("emulator", ["preset=mine.toml", "n_sweeps=3"])
+    assert table["preset"] == str(tmp_path / "mine.toml")
+    assert parse_option_assignments("emulator", ["preset=reram"])["preset"] == "reram"
+    with pytest.raises(ConfigError, match="unknown device preset 'rerram'"):
+        get_preset(parse_option_assignments("emulator", ["preset=rerram"])["preset"])
