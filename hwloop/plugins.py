@@ -62,8 +62,12 @@ class Option:
         min: smallest allowed value of a number (``None``: unbounded).
         max: largest allowed value of a number (``None``: unbounded).
         min_exclusive: the value must be strictly above ``min``.
+        max_exclusive: the value must be strictly below ``max``.
+        allow_inf: ``inf`` is allowed (e.g. "no range"); NaN never is.
         choices: allowed values of a string (empty: any string).
         required: the table must hold the key.
+        normalise: applied to a checked value (e.g. a file path made absolute, so a run
+            resumes from another directory).
     """
 
     name: str
@@ -74,8 +78,11 @@ class Option:
     min: float | None = None
     max: float | None = None
     min_exclusive: bool = False
+    max_exclusive: bool = False
+    allow_inf: bool = False
     choices: tuple[str, ...] = ()
     required: bool = False
+    normalise: Callable[[Any], Any] | None = None
 
     def range_text(self) -> str:
         """The allowed values, e.g. ``[0, 1] V``, ``> 0 s`` or ``one of a, b``."""
@@ -84,13 +91,15 @@ class Option:
             return "one of " + ", ".join(self.choices)
         if self.type in ("float", "int"):
             lo_b = "(" if self.min_exclusive else "["
+            hi_b = ")" if self.max_exclusive else "]"
+            inf = " (inf allowed)" if self.allow_inf else ""
             if self.min is not None and self.max is not None:
-                return f"{lo_b}{self.min:g}, {self.max:g}]{unit}"
+                return f"{lo_b}{self.min:g}, {self.max:g}{hi_b}{unit}{inf}"
             if self.min is not None:
-                return f"{'>' if self.min_exclusive else '>='} {self.min:g}{unit}"
+                return f"{'>' if self.min_exclusive else '>='} {self.min:g}{unit}{inf}"
             if self.max is not None:
-                return f"<= {self.max:g}{unit}"
-            return f"any finite number{unit}"
+                return f"{'<' if self.max_exclusive else '<='} {self.max:g}{unit}{inf}"
+            return f"any finite number{unit}{inf}"
         if self.type == "bool":
             return "true or false"
         if self.type == "path":
@@ -98,6 +107,11 @@ class Option:
         return "a string"
 
     def check(self, backend: str, value: Any) -> Any:
+        """``value`` converted, checked (see :meth:`_check`) and normalised."""
+        checked = self._check(backend, value)
+        return checked if self.normalise is None else self.normalise(checked)
+
+    def _check(self, backend: str, value: Any) -> Any:
         """``value`` converted to this option's type and checked against its range.
 
         Strings (from ``--backend-opt KEY=VALUE``) are parsed as the declared type.
@@ -132,11 +146,13 @@ class Option:
                     num = int(num)
             else:
                 num = float(num)
-            if not math.isfinite(num):
+            if math.isnan(num) or (math.isinf(num) and not (self.allow_inf and num > 0)):
                 raise bad
             low = self.min is not None and (
                 num < self.min or (self.min_exclusive and num == self.min))
-            if low or (self.max is not None and num > self.max):
+            high = self.max is not None and (
+                num > self.max or (self.max_exclusive and num == self.max))
+            if low or high:
                 raise ConfigError(f"{where} is out of range{fix}")
             return num
         if not isinstance(value, str):
@@ -155,10 +171,15 @@ class Option:
 
 
 ArchHook = Callable[[Mapping[str, Any]], "str | None"]
+DetailsHook = Callable[[], list[str]]
 
 
 def backend(
-    options: Iterable[Option], *, summary: str | None = None, arch: ArchHook | None = None
+    options: Iterable[Option],
+    *,
+    summary: str | None = None,
+    arch: ArchHook | None = None,
+    details: DetailsHook | None = None,
 ) -> Callable[[_F], _F]:
     """Declare a backend factory's options (a decorator, used next to the factory).
 
@@ -167,7 +188,8 @@ def backend(
     ``summary`` (one line for ``hwloop backends``; default: its docstring's first line)
     and ``arch``: an optional hook that returns the architecture (``"1568-16-10"``) an
     option table implies without opening the board (a board file's network), so a run
-    that names no ``arch`` trains the board's own.
+    that names no ``arch`` trains the board's own; ``details``: optional further lines
+    for ``hwloop backends NAME`` (e.g. the presets and their sources).
     """
     table = tuple(options)
     names = [o.name for o in table]
@@ -187,6 +209,7 @@ def backend(
         make.__module__ = factory.__module__
         make.options = table  # type: ignore[attr-defined]
         make.arch = arch  # type: ignore[attr-defined]
+        make.details = details  # type: ignore[attr-defined]
         make.summary = summary or (factory.__doc__ or "").strip().splitlines()[0]  # type: ignore[attr-defined]
         return cast(_F, make)
 
@@ -334,7 +357,9 @@ def open_board(name: str, options: Mapping[str, Any], rng: np.random.Generator) 
 def _describe_backend(name: str) -> dict[str, Any]:
     factory = load_backend(name)
     options = getattr(factory, "options", None)
+    details = getattr(factory, "details", None)
     return {
+        "details": [] if details is None else list(details()),
         "name": name,
         "summary": str(getattr(factory, "summary", (factory.__doc__ or "").strip()
                                 .split("\n")[0])),
@@ -371,6 +396,8 @@ def _run_backends(args: argparse.Namespace) -> int:
             "unset" if o["default"] is None else f"default {o['default']!r}")
         unit = "" if o["unit"] in ("", "1") else f", {o['unit']}"
         print(f"  {o['name']} ({o['type']}{unit}; {o['range']}; {default}): {o['help']}")
+    for line in d["details"]:
+        print(line)
     return 0
 
 

@@ -17,13 +17,17 @@ fixed inputs (random pixels in [0, 1] times the input gain, seeded):
 * **programming precision**: a small ``program_deltas`` change on random edges
   (then undone): achieved vs requested; and, when the board declares a pulse step,
   one ``+1`` pulse per edge: achieved steps relative to ``pulse_step_s``.
-* **drift**: conductances before and after ``settle(drift_time_s)`` when the backend
-  has a clock (``clock_s``); skipped otherwise.
+* **drift**: conductances of freshly written edges before and after a wait
+  (``settle(drift_time_s)``) when the backend has a clock (``clock_s``); the power-law
+  exponent ``nu`` for a given ``t0`` (``--drift-t0``) with its standard error;
+  skipped otherwise.
 * **timings**: wall time of settle, one read sample and a bulk programming call,
   s; written as a timings table for ``hwloop plan --timings``.
 
 Outputs in ``OUT``: ``report.json``, ``noise_model.toml`` (``read_noise_v`` for
-the emulator, see :mod:`simulated_device.noise_model`), ``timings.json``,
+the emulator, see :mod:`simulated_device.noise_model`), ``preset.toml`` (the board
+as a device preset, format :mod:`hwloop.device_preset`: ``--backend-opt
+preset=OUT/preset.toml`` emulates it), ``timings.json``,
 ``read_noise.png``.
 """
 
@@ -42,6 +46,7 @@ from numpy.typing import NDArray
 
 from hwloop.config import read_toml
 from hwloop.device import Device
+from hwloop.device_preset import preset_toml as device_preset_toml
 from hwloop.errors import ConfigError
 from hwloop.plugins import DEFAULT_BACKEND, open_board, parse_option_assignments
 from protocols.config import published_defaults
@@ -153,26 +158,44 @@ def measure_programming(
     return out
 
 
-def measure_drift(device: Device, v_in: Array, wait_s: float) -> dict[str, Any] | str:
-    """Relative conductance change over ``wait_s`` at inputs ``v_in`` (V), when there is a clock.
+def measure_drift(
+    device: Device, v_in: Array, wait_s: float, t0_s: float = 20.0, n_edges: int = 256
+) -> dict[str, Any] | str:
+    """Drift over a wait of ``wait_s`` s at inputs ``v_in`` (V), when the board has a clock.
 
-    The change includes the conductance read noise (compare with that measurement).
+    ``n_edges`` evenly spaced edges are written (a change of 1 % of their conductance,
+    which restarts their drift clock), read at once, and read again after the wait.
+    With the power law ``g(t) = g_prog ((t + t0)/t0)**-nu`` and ``t0 = t0_s``, each
+    edge gives ``-ln(g1/g0) / ln((T + t0)/t0)`` (``T`` the elapsed board time); the
+    exponent ``nu`` is their mean and ``nu_se`` its standard error (the conductance read
+    noise makes the spread).
     """
     clock = getattr(device, "clock_s", None)
     if not isinstance(clock, float) or wait_s <= 0:
         return "skipped: the backend has no clock" if wait_s > 0 else "skipped: --drift-time 0"
+    desc = device.describe()
+    e = np.unique(np.linspace(0, desc.n_edges - 1, min(n_edges, desc.n_edges)).astype(np.int64))
     device.apply_inputs(v_in)
-    g0 = np.asarray(device.read_conductances(), dtype=np.float64)
-    t0 = float(getattr(device, "clock_s", 0.0))
+    g = np.asarray(device.read_conductances(e), dtype=np.float64)
+    device.program_deltas(e, 0.01 * np.where(g > 0, g, desc.g_min_s + 0.01 * desc.g_scale_s))
+    g0 = np.asarray(device.read_conductances(e), dtype=np.float64)
+    c0 = float(getattr(device, "clock_s", 0.0))
     device.settle(wait_s)
-    g1 = np.asarray(device.read_conductances(), dtype=np.float64)
-    t1 = float(getattr(device, "clock_s", 0.0))
-    nz = np.abs(g0) > 0
-    rel = (g1[nz] - g0[nz]) / g0[nz]
+    g1 = np.asarray(device.read_conductances(e), dtype=np.float64)
+    elapsed = float(getattr(device, "clock_s", 0.0)) - c0
+    ok = (g0 > 0) & (g1 > 0)
+    rel = (g1[ok] - g0[ok]) / g0[ok]
+    lr = np.log(g1[ok] / g0[ok])
+    span = math.log((elapsed + t0_s) / t0_s) if elapsed > 0 else 0.0
+    each = -lr / span if span > 0 else np.zeros(0)
     return {
-        "elapsed_s": t1 - t0,
+        "elapsed_s": elapsed,
+        "n_edges": int(ok.sum()),
         "relative_change_mean": float(rel.mean()) if rel.size else 0.0,
         "relative_change_rms": float(np.sqrt(np.mean(rel**2))) if rel.size else 0.0,
+        "t0_s": t0_s,
+        "nu": float(each.mean()) if each.size else 0.0,
+        "nu_se": float(each.std(ddof=1) / math.sqrt(each.size)) if each.size > 1 else math.inf,
     }
 
 
@@ -206,6 +229,7 @@ def characterize(
     program_edges: int = 256,
     program_step: float = 0.05,
     drift_time_s: float = 10.0,
+    drift_t0_s: float = 20.0,
     seed: int = 0,
     adc_lsb_v: float = 0.0,
 ) -> dict[str, Any]:
@@ -222,6 +246,8 @@ def characterize(
         raise ConfigError(f"--program-step {program_step} must be in (0, 1)")
     if not (math.isfinite(drift_time_s) and drift_time_s >= 0):
         raise ConfigError(f"--drift-time {drift_time_s} must be a finite time >= 0 s")
+    if not (math.isfinite(drift_t0_s) and drift_t0_s > 0):
+        raise ConfigError(f"--drift-t0 {drift_t0_s} must be a finite time > 0 s")
     if not (math.isfinite(adc_lsb_v) and adc_lsb_v >= 0):
         raise ConfigError(f"--adc-lsb {adc_lsb_v} must be a finite step >= 0 V")
     rng = np.random.default_rng(seed)
@@ -244,6 +270,7 @@ def characterize(
             "board": desc.name,
             "seed": seed,
             "input_gain_v": input_gain_v,
+            "_desc": desc,
         }
         rn = measure_read_noise(device, v_in, repeats)
         if adc_lsb_v > 0:
@@ -258,7 +285,7 @@ def characterize(
         report["node_read_noise"] = rn
         report["conductance_read_noise"] = measure_conductance_noise(device, g_repeats)
         report["programming"] = measure_programming(device, program_edges, program_step, rng)
-        report["drift"] = measure_drift(device, v_in, drift_time_s)
+        report["drift"] = measure_drift(device, v_in, drift_time_s, drift_t0_s)
         report["timings_s"] = measure_timings(device, v_in)
     return report
 
@@ -283,6 +310,52 @@ def noise_model_toml(report: Mapping[str, Any]) -> str:
             if "adc_lsb_v" in rn else ""
         )
     )
+
+
+def preset_toml(report: Mapping[str, Any], adc_lsb_v: float = 0.0) -> str:
+    """The measured board as a device-preset file (format: :mod:`hwloop.device_preset`).
+
+    ``--backend-opt preset=PATH`` then emulates this board. What was measured fills
+    its keys: the read-noise fit (additive ``sigma_v``, ``relative``), the converter
+    range and, from ``--adc-lsb``, its resolution; the conductance bounds, the pulse
+    states over the range and the spread of one pulse's step (as ``c2c``: cycle-to-
+    cycle and device-to-device together) and the conductance read noise. Keys it did
+    not measure are left out (the emulator's neutral defaults).
+    """
+    rn = report["node_read_noise"]
+    fit = rn["fit"]
+    desc = report["_desc"]
+    sigma = fit["sigma_v"] if fit["relative"] > 0 else rn["sigma_v_pooled"]
+    rng_v = float(desc.v_read_range_v)
+    bits = None
+    if adc_lsb_v > 0 and math.isfinite(rng_v):
+        b = math.log2(2 * rng_v / adc_lsb_v)
+        bits = round(b) if abs(b - round(b)) < 1e-9 and 2 <= round(b) <= 32 else None
+    read = {"sigma_v": float(sigma), "relative": float(fit["relative"]), "adc_bits": bits,
+            "adc_range_v": rng_v}
+    write: dict[str, Any] = {"g_min_s": float(desc.g_min_s), "g_max_s": float(desc.g_max_s)}
+    notes = {"read.sigma_v": "additive read-noise std per sample, V (fit)",
+             "read.relative": "read noise relative to |v| (fit)"}
+    span = desc.g_max_s - desc.g_min_s
+    prog = report["programming"]
+    if desc.pulse_step_s > 0 and math.isfinite(span):
+        write["n_states"] = float(span / desc.pulse_step_s)
+        write["bound_mode"] = "hard"
+        pulse = prog.get("pulse")
+        if isinstance(pulse, dict):
+            write["c2c"] = float(pulse["step_relative_std"])
+            notes["write.c2c"] = "std of one pulse's step / nominal step (c2c and d2d together)"
+    g = report["conductance_read_noise"]
+    write["read_relative"] = float(g["std_relative_median"])
+    drift = report["drift"]
+    if isinstance(drift, dict):
+        write["drift_nu"] = max(float(drift["nu"]), 0.0)
+        write["drift_t0_s"] = float(drift["t0_s"])
+        notes["write.drift_nu"] = (f"measured {drift['nu']:.4g} +- {drift['nu_se']:.2g} over "
+                                   f"{drift['elapsed_s']:g} s (negative: 0)")
+    source = (f"hwloop characterize: backend {report['backend']}, board {report['board']}, "
+              f"seed {report['seed']}, {rn['n_repeats']} reads x {rn['batch']} examples")
+    return device_preset_toml(f"characterised {report['board']}", source, read, write, notes)
 
 
 def plot_read_noise(report: Mapping[str, Any], path: Path) -> None:
@@ -328,7 +401,8 @@ def run_characterize(args: argparse.Namespace) -> int:
     report = characterize(
         args.backend, options, input_gain_v=args.input_gain, batch=args.batch,
         repeats=args.repeats, g_repeats=args.g_repeats, program_edges=args.edges,
-        program_step=args.program_step, drift_time_s=args.drift_time, seed=args.seed,
+        program_step=args.program_step, drift_time_s=args.drift_time,
+        drift_t0_s=args.drift_t0, seed=args.seed,
         adc_lsb_v=args.adc_lsb,
     )
     out = Path(args.out)
@@ -336,6 +410,7 @@ def run_characterize(args: argparse.Namespace) -> int:
     pub = _public(report)
     (out / "report.json").write_text(json.dumps(pub, indent=1, default=str) + "\n")
     (out / "noise_model.toml").write_text(noise_model_toml(report))
+    (out / "preset.toml").write_text(preset_toml(report, args.adc_lsb))
     (out / "timings.json").write_text(json.dumps(report["timings_s"], indent=1) + "\n")
     if not args.no_plots:
         plot_read_noise(report, out / "read_noise.png")
@@ -352,8 +427,12 @@ def run_characterize(args: argparse.Namespace) -> int:
                f"{100 * rn['sigma_v_additive_rel_se']:.2g} %)\n" if "adc_lsb_v" in rn else "")
             + f"programming: relative error rms "
             f"{report['programming']['error_relative_rms']:.3g}; drift: "
-            f"{report['drift'] if isinstance(report['drift'], str) else 'measured'}\n"
-            f"wrote {out}/report.json, noise_model.toml, timings.json"
+            + (report["drift"] if isinstance(report["drift"], str) else
+               f"exponent {report['drift']['nu']:.4g} +- {report['drift']['nu_se']:.2g} "
+               f"(t0 {report['drift']['t0_s']:g} s, {report['drift']['elapsed_s']:g} s)")
+            + "\n"
+            f"wrote {out}/report.json, noise_model.toml, preset.toml (--backend-opt "
+            f"preset={out}/preset.toml emulates this board), timings.json"
             + ("" if args.no_plots else ", read_noise.png")
         )
     return 0
@@ -366,7 +445,8 @@ def register_characterize(sub: argparse._SubParsersAction[argparse.ArgumentParse
         help="measure a board's read noise, programming precision, drift and timings",
         description="Repeat reads at fixed inputs (noise per node and vs signal level), "
         "conductance read noise, programming precision, drift and operation timings; "
-        "writes report.json, noise_model.toml, timings.json and read_noise.png.",
+        "writes report.json, noise_model.toml, preset.toml (the board as an emulator "
+        "preset), timings.json and read_noise.png.",
     )
     p.add_argument("--backend", default=DEFAULT_BACKEND,
                    help=f"board backend (default {DEFAULT_BACKEND}; 'hwloop backends' lists them)")
@@ -382,6 +462,8 @@ def register_characterize(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--edges", type=int, default=256, help="edges used for programming tests")
     p.add_argument("--program-step", type=float, default=0.05,
                    help="requested change, relative to each edge's conductance")
+    p.add_argument("--drift-t0", type=float, default=20.0,
+                   help="reference time t0 of the drift power law, s (default 20 s)")
     p.add_argument("--drift-time", type=float, default=10.0,
                    help="wait for the drift measurement, s (0: skip)")
     p.add_argument("--adc-lsb", type=float, default=0.0,

@@ -27,6 +27,7 @@ from protocols.config import ALIASES, TrainConfig, config_toml, make_config, mer
 from protocols.datasets import Dataset, load_dataset
 from protocols.engine import StepRecord
 from protocols.plan import format_plan
+from protocols.preflight import check_first_step, choose_nudge
 from protocols.session import StopRequest, Terminated, deferred_interrupt, safe_session
 from protocols.training import (
     CHECKPOINT_REQUIRED,
@@ -151,15 +152,21 @@ def _drive(
 def run_train(args: argparse.Namespace) -> int:
     """Execute ``hwloop train``."""
     cfg, source = resolve(_collect_config(args))
+    nudge_given = args.nudge is not None or (
+        args.config is not None and "nudge" in read_toml(args.config))
     out = Path(args.out)
+    replace = args.overwrite or _failed_before_step_1(out)
     if not args.dry_run:  # fail before loading data or opening the board
-        check_session_path(out, overwrite=args.overwrite)
+        check_session_path(out, overwrite=replace)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
     rng = np.random.default_rng(cfg.seed)
     options = backend_options(cfg)
     device = open_board(cfg.backend, options, rng)
     stop = StopRequest()
     with safe_session(device), deferred_interrupt(stop):
+        cfg, note = choose_nudge(cfg, device, given=nudge_given)
+        source = f"{source}; {note}" if note else source
+        check_first_step(cfg, device)  # what step 0 would refuse, before anything is applied
         trainer = Trainer(cfg, device, data, rng, stop=stop)
         trainer.preflight()  # limits are checked before the run file or the board is touched
         if args.dry_run:
@@ -176,7 +183,7 @@ def run_train(args: argparse.Namespace) -> int:
             backend_options=options,
             defaults_source=source,
             options=trainer.log_options(),
-            overwrite=args.overwrite,
+            overwrite=replace,
         )
         trainer.writer = writer
         sink = getattr(device, "set_event_sink", None)
@@ -184,6 +191,21 @@ def run_train(args: argparse.Namespace) -> int:
             sink(lambda kind, msg: writer.event(kind, trainer.steps_done, msg))
         _header(cfg, data, trainer, source, "train")
         return _drive(trainer, writer, args)
+
+
+def _failed_before_step_1(path: Path) -> bool:
+    """True when ``path`` is a session that ended (failed or aborted) with no step recorded.
+
+    Such a file keeps what went wrong (its events, for a hardware fault) and is replaced
+    by the next ``hwloop train`` without ``--overwrite``.
+    """
+    if not path.is_file():
+        return False
+    try:
+        with open_session(path) as sf:
+            return sf.steps_done == 0 and sf.status in ("failed", "aborted")
+    except Exception:  # not a session file: check_session_path says what it is
+        return False
 
 
 def _same_board(recorded: BoardDescription, live: BoardDescription) -> str:

@@ -368,6 +368,15 @@ def plot(rows: list[Row], out_dir: Path) -> list[str]:
     return written
 
 
+def _echo(opts: Options) -> dict[str, Any]:
+    """The options as JSON (the backend fields only when not the defaults: output unchanged)."""
+    out = asdict(opts)
+    if opts.backend == Options.backend and not opts.backend_options:
+        out.pop("backend")
+        out.pop("backend_options")
+    return out
+
+
 def run_gradcheck(args: argparse.Namespace) -> int:
     """Entry of ``hwloop gradcheck``."""
     opts = parse_options(args)
@@ -376,7 +385,7 @@ def run_gradcheck(args: argparse.Namespace) -> int:
     summary = checks(rows, asym)
     if args.json:
         doc = {
-            "options": asdict(opts),
+            "options": _echo(opts),
             "rows": [asdict(r) for r in rows],
             "checks": summary,
             "plots": plots,

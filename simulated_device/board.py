@@ -9,15 +9,20 @@ Node order on the board: input nodes, then each hidden layer, then the output
 nodes, then ground (last). Edge order: layer after layer, each ``(n_l,
 n_{l+1})`` block row-major (see :class:`hwloop.device.LayerBlock`).
 
-Time is simulated: a clock advances by ``settle_time_s`` per settle and by
-``sample_time_s`` per sample, so timestamps look like a bench's (device-models
-doc section 5: about 2 ms per host-looped layer read).
+Time is simulated: a clock advances by ``settle_time_s`` per settle (or the wait
+asked for), by ``sample_time_s`` per sample, by ``pulse_time_s`` per programming
+pulse and by :meth:`EmulatedBoard.wait`, so timestamps look like a bench's
+(device-models doc section 5: about 2 ms per host-looped layer read). Drift (the
+write model's power law, ``g = g_prog ((t + t0)/t0)**-nu`` since each device's last
+write) acts on that clock for every device: each advance drifts the conductances
+and the next read settles the network anew.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +45,13 @@ from hwloop.device import (
 from hwloop.errors import ConfigError, LimitError
 from hwloop.layered import default_g_scale_s, describe_layered
 from hwloop.plugins import Option, backend
-from simulated_device.device_models import DeviceArray, DeviceModel, get_preset
+from simulated_device.device_models import (
+    PRESET_SOURCES,
+    PRESETS,
+    DeviceArray,
+    DeviceModel,
+    get_preset,
+)
 from simulated_device.drn import DRN, parse_arch
 
 Array = NDArray[np.floating]
@@ -88,6 +99,8 @@ class EmulatedBoard:
             nudged settles always start from the last free equilibrium.
         settle_time_s: simulated time per settle, s (>= 0).
         sample_time_s: simulated time per sample of one example, s (>= 0).
+        pulse_time_s: simulated time per programming pulse, s (>= 0; pulses are
+            applied one after another).
         name: board name in its description.
         g_scale_s: conductance standing for 1 simulation unit, S (see
             :attr:`hwloop.device.BoardDescription.g_scale_s`).
@@ -105,6 +118,7 @@ class EmulatedBoard:
         warm_start: bool = True,
         settle_time_s: float = 1e-3,
         sample_time_s: float = 2e-3,
+        pulse_time_s: float = 1e-6,
         name: str = "emulated DRN",
         g_scale_s: float = 1.0,
     ) -> None:
@@ -112,8 +126,8 @@ class EmulatedBoard:
             raise ConfigError(f"n_sweeps={n_sweeps} must be >= 1")
         if tol_v is not None and not tol_v > 0:
             raise ConfigError(f"tol_v={tol_v} must be > 0")
-        if settle_time_s < 0 or sample_time_s < 0:
-            raise ConfigError("settle_time_s and sample_time_s must be >= 0")
+        if settle_time_s < 0 or sample_time_s < 0 or pulse_time_s < 0:
+            raise ConfigError("settle_time_s, sample_time_s and pulse_time_s must be >= 0")
         model.write.validate()
         self._net = net
         self._model = model
@@ -126,6 +140,8 @@ class EmulatedBoard:
         self._warm = bool(warm_start)
         self._settle_time_s = float(settle_time_s)
         self._sample_time_s = float(sample_time_s)
+        self._pulse_time_s = float(pulse_time_s)
+        self._drifts = model.write.drift_nu > 0
         self._desc = _describe_drn(
             net,
             model,
@@ -167,6 +183,11 @@ class EmulatedBoard:
     def network(self) -> DRN:
         """The underlying network (emulator only; protocols must not use it)."""
         return self._net
+
+    @property
+    def model(self) -> DeviceModel:
+        """The device model (read noise and write model) the board was built with."""
+        return self._model
 
     @property
     def devices(self) -> DeviceArray:
@@ -233,8 +254,26 @@ class EmulatedBoard:
         self._check_open()
         if settle_time_s is not None and settle_time_s < 0:
             raise ConfigError(f"settle_time_s={settle_time_s} must be >= 0")
+        # the wait happens first (the devices drift during it), then the network is settled
+        self._advance(self._settle_time_s if settle_time_s is None else float(settle_time_s))
         self._solve()
-        self._clock_s += self._settle_time_s if settle_time_s is None else float(settle_time_s)
+
+    def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass on the board's clock (the devices drift), s (>= 0)."""
+        self._check_open()
+        if not (np.isfinite(seconds) and seconds >= 0):
+            raise ConfigError(f"wait of {seconds} s must be a finite time >= 0 s")
+        self._advance(float(seconds))
+
+    def _advance(self, dt_s: float) -> None:
+        """Advance the clock by ``dt_s`` s; drift acts on every device over that time."""
+        self._clock_s += dt_s
+        if self._drifts and dt_s > 0:
+            self._devices.advance_time(dt_s)
+            self._net.weights_changed()
+            self._proj = None
+            self._free_state = None
+            self._dirty = True
 
     def _solve(self) -> None:
         if self._v_in is None:
@@ -294,7 +333,8 @@ class EmulatedBoard:
             flags[:, comp, :] |= np.uint8(SampleFlag.COMPLIANCE)
         order = np.arange(batch)[None, :] * n_samples + np.arange(n_samples)[:, None]
         stamps = self._clock_s + (order + 1) * self._sample_time_s
-        self._clock_s += batch * n_samples * self._sample_time_s
+        # the samples are of the settled state; the devices drift over the read's duration
+        self._advance(batch * n_samples * self._sample_time_s)
         # the readings come in the board's arithmetic type (a float32 board's "ADC" gives
         # float32 samples, which the session log then stores exactly)
         return NodeReading(
@@ -425,7 +465,9 @@ class EmulatedBoard:
     ) -> ProgramResult:
         if not self._devices.model.is_continuous:
             applied = np.where(status == ProgramStatus.NO_CHANGE, 0, applied).astype(np.int64)
-            self._pulses_used += int(np.abs(applied).sum())
+            n_pulses = int(np.abs(applied).sum())
+            self._pulses_used += n_pulses
+            self._advance(n_pulses * self._pulse_time_s)  # one pulse after another
         self._net.weights_changed()
         self._proj = None
         self._free_state = None
@@ -439,7 +481,7 @@ class EmulatedBoard:
             g_after_s=g1,
             status=np.asarray(status, dtype=np.int8),
             pulse_amplitude_v=1.0,
-            pulse_width_s=1e-6,
+            pulse_width_s=self._pulse_time_s,
         )
 
     # ---------------------------------------------------------------- checkpoints
@@ -551,9 +593,62 @@ def default_limits(net: DRN) -> SafetyLimits:
     )
 
 
+READ_OPTIONS = (
+    Option("read_noise_v", "float", "additive Gaussian read noise per sample", unit="V",
+           min=0.0, max=1.0),
+    Option("read_noise_relative", "float", "read noise relative to |v| per sample", unit="1",
+           min=0.0, max=1.0),
+    Option("adc_bits", "int", "node converter resolution (0: no quantisation)", unit="bit",
+           min=0, max=32),
+    Option("adc_range_v", "float", "node converter full scale (inf: no range)", unit="V",
+           min=0.0, min_exclusive=True, allow_inf=True),
+)
+"""Emulator options that set a field of the preset's read noise
+(:class:`~simulated_device.read_noise.ReadNoise`); unset: the preset's value."""
+
+_READ_FIELDS = {"read_noise_v": "sigma_v", "read_noise_relative": "relative",
+                "adc_bits": "adc_bits", "adc_range_v": "adc_range_v"}
+
+WRITE_OPTIONS = (
+    Option("g_min_s", "float", "lowest device conductance (mean bound)", unit="S", min=0.0,
+           max=1.0),
+    Option("g_max_s", "float", "highest device conductance (mean bound; inf: unbounded "
+           "continuous device)", unit="S", min=0.0, min_exclusive=True, allow_inf=True),
+    Option("n_states", "float", "pulse states over the range (0: continuous device, "
+           "programmed by deltas only)", unit="1", min=0.0, max=1e9),
+    Option("bound_mode", "str", "update law at the bounds", choices=("hard", "soft")),
+    Option("c2c", "float", "cycle-to-cycle std of each pulse's step, relative to the step",
+           unit="1", min=0.0, max=10.0),
+    Option("d2d", "float", "device-to-device std of the mean step, relative", unit="1",
+           min=0.0, max=10.0),
+    Option("up_down", "float", "up/down asymmetry: up steps x(1 + a), down x(1 - a)",
+           unit="1", min=-1.0, min_exclusive=True, max=1.0, max_exclusive=True),
+    Option("up_down_d2d", "float", "device-to-device std of the asymmetry", unit="1",
+           min=0.0, max=1.0),
+    Option("bounds_d2d", "float", "device-to-device relative std of the bounds", unit="1",
+           min=0.0, max=1.0),
+    Option("write_noise", "float", "persistent-vs-apparent write noise, fraction of the range",
+           unit="1", min=0.0, max=1.0),
+    Option("stuck_fraction", "float", "probability that a device is stuck", unit="1",
+           min=0.0, max=1.0),
+    Option("g_read_relative", "float", "conductance read noise, relative, fresh every read",
+           unit="1", min=0.0, max=1.0),
+    Option("drift_nu", "float", "power-law drift exponent: g = g_prog ((t + t0)/t0)^-nu",
+           unit="1", min=0.0, max=1.0),
+    Option("drift_t0_s", "float", "drift reference time t0", unit="s", min=0.0,
+           min_exclusive=True, max=1e9),
+)
+"""Emulator options that set a field of the preset's write model
+(:class:`~simulated_device.write_model.WriteModel`); unset: the preset's value."""
+
+_WRITE_FIELDS = {o.name: o.name for o in WRITE_OPTIONS} | {"g_read_relative": "read_relative"}
+
 EMULATOR_OPTIONS = (
     Option("arch", "str", "layer sizes, inputs first, e.g. 1568-100-10", default="1568-100-10"),
-    Option("preset", "str", "device model: a preset name (ideal, reram)", default="ideal"),
+    Option("preset", "str", "device model: a packaged preset (" + ", ".join(PRESETS)
+           + ") or a preset file path (as hwloop characterize writes)", default="ideal",
+           normalise=lambda v: str(Path(v).expanduser().resolve()) if v not in PRESETS and (
+               v.endswith(".toml") or "/" in v or Path(v).is_file()) else v),
     Option("dtype", "str", "arithmetic (and sample) precision of the solver",
            default="float64", choices=("float64", "float32")),
     Option("weight_gain", "float", "initial conductance scale (published DRN initialisation)",
@@ -564,10 +659,16 @@ EMULATOR_OPTIONS = (
            "(unset: a fixed number of sweeps)", unit="V", min=0.0, min_exclusive=True),
     Option("warm_start", "bool", "start each free settle from the last free equilibrium",
            default=True),
-    Option("read_noise_v", "float", "additive Gaussian read noise per sample (unset: the "
-           "preset's)", unit="V", min=0.0, max=1.0),
     Option("noise_model", "path", "noise-model file written by hwloop characterize (its "
            "preset and read noise, unless given here too)"),
+    Option("settle_time_s", "float", "board time per settle", unit="s", default=1e-3,
+           min=0.0, max=1e6),
+    Option("sample_time_s", "float", "board time per sample of one example", unit="s",
+           default=2e-3, min=0.0, max=1e6),
+    Option("pulse_time_s", "float", "board time per programming pulse", unit="s",
+           default=1e-6, min=0.0, max=1e3),
+    *READ_OPTIONS,
+    *WRITE_OPTIONS,
 )
 """Options of the ``emulator`` backend (``hwloop backends emulator`` lists them)."""
 
@@ -581,7 +682,42 @@ def default_sweeps(sizes: tuple[int, ...] | list[int]) -> int:
     return 4 + max(0, len(sizes) - 3)
 
 
-@backend(EMULATOR_OPTIONS)
+def device_model(options: Mapping[str, Any]) -> DeviceModel:
+    """The preset of ``options`` with every read-noise and write-model option applied.
+
+    The model's name records what changed (``reram+read_noise=0.0001V+c2c=0.1``).
+
+    Raises:
+        ConfigError: an unknown preset, or a combination the models refuse.
+    """
+    model = get_preset(str(options.get("preset") or "ideal"))
+    read: dict[str, Any] = {}
+    write: dict[str, Any] = {}
+    suffix = ""
+    for opt in (*READ_OPTIONS, *WRITE_OPTIONS):
+        v = options.get(opt.name)
+        if v is None:
+            continue
+        if opt.name == "read_noise_v":
+            suffix += f"+read_noise={float(v):g}V"
+        else:
+            suffix += f"+{opt.name}={v:g}" if not isinstance(v, str) else f"+{opt.name}={v}"
+        if opt.name in _READ_FIELDS:
+            read[_READ_FIELDS[opt.name]] = None if opt.name == "adc_bits" and v == 0 else v
+        else:
+            write[_WRITE_FIELDS[opt.name]] = None if opt.name == "n_states" and v == 0 else v
+    if not suffix:
+        return model
+    return dataclasses.replace(
+        model,
+        name=model.name + suffix,
+        read=dataclasses.replace(model.read, **read),
+        write=dataclasses.replace(model.write, **write),
+    )
+
+
+@backend(EMULATOR_OPTIONS, details=lambda: [f"preset {k}: {src}" for k, src in
+                                            PRESET_SOURCES.items()])
 def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) -> EmulatedBoard:
     """The DRN emulator: exact steady state, configurable read noise and device models.
 
@@ -602,16 +738,7 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
         options = merged
     sizes = parse_arch(str(options.get("arch") or "1568-100-10"))
     dtype_name = str(options.get("dtype") or "float64")
-    model = get_preset(str(options.get("preset") or "ideal"))
-    if options.get("read_noise_v") is not None:
-        sigma = float(options["read_noise_v"])
-        if not (np.isfinite(sigma) and sigma >= 0):
-            raise ConfigError(f"read_noise_v = {sigma} must be a finite number >= 0 V")
-        model = dataclasses.replace(
-            model,
-            name=f"{model.name}+read_noise={sigma:g}V",
-            read=dataclasses.replace(model.read, sigma_v=sigma),
-        )
+    model = device_model(options)
     weight_gain = float(options.get("weight_gain") or 1.0)
     net = DRN.initialise(sizes, rng, weight_gain=weight_gain, dtype=np.dtype(dtype_name))
     lo, hi = model.write.g_min_s, model.write.g_max_s
@@ -624,6 +751,9 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
         scaled = net.g_flat.astype(np.float64) * g_scale + lo
         net.g_flat[:] = np.clip(scaled, lo, hi)  # float32 rounding only
         net.weights_changed()
+    elif lo > 0:  # unbounded above: the published values, above the lower bound
+        net.g_flat[:] = net.g_flat.astype(np.float64) + lo
+        net.weights_changed()
     tol = options.get("tol_v")
     sweeps = options.get("n_sweeps")
     warm = options.get("warm_start")
@@ -635,4 +765,7 @@ def make_emulated_board(options: Mapping[str, Any], rng: np.random.Generator) ->
         tol_v=None if tol is None else float(tol),
         warm_start=True if warm is None else bool(warm),
         g_scale_s=g_scale,
+        settle_time_s=float(options.get("settle_time_s", 1e-3)),
+        sample_time_s=float(options.get("sample_time_s", 2e-3)),
+        pulse_time_s=float(options.get("pulse_time_s", 1e-6)),
     )

@@ -4,28 +4,37 @@ A :class:`DeviceModel` pairs the node-voltage read noise
 (:class:`~simulated_device.read_noise.ReadNoise`, :mod:`simulated_device.read_noise`)
 with the conductance write model (:class:`~simulated_device.write_model.WriteModel`
 and the device state :class:`~simulated_device.write_model.DeviceArray`,
-:mod:`simulated_device.write_model`). :data:`PRESETS` holds ready-made models
-("ideal" and "reram"; the numbers of the latter are the defaults of the
-device-models doc section 6). The three classes are re-exported here.
+:mod:`simulated_device.write_model`). :data:`PRESETS` holds ready-made models, read
+from the data files in ``simulated_device/presets/`` (ideal, reram, pcm, taox, each
+with its source; format: :mod:`hwloop.device_preset`); :func:`get_preset` also reads
+a user's own preset file by path. The three classes are re-exported here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
+from hwloop.device_preset import parse_preset, read_preset
 from hwloop.errors import ConfigError
 from simulated_device.read_noise import ReadNoise
 from simulated_device.write_model import DeviceArray, WriteModel
 
 __all__ = [
     "PRESETS",
+    "PRESET_SOURCES",
     "DeviceArray",
     "DeviceModel",
     "ReadNoise",
     "WriteModel",
     "get_preset",
+    "model_from_preset",
+    "preset_tables",
 ]
 
 
@@ -45,55 +54,77 @@ class DeviceModel:
     write: WriteModel = field(default_factory=WriteModel)
 
 
-_IDEAL = DeviceModel(name="ideal", read=ReadNoise(), write=WriteModel())
+def model_from_preset(data: Mapping[str, Any]) -> DeviceModel:
+    """A :class:`DeviceModel` from a parsed preset (:func:`hwloop.device_preset.parse_preset`).
 
-_RERAM = DeviceModel(
-    name="reram",
-    # Node reads: bench ADC, 16 bit on ±10 V, with 1 LSB (= 20 V / 2**16) of
-    # additive output noise (doc section 6 rows "ADC resolution" and
-    # "output/ADC additive noise").
-    read=ReadNoise(sigma_v=20.0 / 2**16, relative=0.0, adc_bits=16, adc_range_v=10.0),
-    write=WriteModel(
-        g_min_s=1e-6,  # section 6 "min conductance": 1 µS
-        g_max_s=100e-6,  # section 6 "max conductance": 100 µS
-        n_states=100,  # section 6 "effective pulse states over range": 100
-        bound_mode="soft",  # section 6 "update law": soft-bounds
-        c2c=0.3,  # section 6 "c2c noise per pulse": 0.3
-        d2d=0.3,  # section 6 "d2d spread of step size": 0.3
-        up_down=0.0,  # section 6 "up/down asymmetry": 0 (mean) ...
-        up_down_d2d=0.05,  # ... d2d 0.05
-        bounds_d2d=0.2,  # section 6 "d2d spread of bounds": 0.2
-        write_noise=0.02,  # section 6 "write (persistent-vs-apparent) noise": 2 % of range
-        stuck_fraction=0.01,  # section 6 "stuck / unresponsive devices": 1 %
-        read_relative=0.01,  # section 6 "per-read noise": 1 % relative, fresh every read
-        drift_nu=0.0,  # section 6 "drift exponent": 0 for ReRAM
-        drift_t0_s=20.0,  # section 6 "drift reference time": 20 s
-    ),
-)
+    Raises:
+        ConfigError: a value the models refuse (one line naming the field).
+    """
+    read = dict(data["read"])
+    write = dict(data["write"])
+    if "adc_range_v" in read:
+        read["adc_range_v"] = float(read["adc_range_v"])
+    return DeviceModel(name=str(data["name"]), read=ReadNoise(**read), write=WriteModel(**write))
 
-PRESETS: Mapping[str, DeviceModel] = types.MappingProxyType({"ideal": _IDEAL, "reram": _RERAM})
-"""Ready-made device models.
+
+def preset_tables(model: DeviceModel) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``[read]`` and ``[write]`` tables of ``model`` (for :func:`preset_toml`)."""
+    read = {f.name: getattr(model.read, f.name) for f in dataclasses.fields(model.read)}
+    write = {f.name: getattr(model.write, f.name) for f in dataclasses.fields(model.write)}
+    return read, write
+
+
+_PRESET_DIR = resources.files("simulated_device") / "presets"
+
+
+def _load_packaged() -> dict[str, tuple[DeviceModel, str]]:
+    out: dict[str, tuple[DeviceModel, str]] = {}
+    for entry in sorted(_PRESET_DIR.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            data = parse_preset(entry.read_text(encoding="utf-8"), f"presets/{entry.name}")
+            out[data["name"]] = (model_from_preset(data), data["source"])
+    return out
+
+
+_PACKAGED = _load_packaged()
+
+PRESETS: Mapping[str, DeviceModel] = types.MappingProxyType(
+    {k: m for k, (m, _) in _PACKAGED.items()})
+"""Ready-made device models, read from the data files shipped in
+``simulated_device/presets/`` (each names its source).
 
 * ``"ideal"``: no read noise, continuous noiseless device with ``g`` in ``[0, inf)``.
 * ``"reram"``: the moderately realistic ReRAM-on-CMOS defaults of the
-  device-models doc section 6 (cited field by field in the source): G in
+  device-models doc section 6 (cited field by field in the file): G in
   1..100 µS, 100 soft-bound states, c2c 0.3, step d2d 0.3, asymmetry 0 ± 0.05
   d2d, bounds d2d 0.2, write noise 2 % of range, 1 % stuck, 1 % conductance read
   noise, no drift; node reads through a 16-bit ±10 V ADC with 1 LSB additive
   noise. Stuck devices keep their initial conductance (a simplification of the
   doc's "stuck at random G": the emulator chooses the initial values).
+* ``"pcm"``: phase-change memory (0.25..25 µS, 200 states, c2c 0.6, drift
+  exponent 0.05 at t0 = 20 s, 1.75 % read noise).
+* ``"taox"``: TaOx memristors on CMOS (0..150 µS, 30 write-verify levels, 2.6 %
+  write noise).
 """
+
+PRESET_SOURCES: Mapping[str, str] = types.MappingProxyType(
+    {k: src for k, (_, src) in _PACKAGED.items()})
+"""Where each packaged preset's numbers come from."""
 
 
 def get_preset(name: str) -> DeviceModel:
-    """Return the preset device model called ``name``.
+    """Return the preset device model called ``name``, or read the preset file ``name``.
 
     Raises:
-        ConfigError: unknown name (the message lists the known presets).
+        ConfigError: neither a packaged preset nor a readable preset file (the message
+            lists the known presets).
 
     """
-    try:
+    if name in PRESETS:
         return PRESETS[name]
-    except KeyError:
-        known = ", ".join(sorted(PRESETS))
-        raise ConfigError(f"unknown device preset {name!r}; known presets: {known}") from None
+    if name.endswith(".toml") or "/" in name or Path(name).is_file():
+        return model_from_preset(read_preset(name))
+    known = ", ".join(sorted(PRESETS))
+    raise ConfigError(
+        f"unknown device preset {name!r}; known presets: {known}, or a preset file path "
+        "(a .toml file as written by hwloop characterize)")
