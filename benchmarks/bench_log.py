@@ -10,11 +10,19 @@ written and the file size per epoch of the bundled MNIST subset (4,000 training
 examples = 125 steps). Prints a table and, last, one JSON line. Usage::
 
     python benchmarks/bench_log.py [--steps 100] [--repeats 5] [--samples 10]
+
+``--flat N`` instead appends N synthetic steps (DRN-XS shapes, batch 4, one sample
+per phase, the default logging options of a DRN-XS emulator run) straight to a
+session writer, and prints the time per step of the first and the last 10 % of them
+(the cost must not grow with the file) and the file size::
+
+    python benchmarks/bench_log.py --flat 1000000 [--dir /tmp]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -80,6 +88,72 @@ def one_run(
     return statistics.median(step_times[5:]), size
 
 
+def flat(n_steps: int, directory: str | None, batch: int = 4) -> dict[str, object]:
+    """Append ``n_steps`` synthetic DRN-XS steps; time per step along the file."""
+    from hwloop.device import NodeReading
+    from hwloop.sessionlog import StepLog
+    from protocols.training import encode_inputs
+
+    values = {"arch": "1568-100-10", "batch_size": batch, "samples": 1, "read_noise": 0.01,
+              "epochs": 1, "test_limit": 1}
+    cfg, _ = resolve(make_config(values))
+    data = load_dataset(cfg.dataset)
+    rng = np.random.default_rng(cfg.seed)
+    device = open_board(cfg.backend, backend_options(cfg), rng)
+    trainer = Trainer(cfg, device, data, rng)
+    layout, options = trainer.layout(), trainer.log_options()
+    desc = device.describe()
+    free = np.asarray(desc.free_nodes)
+    # a pool of distinct steps built from real images (inputs compress as in a real run)
+    pool = []
+    for k in range(64):
+        idx = np.arange(k * batch, (k + 1) * batch)
+        x = data.x_train[idx].reshape(batch, -1).astype(np.float32) / 255
+        v_in = encode_inputs(x, float(cfg.input_gain or 1.0), layout.n_inputs)
+        readings = [
+            NodeReading(
+                samples_v=rng.normal(0, 0.3, (1, batch, len(free))).astype(np.float32),
+                timestamps_s=np.full((1, batch), 1e-3 * k),
+                flags=np.zeros((1, batch, len(free)), np.uint8),
+                nodes=free,
+            )
+            for _ in range(layout.phases)
+        ]
+        pool.append(StepLog(
+            epoch=0, batch=k, examples=idx, inputs_v=v_in, readings=readings,
+            betas_s=np.array([0.0, -1e-3, 1e-3])[: layout.phases],
+            nudge_values=np.zeros((layout.phases, batch, layout.n_outputs)), rng=rng,
+            loss=0.1, accuracy=0.5,
+        ))
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        out = Path(tmp) / "flat.h5"
+        writer = SessionWriter.create(
+            out, desc=desc, layout=layout,
+            first_checkpoint=trainer.checkpoint(0, 0, np.arange(len(trainer.x_train))),
+            config_toml="", seed=cfg.seed, options=options, overwrite=True,
+        )
+        tenth = max(1, n_steps // 10)
+        marks = []
+        t0 = time.perf_counter()
+        for i in range(n_steps):
+            if i % tenth == 0:
+                marks.append(time.perf_counter())
+            writer.append_step(pool[i % len(pool)])
+        marks.append(time.perf_counter())
+        writer.close("completed")
+        total = time.perf_counter() - t0
+        size = out.stat().st_size
+    per_tenth_us = [1e6 * (b - a) / tenth for a, b in itertools.pairwise(marks)]
+    first, last = per_tenth_us[0], per_tenth_us[-1]
+    print(f"flat: {n_steps} synthetic DRN-XS steps, batch {batch}, "
+          "steps only (no checkpoints)")
+    print("us/step per tenth of the file: " + " ".join(f"{x:.0f}" for x in per_tenth_us))
+    print(f"first 10 %: {first:.1f} us/step, last 10 %: {last:.1f} us/step, "
+          f"ratio {last / first:.3f}; {size / n_steps / 1e3:.1f} kB/step, {total:.0f} s")
+    return {"flat_steps": n_steps, "first_us": first, "last_us": last,
+            "ratio": last / first, "tenths_us": per_tenth_us, "bytes_per_step": size / n_steps}
+
+
 def main() -> None:
     """Run the comparison and print the figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,7 +161,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--flat", type=int, default=0,
+                    help="append this many synthetic steps and report the cost along the file")
+    ap.add_argument("--dir", default=None, help="directory for the --flat file")
     args = ap.parse_args()
+    if args.flat:
+        print(json.dumps(flat(args.flat, args.dir)))
+        return
     variants: dict[str, dict[str, object] | None] = {
         "logging off": None,
         "raw (default)": {},

@@ -172,7 +172,8 @@ def _sigint_run(out: Path, n_signals: int) -> subprocess.CompletedProcess[str]:
     try:
         deadline = time.monotonic() + 60
         while _steps_recorded(out) < 4:
-            assert time.monotonic() < deadline and proc.poll() is None
+            assert time.monotonic() < deadline, "no 4 steps recorded within 60 s"
+            assert proc.poll() is None, proc.communicate()
             time.sleep(0.01)
         for _ in range(n_signals):
             proc.send_signal(signal.SIGINT)
@@ -208,8 +209,17 @@ def test_first_ctrl_c_stops_at_the_step_end_and_resumes_to_the_same_result(
 def test_second_ctrl_c_aborts_with_a_consistent_file(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "abort.h5"
-    res = _sigint_run(out, 2)
+    # The run stops a few ms after the first signal; on a loaded machine the second
+    # (sent 2 ms later) can arrive after the run ended ("stopped", exit 0, itself checked)
+    # or merge with the first in the kernel. Up to 5 attempts; one must abort.
+    for attempt in range(5):
+        out = tmp_path / f"abort{attempt}.h5"
+        res = _sigint_run(out, 2)
+        if res.returncode == 130:
+            break
+        assert res.returncode == 0, res.stderr
+        with open_session(out) as sf:
+            assert sf.clean and sf.status == "stopped" and sf.integrity(full=True) == []
     assert res.returncode == 130, res.stderr
     assert "Traceback" not in res.stderr
     with open_session(out) as sf:
@@ -240,3 +250,46 @@ def test_sigterm_aborts_with_a_consistent_file_and_the_reason(tmp_path: Path) ->
         assert sf.clean and sf.status == "aborted"
         assert "SIGTERM" in sf.attrs["reason"]
         assert sf.integrity(full=True) == []
+
+
+KILL_AFTER_COMMIT = """
+import os, signal, sys
+from hwloop.sessionlog import SessionWriter
+append = SessionWriter.append_step
+def append_then_maybe_die(self, log):
+    n = append(self, log)
+    # the run dies with 3 completed steps waiting for their commit
+    if self.steps_committed >= 10 and self.steps_done - self.steps_committed == 3:
+        print(f"killed: {self.steps_committed} committed, {self.steps_done} done", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n
+SessionWriter.append_step = append_then_maybe_die
+from hwloop.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_between_two_commits_loses_only_the_tail_which_resume_recomputes(
+    tmp_path: Path,
+) -> None:
+    """Group commit: steps wait in memory; a kill loses only the uncommitted ones, and on
+    the emulator resume recomputes them bit for bit."""
+    grouped = [*RUN, "--commit-every", "5", "--checkpoint-every", "1000"]
+    ref = tmp_path / "ref.h5"
+    res = _sub("train", *grouped, "--out", ref, "--quiet")
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "killed.h5"
+    cmd = [sys.executable, "-c", KILL_AFTER_COMMIT, "train", *map(str, grouped),
+           "--out", str(out), "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    committed, done = (int(w) for w in res.stdout.split()[1::2][:2])
+    assert done == committed + 3 and committed >= 10
+    with open_session(out) as sf:  # the killed writer's file opens
+        assert sf.status == "crashed"
+        assert sf.steps_done == committed  # every committed step, none of the tail
+        assert sf.integrity(full=True) == []
+        assert int(sf.checkpoints()["steps_done"][-1]) == 0  # resume re-runs from step 0
+    res = _sub("resume", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    _assert_same_run(_final_state(out), _final_state(ref))

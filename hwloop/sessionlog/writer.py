@@ -109,29 +109,21 @@ class _Appender:
     (selection and dtype bookkeeping); this keeps the handle, dtype and row count.
     """
 
-    __slots__ = ("block", "capacity", "dsid", "dtype", "n", "row_shape")
+    __slots__ = ("dsid", "dtype", "n", "row_shape")
 
-    def __init__(self, ds: h5py.Dataset, block: int = 0) -> None:
+    def __init__(self, ds: h5py.Dataset) -> None:
         self.dsid = ds.id
         self.dtype = ds.dtype
         self.row_shape: tuple[int, ...] = tuple(ds.shape[1:])
         self.n = int(ds.shape[0])
-        self.capacity = self.n
-        self.block = block
 
     def append(self, value: Any, rows: int = 1) -> None:
-        """Append ``rows`` rows (``value`` of shape ``(rows, *row_shape)`` or one row).
-
-        With ``block > 0`` the dataset grows ``block`` rows at a time (fewer metadata
-        updates); :meth:`SessionWriter.close` trims it to the rows written.
-        """
+        """Append ``rows`` rows (``value`` of shape ``(rows, *row_shape)`` or one row)."""
         if rows == 0:
             return
         arr = np.ascontiguousarray(value, dtype=self.dtype).reshape((rows, *self.row_shape))
         n = self.n
-        if n + rows > self.capacity:
-            self.capacity = n + rows + self.block
-            self.dsid.set_extent((self.capacity, *self.row_shape))
+        self.dsid.set_extent((n + rows, *self.row_shape))
         fspace = self.dsid.get_space()
         fspace.select_hyperslab((n,) + (0,) * len(self.row_shape), arr.shape)
         mspace = h5py.h5s.create_simple(arr.shape)
@@ -156,6 +148,13 @@ class SessionWriter:
         self._apps: dict[str, _Appender] = {}
         self._n_update_g = int(f["steps/update_g_s"].shape[1]) if "update_g_s" in f["steps"] else 0
         self._n_bias = int(f["steps/update_b_a"].shape[1])
+        # group commit: completed steps waiting in memory (arrays, index row, prog rows)
+        self._pending: list[tuple[dict[str, NDArray[Any]], NDArray[np.void],
+                                  NDArray[np.void]]] = []
+        self._pending_bytes = 0
+        self._pending_since = 0.0
+        self._prog_next = self._app("programming/records").n
+        self._committed = self._app("steps/index").n
 
     def _app(self, path: str) -> _Appender:
         app = self._apps.get(path)
@@ -341,8 +340,13 @@ class SessionWriter:
 
     @property
     def steps_done(self) -> int:
-        """Steps recorded so far."""
-        return self._app("steps/index").n
+        """Steps handed to the writer so far (committed or waiting for the next commit)."""
+        return self._committed + len(self._pending)
+
+    @property
+    def steps_committed(self) -> int:
+        """Steps on disk: a crash now keeps exactly these."""
+        return self._committed
 
     def _pack(self, log: StepLog) -> tuple[dict[str, NDArray[Any]], int, int]:
         """The padded per-step arrays of ``log``, its checksum and its batch size."""
@@ -388,7 +392,7 @@ class SessionWriter:
         out["examples"] = ex
         out["n_samples"] = n_samp
         out["inputs_v"] = inputs
-        out["betas_s"] = np.asarray(log.betas_s, dtype=np.float64)
+        out["betas_s"] = np.array(log.betas_s, dtype=np.float64)  # a copy: it waits
         nv = np.zeros((lay.phases, lay.batch, lay.n_outputs), dtype=np.float32)
         nv[:, :bsz] = np.asarray(log.nudge_values).real
         out["nudge_values"] = nv
@@ -422,29 +426,65 @@ class SessionWriter:
             )
 
     def append_step(self, log: StepLog) -> int:
-        """Append one completed step and flush; returns its step number."""
+        """Hand one completed step to the writer; returns its step number.
+
+        The step is committed with the steps waiting before it when the commit budget
+        of :class:`LogOptions` is reached (time, steps or bytes; every step with
+        ``commit_steps == 1``), else at the next checkpoint, epoch row, event or
+        :meth:`close`, whichever comes first.
+        """
         n = self.steps_done
         arrays, crc, bsz = self._pack(log)
-        with sigint_held():
-            for name, arr in arrays.items():
-                self._app(f"steps/{name}").append(arr)
-            rows = self._programming_rows(n, log)
-            recs = self._app("programming/records")
-            start = recs.n
-            recs.append(rows, len(rows))
-            row = np.zeros((), dtype=INDEX_DTYPE)
-            row["step"], row["epoch"], row["batch"] = n, log.epoch, log.batch
-            row["n_examples"] = bsz
-            row["t_start_unix_s"], row["duration_s"] = log.t_start_unix_s, log.duration_s
-            row["loss"], row["accuracy"] = log.loss, log.accuracy
-            row["pulses"], row["bound_hits"] = log.n_pulses, log.n_bound_hits
-            row["prog_row_start"], row["prog_row_count"] = start, len(rows)
-            for k, v in rng_to_fields(log.rng).items():
-                row[k] = v
-            row["crc32"] = crc
-            self._app("steps/index").append(row)  # the commit: a step exists once its row does
-            self._f.flush()
+        rows = self._programming_rows(n, log)
+        row = np.zeros((), dtype=INDEX_DTYPE)
+        row["step"], row["epoch"], row["batch"] = n, log.epoch, log.batch
+        row["n_examples"] = bsz
+        row["t_start_unix_s"], row["duration_s"] = log.t_start_unix_s, log.duration_s
+        row["loss"], row["accuracy"] = log.loss, log.accuracy
+        row["pulses"], row["bound_hits"] = log.n_pulses, log.n_bound_hits
+        row["prog_row_start"], row["prog_row_count"] = self._prog_next, len(rows)
+        for k, v in rng_to_fields(log.rng).items():
+            row[k] = v
+        row["crc32"] = crc
+        self._prog_next += len(rows)
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append((arrays, row, rows))
+        self._pending_bytes += sum(a.nbytes for a in arrays.values()) + rows.nbytes
+        opts = self.options
+        if (
+            (opts.commit_steps and len(self._pending) >= opts.commit_steps)
+            or self._pending_bytes >= opts.commit_bytes
+            or time.monotonic() - self._pending_since >= opts.commit_interval_s
+        ):
+            self.commit()
         return n
+
+    def commit(self) -> int:
+        """Write the waiting steps and flush: one append per dataset, then the index rows.
+
+        The index rows are written last: a step exists once its row does, so a kill
+        at any moment leaves the steps of earlier commits and none of this one (or,
+        should it die inside the index write, a prefix whose checksums match).
+        Ctrl-C is held back meanwhile. Returns the number of steps committed.
+        """
+        pending = self._pending
+        if not pending:
+            return 0
+        k = len(pending)
+        with sigint_held():
+            for name in pending[0][0]:
+                block = np.stack([p[0][name] for p in pending]) if k > 1 else pending[0][0][name]
+                self._app(f"steps/{name}").append(block, k)
+            prog = np.concatenate([p[2] for p in pending]) if k > 1 else pending[0][2]
+            self._app("programming/records").append(prog, len(prog))
+            index = np.stack([p[1] for p in pending])
+            self._app("steps/index").append(index, k)  # the commit
+            self._f.flush()
+            self._committed += k
+            self._pending = []
+            self._pending_bytes = 0
+        return k
 
     def _programming_rows(self, step: int, log: StepLog) -> NDArray[np.void]:
         if self.options.programming == "off" or log.prog_reason is None \
@@ -480,6 +520,7 @@ class SessionWriter:
         if app.n >= int(row["epoch"]) > 0:
             return  # recorded before a crash; a resumed run reaches its end again
         with sigint_held():
+            self.commit()
             self._app("epochs").append(row)
             self._f.flush()
 
@@ -491,6 +532,7 @@ class SessionWriter:
         row["t_unix_s"], row["step"], row["kind"] = time.time(), step, kind.encode()
         row["message"] = message.encode("utf-8", "replace")[:240]
         with sigint_held():
+            self.commit()
             self._app("events").append(row)
             if flush:
                 self._f.flush()
@@ -516,6 +558,7 @@ class SessionWriter:
                 f"checkpoint arrays {sorted(ckpt.arrays)} differ from the file's {sorted(names)}"
             )
         with sigint_held():
+            self.commit()  # the steps before a checkpoint are on disk before it
             order = np.asarray(ckpt.order, dtype=np.int64)
             if order.shape != self._app("checkpoints/order").row_shape:
                 raise ConfigError("checkpoint example order changed length")
