@@ -5,7 +5,9 @@ phase (read noise 10 mV), centered EP: the same training steps are run with the
 session file written (default options: every raw sample, flags, timestamps,
 inputs, nudges, every edge's update, programming exceptions, checkpoints every
 1,000 steps and at the epoch end) and with no session file, alternately in the
-same process. Reports the mean time per step of each (median over repeats), the overhead, the MB/s
+same process. Reports the mean time per step of each (median over repeats), the overhead
+(difference of the runs), the share of each logged step spent inside the session writer
+(measured within the run: robust on a busy machine), the MB/s
 written and the file size per epoch of the bundled MNIST subset (4,000 training
 examples = 125 steps). Prints a table and, last, one JSON line. Usage::
 
@@ -28,6 +30,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,8 +43,10 @@ from protocols.training import Trainer, backend_options
 
 def one_run(
     steps: int, samples: int, batch: int, out: Path | None, **log: object
-) -> tuple[float, int]:
-    """Seconds per training step (epoch-end evaluation excluded) and bytes written."""
+) -> tuple[float, int, float]:
+    """Seconds per training step (epoch-end evaluation excluded), bytes written, and the
+    seconds per step spent inside the session writer (measured in the same run, so a
+    loaded machine does not hide or invent overhead as the difference of two runs can)."""
     values = {
         "arch": "1568-100-10",
         "batch_size": batch,
@@ -70,6 +75,19 @@ def one_run(
             overwrite=True,
         )
         trainer.writer = writer
+    in_writer = [0.0]
+    if writer is not None:
+        for name in ("append_step", "write_checkpoint", "append_epoch", "event", "close"):
+            method = getattr(writer, name)
+
+            def timed(*a: Any, _m: Any = method, **k: Any) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return _m(*a, **k)
+                finally:
+                    in_writer[0] += time.perf_counter() - t0
+
+            setattr(writer, name, timed)
     step_times: list[float] = []
     last = [time.perf_counter()]
 
@@ -86,7 +104,7 @@ def one_run(
     size = out.stat().st_size if out is not None else 0
     # skip the first steps (warm-up: caches, page faults of fresh datasets); the mean,
     # not the median: with group commit a few steps carry the commits of many
-    return statistics.fmean(step_times[5:]), size
+    return statistics.fmean(step_times[5:]), size, in_writer[0] / steps
 
 
 def flat(n_steps: int, directory: str | None, batch: int = 4) -> dict[str, object]:
@@ -177,13 +195,15 @@ def main() -> None:
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
     sizes: dict[str, int] = {}
+    shares: dict[str, list[float]] = {k: [] for k in variants}
     with tempfile.TemporaryDirectory() as tmp:
         one_run(10, args.samples, args.batch, Path(tmp) / "warm.h5")  # imports, first-touch
         for _ in range(args.repeats):
             for name, log in variants.items():
                 out = None if log is None else Path(tmp) / "bench.h5"
-                t, size = one_run(args.steps, args.samples, args.batch, out, **(log or {}))
+                t, size, w = one_run(args.steps, args.samples, args.batch, out, **(log or {}))
                 times[name].append(t)
+                shares[name].append(w / t)
                 sizes[name] = size
     base = statistics.median(times["logging off"])
     steps_per_epoch = 4000 // args.batch
@@ -191,20 +211,22 @@ def main() -> None:
         f"DRN-XS, batch {args.batch}, {args.samples} samples/phase, {args.steps} steps, "
         f"median of {args.repeats} runs"
     )
-    print(f"{'variant':<18} {'ms/step':>8} {'overhead':>9} {'MB/step':>8} {'MB/s':>7} "
-          f"{'MB/epoch':>9}")
+    print(f"{'variant':<18} {'ms/step':>8} {'overhead':>9} {'in writer':>9} {'MB/step':>8} "
+          f"{'MB/s':>7} {'MB/epoch':>9}")
     result: dict[str, object] = {"batch": args.batch, "samples": args.samples}
     for name in variants:
         t = statistics.median(times[name])
         over = t / base - 1
         per_step = sizes.get(name, 0) / args.steps / 1e6
+        share = statistics.median(shares[name]) if shares[name] else 0.0
         print(
-            f"{name:<18} {1e3 * t:8.2f} {100 * over:8.1f}% {per_step:8.3f} "
+            f"{name:<18} {1e3 * t:8.2f} {100 * over:8.1f}% {100 * share:8.1f}% {per_step:8.3f} "
             f"{per_step / t:7.1f} {per_step * steps_per_epoch:9.1f}"
         )
         result[name] = {
             "ms_per_step": 1e3 * t,
             "overhead": over,
+            "writer_share": share,
             "mb_per_step": per_step,
             "mb_per_s": per_step / t,
             "mb_per_epoch": per_step * steps_per_epoch,
