@@ -45,6 +45,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "log_updates": ("log-updates", str, "per-step update of every edge: auto, all or off"),
     "log_programming": ("log-programming", str, "programming rows: auto, all, exceptions or off"),
     "checkpoint_every": ("checkpoint-every", int, "full-state checkpoint every N steps (0: auto)"),
+    "commit_every": ("commit-every", int, "session file: commit every N steps (0: auto)"),
     "homeostasis": ("homeostasis", float, "Jacobian homeostasis strength lambda (nonreciprocal)"),
     "homeostasis_probes": ("homeostasis-probes", int,
                            "0: exact Jacobian; P: estimate it from P clamped-node probe pairs"),

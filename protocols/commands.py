@@ -22,6 +22,7 @@ from hwloop.config import read_toml
 from hwloop.device import BoardDescription, Checkpointable
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board, parse_option_assignments
+from hwloop.session import sigint_held
 from hwloop.sessionlog import Checkpoint, SessionWriter, check_session_path, open_session, repair
 from protocols.config import ALIASES, TrainConfig, config_toml, make_config, merge_options, resolve
 from protocols.datasets import Dataset, load_dataset
@@ -125,9 +126,10 @@ def _drive(
         status, reason = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        if bar is not None:
-            bar.close()
-        writer.close(status, reason)
+        with sigint_held():  # a Ctrl-C now must not cut the final status out of the file
+            if bar is not None:
+                bar.close()
+            writer.close(status, reason)
     wall = time.perf_counter() - t0
     summary = {
         "status": status,
@@ -142,8 +144,10 @@ def _drive(
         print(json.dumps(summary))
     else:
         acc = result.final_test_accuracy
+        what = (f"test accuracy {100 * acc:.2f} %" if np.isfinite(acc)
+                else "no test accuracy yet (no epoch ended)")
         print(
-            f"{status}: test accuracy {100 * acc:.2f} % after {trainer.epochs_done} epoch(s) "
+            f"{status}: {what} after {trainer.epochs_done} epoch(s) "
             f"({trainer.steps_done} steps) in {wall:.1f} s; session saved to {writer.path}"
         )
     return 0 if status in ("completed", "stopped") else 1

@@ -99,6 +99,10 @@ class TrainConfig:
     restore its state exactly, every step up to 4,096 edges, else every 100; on the
     emulator every 1,000, as its resume re-runs and verifies the steps in between);
     always at epoch ends and at a clean stop."""
+    commit_every: int = 0
+    """Session file group commit: commit every this many steps (0: auto: every step on
+    a board that cannot restore its state; else a block each second, as the emulator's
+    resume recomputes an uncommitted tail exactly); always at checkpoints and stops."""
 
     homeostasis: float = 0.0
     """Jacobian homeostasis strength lambda (>= 0; estimators doc 4): adds lambda times
@@ -153,6 +157,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} = {v} must be >= 1")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every = {self.checkpoint_every} must be >= 0 (0: auto)")
+        if self.commit_every < 0:
+            raise ConfigError(f"commit_every = {self.commit_every} must be >= 0 (0: auto)")
         if self.max_samples is not None and self.max_samples < self.samples:
             raise ConfigError(
                 f"max_samples = {self.max_samples} must be >= samples = {self.samples}"

@@ -5,8 +5,10 @@ from a :class:`hwloop.sessionlog.SessionFile`. It serves the recorded readings
 step by step and phase by phase, and compares every operation the protocol
 commands with what the recording says was commanded:
 
-* ``apply_inputs`` starts the next recorded step; the voltages, cast to float32
-  (the stored precision), must equal the recorded ``inputs_v`` exactly;
+* ``apply_inputs`` starts the next recorded step, after checking the step's stored
+  samples and inputs against the CRC-32 in its index row (a record altered after it was
+  written is never served: the first such step is named); the voltages, cast to
+  float32 (the stored precision), must equal the recorded ``inputs_v`` exactly;
 * ``apply_nudge`` moves to the next nudged phase; the signed beta must equal the
   recorded ``betas_s`` exactly, the targets (V, float32) exactly, the currents of
   a current nudge (A) to within the tolerance below (exact by default);
@@ -525,7 +527,9 @@ class ReplayDevice:
 
         Raises:
             ReplayDivergence: the previous step was incomplete, the recording ends,
-                or the inputs differ from the recorded ``inputs_v`` (float32, exactly).
+                the step's stored samples and inputs fail their CRC-32 (the record was
+                altered), or the inputs differ from the recorded ``inputs_v``
+                (float32, exactly).
         """
         self._check_open()
         check_inputs_within_limits(v_inputs, self._desc.limits, len(self._desc.input_nodes))
@@ -541,6 +545,15 @@ class ReplayDevice:
                 f"step {s}, apply_inputs: {what}; nothing more to replay",
                 step=s,
                 operation="apply_inputs",
+            )
+        crc, recorded = self._sf.step_checksum(s)
+        if crc != recorded:  # never serve a record that is not the one written
+            raise ReplayDivergence(
+                f"step {s}: the recorded samples and inputs do not match their checksum "
+                f"(CRC-32 {crc:#010x}, recorded {recorded:#010x}): the file was altered or "
+                "damaged after it was written; 'hwloop inspect --full' lists every such step",
+                step=s,
+                operation="checksum",
             )
         data = self._sf.step_data(s)
         idx = data["index"]

@@ -16,6 +16,7 @@ a session-file write or the safe state is under way
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -69,8 +70,22 @@ def deferred_interrupt(stop: StopRequest) -> Iterator[StopRequest]:
         yield stop
         return
 
+    # Python runs a handler once for signals that arrive during one long C call (an
+    # HDF5 commit, a BLAS settle); the wakeup fd gets one byte per delivery, so two
+    # quick presses still count as two.
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    os.set_blocking(wfd, False)
+
+    def presses() -> int:
+        try:
+            data = os.read(rfd, 4096)
+        except BlockingIOError:
+            return 1
+        return max(1, data.count(bytes([signal.SIGINT])))
+
     def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.requested:
+        if stop.requested or presses() >= 2:
             stop.abort = KeyboardInterrupt("aborted by a second Ctrl-C")
             raise stop.abort
         stop.request("interrupted by Ctrl-C")
@@ -99,12 +114,16 @@ def deferred_interrupt(stop: StopRequest) -> Iterator[StopRequest]:
 
     previous = signal.signal(signal.SIGINT, handler)
     previous_term = signal.signal(signal.SIGTERM, on_term)
+    previous_wakeup = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     sys.unraisablehook = unraisable
     try:
         yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
+        signal.set_wakeup_fd(previous_wakeup)
+        os.close(rfd)
+        os.close(wfd)
         sys.unraisablehook = previous_hook
     # the block ended normally: an abort swallowed in a finaliser after the last check
     # (say during the final evaluation) still ends the command as aborted

@@ -393,6 +393,7 @@ class Trainer:
             programming=prog,
             checkpoint_every=every,
             compress_samples=cfg.sem_target is not None,  # the sample axis is mostly padding
+            commit_steps=cfg.commit_every or (0 if exact else 1),  # DR-i11-core-3
         )
 
     def checkpoint(self, epoch: int, batch: int, order: NDArray[np.integer]) -> Checkpoint:

@@ -165,10 +165,10 @@ def _sigint_run(out: Path, n_signals: int) -> subprocess.CompletedProcess[str]:
         _wait_for_steps(proc, out, 4)
         proc.signal(signal.SIGINT)
         if n_signals == 2:
-            # two signals sent back to back merge into one when the child is not
-            # scheduled in between (a busy machine): the second goes once the first
-            # has been handled
-            proc.wait_line(lambda line: "stopping after the current step" in line, "stderr")
+            # back to back, as a user presses twice: two deliveries that the kernel merges
+            # (the child not scheduled in between) still count as two presses, through
+            # the wakeup file descriptor of protocols.session.deferred_interrupt
+            time.sleep(0.002)
             proc.signal(signal.SIGINT)
         code = proc.wait()
         return subprocess.CompletedProcess(proc.proc.args, code, proc.text("stdout"),
@@ -199,9 +199,25 @@ def test_first_ctrl_c_stops_at_the_step_end_and_resumes_to_the_same_result(
 def test_second_ctrl_c_aborts_with_a_consistent_file(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "abort.h5"
-    res = _sigint_run(out, 2)
-    assert res.returncode == 130, res.stderr
+    # The run stops a few ms after the first signal; on a loaded machine the second
+    # (sent 2 ms later) can arrive after the run ended ("stopped", exit 0, itself checked)
+    # or merge with the first in the kernel. Up to 5 attempts; one must abort.
+    # A second signal that lands after the stop was recorded (the file is final and says
+    # "stopped") only interrupts the summary print or the interpreter's exit: exit 130, or
+    # death by SIGINT (-2) once hwloop's handlers are gone, with a "stopped" file is
+    # consistent too, and the attempt is repeated.
+    aborted = False
+    for attempt in range(5):
+        out = tmp_path / f"abort{attempt}.h5"
+        res = _sigint_run(out, 2)
+        assert res.returncode in (0, 130, -signal.SIGINT), res.stderr
+        with open_session(out) as sf:
+            assert sf.clean and sf.integrity(full=True) == []
+            aborted = sf.status == "aborted"
+            assert aborted or sf.status == "stopped", (sf.status, sf.events(), res.stderr)
+        if aborted:
+            break
+    assert aborted and res.returncode == 130, res.stderr
     assert "Traceback" not in res.stderr
     with open_session(out) as sf:
         assert sf.clean and sf.status == "aborted"
@@ -225,3 +241,46 @@ def test_sigterm_aborts_with_a_consistent_file_and_the_reason(tmp_path: Path) ->
         assert sf.clean and sf.status == "aborted"
         assert "SIGTERM" in sf.attrs["reason"]
         assert sf.integrity(full=True) == []
+
+
+KILL_AFTER_COMMIT = """
+import os, signal, sys
+from hwloop.sessionlog import SessionWriter
+append = SessionWriter.append_step
+def append_then_maybe_die(self, log):
+    n = append(self, log)
+    # the run dies with 3 completed steps waiting for their commit
+    if self.steps_committed >= 10 and self.steps_done - self.steps_committed == 3:
+        print(f"killed: {self.steps_committed} committed, {self.steps_done} done", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n
+SessionWriter.append_step = append_then_maybe_die
+from hwloop.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_between_two_commits_loses_only_the_tail_which_resume_recomputes(
+    tmp_path: Path,
+) -> None:
+    """Group commit: steps wait in memory; a kill loses only the uncommitted ones, and on
+    the emulator resume recomputes them bit for bit."""
+    grouped = [*RUN, "--commit-every", "5", "--checkpoint-every", "1000"]
+    ref = tmp_path / "ref.h5"
+    res = _sub("train", *grouped, "--out", ref, "--quiet")
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "killed.h5"
+    cmd = [sys.executable, "-c", KILL_AFTER_COMMIT, "train", *map(str, grouped),
+           "--out", str(out), "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    committed, done = (int(w) for w in res.stdout.split()[1::2][:2])
+    assert done == committed + 3 and committed >= 10
+    with open_session(out) as sf:  # the killed writer's file opens
+        assert sf.status == "crashed"
+        assert sf.steps_done == committed  # every committed step, none of the tail
+        assert sf.integrity(full=True) == []
+        assert int(sf.checkpoints()["steps_done"][-1]) == 0  # resume re-runs from step 0
+    res = _sub("resume", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    _assert_same_run(_final_state(out), _final_state(ref))

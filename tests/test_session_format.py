@@ -126,6 +126,7 @@ def _symbols(f: h5py.File) -> dict[str, int]:
         "C": f["checkpoints/index"].shape[0],
         "Q": f["epochs"].shape[0],
         "V": f["events"].shape[0],
+        "G": int(s.attrs["chunk_steps"]),
     }
 
 

@@ -9,6 +9,7 @@ text, structured data are numeric tables, JSON is only parsed.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ from hwloop.sessionlog.schema import (
     layout_and_options,
     rng_from_fields,
 )
+
+VERIFY_S_PER_GB = 3.0
+"""``hwloop inspect`` checks every step's checksum when that takes at most this long per
+GB of samples and inputs, s (else as many of the last steps as fit that budget)."""
+
+VERIFY_MIN_S = 10.0
+"""Checking is always allowed this long, s."""
 
 READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 """What h5py raises for a damaged or incomplete file."""
@@ -336,35 +344,74 @@ class SessionFile:
             t_unix_s=float(row["t_unix_s"]),
         )
 
-    def integrity(self, *, full: bool = False) -> list[str]:
-        """Problems found in the file (empty list: intact).
+    def step_checksum(self, step: int) -> tuple[int, int]:
+        """The CRC-32 of ``step``'s stored samples (means) and inputs, and the recorded one."""
+        self._check_step(step)
+        s = self._f["steps"]
+        data = s["samples_v" if self.options.samples == "raw" else "mean_v"]
+        return crc32_of(data[step], s["inputs_v"][step]), int(s["index"][step]["crc32"])
 
-        Checks that every step row has its data, the checksums (of all steps with
-        ``full``, else of the last 8), the status and that a checkpoint exists.
+    def verify_checksums(self, *, full: bool = False) -> tuple[list[str], int]:
+        """Check the recorded checksum and step number of the complete steps, newest first.
+
+        Every step is checked when that goes at :data:`VERIFY_S_PER_GB` or faster
+        (reading plus CRC-32; at least :data:`VERIFY_MIN_S` is always allowed);
+        otherwise, unless ``full``, checking stops at that time budget.
+
+        Returns:
+            The problems found (oldest step first) and the number of steps checked
+            (the last ones).
+        """
+        s = self._f["steps"]
+        data = s["samples_v" if self.options.samples == "raw" else "mean_v"]
+        inputs = s["inputs_v"]
+        n = self.steps_done
+        row_bytes = (int(np.prod(data.shape[1:])) * data.dtype.itemsize
+                     + int(np.prod(inputs.shape[1:])) * inputs.dtype.itemsize)
+        budget_s = max(VERIFY_MIN_S, VERIFY_S_PER_GB * n * row_bytes / 1e9)
+        rows = max(1, (32 << 20) // max(1, row_bytes))
+        t0 = time.monotonic()
+        bad: list[tuple[int, str]] = []
+        hi = n
+        while hi > 0:
+            lo = max(0, hi - rows)
+            d, x, idx = data[lo:hi], inputs[lo:hi], s["index"][lo:hi]
+            for r in range(hi - lo):
+                i = lo + r
+                if crc32_of(d[r], x[r]) != int(idx["crc32"][r]):
+                    bad.append((i, f"step {i}: checksum mismatch (data damaged)"))
+                if int(idx["step"][r]) != i:
+                    bad.append((i, f"step {i}: index row says step {int(idx['step'][r])}"))
+            hi = lo
+            if not full and hi > 0 and time.monotonic() - t0 > budget_s:
+                break
+        return [msg for _, msg in sorted(bad)], n - hi
+
+    def integrity(self, *, full: bool = False) -> list[str]:
+        """Problems found in the file (empty list: intact); see :meth:`integrity_report`."""
+        return self.integrity_report(full=full)[0]
+
+    def integrity_report(self, *, full: bool = False) -> tuple[list[str], int]:
+        """Problems found in the file (empty list: intact) and the steps verified.
+
+        Checks that every step row has its data, the checksums and step numbers (of
+        every step, or of as many of the last ones as :meth:`verify_checksums` checks
+        in its time budget unless ``full``), the status and that a checkpoint exists.
         """
         problems: list[str] = []
-        s = self._f["steps"]
-        n_index = int(s["index"].shape[0])
+        n_index = int(self._f["steps/index"].shape[0])
         if self.steps_done < n_index:
             problems.append(
                 f"{n_index - self.steps_done} step row(s) without all their data "
                 "(the writer was cut off mid-step)"
             )
-        data_name = "samples_v" if self.options.samples == "raw" else "mean_v"
-        steps = range(self.steps_done) if full else range(max(0, self.steps_done - 8),
-                                                           self.steps_done)
-        for i in steps:
-            row = s["index"][i]
-            crc = crc32_of(s[data_name][i], s["inputs_v"][i])
-            if crc != int(row["crc32"]):
-                problems.append(f"step {i}: checksum mismatch (data damaged)")
-            if int(row["step"]) != i:
-                problems.append(f"step {i}: index row says step {int(row['step'])}")
+        bad, verified = self.verify_checksums(full=full)
+        problems += bad
         if self.attrs.get("status") not in STATUSES:
             problems.append(f"unknown status {self.attrs.get('status')!r}")
         if len(self.checkpoints()) == 0:
             problems.append("no complete checkpoint")
-        return problems
+        return problems, verified
 
 
 def open_session(path: str | Path) -> SessionFile:

@@ -173,6 +173,16 @@ class LogOptions:
             checkpoints) with LZF; raw noisy samples are stored uncompressed
             (their float mantissas are noise: LZF saves < 10 % at several times
             the write time).
+        compress_samples: LZF on the samples too (``--sem-target`` runs, whose
+            sample axis is mostly NaN padding).
+        commit_interval_s: group commit (DR-i11-core-3): completed steps are kept
+            in memory and committed together once the oldest of them waited this
+            long, s (>= 0; 0 commits every step).
+        commit_steps: ... or once this many are waiting (>= 0; 0: no step limit;
+            1: every step, the default on a board that cannot restore its state).
+        commit_bytes: ... or once they hold this many bytes (>= 1).
+            A commit also happens before every checkpoint, epoch row and event and
+            when the file is closed (clean stop, error, Ctrl-C, SIGTERM).
     """
 
     samples: str = "raw"
@@ -181,6 +191,9 @@ class LogOptions:
     checkpoint_every: int = 100
     compress: bool = True
     compress_samples: bool = False
+    commit_interval_s: float = 1.0
+    commit_steps: int = 0
+    commit_bytes: int = 64 * 2**20
 
     def __post_init__(self) -> None:
         if self.samples not in ("raw", "summary"):
@@ -191,6 +204,12 @@ class LogOptions:
             )
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every = {self.checkpoint_every} must be >= 1")
+        if not self.commit_interval_s >= 0:
+            raise ConfigError(f"commit_interval_s = {self.commit_interval_s} must be >= 0")
+        if self.commit_steps < 0:
+            raise ConfigError(f"commit_steps = {self.commit_steps} must be >= 0 (0: no limit)")
+        if self.commit_bytes < 1:
+            raise ConfigError(f"commit_bytes = {self.commit_bytes} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -367,7 +386,7 @@ def crc32_of(*arrays: NDArray[Any]) -> int:
     """CRC-32 of the bytes of ``arrays`` in order (C order), as the index stores it."""
     c = 0
     for a in arrays:
-        c = zlib.crc32(np.ascontiguousarray(a).tobytes(), c)
+        c = zlib.crc32(np.ascontiguousarray(a).data, c)  # the bytes in C order, no copy
     return c
 
 

@@ -111,34 +111,80 @@ class _Appender:
     (selection and dtype bookkeeping); this keeps the handle, dtype and row count.
     """
 
-    __slots__ = ("block", "capacity", "dsid", "dtype", "n", "row_shape")
+    __slots__ = ("dsid", "dtype", "n", "row_shape")
 
-    def __init__(self, ds: h5py.Dataset, block: int = 0) -> None:
+    def __init__(self, ds: h5py.Dataset) -> None:
         self.dsid = ds.id
         self.dtype = ds.dtype
         self.row_shape: tuple[int, ...] = tuple(ds.shape[1:])
         self.n = int(ds.shape[0])
-        self.capacity = self.n
-        self.block = block
 
     def append(self, value: Any, rows: int = 1) -> None:
-        """Append ``rows`` rows (``value`` of shape ``(rows, *row_shape)`` or one row).
-
-        With ``block > 0`` the dataset grows ``block`` rows at a time (fewer metadata
-        updates); :meth:`SessionWriter.close` trims it to the rows written.
-        """
+        """Append ``rows`` rows (``value`` of shape ``(rows, *row_shape)`` or one row)."""
         if rows == 0:
             return
         arr = np.ascontiguousarray(value, dtype=self.dtype).reshape((rows, *self.row_shape))
         n = self.n
-        if n + rows > self.capacity:
-            self.capacity = n + rows + self.block
-            self.dsid.set_extent((self.capacity, *self.row_shape))
+        self.dsid.set_extent((n + rows, *self.row_shape))
         fspace = self.dsid.get_space()
         fspace.select_hyperslab((n,) + (0,) * len(self.row_shape), arr.shape)
         mspace = h5py.h5s.create_simple(arr.shape)
         self.dsid.write(mspace, fspace, arr)
         self.n = n + rows
+
+
+CHUNK_BYTES = 512 * 1024
+"""Target size of one chunk of the uncompressed per-step arrays, bytes."""
+
+
+def chunk_steps(layout: StepLayout, n_free: int, options: LogOptions) -> int:
+    """Steps per chunk of the uncompressed per-step arrays (samples, means, times).
+
+    Compressed chunks are written once (one step each): rewriting a compressed chunk
+    moves it, and the freed space could be reused under data a crash must keep.
+    Uncompressed chunks are rewritten in place with the same bytes for the committed
+    rows, so several steps can share one; fewer, larger chunks keep the per-step cost
+    flat. One step per chunk when every step is committed on its own (a partial
+    chunk would be rewritten at every step) or the samples are compressed.
+    """
+    if options.commit_steps == 1 or options.compress_samples:
+        return 1
+    per_step = layout.batch * layout.phases * layout.max_samples * n_free * 8
+    return int(min(256, max(1, CHUNK_BYTES // max(1, per_step))))
+
+
+class _Block:
+    """The steps waiting for their commit: one preallocated array per dataset.
+
+    Each step's padded rows are written straight into the next row of every array
+    (no per-step arrays to allocate, no stacking at the commit); the arrays double
+    when full.
+    """
+
+    def __init__(self, rows: dict[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> None:
+        self.specs = rows
+        self.capacity = 0
+        self.n = 0
+        self.arrays: dict[str, NDArray[Any]] = {}
+        self._grow(16)
+
+    def _grow(self, capacity: int) -> None:
+        new = {name: np.empty((capacity, *shape), dtype=dt)
+               for name, (shape, dt) in self.specs.items()}
+        for name, a in self.arrays.items():
+            new[name][: self.n] = a[: self.n]
+        self.arrays, self.capacity = new, capacity
+
+    def next_row(self) -> dict[str, NDArray[Any]]:
+        """Views of the next free row of every array (the caller fills them)."""
+        if self.n == self.capacity:
+            self._grow(2 * self.capacity)
+        i = self.n
+        return {name: a[i] for name, a in self.arrays.items()}
+
+    def take(self) -> None:
+        """The row handed out by :meth:`next_row` now holds a step."""
+        self.n += 1
 
 
 class SessionWriter:
@@ -158,6 +204,16 @@ class SessionWriter:
         self._apps: dict[str, _Appender] = {}
         self._n_update_g = int(f["steps/update_g_s"].shape[1]) if "update_g_s" in f["steps"] else 0
         self._n_bias = int(f["steps/update_b_a"].shape[1])
+        # group commit: completed steps waiting in memory
+        specs = {name: (tuple(ds.shape[1:]), ds.dtype) for name, ds in f["steps"].items()
+                 if name != "free_nodes"}
+        self._block = _Block(specs)
+        self._scratch = _Block(specs)  # for verify_step
+        self._step_bytes = sum(int(np.prod(sh)) * dt.itemsize for sh, dt in specs.values())
+        self._pending_prog: list[NDArray[np.void]] = []
+        self._pending_since = 0.0
+        self._prog_next = self._app("programming/records").n
+        self._committed = self._app("steps/index").n
 
     def _app(self, path: str) -> _Appender:
         app = self._apps.get(path)
@@ -237,6 +293,8 @@ class SessionWriter:
                     sample_dtype=layout.sample_dtype,
                     samples_mode=opts.samples,
                 )
+                g = chunk_steps(layout, n_free, opts)
+                s.attrs["chunk_steps"] = g
                 set_units(s.create_dataset("free_nodes", data=free), "1 (node indices)")
 
                 def grow(name: str, shape: tuple[int, ...], dtype: Any, units: str,
@@ -258,13 +316,13 @@ class SessionWriter:
                 grow("examples", (b,), "<i8", "1 (training-set index; -1 pads)", 64)
                 if opts.samples == "raw":
                     zs = lzf if opts.compress_samples else {}
-                    grow("samples_v", (b, ph, ms, n_free), sdt, "V", fillvalue=np.nan, **zs)
+                    grow("samples_v", (b, ph, ms, n_free), sdt, "V", g, fillvalue=np.nan, **zs)
                     grow("flags", (b, ph, ms, n_free), "u1", "SampleFlag bits", **lzf)
-                    grow("sample_time_s", (ph, ms, b), "<f8", "s (board clock)",
-                         fillvalue=np.nan, **lzf)
+                    grow("sample_time_s", (ph, ms, b), "<f8", "s (board clock)", g,
+                         fillvalue=np.nan)
                 else:
-                    grow("mean_v", (b, ph, n_free), sdt, "V", fillvalue=np.nan)
-                    grow("sem_v", (b, ph, n_free), "<f4", "V", fillvalue=np.nan)
+                    grow("mean_v", (b, ph, n_free), sdt, "V", g, fillvalue=np.nan)
+                    grow("sem_v", (b, ph, n_free), "<f4", "V", g, fillvalue=np.nan)
                     grow("flags_any", (b, ph, n_free), "u1", "SampleFlag bits (OR)", **lzf)
                 grow("n_samples", (ph,), "<i4", "1", 256)
                 grow("inputs_v", (b, layout.n_inputs), "<f4", "V", **lzf)
@@ -343,11 +401,16 @@ class SessionWriter:
 
     @property
     def steps_done(self) -> int:
-        """Steps recorded so far."""
-        return self._app("steps/index").n
+        """Steps handed to the writer so far (committed or waiting for the next commit)."""
+        return self._committed + self._block.n
 
-    def _pack(self, log: StepLog) -> tuple[dict[str, NDArray[Any]], int, int]:
-        """The padded per-step arrays of ``log``, its checksum and its batch size."""
+    @property
+    def steps_committed(self) -> int:
+        """Steps on disk: a crash now keeps exactly these."""
+        return self._committed
+
+    def _pack(self, log: StepLog, out: dict[str, NDArray[Any]]) -> tuple[int, int]:
+        """Write the padded rows of ``log`` into ``out``; its checksum and batch size."""
         lay = self.layout
         bsz = len(log.examples)
         if bsz > lay.batch or len(log.readings) != lay.phases:
@@ -355,55 +418,48 @@ class SessionWriter:
                 f"step record does not fit the session layout (batch {bsz} > {lay.batch} "
                 f"or {len(log.readings)} phases != {lay.phases})"
             )
-        n_free = len(self.free_nodes)
-        ex = np.full(lay.batch, -1, dtype=np.int64)
+        ks = [r.n_samples for r in log.readings]
+        if max(ks) > lay.max_samples:
+            raise ConfigError(f"a phase took {max(ks)} samples > {lay.max_samples}")
+        out["n_samples"][:] = ks
+        full = bsz == lay.batch and min(ks) == lay.max_samples  # no padding
+        ex = out["examples"]
         ex[:bsz] = log.examples
-        inputs = np.zeros((lay.batch, lay.n_inputs), dtype=np.float32)
+        ex[bsz:] = -1
+        inputs = out["inputs_v"]
         inputs[:bsz] = np.asarray(log.inputs_v).real
-        n_samp = np.array([r.n_samples for r in log.readings], dtype=np.int32)
-        if int(n_samp.max()) > lay.max_samples:
-            raise ConfigError(f"a phase took {int(n_samp.max())} samples > {lay.max_samples}")
-        out: dict[str, NDArray[Any]] = {}
+        inputs[bsz:] = 0
         if self.options.samples == "raw":
-            samples = np.full(
-                (lay.batch, lay.phases, lay.max_samples, n_free), np.nan, dtype=lay.sample_dtype
-            )
-            flags = np.zeros(samples.shape, dtype=np.uint8)
-            times = np.full((lay.phases, lay.max_samples, lay.batch), np.nan)
+            samples, flags, times = out["samples_v"], out["flags"], out["sample_time_s"]
+            if not full:
+                samples[...] = np.nan
+                flags[...] = 0
+                times[...] = np.nan
             for p, r in enumerate(log.readings):
                 k = r.n_samples
-                samples[:bsz, p, :k] = np.moveaxis(np.asarray(r.samples_v).real, 0, 1)
-                flags[:bsz, p, :k] = np.moveaxis(r.flags, 0, 1)
+                samples[:bsz, p, :k] = np.asarray(r.samples_v).real.swapaxes(0, 1)
+                flags[:bsz, p, :k] = r.flags.swapaxes(0, 1)
                 times[p, :k, :bsz] = r.timestamps_s
-            out.update(samples_v=samples, flags=flags, sample_time_s=times)
             crc = crc32_of(samples, inputs)
         else:
-            mean = np.full((lay.batch, lay.phases, n_free), np.nan, dtype=lay.sample_dtype)
-            sem = np.full_like(mean, np.nan)
-            fany = np.zeros(mean.shape, dtype=np.uint8)
+            mean, sem, fany = out["mean_v"], out["sem_v"], out["flags_any"]
+            if not full:
+                mean[...] = np.nan
+                sem[...] = np.nan
+                fany[...] = 0
             for p, r in enumerate(log.readings):
                 mean[:bsz, p] = np.asarray(r.mean_v).real
                 sem[:bsz, p] = r.sem_v
                 fany[:bsz, p] = np.bitwise_or.reduce(r.flags, axis=0)
-            out.update(mean_v=mean, sem_v=sem, flags_any=fany)
             crc = crc32_of(mean, inputs)
-        out["examples"] = ex
-        out["n_samples"] = n_samp
-        out["inputs_v"] = inputs
-        out["betas_s"] = np.asarray(log.betas_s, dtype=np.float64)
-        nv = np.zeros((lay.phases, lay.batch, lay.n_outputs), dtype=np.float32)
+        out["betas_s"][:] = log.betas_s
+        nv = out["nudge_values"]
         nv[:, :bsz] = np.asarray(log.nudge_values).real
-        out["nudge_values"] = nv
-        if self.options.updates:
-            ug = np.zeros(self._n_update_g, dtype=np.float32)
-            if log.update_g_s is not None:
-                ug[:] = log.update_g_s
-            out["update_g_s"] = ug
-        ub = np.zeros(self._n_bias, dtype=np.float32)
-        if log.update_b_a is not None:
-            ub[:] = log.update_b_a
-        out["update_b_a"] = ub
-        return out, crc, bsz
+        nv[:, bsz:] = 0
+        if "update_g_s" in out:
+            out["update_g_s"][:] = 0 if log.update_g_s is None else log.update_g_s
+        out["update_b_a"][:] = 0 if log.update_b_a is None else log.update_b_a
+        return crc, bsz
 
     def verify_step(self, step: int, log: StepLog) -> None:
         """Check that a re-run step reproduced recorded step ``step``.
@@ -413,7 +469,7 @@ class SessionWriter:
         Raises:
             SessionError: the step differs from the recording.
         """
-        _, crc, bsz = self._pack(log)
+        crc, bsz = self._pack(log, self._scratch.next_row())
         row = self._f["steps/index"][step]
         if crc != int(row["crc32"]) or bsz != int(row["n_examples"]):
             raise SessionError(
@@ -424,29 +480,68 @@ class SessionWriter:
             )
 
     def append_step(self, log: StepLog) -> int:
-        """Append one completed step and flush; returns its step number."""
+        """Hand one completed step to the writer; returns its step number.
+
+        The step is committed with the steps waiting before it when the commit budget
+        of :class:`LogOptions` is reached (time, steps or bytes; every step with
+        ``commit_steps == 1``), else at the next checkpoint, epoch row, event or
+        :meth:`close`, whichever comes first.
+        """
         n = self.steps_done
-        arrays, crc, bsz = self._pack(log)
-        with sigint_held():
-            for name, arr in arrays.items():
-                self._app(f"steps/{name}").append(arr)
-            rows = self._programming_rows(n, log)
-            recs = self._app("programming/records")
-            start = recs.n
-            recs.append(rows, len(rows))
-            row = np.zeros((), dtype=INDEX_DTYPE)
-            row["step"], row["epoch"], row["batch"] = n, log.epoch, log.batch
-            row["n_examples"] = bsz
-            row["t_start_unix_s"], row["duration_s"] = log.t_start_unix_s, log.duration_s
-            row["loss"], row["accuracy"] = log.loss, log.accuracy
-            row["pulses"], row["bound_hits"] = log.n_pulses, log.n_bound_hits
-            row["prog_row_start"], row["prog_row_count"] = start, len(rows)
-            for k, v in rng_to_fields(log.rng).items():
-                row[k] = v
-            row["crc32"] = crc
-            self._app("steps/index").append(row)  # the commit: a step exists once its row does
-            self._f.flush()
+        block = self._block
+        out = block.next_row()
+        crc, bsz = self._pack(log, out)
+        rows = self._programming_rows(n, log)
+        row = out["index"]
+        row["step"], row["epoch"], row["batch"] = n, log.epoch, log.batch
+        row["n_examples"] = bsz
+        row["t_start_unix_s"], row["duration_s"] = log.t_start_unix_s, log.duration_s
+        row["loss"], row["accuracy"] = log.loss, log.accuracy
+        row["pulses"], row["bound_hits"] = log.n_pulses, log.n_bound_hits
+        row["prog_row_start"], row["prog_row_count"] = self._prog_next, len(rows)
+        for k, v in rng_to_fields(log.rng).items():
+            row[k] = v
+        row["crc32"] = crc
+        self._prog_next += len(rows)
+        if len(rows):
+            self._pending_prog.append(rows)
+        if block.n == 0:
+            self._pending_since = time.monotonic()
+        block.take()
+        opts = self.options
+        if (
+            (opts.commit_steps and block.n >= opts.commit_steps)
+            or block.n * self._step_bytes >= opts.commit_bytes
+            or time.monotonic() - self._pending_since >= opts.commit_interval_s
+        ):
+            self.commit()
         return n
+
+    def commit(self) -> int:
+        """Write the waiting steps and flush: one append per dataset, then the index rows.
+
+        The index rows are written last: a step exists once its row does, so a kill
+        at any moment leaves the steps of earlier commits and none of this one (or,
+        should it die inside the index write, a prefix whose checksums match).
+        Ctrl-C is held back meanwhile. Returns the number of steps committed.
+        """
+        block = self._block
+        k = block.n
+        if k == 0:
+            return 0
+        with sigint_held():
+            for name, a in block.arrays.items():
+                if name != "index":
+                    self._app(f"steps/{name}").append(a[:k], k)
+            if self._pending_prog:
+                prog = np.concatenate(self._pending_prog)
+                self._app("programming/records").append(prog, len(prog))
+            self._app("steps/index").append(block.arrays["index"][:k], k)  # the commit
+            self._f.flush()
+            self._committed += k
+            block.n = 0
+            self._pending_prog = []
+        return k
 
     def _programming_rows(self, step: int, log: StepLog) -> NDArray[np.void]:
         if self.options.programming == "off" or log.prog_reason is None \
@@ -482,6 +577,7 @@ class SessionWriter:
         if app.n >= int(row["epoch"]) > 0:
             return  # recorded before a crash; a resumed run reaches its end again
         with sigint_held():
+            self.commit()
             self._app("epochs").append(row)
             self._f.flush()
 
@@ -493,6 +589,7 @@ class SessionWriter:
         row["t_unix_s"], row["step"], row["kind"] = time.time(), step, kind.encode()
         row["message"] = message.encode("utf-8", "replace")[:240]
         with sigint_held():
+            self.commit()
             self._app("events").append(row)
             if flush:
                 self._f.flush()
@@ -518,6 +615,7 @@ class SessionWriter:
                 f"checkpoint arrays {sorted(ckpt.arrays)} differ from the file's {sorted(names)}"
             )
         with sigint_held():
+            self.commit()  # the steps before a checkpoint are on disk before it
             order = np.asarray(ckpt.order, dtype=np.int64)
             if order.shape != self._app("checkpoints/order").row_shape:
                 raise ConfigError("checkpoint example order changed length")
