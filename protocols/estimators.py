@@ -15,6 +15,11 @@ is the free phase.
   (Laborieux et al. 2021; the DRN code's default);
 * random-sign: one-sided with the sign of beta drawn per step from the run's
   generator -- unbiased at O(beta) in expectation only.
+
+A training run builds its step plan once, from the estimator's stencil at
+``+beta``; a random sign is data of each step (:meth:`Estimator.draw_sign`),
+which the engine applies to every nudge and coefficient
+(:meth:`Stencil.signed`, the mirrored stencil).
 """
 
 from __future__ import annotations
@@ -53,6 +58,14 @@ class Stencil:
         """True if the free equilibrium enters the estimate."""
         return 0.0 in self.betas_s
 
+    def signed(self, sign: float) -> Stencil:
+        """The mirrored stencil for ``sign = -1`` (every nudge and coefficient negated)."""
+        if sign == 1.0:
+            return self
+        return Stencil(
+            tuple(b * sign for b in self.betas_s), tuple(c * sign for c in self.coeffs)
+        )
+
 
 class Estimator(Protocol):
     """Chooses the nudges of one step."""
@@ -62,8 +75,21 @@ class Estimator(Protocol):
         """The estimator's name."""
         ...
 
-    def stencil(self, beta_s: float, rng: np.random.Generator) -> Stencil:
-        """The nudges for one step with nudge size ``beta_s`` (> 0), S."""
+    @property
+    def random_sign(self) -> bool:
+        """True if each step draws the sign of its nudges (:meth:`draw_sign`)."""
+        ...
+
+    def stencil(self, beta_s: float, rng: np.random.Generator | None = None) -> Stencil:
+        """The nudges for one step with nudge size ``beta_s`` (> 0), S.
+
+        With ``rng`` a random-sign estimator draws the sign (:meth:`draw_sign`);
+        without, every estimator gives its stencil at ``+beta_s``.
+        """
+        ...
+
+    def draw_sign(self, rng: np.random.Generator) -> float:
+        """The sign of this step's nudges, +1.0 or -1.0 (fixed-sign estimators draw nothing)."""
         ...
 
 
@@ -72,10 +98,15 @@ class OneSided:
     """``(f(beta) - f(0)) / beta``."""
 
     name: str = "one-sided"
+    random_sign: bool = False
 
-    def stencil(self, beta_s: float, rng: np.random.Generator) -> Stencil:
+    def stencil(self, beta_s: float, rng: np.random.Generator | None = None) -> Stencil:
         """Free phase and one nudge of ``+beta``."""
         return Stencil((0.0, beta_s), (-1.0 / beta_s, 1.0 / beta_s))
+
+    def draw_sign(self, rng: np.random.Generator) -> float:
+        """Always +1 (draws nothing)."""
+        return 1.0
 
 
 @dataclass(frozen=True)
@@ -83,10 +114,15 @@ class Centered:
     """``(f(beta) - f(-beta)) / (2 beta)``."""
 
     name: str = "centered"
+    random_sign: bool = False
 
-    def stencil(self, beta_s: float, rng: np.random.Generator) -> Stencil:
+    def stencil(self, beta_s: float, rng: np.random.Generator | None = None) -> Stencil:
         """Nudges of ``-beta`` then ``+beta`` (the DRN code's order)."""
         return Stencil((-beta_s, beta_s), (-0.5 / beta_s, 0.5 / beta_s))
+
+    def draw_sign(self, rng: np.random.Generator) -> float:
+        """Always +1 (draws nothing)."""
+        return 1.0
 
 
 @dataclass(frozen=True)
@@ -94,11 +130,16 @@ class RandomSign:
     """One-sided with a random sign per step (draws one value from ``rng``)."""
 
     name: str = "random-sign"
+    random_sign: bool = True
 
-    def stencil(self, beta_s: float, rng: np.random.Generator) -> Stencil:
-        """Free phase and one nudge of ``s*beta``, ``s = +/-1`` at random."""
-        b = beta_s if rng.random() < 0.5 else -beta_s
-        return Stencil((0.0, b), (-1.0 / b, 1.0 / b))
+    def stencil(self, beta_s: float, rng: np.random.Generator | None = None) -> Stencil:
+        """Free phase and one nudge of ``s*beta``, ``s = +/-1`` drawn from ``rng`` (+1 without)."""
+        base = Stencil((0.0, beta_s), (-1.0 / beta_s, 1.0 / beta_s))
+        return base if rng is None else base.signed(self.draw_sign(rng))
+
+    def draw_sign(self, rng: np.random.Generator) -> float:
+        """+1 or -1 with equal probability (one value from ``rng``)."""
+        return 1.0 if rng.random() < 0.5 else -1.0
 
 
 def make_estimator(name: str) -> Estimator:

@@ -9,7 +9,13 @@ A centered-EP step::
 
     ApplyInputs -> Settle -> Measure(free) -> ApplyNudge(-beta) -> Settle -> Measure(1)
     -> ApplyNudge(+beta) -> Settle -> Measure(2) -> ReleaseNudge -> ComputeUpdate
-    -> Program -> Checkpoint
+    -> Program
+
+A run builds its plan once; a random-sign estimator's sign is data of each step,
+applied by the engine to every nudge and coefficient
+(:func:`protocols.engine.run_step`, ``sign``). What happens with the finished
+step (session file, progress, monitors) is up to the observers of
+:class:`protocols.training.Trainer`, not part of the plan.
 """
 
 from __future__ import annotations
@@ -100,11 +106,6 @@ class Program:
     """Apply the update to the board's conductances and bias sources."""
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """The step is complete: hand its record to the checkpoint hook."""
-
-
 Step = (
     ApplyInputs
     | Settle
@@ -113,7 +114,6 @@ Step = (
     | ReleaseNudge
     | ComputeUpdate
     | Program
-    | Checkpoint
 )
 
 
@@ -153,7 +153,7 @@ def build_step_plan(
         phase += 1
         used.append(phase)
         steps += [ApplyNudge(phase, beta, nudge_kind), Settle(settle_time_s), measure(phase)]
-    steps += [ReleaseNudge(), ComputeUpdate(tuple(used), stencil.coeffs), Program(), Checkpoint()]
+    steps += [ReleaseNudge(), ComputeUpdate(tuple(used), stencil.coeffs), Program()]
     return tuple(steps)
 
 
@@ -186,7 +186,6 @@ def format_plan(plan: tuple[Step, ...]) -> str:
                 ApplyInputs: "apply input voltages",
                 ReleaseNudge: "release nudge",
                 Program: "program conductances and biases",
-                Checkpoint: "checkpoint",
             }[type(s)]
         lines.append(f"{i:2d}. {what}")
     return "\n".join(lines)
@@ -199,8 +198,12 @@ def dry_run(
     targets_v: NDArray[np.floating],
     *,
     max_pulses_per_step: int | None = None,
+    signs: tuple[float, ...] = (1.0,),
 ) -> None:
     """Check a plan against the board's limits before anything is applied.
+
+    ``signs``: the nudge signs the plan will run with (``(-1.0, 1.0)`` for a
+    random-sign estimator); every nudge is checked with each.
 
     Input voltages and resistive nudges are checked exactly. A current nudge
     ``beta * (y - v_free)`` is checked against its worst case, with ``|v_free|``
@@ -228,9 +231,11 @@ def dry_run(
                 seen_free = True
         elif isinstance(s, ApplyNudge):
             if s.kind == "resistive":
-                check_nudge_within_limits(
-                    ResistiveNudge(s.beta_s, y), lim, batch, n_out, desc.supports_complex_nudge
-                )
+                for sign in signs:
+                    check_nudge_within_limits(
+                        ResistiveNudge(s.beta_s * sign, y), lim, batch, n_out,
+                        desc.supports_complex_nudge,
+                    )
             else:
                 if not seen_free:
                     raise ConfigError("a current nudge needs the free phase measured before it")
