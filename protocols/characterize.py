@@ -46,6 +46,7 @@ from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
 from hwloop.session import safe_session
 from protocols.config import published_defaults
+from protocols.engine import free_phase
 from protocols.training import encode_inputs
 
 Array = NDArray[np.floating]
@@ -65,10 +66,7 @@ def fit_read_noise(mean_v: Array, var_v2: Array) -> tuple[float, float]:
 
 def measure_read_noise(device: Device, v_in: Array, n_repeats: int) -> dict[str, Any]:
     """Repeat reads at fixed inputs: per-node std, fit vs signal level (see module doc)."""
-    device.apply_nudge(None)
-    device.apply_inputs(v_in)
-    device.settle()
-    r = device.read_nodes(n_repeats)
+    r = free_phase(device, v_in, n_repeats)
     s = np.asarray(r.samples_v.real, dtype=np.float64)  # (R, B, n)
     ok = np.asarray(r.flags == 0)
     flagged = int((~ok).sum())

@@ -22,29 +22,66 @@ does that on every exit path (see :mod:`protocols.training`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.device import CurrentNudge, Device, NodeReading, Nudge, ResistiveNudge
 from hwloop.errors import ConfigError
-from protocols.holomorphic import board_couplings, stencil_gradient
 from protocols.optim import Update
 from protocols.plan import (
     ApplyInputs,
     ApplyNudge,
     ComputeUpdate,
+    DriveSinusoid,
     Measure,
+    NudgeKind,
     Program,
     ReleaseNudge,
     Settle,
     Step,
+    measurement_plan,
 )
 from protocols.programming import ProgramReport, Reason
-from protocols.updates import Gradient, ep_gradient
+from protocols.updates import Gradient, board_couplings, ep_gradient, stencil_gradient
 
 Array = NDArray[np.floating]
+
+
+@runtime_checkable
+class ReportsConvergence(Protocol):
+    """A board that can say whether its last settle converged (the emulators)."""
+
+    def last_converged(self) -> NDArray[np.bool_]:
+        """``(batch,)`` True where the last settle reached the steady state."""
+        ...
+
+
+@runtime_checkable
+class SinusoidalDrive(Protocol):
+    """A board that can drive a sinusoidal output pull and sample the nodes in time."""
+
+    def relaxation_time_s(self, amplitude_s: float = 0.0) -> float:
+        """Slowest relaxation time around the present free fixed point, s.
+
+        With ``amplitude_s = r > 0``: the slowest over the nudges ``-r, 0, +r`` (the
+        drive's extremes); raises :class:`~hwloop.errors.ConfigError` when the network
+        is unstable at one of them.
+        """
+        ...
+
+    def drive_sinusoid(
+        self,
+        targets_v: Array,
+        amplitude_s: float,
+        frequency_hz: float,
+        n_periods: int,
+        samples_per_period: int,
+        settle_periods: int = 1,
+    ) -> NodeReading:
+        """Drive ``beta(t) = r cos(2 pi f t)`` and return the free nodes sampled in time."""
+        ...
 
 
 class Learner(Protocol):
@@ -76,6 +113,8 @@ class StepRecord:
         n_pulses: pulses applied by programming (0 without a Program step).
         n_bound_hits: edges whose requested change was cut at a device bound.
         sign: the sign applied to every nudge and stencil coefficient (+1 or -1).
+        converged: phase -> whether every example's settle before that reading
+            converged (only when the engine was asked to track it).
         executed: the steps run, in order.
         inputs_v: ``(batch, n_inputs)`` input voltages applied, V.
         targets_v: ``(batch, n_outputs)`` target output voltages, V.
@@ -89,7 +128,7 @@ class StepRecord:
     """
 
     readings: dict[int, NodeReading] = field(default_factory=dict)
-    betas_s: dict[int, float] = field(default_factory=dict)
+    betas_s: dict[int, float | complex] = field(default_factory=dict)
     nudges: dict[int, Nudge] = field(default_factory=dict)
     gradient: Gradient | None = None
     update: Update | None = None
@@ -97,6 +136,7 @@ class StepRecord:
     n_pulses: int = 0
     n_bound_hits: int = 0
     sign: float = 1.0
+    converged: dict[int, bool] = field(default_factory=dict)
     executed: list[Step] = field(default_factory=list)
     inputs_v: Array | None = None
     targets_v: Array | None = None
@@ -168,8 +208,10 @@ def run_step(
     *,
     sign: float = 1.0,
     dtype: np.dtype[np.floating] | type[np.floating] = np.float64,
+    v_free_out: Array | None = None,
+    track_convergence: bool = False,
 ) -> StepRecord:
-    """Execute one step plan on ``device`` for a batch.
+    """Execute one step plan (or any measurement plan) on ``device`` for a batch.
 
     Args:
         plan: the steps (see :func:`protocols.plan.build_step_plan`).
@@ -181,6 +223,10 @@ def run_step(
         sign: +1.0, or -1.0 to mirror the plan's stencil (every nudge and
             coefficient negated): a random-sign estimator's draw for this step.
         dtype: arithmetic precision of the gradient.
+        v_free_out: ``(batch, n_outputs)`` free-phase output voltages for current
+            nudges, V, when the plan does not measure the free phase itself.
+        track_convergence: record per measured phase whether the settle before it
+            converged (``device`` must implement :class:`ReportsConvergence`).
 
     Returns:
         The record of the step.
@@ -197,21 +243,33 @@ def run_step(
         elif isinstance(step, Measure):
             rec.readings[step.phase] = measure(device, step)
             rec.betas_s.setdefault(step.phase, 0.0)
+            if track_convergence:
+                done = cast(ReportsConvergence, device).last_converged()
+                rec.converged[step.phase] = bool(np.all(done))
         elif isinstance(step, ApplyNudge):
-            beta = step.beta_s * sign
+            beta: float | complex = step.beta_s * sign
+            if isinstance(beta, complex) and beta.imag == 0:
+                beta = beta.real
             nudge: Nudge
             if step.kind == "resistive":
                 nudge = ResistiveNudge(beta, targets_v)
             else:
-                if 0 not in rec.readings:
-                    raise ConfigError("a current nudge needs the free phase measured first")
-                v_free_out = rec.mean_v(0)[:, out_pos]
+                if v_free_out is None:
+                    if 0 not in rec.readings:
+                        raise ConfigError("a current nudge needs the free phase measured first")
+                    v_free_out = rec.mean_v(0)[:, out_pos]
                 nudge = CurrentNudge(beta * (targets_v - v_free_out))
             device.apply_nudge(nudge)
             rec.nudges[step.phase] = nudge
             rec.betas_s[step.phase] = beta
         elif isinstance(step, ReleaseNudge):
             device.apply_nudge(None)
+        elif isinstance(step, DriveSinusoid):
+            rec.readings[step.phase] = cast(SinusoidalDrive, device).drive_sinusoid(
+                targets_v, step.amplitude_s, step.frequency_hz, step.n_periods,
+                step.samples_per_period, step.settle_periods,
+            )
+            rec.betas_s[step.phase] = step.amplitude_s
         elif isinstance(step, ComputeUpdate):
             if learner is None:
                 raise ConfigError("this plan computes updates: give the engine a learner")
@@ -234,3 +292,61 @@ def run_step(
             raise ConfigError(f"unknown plan step {step!r}")
         rec.executed.append(step)
     return rec
+
+
+def free_phase(
+    device: Device, v_inputs: Array, n_samples: int = 1, *, nodes: NDArray[np.integer] | None = None
+) -> NodeReading:
+    """Release any nudge, apply ``v_inputs`` (V), settle, read ``n_samples`` samples.
+
+    The free phase of every measurement outside a training step (evaluation,
+    estimators, planner, characterisation); ``nodes``: read only these (default:
+    every free node).
+    """
+    device.apply_nudge(None)
+    device.apply_inputs(v_inputs)
+    device.settle()
+    if nodes is None:
+        return device.read_nodes(n_samples)
+    return device.read_nodes(n_samples, nodes=nodes)
+
+
+def nudged_phases(
+    device: Device,
+    betas_s: tuple[float | complex, ...],
+    targets_v: Array,
+    *,
+    nudge_kind: NudgeKind = "resistive",
+    n_samples: int = 1,
+    v_free_out: Array | None = None,
+    release_each: bool = False,
+) -> tuple[list[NodeReading | None], bool]:
+    """Measure the nudged equilibria at ``betas_s`` (S, real or complex; 0 is skipped).
+
+    The inputs are the ones applied (after :func:`free_phase`); the nudge is
+    released at the end.
+
+    Args:
+        device: any board (complex betas need ``supports_complex_nudge``).
+        betas_s: the nudges, S.
+        targets_v: ``(batch, n_outputs)`` target voltages, V.
+        nudge_kind: ``"resistive"`` or ``"current"`` (then ``v_free_out`` is needed).
+        n_samples: samples per phase per example.
+        v_free_out: ``(batch, n_outputs)`` free output voltages for current nudges, V.
+        release_each: release the nudge after every phase (else only at the end).
+
+    Returns:
+        One reading per beta (``None`` for a zero beta) and whether every settle
+        converged (True on a board that does not report it).
+    """
+    plan = measurement_plan(
+        betas_s, nudge_kind=nudge_kind, n_samples=n_samples, free=False,
+        release_each=release_each,
+    )
+    track = isinstance(device, ReportsConvergence)
+    rec = run_step(
+        plan, device, np.empty((0, 0)), targets_v, None, v_free_out=v_free_out,
+        track_convergence=track,
+    )
+    readings = [rec.readings.get(k) for k in range(1, len(betas_s) + 1)]
+    return readings, all(rec.converged.values())

@@ -24,7 +24,7 @@ which the engine applies to every nudge and coefficient
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import numpy as np
@@ -37,33 +37,92 @@ ESTIMATORS: tuple[EstimatorName, ...] = ("centered", "one-sided", "random-sign")
 
 @dataclass(frozen=True)
 class Stencil:
-    """Nudges of one EP step and how to combine what is measured there.
+    """Nudges of an EP estimate and how to combine what is measured there.
+
+    One type for every estimator: the training estimators below, the multi-point
+    and Cauchy estimators (:func:`protocols.holomorphic.make_stencil`) and the
+    lock-in's quasi-static equivalent (:func:`protocols.lockin.lockin_stencil`).
+    The estimate is ``Re sum_i c_i f(beta_i)``.
 
     Attributes:
-        betas_s: signed nudge strength of each nudged phase, S (0 means free).
-        coeffs: coefficient of each phase in the gradient estimate, 1/S.
+        betas_s: signed nudge strength of each phase, S (0 means free; complex
+            for Cauchy points, which need ``supports_complex_nudge``).
+        coeffs: coefficient of each phase in the estimate, 1/S (complex with
+            complex nudges).
+        name: the estimator's name ("" when built by hand).
+        radius_s: the largest ``|beta|``, S (0: computed from ``betas_s``).
+        order: bias order ``p`` (bias ``c a_{p+1} r^p``, with ``f = sum a_m beta^m``).
+        bias_coef: ``c`` in that bias (dimensionless).
+        variance_factor: ``V`` in the variance ``V sigma^2 / (M r^2)`` for ``M``
+            samples split equally over the points (dimensionless; NaN if not stated).
     """
 
-    betas_s: tuple[float, ...]
-    coeffs: tuple[float, ...]
+    betas_s: tuple[complex, ...]
+    coeffs: tuple[complex, ...]
+    name: str = ""
+    radius_s: float = 0.0
+    order: int = 1
+    bias_coef: float = 1.0
+    variance_factor: float = float("nan")
 
     def __post_init__(self) -> None:
         if len(self.betas_s) != len(self.coeffs) or not self.betas_s:
             raise ConfigError("a stencil needs one coefficient per nudge")
-        if abs(sum(self.coeffs)) > 1e-9 * max(abs(c) for c in self.coeffs):
+        if abs(complex(sum(self.coeffs)).real) > 1e-9 * max(abs(c) for c in self.coeffs):
             raise ConfigError("stencil coefficients must sum to 0 (a constant has no gradient)")
+        if self.radius_s == 0.0:
+            object.__setattr__(self, "radius_s", float(max(abs(b) for b in self.betas_s)))
 
     @property
     def needs_free_phase(self) -> bool:
         """True if the free equilibrium enters the estimate."""
         return 0.0 in self.betas_s
 
+    @property
+    def is_complex(self) -> bool:
+        """True if any nudge is complex (needs ``supports_complex_nudge``)."""
+        return any(complex(b).imag != 0 for b in self.betas_s)
+
+    @property
+    def real_betas_s(self) -> tuple[float, ...]:
+        """The nudges as real numbers, S.
+
+        Raises:
+            ConfigError: a complex stencil (its estimate needs complex nudges).
+        """
+        if self.is_complex:
+            raise ConfigError(f"the {self.name or 'given'} stencil has complex nudges")
+        return tuple(float(complex(b).real) for b in self.betas_s)
+
+    @property
+    def real_coeffs(self) -> tuple[float, ...]:
+        """The coefficients as real numbers, 1/S (see :attr:`real_betas_s`)."""
+        if self.is_complex or any(complex(c).imag != 0 for c in self.coeffs):
+            raise ConfigError(f"the {self.name or 'given'} stencil has complex coefficients")
+        return tuple(float(complex(c).real) for c in self.coeffs)
+
+    @property
+    def n_solves(self) -> int:
+        """Number of nudged equilibria (the free phase is always measured anyway)."""
+        return sum(1 for b in self.betas_s if b != 0)
+
     def signed(self, sign: float) -> Stencil:
         """The mirrored stencil for ``sign = -1`` (every nudge and coefficient negated)."""
         if sign == 1.0:
             return self
-        return Stencil(
-            tuple(b * sign for b in self.betas_s), tuple(c * sign for c in self.coeffs)
+        return replace(
+            self,
+            betas_s=tuple(b * sign for b in self.betas_s),
+            coeffs=tuple(c * sign for c in self.coeffs),
+        )
+
+    def scaled(self, q: float) -> Stencil:
+        """The same stencil at radius ``q r`` (nudges times q, coefficients over q)."""
+        return replace(
+            self,
+            betas_s=tuple(b * q for b in self.betas_s),
+            coeffs=tuple(c / q for c in self.coeffs),
+            radius_s=self.radius_s * q,
         )
 
 

@@ -40,10 +40,10 @@ from protocols.holomorphic import (
     Estimate,
     choose_beta,
     estimate,
-    local_gradient,
     make_stencil,
 )
 from protocols.lockin import lockin_estimate
+from protocols.updates import local_gradient
 
 ESTIMATORS: tuple[str, ...] = (*STENCILS, "lockin")
 LOCKIN_SAMPLES_PER_PERIOD = 16

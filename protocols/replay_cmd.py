@@ -314,13 +314,13 @@ def replay_session(
 def _phase_map(stencil: Stencil, betas_rec: Array) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Recorded phase of each stencil entry (None when not recorded) and the coefficients."""
     phases: list[int] = []
-    for b in stencil.betas_s:
+    for b in stencil.real_betas_s:
         if b == 0.0:
             phases.append(0)
             continue
         hit = [p for p in range(1, len(betas_rec)) if float(betas_rec[p]) == b]
         phases.append(hit[0] if hit else -1)
-    return tuple(phases), stencil.coeffs
+    return tuple(phases), stencil.real_coeffs
 
 
 def _layer_groups(sf: SessionFile) -> list[tuple[str, str, slice | NDArray[np.intp]]]:

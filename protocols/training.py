@@ -36,9 +36,8 @@ from hwloop.errors import ConfigError
 from hwloop.session import StopRequest
 from hwloop.sessionlog import Checkpoint, LogOptions, SessionWriter, StepLayout, StepLog
 from protocols.config import TrainConfig
-from protocols.engine import StepRecord, run_step
+from protocols.engine import StepRecord, free_phase, run_step
 from protocols.estimators import Estimator, make_estimator
-from protocols.holomorphic import board_couplings
 from protocols.homeostasis import (
     JacobianProbe,
     NodeClamp,
@@ -51,7 +50,7 @@ from protocols.homeostasis import (
 from protocols.optim import SGD, Update
 from protocols.plan import Measure, Step, build_step_plan, dry_run
 from protocols.programming import OpenLoopProgrammer, ProgramReport, WriteVerifyProgrammer
-from protocols.updates import Gradient, output_cost
+from protocols.updates import Gradient, board_couplings, output_cost
 
 Array = NDArray[np.floating]
 
@@ -190,10 +189,8 @@ def evaluate(
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
         yb = labels[start : start + batch_size]
-        device.apply_nudge(None)
-        device.apply_inputs(encode_inputs(xb, input_gain_v, len(desc.input_nodes)))
-        device.settle()
-        v = device.read_nodes(n_samples, nodes=outs).mean_v.real
+        v_in = encode_inputs(xb, input_gain_v, len(desc.input_nodes))
+        v = free_phase(device, v_in, n_samples, nodes=outs).mean_v.real
         correct += int(np.sum(np.argmax(v, axis=1) == yb))
         cost += float(output_cost(v, one_hot(yb, len(outs))).sum())
     n = max(len(x), 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hwloop.device import CurrentNudge, ResistiveNudge
-from hwloop.errors import ConfigError, LimitError
+from hwloop.errors import ConfigError, LimitError, UnsupportedError
 from hwloop.plugins import open_board
 from protocols.engine import run_step
 from protocols.estimators import Centered, OneSided, RandomSign, Stencil, make_estimator
@@ -312,3 +312,34 @@ def test_a_random_sign_is_data_of_the_step_and_mirrors_the_plan() -> None:
     draws = np.random.default_rng(7).random(50)
     rng = np.random.default_rng(7)
     assert [rs.draw_sign(rng) for _ in range(50)] == [1.0 if d < 0.5 else -1.0 for d in draws]
+
+
+def test_the_measurement_plan_of_a_cauchy_stencil_runs_complex_nudges_in_the_engine() -> None:
+    """One executor: complex ApplyNudge steps reach the board; boards without refuse first."""
+    from protocols.engine import nudged_phases
+    from protocols.holomorphic import make_stencil
+    from protocols.plan import measurement_plan
+    from tests.board_helpers import settled_nonreciprocal
+
+    st = make_stencil("cauchy", 0.1, 4)  # points +r, i r, -r
+    plan = measurement_plan(st.betas_s, n_samples=2)
+    nudges = [s for s in plan if isinstance(s, ApplyNudge)]
+    assert [s.beta_s for s in nudges] == list(st.betas_s) and nudges[1].beta_s.imag != 0
+    assert isinstance(plan[0], ReleaseNudge) and isinstance(plan[-1], ReleaseNudge)
+    board, _, y = settled_nonreciprocal()
+    rec = Recorder(board)
+    readings, ok = nudged_phases(rec, st.betas_s, y, n_samples=2)
+    assert ok and all(r is not None and r.samples_v.shape[0] == 2 for r in readings)
+    applied = [c for c in rec.calls if c[0] == "apply_nudge"]
+    assert [c[2] for c in applied[:-1]] == [0.1, st.betas_s[1], -0.1]
+    assert isinstance(applied[1][2], complex) and isinstance(applied[0][2], float)
+    assert applied[-1] == ("apply_nudge", None)
+    # the imaginary-axis point gives a complex response, the real ones a real one
+    r1, r2 = readings[0], readings[1]
+    assert r1 is not None and r2 is not None
+    assert np.iscomplexobj(r2.samples_v) and np.abs(np.imag(r2.mean_v)).max() > 0
+    # a board without complex nudges: the dry run refuses the plan before anything is applied
+    real = small_board()
+    v, yy = data()
+    with pytest.raises(UnsupportedError, match="complex-valued nudges"):
+        dry_run(measurement_plan(st.betas_s), real.describe(), v, yy)
