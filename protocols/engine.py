@@ -27,7 +27,14 @@ from typing import Protocol, cast, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import CurrentNudge, Device, NodeReading, Nudge, ResistiveNudge
+from hwloop.device import (
+    BoardDescription,
+    CurrentNudge,
+    Device,
+    NodeReading,
+    Nudge,
+    ResistiveNudge,
+)
 from hwloop.errors import ConfigError
 from protocols.optim import Update
 from protocols.plan import (
@@ -148,6 +155,7 @@ class StepRecord:
     n_correct: int = 0
     t_start_unix_s: float = 0.0
     duration_s: float = 0.0
+    _means: dict[int, Array] = field(default_factory=dict, repr=False)
 
     @property
     def n_examples(self) -> int:
@@ -165,8 +173,41 @@ class StepRecord:
         return self.n_correct / self.n_examples if self.n_examples else float("nan")
 
     def mean_v(self, phase: int) -> Array:
-        """``(batch, n_free)`` mean voltages measured in ``phase``, V."""
-        return np.asarray(self.readings[phase].mean_v)
+        """``(batch, n_free)`` mean voltages measured in ``phase``, V (read-only; computed once).
+
+        One sample is its own mean (the same values as averaging, without the pass).
+        """
+        m = self._means.get(phase)
+        if m is None:
+            s = self.readings[phase].samples_v
+            m = s[0] if s.shape[0] == 1 else np.asarray(s.mean(axis=0))
+            self._means[phase] = m
+        return m
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """What the engine derives from a board's description, once per run.
+
+    Attributes:
+        desc: the board's description.
+        out_pos: positions of the output nodes among the free nodes.
+        directed: True when the board lists directed couplings (local rule per block).
+    """
+
+    desc: BoardDescription
+    out_pos: NDArray[np.intp]
+    directed: bool
+
+    @classmethod
+    def of(cls, device: Device) -> Prepared:
+        """Prepare for ``device`` (its description must not change while it is used)."""
+        desc = device.describe()
+        return cls(
+            desc,
+            np.searchsorted(desc.free_nodes, desc.output_nodes),
+            board_couplings(desc) is not None,
+        )
 
 
 def measure(device: Device, step: Measure) -> NodeReading:
@@ -210,6 +251,7 @@ def run_step(
     dtype: np.dtype[np.floating] | type[np.floating] = np.float64,
     v_free_out: Array | None = None,
     track_convergence: bool = False,
+    prepared: Prepared | None = None,
 ) -> StepRecord:
     """Execute one step plan (or any measurement plan) on ``device`` for a batch.
 
@@ -227,13 +269,13 @@ def run_step(
             nudges, V, when the plan does not measure the free phase itself.
         track_convergence: record per measured phase whether the settle before it
             converged (``device`` must implement :class:`ReportsConvergence`).
+        prepared: :meth:`Prepared.of` the device, when the caller runs many steps.
 
     Returns:
         The record of the step.
     """
-    desc = device.describe()
-    out_pos = np.searchsorted(desc.free_nodes, desc.output_nodes)
-    directed = board_couplings(desc) is not None
+    prep = Prepared.of(device) if prepared is None else prepared
+    desc, out_pos, directed = prep.desc, prep.out_pos, prep.directed
     rec = StepRecord(sign=sign, inputs_v=v_inputs, targets_v=targets_v)
     for step in plan:
         if isinstance(step, ApplyInputs):

@@ -36,7 +36,7 @@ from hwloop.errors import ConfigError
 from hwloop.session import StopRequest
 from hwloop.sessionlog import Checkpoint, LogOptions, SessionWriter, StepLayout, StepLog
 from protocols.config import TrainConfig
-from protocols.engine import StepRecord, free_phase, run_step
+from protocols.engine import Prepared, StepRecord, free_phase, run_step
 from protocols.estimators import Estimator, make_estimator
 from protocols.homeostasis import (
     JacobianProbe,
@@ -333,6 +333,7 @@ class Trainer:
             max_samples=cfg.max_samples,
         )
         """The step plan of the run, at ``+beta`` (a random sign is data of each step)."""
+        self._prepared = Prepared.of(device)
 
     def preflight(self) -> None:
         """Dry-run the step plan against the board's limits (nothing applied)."""
@@ -382,7 +383,10 @@ class Trainer:
         v_in = encode_inputs(x, self.cfg.input_gain, self.n_in)
         y = one_hot(labels, self.n_out)
         s = self.estimator.draw_sign(self.rng) if sign is None else sign
-        rec = run_step(self.plan, self.device, v_in, y, self.learner, sign=s, dtype=self.dtype)
+        rec = run_step(
+            self.plan, self.device, v_in, y, self.learner, sign=s, dtype=self.dtype,
+            prepared=self._prepared,
+        )
         v_out = rec.mean_v(0)[:, self.out_pos].real
         rec.cost_sum_v2 = float(output_cost(v_out, y).sum())
         rec.n_correct = int(np.sum(np.argmax(v_out, axis=1) == labels))
