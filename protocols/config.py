@@ -52,7 +52,7 @@ class TrainConfig:
     batch_size: int | None = None
     beta: float | None = None
     """Nudge strength, S (> 0); the estimator chooses its signs."""
-    estimator: Literal["centered", "one-sided", "random-sign"] = "centered"
+    estimator: Literal["centered", "one-sided", "random-sign", "four-point"] = "centered"
     nudge: Literal["resistive", "current"] = "resistive"
     samples: int = 1
     """Repeat samples per phase (>= 1)."""

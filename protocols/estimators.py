@@ -14,7 +14,9 @@ is the free phase.
 * centered: ``(f(beta) - f(-beta)) / (2 beta)`` -- bias O(beta^2), the default
   (Laborieux et al. 2021; the DRN code's default);
 * random-sign: one-sided with the sign of beta drawn per step from the run's
-  generator -- unbiased at O(beta) in expectation only.
+  generator -- unbiased at O(beta) in expectation only;
+* four-point: ``[f(-r) - 8 f(-r/2) + 8 f(r/2) - f(r)] / (6 r)`` -- bias O(beta^4)
+  (the five-point derivative rule with step r/2; four nudged phases).
 
 A training run builds its step plan once, from the estimator's stencil at
 ``+beta``; a random sign is data of each step (:meth:`Estimator.draw_sign`),
@@ -31,8 +33,8 @@ import numpy as np
 
 from hwloop.errors import ConfigError
 
-EstimatorName = Literal["centered", "one-sided", "random-sign"]
-ESTIMATORS: tuple[EstimatorName, ...] = ("centered", "one-sided", "random-sign")
+EstimatorName = Literal["centered", "one-sided", "random-sign", "four-point"]
+ESTIMATORS: tuple[EstimatorName, ...] = ("centered", "one-sided", "random-sign", "four-point")
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,25 @@ class RandomSign:
         return 1.0 if rng.random() < 0.5 else -1.0
 
 
+@dataclass(frozen=True)
+class FourPoint:
+    """``[f(-r) - 8 f(-r/2) + 8 f(r/2) - f(r)] / (6 r)``: bias ``-r^4 a_5 / 4``."""
+
+    name: str = "four-point"
+    random_sign: bool = False
+
+    def stencil(self, beta_s: float, rng: np.random.Generator | None = None) -> Stencil:
+        """Nudges ``-r, -r/2, r/2, r`` (``r = beta_s``) with the five-point weights."""
+        r = beta_s
+        w = (1.0 / (6 * r), -8.0 / (6 * r), 8.0 / (6 * r), -1.0 / (6 * r))
+        v = 4 * sum((x * r) ** 2 for x in w)  # variance factor, M samples over 4 points
+        return Stencil((-r, -r / 2, r / 2, r), w, self.name, r, 4, -0.25, v)
+
+    def draw_sign(self, rng: np.random.Generator) -> float:
+        """Always +1 (draws nothing)."""
+        return 1.0
+
+
 def make_estimator(name: str) -> Estimator:
     """The estimator called ``name`` (one of :data:`ESTIMATORS`)."""
     if name == "centered":
@@ -209,4 +230,6 @@ def make_estimator(name: str) -> Estimator:
         return OneSided()
     if name == "random-sign":
         return RandomSign()
+    if name == "four-point":
+        return FourPoint()
     raise ConfigError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")

@@ -47,7 +47,7 @@ from numpy.typing import NDArray
 from hwloop.device import BoardDescription, Device
 from hwloop.errors import ConfigError, UnsupportedError
 from protocols.engine import free_phase, nudged_phases
-from protocols.estimators import Stencil
+from protocols.estimators import FourPoint, Stencil
 from protocols.plan import NudgeKind
 from protocols.updates import local_gradient, local_gradient_variance
 
@@ -75,11 +75,8 @@ def make_stencil(name: str, radius_s: float, n_points: int = 4) -> Stencil:
         return Stencil((0.0, r), (-1.0 / r, 1.0 / r), name, r, 1, 1.0, 4.0)
     if name == "centered":
         return Stencil((-r, r), (-0.5 / r, 0.5 / r), name, r, 2, 1.0, 1.0)
-    if name == "four-point":
-        # f'(0) ~ [-f(r) + 8 f(r/2) - 8 f(-r/2) + f(-r)] / (6 r)  (5-point rule, h = r/2)
-        w = (1.0 / (6 * r), -8.0 / (6 * r), 8.0 / (6 * r), -1.0 / (6 * r))
-        v = 4 * sum((x * r) ** 2 for x in w)
-        return Stencil((-r, -r / 2, r / 2, r), w, name, r, 4, -0.25, v)
+    if name == "four-point":  # the training estimator's stencil
+        return FourPoint().stencil(r)
     if name == "cauchy":
         n = int(n_points)
         if n != n_points or n < 2:
