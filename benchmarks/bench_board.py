@@ -44,7 +44,8 @@ from instruments.board_file import parse_board_file
 from instruments.real_board import RealBoard
 from protocols.config import TrainConfig, resolve
 from protocols.datasets import load_dataset
-from protocols.training import Trainer
+from protocols.engine import StepRecord
+from protocols.training import SessionRecorder, StepHook, Trainer
 from simulated_device.virtual_board import VirtualBoard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,13 +202,13 @@ def _one_run(backend: str, arch: str, steps: int, run: int) -> tuple[float, floa
     own: list[float] = []
     frames: list[float] = []
 
-    def on_step(i: int, *_: Any) -> None:
+    def on_step(_: StepRecord) -> None:
         stamps.append(time.perf_counter())
         own.append(vb.busy_s if vb is not None else 0.0)
         frames.append(float(vb.frames_received) if vb is not None else 0.0)
 
     try:
-        trainer = Trainer(cfg, dev, data, rng, on_step=on_step)
+        trainer = Trainer(cfg, dev, data, rng, observers=[StepHook(on_step)])
         with tempfile.TemporaryDirectory() as tmp:
             writer = SessionWriter.create(
                 Path(tmp) / "run.h5", desc=dev.describe(), layout=trainer.layout(),
@@ -215,7 +216,7 @@ def _one_run(backend: str, arch: str, steps: int, run: int) -> tuple[float, floa
                 config_toml=to_toml(config_to_dict(cfg)), seed=run,
                 options=trainer.log_options(),
             )
-            trainer.writer = writer
+            trainer.observers.insert(0, SessionRecorder(trainer, writer))
             trainer.run()
             writer.close("completed")
     finally:

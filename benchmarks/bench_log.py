@@ -38,7 +38,8 @@ from hwloop.plugins import open_board
 from hwloop.sessionlog import SessionWriter
 from protocols.config import make_config, resolve
 from protocols.datasets import load_dataset
-from protocols.training import Trainer, backend_options
+from protocols.engine import StepRecord
+from protocols.training import SessionRecorder, StepHook, Trainer, backend_options
 
 
 def one_run(
@@ -74,7 +75,7 @@ def one_run(
             options=trainer.log_options(),
             overwrite=True,
         )
-        trainer.writer = writer
+        trainer.observers.append(SessionRecorder(trainer, writer))
     in_writer = [0.0]
     if writer is not None:
         for name in ("append_step", "write_checkpoint", "append_epoch", "event", "close"):
@@ -91,12 +92,12 @@ def one_run(
     step_times: list[float] = []
     last = [time.perf_counter()]
 
-    def on_step(*_: object) -> None:
+    def on_step(_: StepRecord) -> None:
         now = time.perf_counter()
         step_times.append(now - last[0])
         last[0] = now
 
-    trainer.on_step = on_step
+    trainer.observers.append(StepHook(on_step))
     last[0] = time.perf_counter()
     trainer.run()
     if writer is not None:

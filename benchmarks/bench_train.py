@@ -1,16 +1,26 @@
-"""EP training throughput on the emulator, through the full protocol stack.
+"""EP training throughput on the emulator: the engine alone and ``hwloop train`` end to end.
 
 One training step = the centered-EP plan (apply inputs, free phase, -beta and
-+beta nudged phases, local updates, SGD, open-loop programming) run by
-``protocols.engine.run_step`` on an ``EmulatedBoard`` with the ideal device
-model. For DRN-XS (1568-100-10) and DRN-1H (1568-1024-10) at batch 4 and 32
-in float32 and float64: examples per second (median of several timed blocks),
-the multiply-add count per example and the fraction of this machine's matmul
-peak (measured in the same process).
++beta nudged phases, local updates, SGD, open-loop programming) on an
+``EmulatedBoard`` with the ideal device model. For DRN-XS (1568-100-10) and
+DRN-1H (1568-1024-10) at batch 4 and 32, in one run:
+
+* **engine**: ``protocols.engine.run_step`` in a loop (no trainer, no log);
+* **trainer**: ``Trainer.run`` of one epoch in-process without observers (the
+  training loop: batching, encoding, cost, accuracy) and with the session file's
+  recorder (full logging, the default raw samples) -> the logging overhead;
+* **hwloop train**: the command line end to end (``python -m hwloop.cli train``,
+  its default full logging), as a user runs it.
+
+Rates are examples per second over the training loop of the epoch (the epoch-end
+evaluation, start-up and data loading excluded), medians of ``--repeats`` runs
+interleaved over the configurations; the multiply-add count per example and the
+fraction of this machine's matmul peak (measured in the same run) put them in
+perspective.
 
 Prints a table and, last, one JSON line. Usage::
 
-    python benchmarks/bench_train.py [--quick]
+    python benchmarks/bench_train.py [--quick] [--dtype float32] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -19,17 +29,26 @@ import argparse
 import itertools
 import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import h5py
 import numpy as np
 from bench_drn import matmul_peak_flops
 
 from hwloop.plugins import open_board
+from hwloop.sessionlog import SessionWriter
+from protocols.config import TrainConfig, resolve
+from protocols.datasets import load_dataset
 from protocols.engine import run_step
 from protocols.estimators import Centered
 from protocols.optim import SGD
 from protocols.plan import build_step_plan
 from protocols.programming import OpenLoopProgrammer
+from protocols.training import SessionRecorder, Trainer, backend_options
 
 MODELS = {"DRN-XS": ("1568-100-10", 100.0), "DRN-1H": ("1568-1024-10", 480.0)}
 BATCHES = (4, 32)
@@ -96,31 +115,100 @@ def throughput(arch: str, gain: float, dtype: str, batch: int, min_time_s: float
     return statistics.median(rates)
 
 
+STEPS = 250
+"""Training steps per timed epoch (the training set is cut to STEPS x batch examples)."""
+
+
+def _config(arch: str, batch: int, dtype: str) -> TrainConfig:
+    cfg, _ = resolve(TrainConfig(arch=arch, epochs=1, batch_size=batch, dtype=dtype,
+                                 train_limit=STEPS * batch, test_limit=100, seed=0))
+    return cfg
+
+
+def trainer_rate(arch: str, batch: int, dtype: str, log: bool) -> float:
+    """Examples/s of one in-process training epoch, with or without the session file."""
+    cfg = _config(arch, batch, dtype)
+    data = load_dataset(cfg.dataset)
+    rng = np.random.default_rng(cfg.seed)
+    device = open_board(cfg.backend, backend_options(cfg), rng)
+    trainer = Trainer(cfg, device, data, rng)
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = None
+        if log:
+            writer = SessionWriter.create(
+                Path(tmp) / "run.h5", desc=device.describe(), layout=trainer.layout(),
+                first_checkpoint=trainer.checkpoint(0, 0, np.arange(len(trainer.x_train))),
+                config_toml="", seed=cfg.seed, options=trainer.log_options(), overwrite=True,
+            )
+            trainer.observers.append(SessionRecorder(trainer, writer))
+        try:
+            result = trainer.run()
+        finally:
+            if writer is not None:
+                writer.close("completed")
+            device.safe_state()
+    return result.epochs[0].examples_per_s
+
+
+def cli_rate(arch: str, batch: int, dtype: str) -> float:
+    """Examples/s of ``hwloop train`` end to end (read back from its session file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.h5"
+        cmd = [sys.executable, "-m", "hwloop.cli", "train", "--arch", arch, "--epochs", "1",
+               "--batch-size", str(batch), "--dtype", dtype, "--train-limit",
+               str(STEPS * batch), "--test-limit", "100", "--seed", "0", "--out", str(out),
+               "--quiet", "--json"]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=3600)
+        with h5py.File(out, "r") as f:
+            return float(f["epochs"]["examples_per_s"][0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter timing blocks")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated")
     args = parser.parse_args()
     min_time = 0.2 if args.quick else 1.0
-    repeats = 3 if args.quick else 5
-    peaks = {dt: matmul_peak_flops(dt) for dt in DTYPES}
+    dt = args.dtype
+    peak = matmul_peak_flops(dt)
+    configs = [(m, b) for m in args.models.split(",") for b in BATCHES]
+    runs: dict[tuple[str, int], dict[str, list[float]]] = {
+        c: {"engine": [], "trainer": [], "trainer_logged": [], "hwloop_train": []}
+        for c in configs
+    }
+    for _ in range(args.repeats):  # interleaved, so a load change hits every figure alike
+        for name, batch in configs:
+            arch, gain = MODELS[name]
+            r = runs[(name, batch)]
+            r["engine"].append(throughput(arch, gain, dt, batch, min_time, 1))
+            r["trainer"].append(trainer_rate(arch, batch, dt, log=False))
+            r["trainer_logged"].append(trainer_rate(arch, batch, dt, log=True))
+            r["hwloop_train"].append(cli_rate(arch, batch, dt))
+    peak_after = matmul_peak_flops(dt)
     rows = []
-    for name, (arch, gain) in MODELS.items():
-        sizes = tuple(int(s) for s in arch.split("-"))
+    for name, batch in configs:
+        sizes = tuple(int(s) for s in MODELS[name][0].split("-"))
         macs = macs_per_example(sizes)
-        for dt in DTYPES:
-            for batch in BATCHES:
-                rate = throughput(arch, gain, dt, batch, min_time, repeats)
-                rows.append({"model": name, "dtype": dt, "batch": batch,
-                             "examples_per_s": rate, "macs_per_example": macs,
-                             "fraction_of_matmul_peak": rate * 2 * macs / peaks[dt]})
-    print("matmul peak: " + ", ".join(f"{dt} {peaks[dt] / 1e9:.1f} GFLOP/s" for dt in DTYPES))
-    print(f"{'model':8} {'dtype':8} {'batch':>5} {'examples/s':>12} {'MAC/example':>12} "
-          f"{'% of peak':>9}")
+        med = {k: statistics.median(v) for k, v in runs[(name, batch)].items()}
+        rows.append({"model": name, "dtype": dt, "batch": batch, "macs_per_example": macs,
+                     **{f"{k}_examples_per_s": v for k, v in med.items()},
+                     "logging_overhead": med["trainer"] / med["trainer_logged"] - 1.0,
+                     "engine_fraction_of_matmul_peak": med["engine"] * 2 * macs / peak,
+                     "runs": runs[(name, batch)]})
+    print(f"matmul peak ({dt}): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after; "
+          f"medians of {args.repeats} runs, {STEPS} steps per epoch")
+    print(f"{'model':8} {'batch':>5} {'engine':>10} {'trainer':>10} {'+log':>10} "
+          f"{'log cost':>9} {'hwloop train':>13} {'engine % peak':>14}")
     for r in rows:
-        print(f"{r['model']:8} {r['dtype']:8} {r['batch']:5d} {r['examples_per_s']:12,.0f} "
-              f"{r['macs_per_example']:12,d} {100 * r['fraction_of_matmul_peak']:8.1f}%")
-    print(json.dumps({"benchmark": "ep_training_step", "estimator": "centered",
-                      "sweeps": SWEEPS, "matmul_peak_flops": peaks, "rows": rows}))
+        print(f"{r['model']:8} {r['batch']:5d} {r['engine_examples_per_s']:10,.0f} "
+              f"{r['trainer_examples_per_s']:10,.0f} {r['trainer_logged_examples_per_s']:10,.0f} "
+              f"{100 * r['logging_overhead']:8.1f}% {r['hwloop_train_examples_per_s']:13,.0f} "
+              f"{100 * r['engine_fraction_of_matmul_peak']:13.1f}%")
+    print(json.dumps({"benchmark": "ep_training", "estimator": "centered", "sweeps": SWEEPS,
+                      "steps_per_epoch": STEPS, "matmul_peak_flops": [peak, peak_after],
+                      "rows": rows}))
 
 
 if __name__ == "__main__":

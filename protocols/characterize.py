@@ -50,6 +50,7 @@ from hwloop.device_preset import preset_toml as device_preset_toml
 from hwloop.errors import ConfigError
 from hwloop.plugins import DEFAULT_BACKEND, open_board, parse_option_assignments
 from protocols.config import published_defaults
+from protocols.engine import free_phase
 from protocols.session import safe_session
 from protocols.training import encode_inputs
 
@@ -70,10 +71,7 @@ def fit_read_noise(mean_v: Array, var_v2: Array) -> tuple[float, float]:
 
 def measure_read_noise(device: Device, v_in: Array, n_repeats: int) -> dict[str, Any]:
     """Repeat reads at fixed inputs: per-node std, fit vs signal level (see module doc)."""
-    device.apply_nudge(None)
-    device.apply_inputs(v_in)
-    device.settle()
-    r = device.read_nodes(n_repeats)
+    r = free_phase(device, v_in, n_repeats)
     s = np.asarray(r.samples_v.real, dtype=np.float64)  # (R, B, n)
     ok = np.asarray(r.flags == 0)
     flagged = int((~ok).sum())

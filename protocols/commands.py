@@ -36,6 +36,7 @@ from protocols.training import (
     Trainer,
     backend_options,
     evaluate,
+    session_observer,
 )
 
 
@@ -69,6 +70,49 @@ def _header(cfg: TrainConfig, data: Dataset, trainer: Trainer, source: str, verb
     )
 
 
+class _Progress:
+    """The command line's observer: a progress bar per epoch and one line per epoch."""
+
+    def __init__(self, trainer: Trainer, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.trainer = trainer
+        self.bar = (
+            None
+            if quiet
+            else tqdm(
+                total=trainer.n_batches,
+                unit="step",
+                leave=False,
+                disable=None,
+                file=sys.stderr,
+                mininterval=0.5,
+            )
+        )
+
+    def step(self, rec: StepRecord) -> None:
+        if self.bar is not None:
+            self.bar.n = rec.batch + 1
+            if rec.batch % 20 == 0:
+                loss, acc = self.trainer.running_metrics()
+                self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{100 * acc:.1f}%", refresh=False)
+                self.bar.refresh()
+
+    def epoch(self, metrics: EpochMetrics) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+            self.bar.reset()
+        tr = self.trainer
+        line = _format_epoch(metrics, tr.cfg.epochs or 0)
+        if tr.asymmetry_log and tr.asymmetry_log[-1][0] == metrics.epoch:
+            line += f"  asymmetry {tr.asymmetry_log[-1][1]:.4g} S^2"
+        print(line, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _drive(
     trainer: Trainer,
     writer: SessionWriter,
@@ -77,46 +121,13 @@ def _drive(
     resume_from: Checkpoint | None = None,
     verify_until: int = 0,
 ) -> int:
-    """Run the trainer with a progress bar; record the exit status on every path."""
-    from tqdm import tqdm
-
-    cfg = trainer.cfg
-    assert cfg.batch_size is not None and cfg.epochs is not None
-    steps_per_epoch = -(-len(trainer.x_train) // cfg.batch_size)
-    bar = (
-        None
-        if args.quiet
-        else tqdm(
-            total=steps_per_epoch,
-            unit="step",
-            leave=False,
-            disable=None,
-            file=sys.stderr,
-            mininterval=0.5,
-        )
-    )
-
-    def on_step(i: int, rec: StepRecord, loss: float, acc: float) -> None:
-        if bar is not None:
-            bar.n = i + 1
-            if i % 20 == 0:
-                bar.set_postfix(loss=f"{loss:.4f}", acc=f"{100 * acc:.1f}%", refresh=False)
-                bar.refresh()
-
-    def on_epoch(m: EpochMetrics) -> None:
-        if bar is not None:
-            bar.clear()
-            bar.reset()
-        line = _format_epoch(m, cfg.epochs or 0)
-        if trainer.asymmetry_log and trainer.asymmetry_log[-1][0] == m.epoch:
-            line += f"  asymmetry {trainer.asymmetry_log[-1][1]:.4g} S^2"
-        print(line, file=sys.stderr)
-
-    trainer.on_step, trainer.on_epoch = on_step, on_epoch
+    """Run the trainer with its observers (session file, progress); record the exit status."""
+    progress = _Progress(trainer, args.quiet)
+    trainer.observers += [session_observer(trainer, writer, verify_until), progress]
     t0 = time.perf_counter()
     status, reason = "failed", "unexpected error"
     try:
-        result = trainer.run(resume_from=resume_from, verify_until=verify_until)
+        result = trainer.run(resume_from=resume_from)
         status, reason = result.status, result.reason
     except KeyboardInterrupt as exc:
         status = "aborted"
@@ -127,8 +138,7 @@ def _drive(
         raise
     finally:
         with sigint_held():  # a Ctrl-C now must not cut the final status out of the file
-            if bar is not None:
-                bar.close()
+            progress.close()
             writer.close(status, reason)
     wall = time.perf_counter() - t0
     summary = {
@@ -174,7 +184,7 @@ def run_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, device, data, rng, stop=stop)
         trainer.preflight()  # limits are checked before the run file or the board is touched
         if args.dry_run:
-            print(format_plan(trainer.plan_for_step()))
+            print(format_plan(trainer.plan))
             print("dry run: the plan fits the board's limits; nothing was applied")
             return 0
         writer = SessionWriter.create(
@@ -189,7 +199,6 @@ def run_train(args: argparse.Namespace) -> int:
             options=trainer.log_options(),
             overwrite=replace,
         )
-        trainer.writer = writer
         sink = getattr(device, "set_event_sink", None)
         if callable(sink):  # instrument retries, warnings and safety actions go to the log
             sink(lambda kind, msg: writer.event(kind, trainer.steps_done, msg))
@@ -272,7 +281,6 @@ def run_resume(args: argparse.Namespace) -> int:
         delta = trainer.restore(ckpt)
         exact = isinstance(device, Checkpointable)
         writer = SessionWriter.reopen(path)
-        trainer.writer = writer
         if exact:
             verify_until = steps_done
             note = (

@@ -58,7 +58,7 @@ class TrainConfig:
     batch_size: int | None = None
     beta: float | None = None
     """Nudge strength, S (> 0); the estimator chooses its signs."""
-    estimator: Literal["centered", "one-sided", "random-sign"] = "centered"
+    estimator: Literal["centered", "one-sided", "random-sign", "four-point"] = "centered"
     nudge: Literal["resistive", "current"] = "resistive"
     """When not given, ``hwloop train`` keeps resistive (published) where the nudged
     problem stays convex on the board and otherwise chooses current, and says why."""

@@ -5,10 +5,11 @@ free-node voltages ``f(beta_k)`` at a few nudges and combines them linearly::
 
     e_hat = Re sum_k w_k f(beta_k)        ~ du*/dbeta at beta = 0, V/S
 
-:class:`PointStencil` holds the nudges (S, complex for Cauchy), the weights
-(1/S), the bias order ``p``, the bias coefficient ``c`` (bias ``c a_{p+1}
-r^p``, with ``f = sum a_m beta^m``) and the variance factor ``V`` (variance
-``V sigma^2 / (M r^2)`` for ``M`` samples split equally over the points):
+A :class:`protocols.estimators.Stencil` holds the nudges (S, complex for
+Cauchy), the weights (its ``coeffs``, 1/S), the bias order ``p``, the bias
+coefficient ``c`` (bias ``c a_{p+1} r^p``, with ``f = sum a_m beta^m``) and the
+variance factor ``V`` (variance ``V sigma^2 / (M r^2)`` for ``M`` samples split
+equally over the points):
 
 =============  ====================  ===  =======  ======
 estimator      nudges                p    c        V
@@ -39,14 +40,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, cast, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import BoardDescription, CurrentNudge, Device, Nudge, ResistiveNudge
+from hwloop.device import BoardDescription, Device
 from hwloop.errors import ConfigError, UnsupportedError
-from protocols.updates import Gradient, full_voltages
+from protocols.engine import free_phase, nudged_phases
+from protocols.estimators import FourPoint, Stencil
+from protocols.plan import NudgeKind
+from protocols.updates import local_gradient, local_gradient_variance
 
 Array = NDArray[np.floating]
 CArray = NDArray[np.floating] | NDArray[np.complexfloating]
@@ -54,44 +57,7 @@ CArray = NDArray[np.floating] | NDArray[np.complexfloating]
 STENCILS: tuple[str, ...] = ("one-sided", "centered", "four-point", "cauchy")
 
 
-@dataclass(frozen=True)
-class PointStencil:
-    """Nudges and weights of a linear estimator of ``du*/dbeta``.
-
-    Attributes:
-        name: estimator name.
-        radius_s: largest ``|beta|``, S.
-        betas_s: nudge of each point, S (0 = free phase; complex for Cauchy).
-        weights: weight of each point, 1/S; the estimate is ``Re sum w_k f(beta_k)``.
-        order: bias order ``p`` (bias ``~ r^p``).
-        bias_coef: ``c`` in the bias ``c a_{p+1} r^p`` (dimensionless).
-        variance_factor: ``V`` in the variance ``V sigma^2 / (M r^2)`` (dimensionless).
-    """
-
-    name: str
-    radius_s: float
-    betas_s: tuple[complex, ...]
-    weights: tuple[complex, ...]
-    order: int
-    bias_coef: float
-    variance_factor: float
-
-    def __post_init__(self) -> None:
-        if len(self.betas_s) != len(self.weights) or not self.betas_s:
-            raise ConfigError("a stencil needs one weight per nudge")
-
-    @property
-    def is_complex(self) -> bool:
-        """True if any nudge is complex (needs ``supports_complex_nudge``)."""
-        return any(complex(b).imag != 0 for b in self.betas_s)
-
-    @property
-    def n_solves(self) -> int:
-        """Number of nudged equilibria (the free phase is always measured anyway)."""
-        return sum(1 for b in self.betas_s if b != 0)
-
-
-def make_stencil(name: str, radius_s: float, n_points: int = 4) -> PointStencil:
+def make_stencil(name: str, radius_s: float, n_points: int = 4) -> Stencil:
     """The stencil ``name`` (one of :data:`STENCILS`) with largest nudge ``radius_s``, S.
 
     Args:
@@ -106,14 +72,11 @@ def make_stencil(name: str, radius_s: float, n_points: int = 4) -> PointStencil:
     if not (math.isfinite(r) and r > 0):
         raise ConfigError(f"nudge radius beta = {radius_s} must be a positive number")
     if name == "one-sided":
-        return PointStencil(name, r, (0.0, r), (-1.0 / r, 1.0 / r), 1, 1.0, 4.0)
+        return Stencil((0.0, r), (-1.0 / r, 1.0 / r), name, r, 1, 1.0, 4.0)
     if name == "centered":
-        return PointStencil(name, r, (-r, r), (-0.5 / r, 0.5 / r), 2, 1.0, 1.0)
-    if name == "four-point":
-        # f'(0) ~ [-f(r) + 8 f(r/2) - 8 f(-r/2) + f(-r)] / (6 r)  (5-point rule, h = r/2)
-        w = (1.0 / (6 * r), -8.0 / (6 * r), 8.0 / (6 * r), -1.0 / (6 * r))
-        v = 4 * sum((x * r) ** 2 for x in w)
-        return PointStencil(name, r, (-r, -r / 2, r / 2, r), w, 4, -0.25, v)
+        return Stencil((-r, r), (-0.5 / r, 0.5 / r), name, r, 2, 1.0, 1.0)
+    if name == "four-point":  # the training estimator's stencil
+        return FourPoint().stencil(r)
     if name == "cauchy":
         n = int(n_points)
         if n != n_points or n < 2:
@@ -129,20 +92,11 @@ def make_stencil(name: str, radius_s: float, n_points: int = 4) -> PointStencil:
             else:
                 betas.append(complex(b))
                 weights.append(2.0 / (n * b))
-        return PointStencil(f"cauchy-{n}", r, tuple(betas), tuple(weights), n, 1.0, 1.0)
+        return Stencil(tuple(betas), tuple(weights), f"cauchy-{n}", r, n, 1.0, 1.0)
     raise ConfigError(f"unknown estimator {name!r}; choose one of {', '.join(STENCILS)}")
 
 
 # ---------------------------------------------------------------------- measuring
-@runtime_checkable
-class ReportsConvergence(Protocol):
-    """A board that can say whether its last settle converged (the emulators)."""
-
-    def last_converged(self) -> NDArray[np.bool_]:
-        """``(batch,)`` True where the last settle reached the steady state."""
-        ...
-
-
 @dataclass(frozen=True, eq=False)
 class Estimate:
     """An estimate of the nudge response and of the parameter gradient, with diagnostics.
@@ -165,7 +119,7 @@ class Estimate:
         n_settles: nudged settles performed (bias check included).
     """
 
-    stencil: PointStencil
+    stencil: Stencil
     v_free: Array
     error: Array
     error_var: Array
@@ -192,50 +146,32 @@ class Estimate:
         return float(np.sqrt(np.sum(self.bias_g**2) + np.sum(self.bias_b**2)))
 
 
-def _nudge(
-    beta: complex, targets_v: Array, v_free_out: Array, kind: str
-) -> Nudge:
-    b: float | complex = beta.real if complex(beta).imag == 0 else complex(beta)
-    if kind == "resistive":
-        return ResistiveNudge(b, targets_v)
-    if kind == "current":
-        return CurrentNudge(b * (targets_v - v_free_out))
-    raise ConfigError(f"nudge kind {kind!r} must be 'resistive' or 'current'")
-
-
 def _measure_points(
     device: Device,
-    stencil: PointStencil,
+    stencil: Stencil,
     targets_v: Array,
     v_free: Array,
     sem_free: Array,
     out_pos: NDArray[np.intp],
     n_samples: int,
-    kind: str,
+    kind: NudgeKind,
 ) -> tuple[list[CArray], list[Array], bool]:
     """Mean and SEM of the free nodes at each stencil point; False if a solve failed."""
+    readings, ok = nudged_phases(
+        device, stencil.betas_s, targets_v, nudge_kind=kind, n_samples=n_samples,
+        v_free_out=v_free[:, out_pos],
+    )
     means: list[CArray] = []
     sems: list[Array] = []
-    ok = True
-    for b in stencil.betas_s:
-        if b == 0:
-            means.append(v_free)
-            sems.append(sem_free)
-            continue
-        device.apply_nudge(_nudge(b, targets_v, v_free[:, out_pos], kind))
-        device.settle()
-        if isinstance(device, ReportsConvergence) and not np.all(device.last_converged()):
-            ok = False
-        r = device.read_nodes(n_samples)
-        means.append(np.asarray(r.mean_v))
-        sems.append(r.sem_v)
-    device.apply_nudge(None)
+    for r in readings:
+        means.append(v_free if r is None else np.asarray(r.mean_v))
+        sems.append(sem_free if r is None else r.sem_v)
     return means, sems, ok
 
 
-def _combine(stencil: PointStencil, means: list[CArray], sems: list[Array]) -> tuple[Array, Array]:
-    e = sum(w * m for w, m in zip(stencil.weights, means, strict=True))
-    var = sum(abs(w) ** 2 * s**2 for w, s in zip(stencil.weights, sems, strict=True))
+def _combine(stencil: Stencil, means: list[CArray], sems: list[Array]) -> tuple[Array, Array]:
+    e = sum(w * m for w, m in zip(stencil.coeffs, means, strict=True))
+    var = sum(abs(w) ** 2 * s**2 for w, s in zip(stencil.coeffs, sems, strict=True))
     return np.asarray(np.real(e), dtype=np.float64), np.asarray(var, dtype=np.float64)
 
 
@@ -243,7 +179,7 @@ def estimate(
     device: Device,
     v_inputs: Array,
     targets_v: Array,
-    stencil: PointStencil,
+    stencil: Stencil,
     *,
     n_samples: int = 1,
     nudge_kind: str = "resistive",
@@ -274,6 +210,9 @@ def estimate(
     """
     if int(n_samples) != n_samples or n_samples < 1:
         raise ConfigError(f"samples = {n_samples} must be an integer >= 1")
+    if nudge_kind not in ("resistive", "current"):
+        raise ConfigError(f"nudge kind {nudge_kind!r} must be 'resistive' or 'current'")
+    kind: NudgeKind = "resistive" if nudge_kind == "resistive" else "current"
     desc = device.describe()
     if stencil.is_complex and not desc.supports_complex_nudge:
         raise UnsupportedError(
@@ -282,31 +221,28 @@ def estimate(
         )
     targets = np.asarray(targets_v, dtype=np.float64)
     out_pos = np.searchsorted(desc.free_nodes, desc.output_nodes)
-    device.apply_nudge(None)
-    device.apply_inputs(v_inputs)
-    device.settle()
-    r0 = device.read_nodes(n_samples)
+    r0 = free_phase(device, v_inputs, n_samples)
     v_free = np.asarray(np.real(r0.mean_v), dtype=np.float64)
     sem_free = r0.sem_v
     used = stencil
     means, sems, ok = _measure_points(
-        device, stencil, targets, v_free, sem_free, out_pos, n_samples, nudge_kind
+        device, stencil, targets, v_free, sem_free, out_pos, n_samples, kind
     )
     settles = stencil.n_solves
     fell_back = False
     if not ok and stencil.is_complex:
         used = make_stencil("centered", stencil.radius_s)
         means, sems, _ = _measure_points(
-            device, used, targets, v_free, sem_free, out_pos, n_samples, nudge_kind
+            device, used, targets, v_free, sem_free, out_pos, n_samples, kind
         )
         settles += used.n_solves
         fell_back = True
     e, var = _combine(used, means, sems)
     bias_e: Array | None = None
     if bias_check:
-        half = _rescaled(used, 0.5)
+        half = used.scaled(0.5)
         m2, s2, ok2 = _measure_points(
-            device, half, targets, v_free, sem_free, out_pos, n_samples, nudge_kind
+            device, half, targets, v_free, sem_free, out_pos, n_samples, kind
         )
         settles += half.n_solves
         e2, _ = _combine(half, m2, s2)
@@ -320,7 +256,7 @@ def estimate_from_response(
     desc: BoardDescription,
     v_inputs: Array,
     v_free: Array,
-    stencil: PointStencil,
+    stencil: Stencil,
     error: Array,
     error_var: Array,
     bias_error: Array | None,
@@ -345,181 +281,9 @@ def estimate_from_response(
                     fell_back, n_settles)
 
 
-def _rescaled(s: PointStencil, q: float) -> PointStencil:
-    """The same stencil at radius ``q r`` (nudges times q, weights over q)."""
-    return PointStencil(
-        s.name,
-        s.radius_s * q,
-        tuple(b * q for b in s.betas_s),
-        tuple(w / q for w in s.weights),
-        s.order,
-        s.bias_coef,
-        s.variance_factor,
-    )
-
-
-# ---------------------------------------------------------------------- the local rule
-def _couplings(desc: BoardDescription) -> list[tuple[float, float]] | None:
-    info = desc.info.get("couplings")
-    if info is None:
-        return None
-    if desc.layers is None or not isinstance(info, list) or len(info) != len(desc.layers):
-        raise ConfigError("board info 'couplings' must give one entry per layer block")
-    out = []
-    for c in info:
-        d = cast(dict[str, float], c)
-        out.append((float(d["drive_gain"]), float(d["current_gain"])))
-    return out
-
-
-def board_couplings(desc: BoardDescription) -> list[tuple[float, float]] | None:
-    """``(drive_gain, current_gain)`` per layer block from ``desc.info["couplings"]``.
-
-    ``None`` for a board without the entry (a reciprocal board: each edge is one
-    resistor).
-    """
-    return _couplings(desc)
-
-
-def stencil_gradient(
-    desc: BoardDescription,
-    v_inputs: Array,
-    v_free: Array,
-    phases_free_v: list[Array],
-    coeffs: tuple[float, ...],
-    *,
-    dtype: np.dtype[np.floating] | type[np.floating] = np.float64,
-) -> Gradient:
-    """The local gradient of a board with directed couplings from a training step's phases.
-
-    The error vector is the stencil's combination of the measured phases,
-    ``e = sum_i c_i v_i`` (``~ du*/dbeta``, the same coefficients the
-    reciprocal rule :func:`protocols.updates.ep_gradient` applies to the
-    energy), and every block (forward and backward arrays alike) gets its own
-    local update from :func:`local_gradient`. On a reciprocal network the
-    forward and backward updates of a pair sum to the reciprocal rule's.
-
-    Args:
-        desc: a layered board's description with ``info["couplings"]``.
-        v_inputs: ``(batch, n_inputs)`` input voltages, V.
-        v_free: ``(batch, n_free)`` free-phase voltages (the presynaptic factor), V.
-        phases_free_v: one ``(batch, n_free)`` mean reading per stencil phase, V.
-        coeffs: the stencil coefficients, one per phase, 1/S.
-        dtype: precision of the returned arrays.
-    """
-    if len(phases_free_v) != len(coeffs):
-        raise ConfigError("one stencil coefficient per phase is needed")
-    err = sum(
-        float(c) * np.real(np.asarray(p, dtype=np.float64))
-        for c, p in zip(coeffs, phases_free_v, strict=True)
-    )
-    g, b = local_gradient(
-        desc,
-        np.asarray(v_inputs, dtype=np.float64),
-        np.real(np.asarray(v_free, dtype=np.float64)),
-        np.asarray(err, dtype=np.float64),
-    )
-    dt = np.dtype(dtype)
-    return Gradient(g=g.astype(dt), b=b.astype(dt))
-
-
-def local_gradient(
-    desc: BoardDescription, v_inputs: Array, v_free: Array, error: Array
-) -> tuple[Array, Array]:
-    """``-error^T dF/dtheta`` averaged over the batch, from node voltages only.
-
-    Args:
-        desc: a layered board's description.
-        v_inputs: ``(batch, n_inputs)`` applied input voltages, V.
-        v_free: ``(batch, n_free)`` free state (``desc.free_nodes`` order), V.
-        error: ``(batch, n_free)`` error vector (e.g. ``du*/dbeta``), V/S.
-
-    Returns:
-        ``(dL/dg per edge, V^2/S; dL/db per bias node, V^2/A)``.
-    """
-    if desc.layers is None:
-        raise ConfigError("the local gradient needs a layered board (layer blocks)")
-    batch = v_inputs.shape[0]
-    v = full_voltages(desc, v_inputs, v_free)
-    e = np.zeros_like(v)
-    e[:, desc.free_index] = error
-    gains = _couplings(desc)
-    g = np.empty(desc.n_edges)
-    for k, blk in enumerate(desc.layers):
-        vp, vq = v[:, blk.src_index], v[:, blk.dst_index]
-        eq = e[:, blk.dst_index]
-        if gains is not None:
-            alpha, gamma = gains[k]
-            m = alpha * (vp.T @ eq) - np.sum(vq * eq, axis=0)[None, :]
-            m *= -gamma / batch
-        else:
-            m = _reciprocal_block(vp, vq, e[:, blk.src_index], eq) / batch
-        g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
-    bias = -e[:, desc.bias_nodes].mean(axis=0)
-    return g, np.asarray(bias)
-
-
-def _reciprocal_block(vp: Array, vq: Array, ep: Array, eq: Array) -> Array:
-    """``-sum_b (v_p - v_q)(e_q - e_p)`` for every pair ``(p, q)``."""
-    return np.asarray(
-        -(vp.T @ eq)
-        + np.sum(vp * ep, axis=0)[:, None]
-        + np.sum(vq * eq, axis=0)[None, :]
-        - (ep.T @ vq)
-    )
-
-
-def local_gradient_variance(
-    desc: BoardDescription, v_inputs: Array, v_free: Array, error_var: Array
-) -> tuple[Array, Array]:
-    """Variance of :func:`local_gradient` caused by independent noise in ``error``.
-
-    The free state is treated as exact (its noise enters at second order).
-
-    Args:
-        desc: a layered board's description.
-        v_inputs: ``(batch, n_inputs)`` input voltages, V.
-        v_free: ``(batch, n_free)`` free state, V.
-        error_var: ``(batch, n_free)`` variance of each error component, (V/S)^2.
-
-    Returns:
-        Per-edge variance, (V^2/S)^2, and per-bias variance, (V^2/A)^2.
-    """
-    if desc.layers is None:
-        raise ConfigError("the local gradient needs a layered board (layer blocks)")
-    batch = v_inputs.shape[0]
-    v = full_voltages(desc, v_inputs, v_free)
-    s2 = np.zeros_like(v)
-    s2[:, desc.free_index] = error_var
-    gains = _couplings(desc)
-    g = np.empty(desc.n_edges)
-    for k, blk in enumerate(desc.layers):
-        vp, vq = v[:, blk.src_index], v[:, blk.dst_index]
-        sq = s2[:, blk.dst_index]
-        if gains is not None:
-            alpha, gamma = gains[k]
-            # sum_b (alpha v_p - v_q)^2 s2_q
-            m = (
-                alpha**2 * ((vp**2).T @ sq)
-                - 2 * alpha * (vp.T @ (vq * sq))
-                + np.sum(vq**2 * sq, axis=0)[None, :]
-            ) * (gamma / batch) ** 2
-        else:
-            sp = s2[:, blk.src_index]
-            d2 = (vp**2).T @ sq - 2 * (vp.T @ (vq * sq)) + np.sum(vq**2 * sq, axis=0)
-            d2p = (
-                ((vp**2) * sp).sum(axis=0)[:, None]
-                - 2 * ((vp * sp).T @ vq)
-                + sp.T @ (vq**2)
-            )
-            m = (d2 + d2p) / batch**2
-        g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
-    return g, np.asarray(s2[:, desc.bias_nodes].sum(axis=0) / batch**2)
-
-
 # ---------------------------------------------------------------------- choosing beta
 def optimal_radius(
-    stencil: PointStencil, sigma_v: float, n_samples_total: int, a_next: float
+    stencil: Stencil, sigma_v: float, n_samples_total: int, a_next: float
 ) -> float:
     """The nudge radius minimising bias^2 + variance (estimators doc 8.6), S.
 
@@ -542,7 +306,7 @@ def optimal_radius(
 
 
 def choose_beta(
-    stencil: PointStencil,
+    stencil: Stencil,
     sigma_v: float,
     n_samples_total: int,
     bias_at_radius: float,

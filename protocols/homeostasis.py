@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from hwloop.device import BoardDescription
 from hwloop.errors import ConfigError
-from protocols.holomorphic import board_couplings
+from protocols.updates import board_couplings
 
 Array = NDArray[np.floating]
 

@@ -34,7 +34,9 @@ pole), and (2) measures the
 quadrature-to-in-phase ratio ``|Y_1| / |X_1|`` (noise-corrected) and refuses the
 estimate when it exceeds ``max_quadrature``.
 
-Boards reach this through the structural protocol :class:`SinusoidalDrive`;
+Boards reach this through the structural protocol
+:class:`protocols.engine.SinusoidalDrive` (the engine runs the drive as a
+:class:`protocols.plan.DriveSinusoid` step);
 only the non-reciprocal emulator implements it (a bench needs an arbitrary
 waveform source on the nudge and a digitiser on the nodes).
 """
@@ -43,14 +45,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import Device, NodeReading
+from hwloop.device import Device
 from hwloop.errors import ConfigError, UnsupportedError
-from protocols.holomorphic import Estimate, PointStencil, estimate_from_response
+from protocols.engine import SinusoidalDrive as SinusoidalDrive
+from protocols.engine import free_phase, run_step
+from protocols.estimators import Stencil
+from protocols.holomorphic import Estimate, estimate_from_response
+from protocols.plan import DriveSinusoid
 
 Array = NDArray[np.floating]
 
@@ -64,32 +69,6 @@ HARMONICS: dict[int, tuple[int, float, float]] = {
 
 class QuasiStaticError(ConfigError):
     """The drive is too fast for the network to follow it quasi-statically."""
-
-
-@runtime_checkable
-class SinusoidalDrive(Protocol):
-    """A board that can drive a sinusoidal output pull and sample the nodes in time."""
-
-    def relaxation_time_s(self, amplitude_s: float = 0.0) -> float:
-        """Slowest relaxation time around the present free fixed point, s.
-
-        With ``amplitude_s = r > 0``: the slowest over the nudges ``-r, 0, +r`` (the
-        drive's extremes); raises :class:`~hwloop.errors.ConfigError` when the network
-        is unstable at one of them.
-        """
-        ...
-
-    def drive_sinusoid(
-        self,
-        targets_v: Array,
-        amplitude_s: float,
-        frequency_hz: float,
-        n_periods: int,
-        samples_per_period: int,
-        settle_periods: int = 1,
-    ) -> NodeReading:
-        """Drive ``beta(t) = r cos(2 pi f t)`` and return the free nodes sampled in time."""
-        ...
 
 
 def _check_sampling(harmonics: int, samples_per_period: int) -> None:
@@ -109,7 +88,7 @@ def _check_sampling(harmonics: int, samples_per_period: int) -> None:
         )
 
 
-def lockin_stencil(radius_s: float, harmonics: int, samples_per_period: int) -> PointStencil:
+def lockin_stencil(radius_s: float, harmonics: int, samples_per_period: int) -> Stencil:
     """The quasi-static equivalent of the sampled lock-in over one period.
 
     Nudges ``r cos theta_m`` with the demodulation weights
@@ -128,9 +107,9 @@ def lockin_stencil(radius_s: float, harmonics: int, samples_per_period: int) -> 
         w += (-1) ** ((k - 1) // 2) * k * np.cos(k * theta)
     w *= 2.0 / (s * r)
     p, c, v = HARMONICS[harmonics]
-    return PointStencil(
-        f"lockin-{harmonics}", r, tuple(complex(r * np.cos(t)) for t in theta),
-        tuple(complex(x) for x in w), p, c, v,
+    return Stencil(
+        tuple(complex(r * np.cos(t)) for t in theta), tuple(complex(x) for x in w),
+        f"lockin-{harmonics}", r, p, c, v,
     )
 
 
@@ -279,10 +258,7 @@ def lockin_estimate(
         raise ConfigError(f"free_samples = {free_samples} must be an integer >= 1")
     stencil = lockin_stencil(radius_s, harmonics, samples_per_period)
     desc = device.describe()
-    device.apply_nudge(None)
-    device.apply_inputs(v_inputs)
-    device.settle()
-    r0 = device.read_nodes(int(free_samples))
+    r0 = free_phase(device, v_inputs, int(free_samples))
     v_free = np.asarray(np.real(r0.mean_v), dtype=np.float64)
     tau = float(device.relaxation_time_s(stencil.radius_s))
     if not (math.isfinite(tau) and tau > 0):
@@ -291,8 +267,8 @@ def lockin_estimate(
     targets = np.asarray(targets_v, dtype=np.float64)
 
     def drive(r: float) -> Demodulated:
-        reading = device.drive_sinusoid(targets, r, freq, n_periods, samples_per_period,
-                                        settle_periods)
+        plan = (DriveSinusoid(1, r, freq, n_periods, samples_per_period, settle_periods),)
+        reading = run_step(plan, device, v_inputs, targets, None).readings[1]
         d = demodulate(np.asarray(reading.samples_v), samples_per_period, r, harmonics)
         ratio = _quadrature_ratio(d)
         if ratio > max_quadrature:

@@ -9,7 +9,13 @@ A centered-EP step::
 
     ApplyInputs -> Settle -> Measure(free) -> ApplyNudge(-beta) -> Settle -> Measure(1)
     -> ApplyNudge(+beta) -> Settle -> Measure(2) -> ReleaseNudge -> ComputeUpdate
-    -> Program -> Checkpoint
+    -> Program
+
+A run builds its plan once; a random-sign estimator's sign is data of each step,
+applied by the engine to every nudge and coefficient
+(:func:`protocols.engine.run_step`, ``sign``). What happens with the finished
+step (session file, progress, monitors) is up to the observers of
+:class:`protocols.training.Trainer`, not part of the plan.
 """
 
 from __future__ import annotations
@@ -67,14 +73,42 @@ class Measure:
 class ApplyNudge:
     """Nudge the outputs toward the targets with strength ``beta_s`` (signed), S.
 
+    ``beta_s`` may be complex on a board with ``supports_complex_nudge`` (Cauchy
+    points; :func:`dry_run` refuses it elsewhere).
+
     ``kind="resistive"``: a conductance beta to each target voltage;
     ``kind="current"``: inject ``beta * (y - v_free)`` into each output (first
     order equivalent, physics doc 3.2; needs the free phase measured first).
     """
 
     phase: int
-    beta_s: float
+    beta_s: float | complex
     kind: NudgeKind
+
+
+@dataclass(frozen=True)
+class DriveSinusoid:
+    """Drive the output pull ``beta(t) = r cos(2 pi f t)``; record the nodes sampled in time.
+
+    The reading of phase ``phase`` holds ``n_periods * samples_per_period`` samples
+    per example, uniformly in phase over whole periods (lock-in estimation,
+    :mod:`protocols.lockin`; needs a board with ``drive_sinusoid``).
+
+    Attributes:
+        phase: index of the reading.
+        amplitude_s: drive amplitude ``r``, S.
+        frequency_hz: drive frequency, Hz.
+        n_periods: periods sampled (>= 1).
+        samples_per_period: samples per period.
+        settle_periods: periods driven before sampling (>= 0).
+    """
+
+    phase: int
+    amplitude_s: float
+    frequency_hz: float
+    n_periods: int
+    samples_per_period: int
+    settle_periods: int = 1
 
 
 @dataclass(frozen=True)
@@ -100,20 +134,15 @@ class Program:
     """Apply the update to the board's conductances and bias sources."""
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """The step is complete: hand its record to the checkpoint hook."""
-
-
 Step = (
     ApplyInputs
     | Settle
     | Measure
     | ApplyNudge
+    | DriveSinusoid
     | ReleaseNudge
     | ComputeUpdate
     | Program
-    | Checkpoint
 )
 
 
@@ -146,20 +175,50 @@ def build_step_plan(
     steps: list[Step] = [ApplyInputs(), Settle(settle_time_s), measure(0)]
     phase = 0
     used: list[int] = []
-    for beta in stencil.betas_s:
+    coeffs = stencil.real_coeffs  # the training update combines real phases
+    for beta in stencil.real_betas_s:
         if beta == 0.0:
             used.append(0)
             continue
         phase += 1
         used.append(phase)
         steps += [ApplyNudge(phase, beta, nudge_kind), Settle(settle_time_s), measure(phase)]
-    steps += [ReleaseNudge(), ComputeUpdate(tuple(used), stencil.coeffs), Program(), Checkpoint()]
+    steps += [ReleaseNudge(), ComputeUpdate(tuple(used), coeffs), Program()]
     return tuple(steps)
 
 
-def phase_betas(plan: tuple[Step, ...]) -> dict[int, float]:
+def measurement_plan(
+    betas_s: tuple[float | complex, ...],
+    *,
+    nudge_kind: NudgeKind = "resistive",
+    n_samples: int = 1,
+    free: bool = True,
+    release_each: bool = False,
+) -> tuple[Step, ...]:
+    """A plan that only measures: the free phase (if ``free``), then one phase per nudge.
+
+    Phase ``k`` (from 1) is measured at ``betas_s[k-1]`` (real or complex, S; zeros
+    are skipped and keep their number); the nudge is released at the end (after
+    every nudged phase with ``release_each``), and before the free phase. No
+    update, no programming.
+    """
+    steps: list[Step] = []
+    if free:
+        steps += [ReleaseNudge(), ApplyInputs(), Settle(), Measure(0, n_samples, None, n_samples)]
+    for k, beta in enumerate(betas_s, start=1):
+        if beta == 0:
+            continue
+        steps += [ApplyNudge(k, beta, nudge_kind), Settle(), Measure(k, n_samples, None, n_samples)]
+        if release_each:
+            steps.append(ReleaseNudge())
+    if not (release_each and steps):
+        steps.append(ReleaseNudge())
+    return tuple(steps)
+
+
+def phase_betas(plan: tuple[Step, ...]) -> dict[int, float | complex]:
     """Phase index -> signed beta, S (0 for the free phase)."""
-    out = {0: 0.0}
+    out: dict[int, float | complex] = {0: 0.0}
     for s in plan:
         if isinstance(s, ApplyNudge):
             out[s.phase] = s.beta_s
@@ -181,12 +240,16 @@ def format_plan(plan: tuple[Step, ...]) -> str:
             what = f"nudge #{s.phase}: {s.kind} pull, beta = {s.beta_s:+g} S"
         elif isinstance(s, ComputeUpdate):
             what = "compute local updates, coefficients " + ", ".join(f"{c:+g}" for c in s.coeffs)
+        elif isinstance(s, DriveSinusoid):
+            what = (
+                f"drive #{s.phase}: sinusoidal pull, amplitude {s.amplitude_s:g} S at "
+                f"{s.frequency_hz:g} Hz, {s.n_periods} x {s.samples_per_period} samples"
+            )
         else:
             what = {
                 ApplyInputs: "apply input voltages",
                 ReleaseNudge: "release nudge",
                 Program: "program conductances and biases",
-                Checkpoint: "checkpoint",
             }[type(s)]
         lines.append(f"{i:2d}. {what}")
     return "\n".join(lines)
@@ -199,8 +262,12 @@ def dry_run(
     targets_v: NDArray[np.floating],
     *,
     max_pulses_per_step: int | None = None,
+    signs: tuple[float, ...] = (1.0,),
 ) -> None:
     """Check a plan against the board's limits before anything is applied.
+
+    ``signs``: the nudge signs the plan will run with (``(-1.0, 1.0)`` for a
+    random-sign estimator); every nudge is checked with each.
 
     Input voltages and resistive nudges are checked exactly. A current nudge
     ``beta * (y - v_free)`` is checked against its worst case, with ``|v_free|``
@@ -228,9 +295,11 @@ def dry_run(
                 seen_free = True
         elif isinstance(s, ApplyNudge):
             if s.kind == "resistive":
-                check_nudge_within_limits(
-                    ResistiveNudge(s.beta_s, y), lim, batch, n_out, desc.supports_complex_nudge
-                )
+                for sign in signs:
+                    check_nudge_within_limits(
+                        ResistiveNudge(s.beta_s * sign, y), lim, batch, n_out,
+                        desc.supports_complex_nudge,
+                    )
             else:
                 if not seen_free:
                     raise ConfigError("a current nudge needs the free phase measured before it")

@@ -47,12 +47,13 @@ from typing import Any
 import numpy as np
 
 from hwloop.config import read_toml
-from hwloop.device import CurrentNudge, Device, Nudge, ResistiveNudge
+from hwloop.device import CurrentNudge, Device, NodeReading, ResistiveNudge
 from hwloop.errors import ConfigError
 from hwloop.plugins import backend_options_declared, open_board
 from protocols.cli import add_backend_opt
 from protocols.config import ALIASES, TrainConfig, make_config, merge_options, resolve
 from protocols.datasets import load_dataset
+from protocols.engine import free_phase, nudged_phases
 from protocols.estimators import make_estimator
 from protocols.plan import Measure, build_step_plan
 from protocols.session import safe_session
@@ -164,36 +165,25 @@ def measure_displacements(
         raise ConfigError("hwloop plan needs a layered board (its description has no layers)")
     beta_s = float(cfg.beta) * float(desc.g_scale_s)
     stencil = make_estimator(cfg.estimator).stencil(beta_s, np.random.default_rng(0))
-    coeffs = dict(zip(stencil.betas_s, stencil.coeffs, strict=True))
+    betas = stencil.real_betas_s
+    coeffs = dict(zip(betas, stencil.real_coeffs, strict=True))
     v_in = encode_inputs(x, cfg.input_gain, len(desc.input_nodes))
     targets = one_hot(y, len(desc.output_nodes))
     free = desc.free_nodes
     out_pos = np.searchsorted(free, desc.output_nodes)
     sems: list[np.ndarray] = []
 
-    def read() -> np.ndarray:
-        r = device.read_nodes(reads)
+    def mean(r: NodeReading) -> np.ndarray:
         if reads > 1:
             sems.append(np.asarray(r.sem_v, dtype=np.float64))
         return np.asarray(r.mean_v.real, dtype=np.float64)
 
-    device.apply_nudge(None)
-    device.apply_inputs(v_in)
-    device.settle()
-    v0 = read()
-    disp: dict[float, np.ndarray] = {}
-    for b in stencil.betas_s:
-        if b == 0.0:
-            continue
-        nudge: Nudge = (
-            ResistiveNudge(b, targets)
-            if cfg.nudge == "resistive"
-            else CurrentNudge(b * (targets - v0[:, out_pos]))
-        )
-        device.apply_nudge(nudge)
-        device.settle()
-        disp[b] = read() - v0
-        device.apply_nudge(None)
+    v0 = mean(free_phase(device, v_in, reads))
+    nudged, _ = nudged_phases(
+        device, betas, targets, nudge_kind=cfg.nudge, n_samples=reads,
+        v_free_out=v0[:, out_pos], release_each=True,
+    )
+    disp = {b: mean(r) - v0 for b, r in zip(betas, nudged, strict=True) if r is not None}
     d_eff = effective_displacement(disp, coeffs)
     one = np.mean([np.abs(d) for d in disp.values()], axis=0)
     sem = np.mean(sems, axis=0) if sems else None

@@ -6,9 +6,10 @@ Two modes:
   rebuilt (a :class:`protocols.training.Trainer` on a
   :class:`protocols.replay_device.ReplayDevice`), the optimiser and programmer state are
   restored from the first checkpoint, and every recorded step is executed again
-  by :func:`protocols.engine.run_step` with the recorded examples and the
-  recorded nudge signs. The replay board checks every command against the file;
-  the result is ``identical`` (exit 0) or the first divergence (one line, exit 1).
+  by the same :meth:`protocols.training.Trainer.step` as in training, with the
+  recorded examples and the recorded nudge sign. The replay board checks every
+  command against the file; the result is ``identical`` (exit 0) or the first
+  divergence (one line, exit 1).
 * **Re-analysis** (``--samples k`` and/or ``--estimator NAME``): each step's
   gradient is recomputed from recorded data only (recorded inputs and samples)
   with the first ``k`` samples of every phase and/or another estimator whose
@@ -38,17 +39,12 @@ from hwloop.errors import ConfigError
 from hwloop.sessionlog import Checkpoint, SessionFile, open_session
 from protocols.config import TrainConfig, make_config, resolve
 from protocols.datasets import Dataset, load_dataset
-from protocols.engine import run_step
 from protocols.estimators import ESTIMATORS, Stencil, make_estimator
-from protocols.plan import build_step_plan
 from protocols.replay_device import DEFAULT_RTOL, ReplayDevice, ReplayDivergence, compare_values
-from protocols.training import Trainer, encode_inputs, one_hot
+from protocols.training import Trainer, encode_inputs
 from protocols.updates import ep_gradient
 
 Array = NDArray[np.floating]
-
-_NO_RNG = np.random.default_rng(0)  # stencils of fixed-sign estimators draw nothing
-
 
 # ----------------------------------------------------------------------------- shared
 
@@ -75,17 +71,23 @@ def _step_range(sf: SessionFile, first: int, steps: int | None) -> range:
     return range(first, first + steps)
 
 
+def recorded_sign(estimator: str, betas_rec: Array) -> float:
+    """The nudge sign of a recorded step whose phases had the signed betas ``betas_rec``, S.
+
+    +1 for fixed-sign estimators; a random-sign step's sign is that of its nudge.
+    """
+    if not make_estimator(estimator).random_sign:
+        return 1.0
+    nudged = [float(b) for b in betas_rec[1:] if b != 0]
+    return -1.0 if nudged and nudged[0] < 0 else 1.0
+
+
 def recorded_stencil(estimator: str, beta_s: float, betas_rec: Array) -> Stencil:
     """The stencil the run used for a step whose phases had the signed betas ``betas_rec``, S.
 
-    Fixed-sign estimators come from the configuration (``beta_s`` > 0, S); a
-    random-sign step is the one-sided stencil with the recorded sign.
+    The estimator's stencil at ``beta_s`` (> 0, S) with the step's recorded sign.
     """
-    if estimator == "random-sign":
-        nudged = [float(b) for b in betas_rec[1:] if b != 0]
-        sign = -1.0 if nudged and nudged[0] < 0 else 1.0
-        return make_estimator("one-sided").stencil(sign * beta_s, _NO_RNG)
-    return make_estimator(estimator).stencil(beta_s, _NO_RNG)
+    return make_estimator(estimator).stencil(beta_s).signed(recorded_sign(estimator, betas_rec))
 
 
 # ----------------------------------------------------------------------------- replay
@@ -258,7 +260,6 @@ def replay_session(
             "replayed"
         ) from None
     rows = locate_examples(sf, cfg, data, todo, trainer.n_in)
-    assert cfg.input_gain is not None
     x_all = data.pixels("train")
     y_all = data.y_train.astype(np.int64)
     steps_ds = sf.h5["steps"]
@@ -280,19 +281,12 @@ def replay_session(
             n_ex = int(row["n_examples"])
             ex = np.asarray(steps_ds["examples"][s][:n_ex], dtype=np.int64)
             idx = np.array([rows[int(e)] for e in ex], dtype=np.int64)
-            v_in = encode_inputs(x_all[idx], cfg.input_gain, trainer.n_in)
-            y = one_hot(y_all[idx], trainer.n_out)
-            stencil = recorded_stencil(
-                cfg.estimator, trainer.beta_s, np.asarray(steps_ds["betas_s"][s])
+            sign = recorded_sign(cfg.estimator, np.asarray(steps_ds["betas_s"][s]))
+            trainer.steps_done = s
+            rec = trainer.step(
+                x_all[idx], y_all[idx], examples=ex, epoch=epoch, batch=int(row["batch"]),
+                sign=sign,
             )
-            plan = build_step_plan(
-                stencil,
-                nudge_kind=cfg.nudge,
-                n_samples=cfg.samples,
-                sem_target_v=cfg.sem_target,
-                max_samples=cfg.max_samples,
-            )
-            rec = run_step(plan, device, v_in, y, trainer.learner, dtype=trainer.dtype)
             _check_update(
                 sf, s, row, None if rec.update is None else rec.update.delta_g_s, edge_groups,
                 rtol,
@@ -321,13 +315,13 @@ def replay_session(
 def _phase_map(stencil: Stencil, betas_rec: Array) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """Recorded phase of each stencil entry (None when not recorded) and the coefficients."""
     phases: list[int] = []
-    for b in stencil.betas_s:
+    for b in stencil.real_betas_s:
         if b == 0.0:
             phases.append(0)
             continue
         hit = [p for p in range(1, len(betas_rec)) if float(betas_rec[p]) == b]
         phases.append(hit[0] if hit else -1)
-    return tuple(phases), stencil.coeffs
+    return tuple(phases), stencil.real_coeffs
 
 
 def _layer_groups(sf: SessionFile) -> list[tuple[str, str, slice | NDArray[np.intp]]]:
@@ -437,7 +431,7 @@ def reanalyse(
         if new_name == "random-sign":
             new_stencil = recorded_stencil("random-sign", beta_s, betas)
         else:
-            new_stencil = make_estimator(new_name).stencil(beta_s, _NO_RNG)
+            new_stencil = make_estimator(new_name).stencil(beta_s)
         new_phases, new_coeffs = _phase_map(new_stencil, betas)
         if -1 in ref_phases:
             raise ConfigError(

@@ -1,7 +1,12 @@
 """EP training runs and evaluation on any backend.
 
-:class:`Trainer` runs epochs of mini-batches; each mini-batch is one EP step
-plan (:mod:`protocols.plan`) executed by :func:`protocols.engine.run_step`.
+:class:`Trainer` runs epochs of mini-batches; each mini-batch is one
+:meth:`Trainer.step`: the run's step plan (:mod:`protocols.plan`, built once)
+executed by :func:`protocols.engine.run_step`, returning one
+:class:`~protocols.engine.StepRecord` with everything the step measured and did.
+What is done with the record belongs to the trainer's observers
+(:class:`StepObserver`): the session file (:class:`SessionRecorder`), resume
+verification (:class:`ResumeVerifier`), the command line's progress bar, monitors.
 Pixels become input voltages ``[+G x, -G x]``; targets are one-hot voltages
 (1 V for the label, 0 V elsewhere); the cost is ``1/2 sum (v_o - y_o)^2``.
 
@@ -12,9 +17,9 @@ the free phase (with the configured repeat samples).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -31,9 +36,8 @@ from hwloop.plugins import backend_options_declared
 from hwloop.sessionlog import Checkpoint, LogOptions, SessionWriter, StepLayout, StepLog
 from protocols.config import TrainConfig
 from protocols.datasets import Dataset
-from protocols.engine import StepRecord, run_step
+from protocols.engine import Prepared, StepRecord, free_phase, run_step
 from protocols.estimators import Estimator, make_estimator
-from protocols.holomorphic import board_couplings
 from protocols.homeostasis import (
     JacobianProbe,
     NodeClamp,
@@ -44,10 +48,10 @@ from protocols.homeostasis import (
     symmetry_ratio,
 )
 from protocols.optim import SGD, Update
-from protocols.plan import Measure, build_step_plan, dry_run
+from protocols.plan import Measure, Step, build_step_plan, dry_run
 from protocols.programming import OpenLoopProgrammer, ProgramReport, WriteVerifyProgrammer
 from protocols.session import StopRequest
-from protocols.updates import Gradient, output_cost
+from protocols.updates import Gradient, board_couplings, output_cost
 
 Array = NDArray[np.floating]
 
@@ -172,10 +176,8 @@ def evaluate(
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
         yb = labels[start : start + batch_size]
-        device.apply_nudge(None)
-        device.apply_inputs(encode_inputs(xb, input_gain_v, len(desc.input_nodes)))
-        device.settle()
-        v = device.read_nodes(n_samples, nodes=outs).mean_v.real
+        v_in = encode_inputs(xb, input_gain_v, len(desc.input_nodes))
+        v = free_phase(device, v_in, n_samples, nodes=outs).mean_v.real
         correct += int(np.sum(np.argmax(v, axis=1) == yb))
         cost += float(output_cost(v, one_hot(yb, len(outs))).sum())
     n = max(len(x), 1)
@@ -225,10 +227,9 @@ class Trainer:
         device: any Device (the caller owns it and its safe state).
         data: the dataset.
         rng: the run's generator (shuffling, random-sign nudges, stochastic rounding).
-        writer: the session file, or None.
         stop: set by the first Ctrl-C; checked after every step.
-        on_step: called after every step with (step index in epoch, record, running
-            loss, running accuracy) -- the CLI's progress bar.
+        observers: told of every finished step and epoch, in order (see
+            :class:`StepObserver`); more can be appended to :attr:`observers`.
     """
 
     def __init__(
@@ -238,10 +239,8 @@ class Trainer:
         data: Dataset,
         rng: np.random.Generator,
         *,
-        writer: SessionWriter | None = None,
         stop: StopRequest | None = None,
-        on_step: Callable[[int, StepRecord, float, float], None] | None = None,
-        on_epoch: Callable[[EpochMetrics], None] | None = None,
+        observers: Iterable[StepObserver] = (),
     ) -> None:
         if cfg.input_gain is None or cfg.beta is None or cfg.batch_size is None:
             raise ConfigError("the training configuration must be resolved before training")
@@ -249,10 +248,10 @@ class Trainer:
         self.device = device
         self.desc = device.describe()
         self.rng = rng
-        self.writer = writer
         self.stop = stop or StopRequest()
-        self.on_step = on_step
-        self.on_epoch = on_epoch
+        self.observers: list[StepObserver] = list(observers)
+        self.pending_warnings: list[str] = []
+        """One-line warnings raised during the current step, for the session observer."""
         self.estimator: Estimator = make_estimator(cfg.estimator)
         self.dtype = np.dtype(cfg.dtype)
         # hyper-parameters are in the published simulation units; map them onto the board
@@ -314,37 +313,82 @@ class Trainer:
         self.out_pos = np.searchsorted(self.desc.free_nodes, self.desc.output_nodes)
         self.steps_done = 0
         self.epochs_done = 0
+        self.n_batches = -(-len(self.x_train) // cfg.batch_size)
+        """Steps per epoch."""
+        self.order: NDArray[np.integer] = np.arange(len(self.x_train))
+        """Example order of the epoch under way (indices into the training set)."""
         self._accum: list[float] = [0.0] * 6
         """Running sums of the epoch under way: loss, correct, seen, pulses, bound hits, time."""
-
-    def plan_for_step(self) -> tuple[Any, ...]:
-        """The step plan (a fresh stencil: random-sign draws its sign here)."""
-        cfg = self.cfg
-        assert cfg.beta is not None
-        stencil = self.estimator.stencil(self.beta_s, self.rng)
-        return build_step_plan(
-            stencil,
+        self.plan: tuple[Step, ...] = build_step_plan(
+            self.estimator.stencil(self.beta_s),
             nudge_kind=cfg.nudge,
             n_samples=cfg.samples,
             sem_target_v=cfg.sem_target,
             max_samples=cfg.max_samples,
         )
+        """The step plan of the run, at ``+beta`` (a random sign is data of each step)."""
+        self._prepared = Prepared.of(device)
 
     def preflight(self) -> None:
-        """Dry-run the first step's plan against the board's limits (nothing applied)."""
+        """Dry-run the step plan against the board's limits (nothing applied)."""
         cfg = self.cfg
         assert cfg.input_gain is not None and cfg.batch_size is not None
         xb = self.x_train[: cfg.batch_size]
         v = encode_inputs(np.ones_like(xb), cfg.input_gain, self.n_in)  # worst-case pixels
         y = one_hot(self.y_train[: cfg.batch_size], self.n_out)
-        stencil_plan = build_step_plan(
-            self.estimator.stencil(self.beta_s, np.random.default_rng(0)),
-            nudge_kind=cfg.nudge,
-            n_samples=cfg.samples,
-            sem_target_v=cfg.sem_target,
-            max_samples=cfg.max_samples,
+        signs = (-1.0, 1.0) if self.estimator.random_sign else (1.0,)
+        dry_run(self.plan, self.desc, v, y, signs=signs)
+
+    def running_metrics(self) -> tuple[float, float]:
+        """Mean loss (V^2) and accuracy of the epoch under way so far (NaN before a step)."""
+        loss_sum, correct, seen = self._accum[:3]
+        return (loss_sum / seen, correct / seen) if seen else (float("nan"), float("nan"))
+
+    def step(
+        self,
+        x: Array,
+        labels: NDArray[np.integer],
+        *,
+        examples: NDArray[np.integer] | None = None,
+        epoch: int = 0,
+        batch: int = 0,
+        sign: float | None = None,
+    ) -> StepRecord:
+        """Run one EP step on a batch; return its record.
+
+        Args:
+            x: ``(b, P)`` pixels in [0, 1].
+            labels: ``(b,)`` class labels.
+            examples: training-set indices of the batch (recorded as given).
+            epoch: epoch of the step, from 0 (recorded as given).
+            batch: mini-batch number within the epoch, from 0 (recorded as given).
+            sign: the nudge sign of this step; ``None`` lets a random-sign
+                estimator draw it from the run's generator (+1 otherwise).
+
+        Returns:
+            The record (see :class:`protocols.engine.StepRecord`): readings, nudges,
+            gradient, update, programming report, pulse and bound-hit counts, free-phase
+            cost and correct count, timing. :attr:`steps_done` and the observers are
+            not touched (that is :meth:`run`'s part).
+        """
+        assert self.cfg.input_gain is not None
+        t_start = time.time()
+        t0 = time.perf_counter()
+        v_in = encode_inputs(x, self.cfg.input_gain, self.n_in)
+        y = one_hot(labels, self.n_out)
+        s = self.estimator.draw_sign(self.rng) if sign is None else sign
+        rec = run_step(
+            self.plan, self.device, v_in, y, self.learner, sign=s, dtype=self.dtype,
+            prepared=self._prepared,
         )
-        dry_run(stencil_plan, self.desc, v, y)
+        v_out = rec.mean_v(0)[:, self.out_pos].real
+        rec.cost_sum_v2 = float(output_cost(v_out, y).sum())
+        rec.n_correct = int(np.sum(np.argmax(v_out, axis=1) == labels))
+        rec.examples = np.arange(len(labels)) if examples is None else examples
+        rec.epoch, rec.batch, rec.step = epoch, batch, self.steps_done
+        rec.t_start_unix_s = t_start
+        rec.duration_s = time.perf_counter() - t0
+        return rec
 
     # ------------------------------------------------------------------ session-file support
 
@@ -352,14 +396,7 @@ class Trainer:
         """Fixed per-step shapes of this run's session file."""
         cfg = self.cfg
         assert cfg.batch_size is not None
-        plan = build_step_plan(
-            self.estimator.stencil(self.beta_s, np.random.default_rng(0)),
-            nudge_kind=cfg.nudge,
-            n_samples=cfg.samples,
-            sem_target_v=cfg.sem_target,
-            max_samples=cfg.max_samples,
-        )
-        phases = sum(isinstance(st, Measure) for st in plan)
+        phases = sum(isinstance(st, Measure) for st in self.plan)
         return StepLayout(
             batch=min(cfg.batch_size, len(self.x_train)),
             phases=phases,
@@ -473,20 +510,11 @@ class Trainer:
             "rms_dg_s": float(np.sqrt(np.mean(dg**2))) if dg.size else 0.0,
         }
 
-    def _step_log(
-        self,
-        epoch: int,
-        batch: int,
-        idx: NDArray[np.integer],
-        v_in: Array,
-        rec: StepRecord,
-        loss: float,
-        acc: float,
-        t_start: float,
-        duration: float,
-    ) -> StepLog:
+    def step_log(self, rec: StepRecord) -> StepLog:
+        """The session file's view of a training step's record."""
+        assert rec.examples is not None and rec.inputs_v is not None
         phases = sorted(rec.readings)
-        nv = np.zeros((len(phases), len(idx), self.n_out))
+        nv = np.zeros((len(phases), len(rec.examples), self.n_out))
         for p in phases:
             nudge = rec.nudges.get(p)
             if isinstance(nudge, ResistiveNudge):
@@ -494,11 +522,11 @@ class Trainer:
             elif isinstance(nudge, CurrentNudge):
                 nv[p] = np.asarray(nudge.currents_a).real
         pr = rec.programming
-        return StepLog(
-            epoch=epoch,
-            batch=batch,
-            examples=idx,
-            inputs_v=v_in,
+        log = StepLog(
+            epoch=rec.epoch,
+            batch=rec.batch,
+            examples=rec.examples,
+            inputs_v=rec.inputs_v,
             readings=[rec.readings[p] for p in phases],
             betas_s=np.array([float(np.real(rec.betas_s.get(p, 0.0))) for p in phases]),
             nudge_values=nv,
@@ -511,13 +539,16 @@ class Trainer:
             prog_achieved_s=None if pr is None else pr.achieved_s,
             prog_pulses=None if pr is None else pr.pulses,
             prog_reason=None if pr is None else pr.reason,
-            n_pulses=0 if pr is None else pr.total_pulses,
-            n_bound_hits=0 if pr is None else pr.counts.get("at_bound", 0),
-            loss=loss,
-            accuracy=acc,
-            t_start_unix_s=t_start,
-            duration_s=duration,
+            n_pulses=rec.n_pulses,
+            n_bound_hits=rec.n_bound_hits,
+            loss=rec.loss,
+            accuracy=rec.accuracy,
+            t_start_unix_s=rec.t_start_unix_s,
+            duration_s=rec.duration_s,
         )
+        # the counts are the record's (counted once, by the engine); a StepLog that
+        # takes them from its caller (n_pulses, n_bound_hits) stores these
+        return log
 
     def measure_asymmetry(self, n_examples: int = 32) -> tuple[float, float] | None:
         """Jacobian asymmetry ``(L_homeo, S^2; symmetry ratio)`` on fixed examples.
@@ -536,37 +567,32 @@ class Trainer:
         return asymmetry(jac), symmetry_ratio(jac)
 
     def _warn(self, message: str) -> None:
-        """A one-line warning: printed to stderr and recorded as a ``warning`` event."""
+        """A one-line warning: printed to stderr now, recorded as an event later.
+
+        The session observer records it as a ``warning`` event of the step during
+        which it arose.
+        """
         import sys
 
         print(f"warning: {message}", file=sys.stderr)
-        if self.writer is not None:
-            self.writer.event("warning", self.steps_done, message)
+        self.pending_warnings.append(message)
 
-    def _log_asymmetry(self, epoch: int, *, record: bool = True) -> None:
+    def _log_asymmetry(self, epoch: int) -> None:
         m = self.measure_asymmetry()
-        if m is None:
-            return
-        self.asymmetry_log.append((epoch, m[0], m[1]))
-        if self.writer is not None and record:  # not while re-running recorded steps
-            self.writer.event(
-                "info",
-                self.steps_done,
-                f"epoch {epoch}: jacobian asymmetry L_homeo = {m[0]:.6g} S^2, "
-                f"symmetry ratio {m[1]:.6f} (homeostasis lambda {self.cfg.homeostasis:g})",
-            )
+        if m is not None:
+            self.asymmetry_log.append((epoch, m[0], m[1]))
 
     # ------------------------------------------------------------------ the run
 
-    def run(self, resume_from: Checkpoint | None = None, verify_until: int = 0) -> TrainResult:
+    def run(self, resume_from: Checkpoint | None = None) -> TrainResult:
         """Train for the configured epochs; return the metrics and exit status.
+
+        After every step the observers get its record (:meth:`StepObserver.step`,
+        with :attr:`steps_done` already counting it), after every epoch its metrics.
 
         Args:
             resume_from: continue from this checkpoint (already restored with
                 :meth:`restore`): its epoch, batch and example order.
-            verify_until: steps below this number are already in the session file:
-                they are re-run and checked against it (:meth:`SessionWriter.verify_step`)
-                instead of appended.
         """
         cfg = self.cfg
         assert cfg.epochs is not None and cfg.batch_size is not None
@@ -575,62 +601,37 @@ class Trainer:
         result = TrainResult(status="running", reason="")
         start_epoch = 0 if resume_from is None else resume_from.epoch
         self.epochs_done = start_epoch
-        every = self.log_options().checkpoint_every
+        bs = cfg.batch_size
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             first_batch = 0
             if resume_from is not None and epoch == resume_from.epoch and resume_from.batch > 0:
-                order = np.asarray(resume_from.order)
+                self.order = np.asarray(resume_from.order)
                 first_batch = resume_from.batch
             else:
-                order = self.rng.permutation(len(self.x_train))
+                self.order = self.rng.permutation(len(self.x_train))
                 self._accum = [0.0] * 6
+            order = self.order
             loss_sum, correct, seen, pulses, bound_hits, t_before = self._accum
-            starts = list(range(0, len(order), cfg.batch_size))
-            for i in range(first_batch, len(starts)):
-                t_step = time.time()
-                t_perf = time.perf_counter()
-                idx = order[starts[i] : starts[i] + cfg.batch_size]
-                x = self.x_train[idx]
-                labels = self.y_train[idx]
-                v_in = encode_inputs(x, cfg.input_gain, self.n_in)
-                y = one_hot(labels, self.n_out)
-                rec = run_step(
-                    self.plan_for_step(), self.device, v_in, y, self.learner, dtype=self.dtype
+            for i in range(first_batch, self.n_batches):
+                idx = order[i * bs : (i + 1) * bs]
+                rec = self.step(
+                    self.x_train[idx], self.y_train[idx], examples=idx, epoch=epoch, batch=i
                 )
-                v_out = rec.mean_v(0)[:, self.out_pos].real
-                step_loss = float(output_cost(v_out, y).sum())
-                step_correct = int(np.sum(np.argmax(v_out, axis=1) == labels))
-                loss_sum += step_loss
-                correct += step_correct
+                loss_sum += rec.cost_sum_v2
+                correct += rec.n_correct
                 seen += len(idx)
-                if rec.programming is not None:
-                    pulses += rec.programming.total_pulses
-                    bound_hits += rec.programming.counts.get("at_bound", 0)
+                pulses += rec.n_pulses
+                bound_hits += rec.n_bound_hits
                 self._accum = [
                     loss_sum, correct, seen, pulses, bound_hits,
                     t_before + time.perf_counter() - t0,
                 ]
-                if self.writer is not None:
-                    log = self._step_log(
-                        epoch, i, idx, v_in, rec, step_loss / len(idx), step_correct / len(idx),
-                        t_step, time.perf_counter() - t_perf,
-                    )
-                    if self.steps_done < verify_until:
-                        self.writer.verify_step(self.steps_done, log)
-                        self.steps_done += 1
-                    else:
-                        self.writer.append_step(log)
-                        self.steps_done += 1
-                        due = self.steps_done % every == 0 or self.stop.requested
-                        if due and i + 1 < len(starts):  # epoch ends checkpoint below
-                            self.writer.write_checkpoint(self.checkpoint(epoch, i + 1, order))
-                else:
-                    self.steps_done += 1
-                if self.on_step is not None:
-                    self.on_step(i, rec, loss_sum / seen, correct / seen)
+                self.steps_done += 1
+                for ob in tuple(self.observers):  # an observer may hand over to another
+                    ob.step(rec)
                 self.stop.check_abort()  # an abort swallowed inside a finaliser
-                if self.stop.requested and i + 1 < len(starts):
+                if self.stop.requested and i + 1 < self.n_batches:
                     result.status, result.reason = "stopped", self.stop.reason
                     return result
             train_time = t_before + time.perf_counter() - t0
@@ -660,16 +661,123 @@ class Trainer:
                 bound_hits=int(bound_hits),
             )
             result.epochs.append(m)
-            self._log_asymmetry(epoch + 1, record=self.steps_done >= verify_until)
+            self._log_asymmetry(epoch + 1)
             self._accum = [0.0] * 6
             self.epochs_done = epoch + 1
-            if self.writer is not None and self.steps_done >= verify_until:
-                self.writer.append_epoch(m.as_dict())
-                self.writer.write_checkpoint(self.checkpoint(epoch + 1, 0, order))
-            if self.on_epoch is not None:
-                self.on_epoch(m)
+            for ob in tuple(self.observers):
+                ob.epoch(m)
             if self.stop.requested:
                 result.status, result.reason = "stopped", self.stop.reason
                 return result
         result.status = "completed"
         return result
+
+
+class StepObserver(Protocol):
+    """Told of every finished training step and epoch (session file, progress, monitors).
+
+    Observers run in the order of :attr:`Trainer.observers`, after the step is
+    counted in :attr:`Trainer.steps_done`; they must not touch the board.
+    """
+
+    def step(self, rec: StepRecord) -> None:
+        """A step finished; ``rec`` holds everything it measured and did."""
+        ...
+
+    def epoch(self, metrics: EpochMetrics) -> None:
+        """An epoch finished (after its evaluation)."""
+        ...
+
+
+class SessionRecorder:
+    """Appends every step and epoch to the session file and writes the checkpoints.
+
+    A checkpoint is written every ``checkpoint_every`` steps (:meth:`Trainer.log_options`),
+    after the step during which a stop was requested, and at every epoch end.
+    """
+
+    def __init__(self, trainer: Trainer, writer: SessionWriter) -> None:
+        self.trainer = trainer
+        self.writer = writer
+        self.every = trainer.log_options().checkpoint_every
+
+    def step(self, rec: StepRecord) -> None:
+        """Append the step and its warnings; checkpoint when due.
+
+        The epoch end checkpoints in :meth:`epoch`.
+        """
+        tr = self.trainer
+        self.writer.append_step(tr.step_log(rec))
+        while tr.pending_warnings:
+            self.writer.event("warning", rec.step, tr.pending_warnings.pop(0))
+        due = tr.steps_done % self.every == 0 or tr.stop.requested
+        if due and rec.batch + 1 < tr.n_batches:
+            self.writer.write_checkpoint(tr.checkpoint(rec.epoch, rec.batch + 1, tr.order))
+
+    def epoch(self, metrics: EpochMetrics) -> None:
+        """Record the epoch's metrics (and measured asymmetry), then checkpoint."""
+        tr = self.trainer
+        if tr.asymmetry_log and tr.asymmetry_log[-1][0] == metrics.epoch:
+            _, l_homeo, ratio = tr.asymmetry_log[-1]
+            self.writer.event(
+                "info",
+                tr.steps_done,
+                f"epoch {metrics.epoch}: jacobian asymmetry L_homeo = {l_homeo:.6g} S^2, "
+                f"symmetry ratio {ratio:.6f} (homeostasis lambda {tr.cfg.homeostasis:g})",
+            )
+        self.writer.append_epoch(metrics.as_dict())
+        self.writer.write_checkpoint(tr.checkpoint(metrics.epoch, 0, tr.order))
+
+
+class ResumeVerifier:
+    """Checks re-run steps against a session file, then hands over to its recorder.
+
+    Steps numbered below ``until`` are already in the file: each is checked
+    (:meth:`SessionWriter.verify_step`) and nothing is written. Once the last of
+    them is verified the verifier replaces itself by ``recorder`` in the trainer's
+    observer list, so the rest of the run pays nothing for it.
+    """
+
+    def __init__(self, recorder: SessionRecorder, until: int) -> None:
+        self.recorder = recorder
+        self.until = until
+
+    def step(self, rec: StepRecord) -> None:
+        """Verify the re-run step against the file."""
+        tr = self.recorder.trainer
+        self.recorder.writer.verify_step(rec.step, tr.step_log(rec))
+        tr.pending_warnings.clear()  # recorded with the step the first time
+        if tr.steps_done >= self.until:
+            obs = tr.observers
+            obs[obs.index(self)] = self.recorder
+
+    def epoch(self, metrics: EpochMetrics) -> None:
+        """An epoch that ends within the verified steps is already recorded."""
+
+
+def session_observer(
+    trainer: Trainer, writer: SessionWriter, verify_until: int = 0
+) -> StepObserver:
+    """The observer that keeps ``writer`` up to date.
+
+    A :class:`SessionRecorder`, behind a :class:`ResumeVerifier` while the trainer
+    re-runs steps numbered below ``verify_until`` (an exact resume).
+    """
+    recorder = SessionRecorder(trainer, writer)
+    if trainer.steps_done < verify_until:
+        return ResumeVerifier(recorder, verify_until)
+    return recorder
+
+
+@dataclass
+class StepHook:
+    """An observer from a function of the step record (timing probes, simple monitors)."""
+
+    fn: Callable[[StepRecord], None]
+
+    def step(self, rec: StepRecord) -> None:
+        """Call the function with the record."""
+        self.fn(rec)
+
+    def epoch(self, metrics: EpochMetrics) -> None:
+        """Nothing at epoch ends."""

@@ -15,16 +15,26 @@ one matrix product with the phases stacked along the batch axis. When A is the
 input layer its voltages are the applied sources, identical in every phase, so
 the product collapses to ``A^T (sum_i c_i D_i)`` and, with ``+x/-x`` input
 pairs, to one half of that: the same cost as one forward projection.
+
+The local rule from an error vector (:func:`local_gradient`, estimators doc 2.1):
+for a coupling from node ``p`` into node ``q`` whose receiver current is
+``gamma g (alpha v_p - v_q)``, ``dL/dg = -gamma mean_b[(alpha v_p - v_q) e_q]``.
+Boards without coupling gains in ``desc.info["couplings"]`` are reciprocal: an
+edge is one resistor and ``dL/dg = -(v_p - v_q)(e_q - e_p)``. Every estimator of
+``du*/dbeta`` (training stencils on directed boards, point stencils, lock-in)
+ends here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.device import BoardDescription
+from hwloop.errors import ConfigError
 
 Array = NDArray[np.floating]
 
@@ -141,3 +151,161 @@ def output_cost(v_out: Array, targets_v: Array) -> NDArray[np.float64]:
     """Per-example cost ``C = 1/2 sum_o (v_o - y_o)^2``, V^2."""
     d = np.asarray(v_out, dtype=np.float64) - np.asarray(targets_v, dtype=np.float64)
     return np.asarray(0.5 * np.sum(d * d, axis=1))
+
+
+def _couplings(desc: BoardDescription) -> list[tuple[float, float]] | None:
+    info = desc.info.get("couplings")
+    if info is None:
+        return None
+    if desc.layers is None or not isinstance(info, list) or len(info) != len(desc.layers):
+        raise ConfigError("board info 'couplings' must give one entry per layer block")
+    out = []
+    for c in info:
+        d = cast(dict[str, float], c)
+        out.append((float(d["drive_gain"]), float(d["current_gain"])))
+    return out
+
+
+def board_couplings(desc: BoardDescription) -> list[tuple[float, float]] | None:
+    """``(drive_gain, current_gain)`` per layer block from ``desc.info["couplings"]``.
+
+    ``None`` for a board without the entry (a reciprocal board: each edge is one
+    resistor).
+    """
+    return _couplings(desc)
+
+
+def stencil_gradient(
+    desc: BoardDescription,
+    v_inputs: Array,
+    v_free: Array,
+    phases_free_v: list[Array],
+    coeffs: tuple[float, ...],
+    *,
+    dtype: np.dtype[np.floating] | type[np.floating] = np.float64,
+) -> Gradient:
+    """The local gradient of a board with directed couplings from a training step's phases.
+
+    The error vector is the stencil's combination of the measured phases,
+    ``e = sum_i c_i v_i`` (``~ du*/dbeta``, the same coefficients the
+    reciprocal rule :func:`protocols.updates.ep_gradient` applies to the
+    energy), and every block (forward and backward arrays alike) gets its own
+    local update from :func:`local_gradient`. On a reciprocal network the
+    forward and backward updates of a pair sum to the reciprocal rule's.
+
+    Args:
+        desc: a layered board's description with ``info["couplings"]``.
+        v_inputs: ``(batch, n_inputs)`` input voltages, V.
+        v_free: ``(batch, n_free)`` free-phase voltages (the presynaptic factor), V.
+        phases_free_v: one ``(batch, n_free)`` mean reading per stencil phase, V.
+        coeffs: the stencil coefficients, one per phase, 1/S.
+        dtype: precision of the returned arrays.
+    """
+    if len(phases_free_v) != len(coeffs):
+        raise ConfigError("one stencil coefficient per phase is needed")
+    err = sum(
+        float(c) * np.real(np.asarray(p, dtype=np.float64))
+        for c, p in zip(coeffs, phases_free_v, strict=True)
+    )
+    g, b = local_gradient(
+        desc,
+        np.asarray(v_inputs, dtype=np.float64),
+        np.real(np.asarray(v_free, dtype=np.float64)),
+        np.asarray(err, dtype=np.float64),
+    )
+    dt = np.dtype(dtype)
+    return Gradient(g=g.astype(dt), b=b.astype(dt))
+
+
+def local_gradient(
+    desc: BoardDescription, v_inputs: Array, v_free: Array, error: Array
+) -> tuple[Array, Array]:
+    """``-error^T dF/dtheta`` averaged over the batch, from node voltages only.
+
+    Args:
+        desc: a layered board's description.
+        v_inputs: ``(batch, n_inputs)`` applied input voltages, V.
+        v_free: ``(batch, n_free)`` free state (``desc.free_nodes`` order), V.
+        error: ``(batch, n_free)`` error vector (e.g. ``du*/dbeta``), V/S.
+
+    Returns:
+        ``(dL/dg per edge, V^2/S; dL/db per bias node, V^2/A)``.
+    """
+    if desc.layers is None:
+        raise ConfigError("the local gradient needs a layered board (layer blocks)")
+    batch = v_inputs.shape[0]
+    v = full_voltages(desc, v_inputs, v_free)
+    e = np.zeros_like(v)
+    e[:, desc.free_index] = error
+    gains = _couplings(desc)
+    g = np.empty(desc.n_edges)
+    for k, blk in enumerate(desc.layers):
+        vp, vq = v[:, blk.src_index], v[:, blk.dst_index]
+        eq = e[:, blk.dst_index]
+        if gains is not None:
+            alpha, gamma = gains[k]
+            m = alpha * (vp.T @ eq) - np.sum(vq * eq, axis=0)[None, :]
+            m *= -gamma / batch
+        else:
+            m = _reciprocal_block(vp, vq, e[:, blk.src_index], eq) / batch
+        g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
+    bias = -e[:, desc.bias_nodes].mean(axis=0)
+    return g, np.asarray(bias)
+
+
+def _reciprocal_block(vp: Array, vq: Array, ep: Array, eq: Array) -> Array:
+    """``-sum_b (v_p - v_q)(e_q - e_p)`` for every pair ``(p, q)``."""
+    return np.asarray(
+        -(vp.T @ eq)
+        + np.sum(vp * ep, axis=0)[:, None]
+        + np.sum(vq * eq, axis=0)[None, :]
+        - (ep.T @ vq)
+    )
+
+
+def local_gradient_variance(
+    desc: BoardDescription, v_inputs: Array, v_free: Array, error_var: Array
+) -> tuple[Array, Array]:
+    """Variance of :func:`local_gradient` caused by independent noise in ``error``.
+
+    The free state is treated as exact (its noise enters at second order).
+
+    Args:
+        desc: a layered board's description.
+        v_inputs: ``(batch, n_inputs)`` input voltages, V.
+        v_free: ``(batch, n_free)`` free state, V.
+        error_var: ``(batch, n_free)`` variance of each error component, (V/S)^2.
+
+    Returns:
+        Per-edge variance, (V^2/S)^2, and per-bias variance, (V^2/A)^2.
+    """
+    if desc.layers is None:
+        raise ConfigError("the local gradient needs a layered board (layer blocks)")
+    batch = v_inputs.shape[0]
+    v = full_voltages(desc, v_inputs, v_free)
+    s2 = np.zeros_like(v)
+    s2[:, desc.free_index] = error_var
+    gains = _couplings(desc)
+    g = np.empty(desc.n_edges)
+    for k, blk in enumerate(desc.layers):
+        vp, vq = v[:, blk.src_index], v[:, blk.dst_index]
+        sq = s2[:, blk.dst_index]
+        if gains is not None:
+            alpha, gamma = gains[k]
+            # sum_b (alpha v_p - v_q)^2 s2_q
+            m = (
+                alpha**2 * ((vp**2).T @ sq)
+                - 2 * alpha * (vp.T @ (vq * sq))
+                + np.sum(vq**2 * sq, axis=0)[None, :]
+            ) * (gamma / batch) ** 2
+        else:
+            sp = s2[:, blk.src_index]
+            d2 = (vp**2).T @ sq - 2 * (vp.T @ (vq * sq)) + np.sum(vq**2 * sq, axis=0)
+            d2p = (
+                ((vp**2) * sp).sum(axis=0)[:, None]
+                - 2 * ((vp * sp).T @ vq)
+                + sp.T @ (vq**2)
+            )
+            m = (d2 + d2p) / batch**2
+        g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
+    return g, np.asarray(s2[:, desc.bias_nodes].sum(axis=0) / batch**2)

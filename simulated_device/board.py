@@ -163,6 +163,8 @@ class EmulatedBoard:
         self._node_pos = np.concatenate([np.arange(n) for n in net.layer_sizes] + [np.array([0])])
         self._starts = starts
         self._free = self._desc.free_nodes
+        # the free nodes are the free layers in order: a read of all of them is one concat
+        self._free_is_state = bool(np.array_equal(self._free, np.arange(starts[1], starts[-1])))
         self._clock_s = 0.0
         self._pulses_used = 0
         self._v_in: Array | None = None
@@ -321,7 +323,9 @@ class EmulatedBoard:
         if int(n_samples) != n_samples or n_samples < 1:
             raise ConfigError(f"n_samples={n_samples} must be an integer >= 1")
         idx = self._free if nodes is None else np.asarray(nodes, dtype=np.int64)
-        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= self._desc.n_nodes)):
+        if nodes is not None and (  # the free nodes are valid by construction
+            idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= self._desc.n_nodes))
+        ):
             raise ConfigError(f"node indices must lie in 0..{self._desc.n_nodes - 1}")
         self._solve()
         assert self._v_in is not None and self._state is not None
@@ -346,6 +350,8 @@ class EmulatedBoard:
 
     def _gather(self, idx: NDArray[np.integer]) -> Array:
         assert self._v_in is not None and self._state is not None
+        if idx is self._free and self._free_is_state:
+            return np.concatenate(self._state, axis=1, dtype=np.float64)
         layers = [self._v_in, *self._state]
         batch = self._v_in.shape[0]
         out = np.zeros((batch, len(idx)), dtype=np.float64)

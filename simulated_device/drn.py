@@ -109,6 +109,7 @@ class DRN:
         self._den: list[Array] | None = None
         self._w0_diff: Array | None = None
         self._ops: dict[float, _Operators] = {}
+        self._ops_base: _Operators | None = None
         self._rows: Array | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -155,6 +156,7 @@ class DRN:
         self._w0_diff = None
         self._rows = None
         self._ops.clear()
+        self._ops_base = None
 
     def _denominators(self) -> list[Array]:
         """Total conductance at each free node (column sums in, row sums out), S."""
@@ -169,34 +171,55 @@ class DRN:
         return self._den
 
     def _operators(self, beta_s: float) -> _Operators:
-        """Per-layer update operators with the 1/den scaling folded in (cached per beta)."""
+        """Per-layer update operators with the 1/den scaling folded in (cached per beta).
+
+        Only the output layer's denominator depends on beta: its scaling and the
+        operator into it are built per beta, the rest once per conductance change
+        (shared by the free and nudged phases of a step).
+        """
         key = float(beta_s)
         ops = self._ops.get(key)
         if ops is not None:
             return ops
         dt = self.dtype
-        den = list(self._denominators())
         L = self.n_free_layers
         if key != 0.0:
             self.check_beta(key)
-            den[L - 1] = den[L - 1] + dt.type(key)
-        # A node with no conductance at all is held at 0 V (by its diode, or taken as
-        # such for an isolated output) instead of turning the solve into NaN.
-        inv = [np.asarray(np.divide(1.0, d, out=np.zeros_like(d), where=d > 0), dtype=dt)
-               for d in den]
-        a_in: list[Array | None] = [None] * L
-        a_out: list[Array | None] = [None] * L
-        for k in range(L):
-            if k >= 1:
-                a_in[k] = np.ascontiguousarray(self.weights[k] * inv[k][None, :], dtype=dt)
-            if k + 1 < L:
-                a_out[k] = np.ascontiguousarray((self.weights[k + 1] * inv[k][:, None]).T, dtype=dt)
-        n_exc = [n_excitatory(n) for n in self.layer_sizes[1:]]
-        ops = _Operators(inv=inv, a_in=a_in, a_out=a_out, n_exc=n_exc)
+        base = self._ops_base
+        if base is None:
+            den = self._denominators()
+            # A node with no conductance at all is held at 0 V (by its diode, or taken as
+            # such for an isolated output) instead of turning the solve into NaN.
+            inv0 = [self._inverse(d) for d in den[: L - 1]]
+            a_in0: list[Array | None] = [None] * L
+            a_out0: list[Array | None] = [None] * L
+            for k in range(L - 1):
+                if k >= 1:
+                    a_in0[k] = np.ascontiguousarray(self.weights[k] * inv0[k][None, :], dtype=dt)
+                a_out0[k] = np.ascontiguousarray(
+                    (self.weights[k + 1] * inv0[k][:, None]).T, dtype=dt
+                )
+            n_exc = [n_excitatory(n) for n in self.layer_sizes[1:]]
+            base = self._ops_base = _Operators(inv=inv0, a_in=a_in0, a_out=a_out0, n_exc=n_exc)
+        d_out = self._denominators()[L - 1]
+        if key != 0.0:
+            d_out = d_out + dt.type(key)
+        inv_out = self._inverse(d_out)
+        a_in = list(base.a_in)
+        if L >= 2:
+            a_in[L - 1] = np.ascontiguousarray(
+                self.weights[L - 1] * inv_out[None, :], dtype=dt
+            )
+        ops = _Operators(inv=[*base.inv, inv_out], a_in=a_in, a_out=list(base.a_out),
+                         n_exc=base.n_exc)
         if len(self._ops) > 8:
             self._ops.clear()
         self._ops[key] = ops
         return ops
+
+    def _inverse(self, d: Array) -> Array:
+        """``1/d`` where ``d > 0``, else 0, in the arithmetic type."""
+        return np.asarray(np.divide(1.0, d, out=np.zeros_like(d), where=d > 0), dtype=self.dtype)
 
     def check_beta(self, beta_s: float) -> None:
         """Refuse a nudge that makes an output node's total conductance non-positive.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hwloop.cli import main
@@ -22,8 +23,17 @@ def test_gradcheck_json_shows_cauchy_exactness_and_asymmetry_bias(
     doc = json.loads(capsys.readouterr().out)
     checks = doc["checks"]
     assert checks["cauchy_beats_one_sided_at_beta1"] is True
-    assert checks["beta1_one_sided_cos"] < 0.999
-    assert min(checks["beta1_cauchy_cos"].values()) >= 0.999
+    # the pass criterion is the relative error: Cauchy (N >= 4) within 1 %, one-sided and
+    # centered far outside, although their cosines exceed 0.998 (the cosine separates nothing)
+    assert checks["rel_err_pass"] == 0.01
+    assert max(checks["beta1_cauchy_rel_err"].values()) <= 0.01 < checks["beta1_one_sided_rel_err"]
+    assert checks["beta1_passes"]["cauchy-8"] and checks["beta1_passes"]["cauchy-4"]
+    assert not checks["beta1_passes"]["centered"] and not checks["beta1_passes"]["one-sided"]
+    assert checks["beta1_one_sided_cos"] > 0.99
+    # the angle is the direction error: arccos of the cosine, in degrees
+    for r in doc["rows"]:
+        if r["cos"] is not None and r["angle_deg"] is not None and r["cos"] < 0.9999:
+            assert r["angle_deg"] == pytest.approx(np.degrees(np.arccos(r["cos"])), rel=1e-6)
     # reciprocal: no asymmetry bias; non-reciprocal: a large one
     assert checks["asymmetry_bias"]["reciprocal"] < 1e-12
     assert checks["asymmetry_bias"]["non-reciprocal"] > 0.05

@@ -13,10 +13,10 @@ from hwloop.plugins import open_board
 from protocols.holomorphic import (
     choose_beta,
     estimate,
-    local_gradient,
     make_stencil,
     optimal_radius,
 )
+from protocols.updates import local_gradient
 from simulated_device.nonreciprocal_board import NonReciprocalBoard
 from tests.board_helpers import settled_nonreciprocal
 

@@ -115,7 +115,7 @@ def test_stencil_equivalent_and_beta_choice() -> None:
     st = lockin_stencil(0.2, 1, 16)
     assert (st.order, st.bias_coef, st.variance_factor) == (2, 0.75, 2.0)
     f = np.array([0.7 * b.real - 3.0 * b.real**3 for b in st.betas_s])
-    assert sum(w.real * v for w, v in zip(st.weights, f, strict=True)) == pytest.approx(
+    assert sum(w.real * v for w, v in zip(st.coeffs, f, strict=True)) == pytest.approx(
         0.7 - 0.75 * 3.0 * 0.2**2, rel=1e-12)
     # doc 8.6 sine K = 1: r* = (16 sigma^2 / (9 a3^2 M))^(1/6); Richardson bias at r
     sigma, m, a3 = 1e-3, 64, 1.0

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 
 from hwloop.device import CurrentNudge, ResistiveNudge
-from hwloop.errors import ConfigError, LimitError
+from hwloop.errors import ConfigError, LimitError, UnsupportedError
 from hwloop.plugins import open_board
 from protocols.engine import run_step
-from protocols.estimators import Centered, OneSided, RandomSign, make_estimator
+from protocols.estimators import Centered, OneSided, RandomSign, Stencil, make_estimator
 from protocols.optim import SGD, Update
 from protocols.plan import (
     ApplyInputs,
     ApplyNudge,
-    Checkpoint,
     ComputeUpdate,
     Measure,
     Program,
@@ -100,7 +99,6 @@ def test_centered_plan_is_the_documented_sequence() -> None:
         ReleaseNudge(),
         ComputeUpdate((1, 2), (-1.0, 1.0)),
         Program(),
-        Checkpoint(),
     )
     text = format_plan(plan)
     assert "nudge #1: resistive pull, beta = -0.5 S" in text
@@ -118,8 +116,7 @@ def test_engine_calls_the_device_in_plan_order() -> None:
     dev = Recorder(small_board())
     v, y = data()
     plan = build_step_plan(Centered().stencil(0.1, None), n_samples=2)
-    checkpoints = []
-    rec = run_step(plan, dev, v, y, FixedLearner(dev.describe()), checkpoint=checkpoints.append)
+    rec = run_step(plan, dev, v, y, FixedLearner(dev.describe()))
     assert dev.calls == [
         ("apply_inputs",),
         ("settle",),
@@ -136,7 +133,6 @@ def test_engine_calls_the_device_in_plan_order() -> None:
         ("program_deltas",),
         ("set_bias_currents",),
     ]
-    assert checkpoints == [rec]
     assert rec.executed == list(plan)
     assert set(rec.readings) == {0, 1, 2}
     assert rec.readings[1].samples_v.shape == (2, 2, 12)
@@ -330,3 +326,77 @@ def test_write_verify_warns_once_when_updates_vanish() -> None:
         wv.program(board, Update(delta, zero_b), rng)
     assert len(messages) == 1
     assert "programmed no edge in 100 steps" in messages[0] and "\n" not in messages[0]
+
+
+def test_the_record_counts_pulses_and_bound_hits_of_the_programming_report() -> None:
+    """Pulses and bound hits are counted once, by the engine, from the program report."""
+    board = small_board("reram")
+    desc = board.describe()
+    v, y = data()
+
+    class BigLearner(FixedLearner):
+        def update(self, gradient: Any) -> Update:
+            # every edge asked to move 3 pulses up; edge 0 far beyond the upper bound
+            dg = np.full(desc.n_edges, 3 * desc.pulse_step_s)
+            dg[0] = 10 * (desc.g_max_s - desc.g_min_s)
+            return Update(delta_g_s=dg, delta_b_a=np.zeros(len(desc.bias_nodes)))
+
+    self_prog = BigLearner(desc)
+    self_prog.prog = OpenLoopProgrammer(max_pulses=100_000)
+    rec = run_step(build_step_plan(OneSided().stencil(1e-6)), board, v, y, self_prog)
+    rep = rec.programming
+    assert rep is not None
+    assert rec.n_pulses == int(np.abs(rep.pulses).sum()) > 3 * desc.n_edges
+    assert rec.n_bound_hits == int(np.count_nonzero(rep.reason == Reason.AT_BOUND)) >= 1
+
+
+def test_a_random_sign_is_data_of_the_step_and_mirrors_the_plan() -> None:
+    """The plan is built at +beta; sign -1 negates every nudge and coefficient."""
+    v, y = data()
+    plan = build_step_plan(make_estimator("random-sign").stencil(0.1))
+    a, b = Recorder(small_board()), Recorder(small_board())
+    mirrored = run_step(plan, a, v, y, FixedLearner(a.describe()), sign=-1.0)
+    direct = run_step(
+        build_step_plan(Stencil((0.0, -0.1), (-1 / -0.1, 1 / -0.1))), b, v, y,
+        FixedLearner(b.describe()),
+    )
+    assert a.calls == b.calls and ("apply_nudge", "resistive", -0.1) in a.calls
+    assert mirrored.betas_s == direct.betas_s == {0: 0.0, 1: -0.1}
+    assert mirrored.gradient is not None and direct.gradient is not None
+    np.testing.assert_array_equal(mirrored.gradient.g, direct.gradient.g)
+    # the sign drawn is the one value the estimator takes from the generator
+    rs = make_estimator("random-sign")
+    draws = np.random.default_rng(7).random(50)
+    rng = np.random.default_rng(7)
+    assert [rs.draw_sign(rng) for _ in range(50)] == [1.0 if d < 0.5 else -1.0 for d in draws]
+
+
+def test_the_measurement_plan_of_a_cauchy_stencil_runs_complex_nudges_in_the_engine() -> None:
+    """One executor: complex ApplyNudge steps reach the board; boards without refuse first."""
+    from protocols.engine import nudged_phases
+    from protocols.holomorphic import make_stencil
+    from protocols.plan import measurement_plan
+    from tests.board_helpers import settled_nonreciprocal
+
+    st = make_stencil("cauchy", 0.1, 4)  # points +r, i r, -r
+    plan = measurement_plan(st.betas_s, n_samples=2)
+    nudges = [s for s in plan if isinstance(s, ApplyNudge)]
+    assert [s.beta_s for s in nudges] == list(st.betas_s) and nudges[1].beta_s.imag != 0
+    assert isinstance(plan[0], ReleaseNudge) and isinstance(plan[-1], ReleaseNudge)
+    board, _, y = settled_nonreciprocal()
+    rec = Recorder(board)
+    readings, ok = nudged_phases(rec, st.betas_s, y, n_samples=2)
+    assert ok and all(r is not None and r.samples_v.shape[0] == 2 for r in readings)
+    applied = [c for c in rec.calls if c[0] == "apply_nudge"]
+    assert [c[2] for c in applied[:-1]] == [0.1, st.betas_s[1], -0.1]
+    assert isinstance(applied[1][2], complex) and isinstance(applied[0][2], float)
+    assert applied[-1] == ("apply_nudge", None)
+    # the imaginary-axis point gives a complex response, the real ones a real one
+    r1, r2 = readings[0], readings[1]
+    assert r1 is not None and r2 is not None
+    assert np.iscomplexobj(r2.samples_v) and np.abs(np.imag(r2.mean_v)).max() > 0
+    # a board without complex nudges: the dry run refuses the plan before anything is applied
+    real = small_board()
+    v, yy = data()
+    with pytest.raises(UnsupportedError, match="complex-valued nudges"):
+        dry_run(measurement_plan(st.betas_s), real.describe(), v, yy)

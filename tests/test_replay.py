@@ -238,8 +238,7 @@ def test_replay_device_with_run_step_reproduces_the_recorded_step(centered: Path
         v_in = encode_inputs(data.pixels("train")[idx], cfg.input_gain, trainer.n_in)
         y = one_hot(data.y_train[idx].astype(np.int64), trainer.n_out)
 
-        rec = run_step(trainer.plan_for_step(), dev, v_in, y, trainer.learner,
-                       dtype=trainer.dtype)
+        rec = run_step(trainer.plan, dev, v_in, y, trainer.learner, dtype=trainer.dtype)
 
         readings = sf.readings(0)
         assert [r.n_samples for r in rec.readings.values()] == [3, 3, 3]

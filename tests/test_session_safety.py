@@ -65,14 +65,19 @@ def test_stop_request_ends_after_the_current_step() -> None:
     stop = StopRequest()
     steps = []
 
-    def on_step(i, rec, loss, acc):
-        steps.append(i)
-        if i == 2:
-            stop.request("test")
+    class StopAtThird:
+        def step(self, rec):
+            steps.append(rec.batch)
+            if rec.batch == 2:
+                stop.request("test")
+
+        def epoch(self, metrics):
+            raise AssertionError("the epoch must not end")
 
     with safe_session(board):
         tr = _trainer(board)
-        tr.stop, tr.on_step = stop, on_step
+        tr.stop = stop
+        tr.observers.append(StopAtThird())
         result = tr.run()
     assert steps == [0, 1, 2]
     assert result.status == "stopped" and result.reason == "test"

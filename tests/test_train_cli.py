@@ -477,3 +477,22 @@ def test_console_script_reports_one_line(tmp_path: Path) -> None:
     assert "beta" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
 
+
+
+def test_four_point_estimator_trains_and_replays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A multi-point real stencil in training: four nudged phases recorded, replay exact."""
+    out = tmp_path / "fp.h5"
+    code, _, err = cli(capsys, "train", "--arch", "1568-16-10", "--epochs", "1",
+                       "--train-limit", "40", "--test-limit", "20", "--beta", "0.05",
+                       "--estimator", "four-point", "--out", out, "--quiet")
+    assert code == 0, err
+    with h5py.File(out, "r") as f:
+        betas = f["steps/betas_s"][0]
+    np.testing.assert_array_equal(betas, [0.0, -0.05, -0.025, 0.025, 0.05])
+    code, text, _ = cli(capsys, "replay", out)
+    assert code == 0 and text.startswith("identical: steps 0..9"), text
+    code, out_, err = cli(capsys, "train", "--arch", "1568-16-10", "--estimator", "cauchy-4",
+                          "--out", tmp_path / "c.h5")
+    assert_usage_error(code, out_, err, "cauchy-4", "four-point")
