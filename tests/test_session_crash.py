@@ -168,13 +168,13 @@ def test_sigkill_at_random_moments_leaves_readable_resumable_files(
 def _sigint_run(out: Path, n_signals: int) -> subprocess.CompletedProcess[str]:
     with _spawn(out) as proc:
         _wait_for_steps(proc, out, 4)
-        proc.signal(signal.SIGINT)
         if n_signals == 2:
             # two signals sent back to back merge into one when the child is not
-            # scheduled in between (a busy machine): the second goes once the first
-            # has been handled
-            proc.wait_line(lambda line: "stopping after the current step" in line, "stderr")
-            proc.signal(signal.SIGINT)
+            # scheduled in between (a busy machine): the second goes the moment the
+            # first has been handled (from the thread that reads the child's stderr)
+            proc.on_line(lambda line: "stopping after the current step" in line,
+                         lambda: proc.signal(signal.SIGINT))
+        proc.signal(signal.SIGINT)
         code = proc.wait()
         return subprocess.CompletedProcess(proc.proc.args, code, proc.text("stdout"),
                                            proc.text("stderr"))
@@ -204,8 +204,16 @@ def test_first_ctrl_c_stops_at_the_step_end_and_resumes_to_the_same_result(
 def test_second_ctrl_c_aborts_with_a_consistent_file(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "abort.h5"
-    res = _sigint_run(out, 2)
+    for attempt in range(3):
+        out = tmp_path / f"abort{attempt}.h5"
+        res = _sigint_run(out, 2)
+        if res.returncode != 130:
+            # the second Ctrl-C can only act while the run is still stopping; on a busy
+            # machine the run may finish stopping first (exit 0, or killed by the second
+            # SIGINT once its handlers are gone): that is no abort, so run again
+            assert res.returncode in (0, -signal.SIGINT), res.stderr
+            continue
+        break
     assert res.returncode == 130, res.stderr
     assert "Traceback" not in res.stderr
     with open_session(out) as sf:
