@@ -34,6 +34,7 @@ class Child:
         self._cond = threading.Condition()
         self._lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self._open = {"stdout": True, "stderr": True}
+        self._triggers: list[tuple[str, Callable[[str], bool], Callable[[], None]]] = []
         self._readers = [
             threading.Thread(target=self._pump, args=(name, stream), daemon=True)
             for name, stream in (("stdout", proc.stdout), ("stderr", proc.stderr))
@@ -46,7 +47,12 @@ class Child:
             for line in stream:
                 with self._cond:
                     self._lines[name].append(line)
+                    fire = [t for t in self._triggers if t[0] == name and t[1](line)]
+                    for t in fire:
+                        self._triggers.remove(t)
                     self._cond.notify_all()
+                for _, _, action in fire:
+                    action()
         with self._cond:
             self._open[name] = False
             self._cond.notify_all()
@@ -87,6 +93,15 @@ class Child:
                         + "".join(self._lines["stderr"])
                     )
                 self._cond.wait(left)
+
+    def on_line(self, match: Callable[[str], bool], action: Callable[[], None],
+                stream: str = "stderr") -> None:
+        """Run ``action`` once, in the reader thread, as soon as a matching line arrives.
+
+        For a reaction that must come as early as possible (no second thread to wake).
+        """
+        with self._cond:
+            self._triggers.append((stream, match, action))
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the child itself (not its group)."""

@@ -589,7 +589,10 @@ def test_a_garbled_reply_is_detected_before_the_timeout(board: Board) -> None:
 
 
 def test_a_late_reply_is_discarded_as_stale(board: Board) -> None:
-    board.vb.set_faults(FaultConfig(delayed_replies=1, reply_delay_s=0.22, commands=READS))
+    # the reply comes 0.5 s after the 1 s timeout: the retry has gone out by then, even
+    # on a busy machine, so the late reply arrives inside the retry's exchange
+    board.d.transport.base_timeout_s = 1.0
+    board.vb.set_faults(FaultConfig(delayed_replies=1, reply_delay_s=1.5, commands=READS))
     m = board.d.read_mean([0], 2)
     assert m.n_samples == 2
     assert "retry" in board.kinds()

@@ -100,9 +100,14 @@ def _spawn(out: Path) -> contextlib.AbstractContextManager[Child]:
 
 
 def _wait_for_steps(proc: Child, out: Path, n: int) -> None:
-    """Wait until the run has committed ``n`` steps (a read may fail mid-write: retried)."""
+    """Wait until the run has committed ``n`` steps (a read may fail mid-write: retried).
+
+    A run that ended first must have committed them (else it failed: its stderr shows).
+    """
     assert wait_until(lambda: steps_recorded(out) >= n or proc.proc.poll() is not None)
-    assert proc.proc.poll() is None, f"the run ended early:\n{proc.text('stderr')}"
+    assert steps_recorded(out) >= n or wait_until(lambda: steps_recorded(out) >= n, 5.0), (
+        f"the run ended before step {n}:\n{proc.text('stderr')}"
+    )
 
 
 def test_sigkill_at_random_moments_leaves_readable_resumable_files(
@@ -157,7 +162,9 @@ def test_sigkill_at_random_moments_leaves_readable_resumable_files(
             assert any(e["kind"] == "resume" for e in events)
             assert int(sf.attrs["resumes"]) == 1
     assert len(seen_steps) >= 10
-    assert len({s for s in seen_steps if 0 < s < STEPS}) >= 5  # kills spread over the run
+    # kills spread over the run: with group commit the committed counts come in blocks
+    # (a commit at least every second, and at every checkpoint: every 7 steps here)
+    assert len({s for s in seen_steps if 0 < s < STEPS}) >= 3
 
 
 def _sigint_run(out: Path, n_signals: int) -> subprocess.CompletedProcess[str]:
