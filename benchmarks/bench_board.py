@@ -18,7 +18,7 @@ medians of several runs.
   emulator backend.
 
 The overhead per read is compared with the fastest real instrument read times of
-device-models doc section 5.2. Usage::
+docs/devices.md §5.2. Usage::
 
     python benchmarks/bench_board.py [--arch 1568-16-10] [--reads 300] [--steps 40] [--runs 5]
 """
@@ -51,7 +51,7 @@ from simulated_device.virtual_board import VirtualBoard
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "boards" / "virtual-serial.toml"
 
-# device-models doc section 5.2: time to read one layer of node voltages (N ~ 32-64 nodes)
+# docs/devices.md §5.2: time to read one layer of node voltages (N ~ 32-64 nodes)
 REFERENCE_S = [
     ("ArC TWO / DAQ, reads queued in hardware", 50e-6, 100e-6),
     ("2600B channels over TSP-Link, TSP script", 0.1e-3, 1e-3),
@@ -267,7 +267,7 @@ def main() -> None:
     ov = reads["read, sources unchanged [log_exchanges=faults]"]["overhead_ms"] * 1e-3
     ov_set = reads["set inputs + read [log_exchanges=faults]"]["overhead_ms"] * 1e-3
     print("\nstack overhead per read vs the fastest real instrument reads of one layer "
-          "(device-models doc 5.2):")
+          "(docs/devices.md §5.2):")
     print(f"  ours: {1e3 * ov:.3f} ms per read ({1e3 * ov_set:.3f} ms with new input levels)")
     for name, lo, hi in REFERENCE_S:
         print(f"  {name:50s} {1e3 * lo:8.3f}-{1e3 * hi:<8.3f} ms   overhead = "

@@ -53,7 +53,7 @@ def __getattr__(name: str) -> object:
     """Import an exported name on first use.
 
     ``import hwloop`` stays free of numpy: ``hwloop --help`` needs none of it
-    (DR-i14-cli-1).
+    (DR-32).
     """
     module = _LAZY.get(name)
     if module is None:

@@ -7,7 +7,7 @@ raises while a command that reads a session file (a ``run`` argument) reads it
 (a damaged or incomplete file; :func:`hwloop.sessionlog.open_session` refuses
 truncated and unopenable files first); Ctrl-C exits with 130.
 
-Start-up is lazy (DR-i14-cli-1): an entry point may name a :class:`LazyCommand`
+Start-up is lazy (DR-32): an entry point may name a :class:`LazyCommand`
 (the ``module:register`` of the command and its one-line help, declared in a small
 index module that imports nothing heavy). ``hwloop --help`` lists those from their
 help alone; only the chosen command's module is imported. A plain ``register``

@@ -9,7 +9,7 @@ Conventions
 * SI units everywhere: volts (``_v``), amperes (``_a``), siemens (``_s`` after a
   conductance name such as ``g_min_s``), seconds (``_s`` after a time such as
   ``timestamps_s``). The emulator identifies the dimensionless units of the
-  published DRN simulations with volts and siemens (physics doc section 8.1:
+  published DRN simulations with volts and siemens (docs/physics.md §7.1:
   the equations are homogeneous, so any scale maps onto a bench).
 * Everything that depends on the example is batched: arrays carry a leading
   ``batch`` axis. The emulator solves a batch at once; a real board loops over
@@ -179,7 +179,7 @@ class BoardDescription:
             mid-range, S; 0 when the board has no pulse granularity and is programmed
             by conductance deltas only (the ideal emulator).
         g_scale_s: the conductance that stands for 1 in the published (dimensionless)
-            simulation units, S. The DRN equations are homogeneous (physics doc 8.1),
+            simulation units, S. The DRN equations are homogeneous (docs/physics.md §7.1),
             so published hyper-parameters carry over with ``beta * g_scale_s`` and
             learning rates ``* g_scale_s**2``; 1.0 for the ideal emulator.
         sample_dtype: exact NumPy dtype string of the node-voltage samples the board
@@ -327,7 +327,7 @@ class ResistiveNudge:
     """Nudge by a conductance ``beta_s`` from every output node to a target voltage.
 
     Adds ``beta * C`` with ``C = 1/2 sum_o (v_o - y_o)^2`` to the circuit energy
-    (physics doc 3.2). Exact for beta >= 0 with a physical resistor; a negative
+    (docs/physics.md §3.2). Exact for beta >= 0 with a physical resistor; a negative
     (or complex) beta is only possible on the emulator or with active circuitry.
 
     Attributes:

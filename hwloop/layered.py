@@ -1,6 +1,6 @@
 """The node and edge layout of a layered DRN-style board, shared by every backend.
 
-A layered board (the deep resistive networks of the physics doc) has the input
+A layered board (the deep resistive networks of docs/physics.md §2) has the input
 nodes, then each hidden layer, then the output nodes, then ground (last). Edges
 run layer after layer, each ``(n_l, n_{l+1})`` block row-major (see
 :class:`hwloop.device.LayerBlock`). Hidden nodes are diode-clamped: the first

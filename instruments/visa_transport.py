@@ -5,7 +5,7 @@ resource opened through ``ResourceManager("@sim")``, or a virtual instrument at
 ``TCPIP::127.0.0.1::PORT::SOCKET`` through the ``@py`` backend) and is what every
 SCPI/TSP driver in :mod:`instruments` talks through.
 
-Rules (lab-control-patterns doc, D3 and D4):
+Rules (DR-17 in docs/architecture.md):
 
 * One :class:`threading.Lock` per connection: an exchange (a write, or a write and
   its reply) is never interleaved with another thread's.

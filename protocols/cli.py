@@ -81,7 +81,7 @@ def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     """Add ``hwloop train``."""
     p = sub.add_parser("train", help="train a resistive network with Equilibrium Propagation",
                        description="Train with EP on a board; unset options take the published "
-                       "settings of the architecture (physics doc 5.1 / 5.2).")
+                       "settings of the architecture (docs/physics.md §5.1 / §5.2).")
     p.add_argument("--config", type=Path, help="TOML file with training options")
     for key, (flag, typ, help_) in _TRAIN_FLAGS.items():
         if key in _MULTI:

@@ -2,7 +2,7 @@
 
 Each name is a :class:`hwloop.cli.LazyCommand` that an entry point of the
 ``hwloop.commands`` group points at: ``hwloop --help`` lists it from its help
-alone, and only the chosen command's module is imported (DR-i14-cli-1). Keep the
+alone, and only the chosen command's module is imported (DR-32). Keep the
 help text equal to the one the command registers (tests/test_cli_startup.py checks).
 This module imports nothing but :mod:`hwloop.cli`.
 """

@@ -1,8 +1,8 @@
 """Training configuration: validated, with the published settings as defaults.
 
 Every option left unset (``None``) is resolved from the published
-hyper-parameters of the chosen architecture and dataset (physics doc 5.1 for
-MNIST, the fast-DRN paper; 5.2 for Fashion-MNIST and KMNIST, the
+hyper-parameters of the chosen architecture and dataset (docs/physics.md §5.1
+for MNIST, the fast-DRN paper; §5.2 for Fashion-MNIST and KMNIST, the
 universal-approximation paper), so ``hwloop train --arch 1568-100-10`` trains
 well with no other option. The resolved configuration is saved with the run.
 """
@@ -105,13 +105,13 @@ class TrainConfig:
     resume recomputes an uncommitted tail exactly); always at checkpoints and stops."""
 
     homeostasis: float = 0.0
-    """Jacobian homeostasis strength lambda (>= 0; estimators doc 4): adds lambda times
+    """Jacobian homeostasis strength lambda (>= 0; docs/estimators.md §4): adds lambda times
     the gradient of the Jacobian-asymmetry loss to every step's gradient. Needs a board
     that reports its Jacobian (the ``nonreciprocal`` emulator)."""
     homeostasis_probes: int = 0
     """0: homeostasis uses the exact Jacobian where the board reports it (the emulator);
     P > 0: it estimates the Jacobian every step from P pairs of clamped-node probes, as
-    a bench would (estimators doc 8.7; needs a board that clamps nodes and reads their
+    a bench would (docs/estimators.md §4.2; needs a board that clamps nodes and reads their
     currents)."""
 
     def __post_init__(self) -> None:
@@ -183,7 +183,7 @@ class TrainConfig:
 
 _MNIST_FAMILY = {"mnist-subset", "mnist"}
 
-# physics doc 5.1 (fast-DRN, Scellier 2024), MNIST: batch 4, momentum 0, gamma 0.99
+# docs/physics.md §5.1 (fast-DRN, Scellier 2024), MNIST: batch 4, momentum 0, gamma 0.99
 _FAST_DRN: dict[str, dict[str, Any]] = {
     "1568-100-10": dict(
         input_gain=100.0,
@@ -223,7 +223,7 @@ _FAST_DRN: dict[str, dict[str, Any]] = {
 }
 _FAST_COMMON = dict(batch_size=4, momentum=0.0)
 
-# physics doc 5.2 (universal-approximation paper): gain = dataset gain x model gain,
+# docs/physics.md §5.2 (universal-approximation paper): gain = dataset gain x model gain,
 # batch 32, momentum 0.9, 100 epochs, gamma 0.99
 _DATASET_GAIN = {"mnist": 8.0, "mnist-subset": 8.0, "kmnist": 5.0, "fashion-mnist": 5.0}
 _UNIVERSAL: dict[str, dict[str, Any]] = {
@@ -253,9 +253,10 @@ def published_defaults(arch: str, dataset: str) -> tuple[dict[str, Any], str]:
     if family not in _MNIST_FAMILY and arch_key in _UNIVERSAL:
         u = dict(_UNIVERSAL[arch_key])
         u["input_gain"] = _DATASET_GAIN[family] * u.pop("model_gain")
-        return {**_UNIVERSAL_COMMON, **u}, "Scellier & Mishra 2025 (physics doc 5.2)"
+        return {**_UNIVERSAL_COMMON, **u}, "Scellier & Mishra 2025 (docs/physics.md §5.2)"
     if arch_key in _FAST_DRN:
-        return {**_FAST_COMMON, **_FAST_DRN[arch_key]}, "Scellier 2024 fast-DRN (physics doc 5.1)"
+        source = "Scellier 2024 fast-DRN (docs/physics.md §5.1)"
+        return {**_FAST_COMMON, **_FAST_DRN[arch_key]}, source
     # DRN-XS's input gain (100 V for 100 hidden units); a narrower first hidden layer
     # saturates at it (its nodes sit at the clamps), so the gain shrinks with sqrt(N) below
     # 100 units: 20 V at N = 4, 40 V at N = 16 (measured: 1568-16-10 reaches 6 % at

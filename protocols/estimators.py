@@ -5,7 +5,7 @@ equilibria ``s_{beta_i}`` and combines them linearly::
 
     grad_hat = sum_i c_i * f(beta_i)
 
-(physics doc section 3). So an estimator is just the list of nudges to apply
+(docs/physics.md §3). So an estimator is just the list of nudges to apply
 (:class:`Stencil`: nudge strengths ``beta_i`` and coefficients ``c_i``); the
 update code never needs to know which estimator produced it. ``beta_i = 0``
 is the free phase.

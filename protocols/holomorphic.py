@@ -1,6 +1,6 @@
 """Multi-point real and complex (Cauchy) EP estimators of the nudge response.
 
-Estimators doc sections 3 and 8. Each estimator measures the steady-state
+docs/estimators.md §3 and §5. Each estimator measures the steady-state
 free-node voltages ``f(beta_k)`` at a few nudges and combines them linearly::
 
     e_hat = Re sum_k w_k f(beta_k)        ~ du*/dbeta at beta = 0, V/S
@@ -20,16 +20,16 @@ four-point     -r, -r/2, r/2, r      4    -1/4     14.4
 cauchy N       r e^{2 pi i k/N}      N    1        1
 =============  ====================  ===  =======  ======
 
-The Cauchy rule is the doc's discrete form ``e_N = (1/N) sum_k f(beta_k) /
+The Cauchy rule is the discrete form of docs/estimators.md §3.2, ``e_N = (1/N) sum_k f(beta_k) /
 beta_k`` with ``beta_k = r e^{2 pi i k / N}``; for a real network ``f(conj b) =
 conj f(b)``, so only ``k = 0 .. floor(N/2)`` are solved, the conjugate pairs
 with weight ``2/(N beta_k)`` and the real part taken (N=4: 3 solves). It needs a
 board with ``supports_complex_nudge``; when a complex solve does not converge
-it falls back to the centered rule at the same radius (doc 3.1, as [P2] does).
+it falls back to the centered rule at the same radius (docs/estimators.md §3.2).
 
 The gradient then follows from a local rule (:func:`local_gradient`): for a
 coupling from node ``p`` into node ``q`` whose receiver current is ``gamma g
-(alpha v_p - v_q)``, ``dL/dg = -gamma mean_b[(alpha v_p - v_q) e_q]`` (doc 2.1,
+(alpha v_p - v_q)``, ``dL/dg = -gamma mean_b[(alpha v_p - v_q) e_q]`` (docs/estimators.md §2.1,
 physical toward-target sign convention: ``g = -(dF/dtheta)^T du*/dbeta``).
 Boards without coupling gains in ``desc.info["couplings"]`` are reciprocal:
 an edge is one resistor and ``dL/dg = -(v_p - v_q)(e_q - e_p)``, which is the
@@ -285,7 +285,7 @@ def estimate_from_response(
 def optimal_radius(
     stencil: Stencil, sigma_v: float, n_samples_total: int, a_next: float
 ) -> float:
-    """The nudge radius minimising bias^2 + variance (estimators doc 8.6), S.
+    """The nudge radius minimising bias^2 + variance (docs/estimators.md §6), S.
 
     ``r* = [V sigma^2 / (p c^2 a^2 M)]^(1/(2p+2))`` with ``a = a_{p+1}``, the
     next Taylor coefficient of the response (V/S^(p+1)).
@@ -312,7 +312,7 @@ def choose_beta(
     bias_at_radius: float,
     beta_max_s: float,
 ) -> float:
-    """Choose the nudge size from measured noise and a bias estimate (doc 8.6 item 2).
+    """Choose the nudge size from measured noise and a bias estimate (docs/estimators.md §6).
 
     The bias measured at the stencil's radius ``r`` (e.g. the RMS of
     :attr:`Estimate.bias_error`) gives ``a_{p+1} = bias / (c r^p)``; the

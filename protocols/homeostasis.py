@@ -1,4 +1,4 @@
-"""Jacobian homeostasis during training (estimators doc sections 4 and 8.7).
+"""Jacobian homeostasis during training (docs/estimators.md §4 and §4.2).
 
 The homeostatic loss of a board whose Jacobian ``J = dF/du`` (free nodes, at
 the free fixed point) is known::
@@ -22,7 +22,7 @@ emulator):
 * :class:`JacobianProbe`: the board reports the exact Jacobian (the emulator);
 * :class:`NodeClamp`: the board can clamp every free node to a given voltage and
   read the net current into each (a bench with a source-measure channel per node,
-  doc 8.7). :func:`probe_jacobian` then estimates ``J`` from ``P`` pairs of clamped
+  docs/estimators.md §4.2). :func:`probe_jacobian` then estimates ``J`` from ``P`` pairs of clamped
   probes ``u* +/- h eps_p`` around the measured free state: ``J eps_p ~ [F(u* + h
   eps_p) - F(u* - h eps_p)] / (2h)`` and ``J_hat = (1/P) sum_p (J eps_p) eps_p^T``
   with ``eps_p`` the columns of a random orthogonal matrix scaled by ``sqrt(n)``:
@@ -80,7 +80,7 @@ def probe_jacobian(
     n_probes: int | None = None,
     h_v: float = 1e-3,
 ) -> Array:
-    """Estimate ``J = dF/du`` at ``v_free`` from clamped probes (doc 8.7), S.
+    """Estimate ``J = dF/du`` at ``v_free`` from clamped probes (docs/estimators.md §4.2), S.
 
     Args:
         device: a board with :class:`NodeClamp`.

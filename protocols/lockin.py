@@ -1,4 +1,4 @@
-"""Sinusoidal nudging with lock-in demodulation (estimators doc section 8.4).
+"""Sinusoidal nudging with lock-in demodulation (docs/estimators.md §7).
 
 Instead of a few static nudges, the output pull follows ``beta(t) = r cos(omega t)``
 and the free-node voltages ``q(t)`` are sampled uniformly in phase over whole

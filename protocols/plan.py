@@ -78,7 +78,7 @@ class ApplyNudge:
 
     ``kind="resistive"``: a conductance beta to each target voltage;
     ``kind="current"``: inject ``beta * (y - v_free)`` into each output (first
-    order equivalent, physics doc 3.2; needs the free phase measured first).
+    order equivalent, docs/physics.md §3.2; needs the free phase measured first).
     """
 
     phase: int

@@ -1,6 +1,6 @@
 """``hwloop plan``: predict the critical read-noise level and the samples N it calls for.
 
-The model (physics doc 6.4). With independent zero-mean read noise of std ``s``
+The model (docs/physics.md §6.4). With independent zero-mean read noise of std ``s``
 per averaged read (``s = sigma / sqrt(N)`` for ``N`` samples of std ``sigma``),
 an estimator with stencil ``(beta_i, c_i)`` (``sum c_i = 0``) estimates the
 node-voltage part of the gradient as ``sum_i c_i v(beta_i)``. For one node and
@@ -23,8 +23,8 @@ critical noise of one averaged read is
     s_c = d_eff(limiting layer) / snr_c
 
 with ``snr_c`` the per-example SNR taken as the limit (default 1: noise equal to
-signal; the physics doc's rule of thumb "sigma_c ~ one-sided displacement d"
-corresponds to ``snr_c = sqrt(2)`` for centered EP). ``d_eff`` is measured on
+signal; the rule of thumb "sigma_c ~ one-sided displacement d" of
+docs/physics.md §6.4 corresponds to ``snr_c = sqrt(2)`` for centered EP). ``d_eff`` is measured on
 the noise-free emulator (or on a board, averaging ``reads`` reads per phase, whose
 standard error is reported) at initialisation, on a few training examples; its
 "typical" value is the mean over the layer's nodes and the examples.
@@ -368,7 +368,7 @@ def predict(
         f"limit: per-example SNR d_eff/(sigma/sqrt(N)) = {snr_c:g} in the limiting layer "
         "(d_eff = |sum c_i dv_i| / sqrt(sum c_i^2), mean over nodes and examples)",
         "the limit scales with beta and sqrt(N) and does not depend on the dataset "
-        "(physics doc 6.4)",
+        "(docs/physics.md §6.4)",
         "timings: one phase = settle + N reads of the batch; one step = phases + one "
         "bulk programming call; evaluation and logging not included",
     ]
@@ -459,7 +459,7 @@ def register_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Measure the estimator's nudge displacement of every layer on a few "
         "examples (noise-free on the emulator; --reads averaged reads on a board), predict the "
         "critical noise of one averaged read "
-        "(physics doc 6.4), recommend N for a noise level and estimate step/epoch times.",
+        "(docs/physics.md §6.4), recommend N for a noise level and estimate step/epoch times.",
     )
     p.add_argument("--config", type=Path, help="TOML file with training options")
     for key in _PLAN_FLAGS:

@@ -6,7 +6,7 @@
   leaves over is carried to the next step so small updates are not lost. A
   board without pulse granularity (the ideal emulator) takes the deltas as they
   are.
-* Write-verify (device-models doc section 4): an edge whose accumulated change
+* Write-verify (docs/devices.md §4): an edge whose accumulated change
   exceeds the tolerance (one nominal pulse step by default) is read, pulsed toward
   its target and re-read until within tolerance or out of iterations; what is left
   between target and the last read is carried to the next step, so small updates

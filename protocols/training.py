@@ -255,7 +255,8 @@ class Trainer:
         self.estimator: Estimator = make_estimator(cfg.estimator)
         self.dtype = np.dtype(cfg.dtype)
         # hyper-parameters are in the published simulation units; map them onto the board
-        # (physics doc 8.1: beta scales with the conductance scale, learning rates with its square)
+        # (docs/physics.md §7.1: beta scales with the conductance scale, learning rates
+        # with its square)
         g0 = float(self.desc.g_scale_s)
         self.beta_s = float(cfg.beta) * g0
         self.optimiser = SGD(
@@ -430,7 +431,7 @@ class Trainer:
             programming=prog,
             checkpoint_every=every,
             compress_samples=cfg.sem_target is not None,  # the sample axis is mostly padding
-            commit_steps=cfg.commit_every or (0 if exact else 1),  # DR-i11-core-3
+            commit_steps=cfg.commit_every or (0 if exact else 1),  # DR-38
         )
 
     def checkpoint(self, epoch: int, batch: int, order: NDArray[np.integer]) -> Checkpoint:

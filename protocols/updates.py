@@ -1,4 +1,4 @@
-"""Local EP updates from measured node voltages only (physics doc section 3.3).
+"""Local EP updates from measured node voltages only (docs/physics.md §3.3).
 
 For a conductance ``g_ij`` the energy derivative is ``dE/dg_ij = 1/2 (v_i - v_j)^2``,
 for a bias current ``b_k`` it is ``dE/db_k = -v_k``. An estimator's stencil
@@ -16,7 +16,7 @@ input layer its voltages are the applied sources, identical in every phase, so
 the product collapses to ``A^T (sum_i c_i D_i)`` and, with ``+x/-x`` input
 pairs, to one half of that: the same cost as one forward projection.
 
-The local rule from an error vector (:func:`local_gradient`, estimators doc 2.1):
+The local rule from an error vector (:func:`local_gradient`, docs/estimators.md §2.1):
 for a coupling from node ``p`` into node ``q`` whose receiver current is
 ``gamma g (alpha v_p - v_q)``, ``dL/dg = -gamma mean_b[(alpha v_p - v_q) e_q]``.
 Boards without coupling gains in ``desc.info["couplings"]`` are reciprocal: an

@@ -12,7 +12,7 @@ n_{l+1})`` block row-major (see :class:`hwloop.device.LayerBlock`).
 Time is simulated: a clock advances by ``settle_time_s`` per settle (or the wait
 asked for), by ``sample_time_s`` per sample, by ``pulse_time_s`` per programming
 pulse and by :meth:`EmulatedBoard.wait`, so timestamps look like a bench's
-(device-models doc section 5: about 2 ms per host-looped layer read). Drift (the
+(docs/devices.md §5: about 2 ms per host-looped layer read). Drift (the
 write model's power law, ``g = g_prog ((t + t0)/t0)**-nu`` since each device's last
 write) acts on that clock for every device: each advance drifts the conductances
 and the next read settles the network anew.
@@ -582,9 +582,9 @@ class EmulatedBoard:
 def default_limits(net: DRN) -> SafetyLimits:
     """Limits for an emulated network in simulation units.
 
-    The published DRNs use input gains up to 4000 (physics doc 5.1), so the
+    The published DRNs use input gains up to 4000 (docs/physics.md §5.1), so the
     emulator admits inputs up to 1e4 V; nudges and biases up to 1e3 A / S;
-    pulses as the realistic bench defaults (device-models doc section 6).
+    pulses as the realistic bench defaults (docs/devices.md §6).
     """
     return SafetyLimits(
         v_input_max_v=1e4,
@@ -682,7 +682,7 @@ EMULATOR_OPTIONS = (
 def default_sweeps(sizes: tuple[int, ...] | list[int]) -> int:
     """Published coordinate-descent sweeps per settle: 4, plus one per extra hidden layer.
 
-    Equals the published settings of every DRN in physics doc 5.1 / 5.2 (4, 5, 6 sweeps
+    Equals the published settings of every DRN in docs/physics.md §5.1 / §5.2 (4, 5, 6 sweeps
     for 1, 2, 3 hidden layers).
     """
     return 4 + max(0, len(sizes) - 3)

@@ -1,6 +1,6 @@
 """The ``hwloop`` subcommands of :mod:`simulated_device`, declared without importing them.
 
-See :mod:`protocols.cli_index` (DR-i14-cli-1): entry points of ``hwloop.commands``
+See :mod:`protocols.cli_index` (DR-32): entry points of ``hwloop.commands``
 point here; only the chosen command's module is imported. Imports nothing but
 :mod:`hwloop.cli`.
 """

@@ -95,12 +95,12 @@ PRESETS: Mapping[str, DeviceModel] = types.MappingProxyType(
 
 * ``"ideal"``: no read noise, continuous noiseless device with ``g`` in ``[0, inf)``.
 * ``"reram"``: the moderately realistic ReRAM-on-CMOS defaults of the
-  device-models doc section 6 (cited field by field in the file): G in
+  docs/devices.md §6 (cited field by field in the file): G in
   1..100 µS, 100 soft-bound states, c2c 0.3, step d2d 0.3, asymmetry 0 ± 0.05
   d2d, bounds d2d 0.2, write noise 2 % of range, 1 % stuck, 1 % conductance read
   noise, no drift; node reads through a 16-bit ±10 V ADC with 1 LSB additive
   noise. Stuck devices keep their initial conductance (a simplification of the
-  doc's "stuck at random G": the emulator chooses the initial values).
+  sources' "stuck at random G", docs/devices.md §1.4: the emulator chooses the initial values).
 * ``"pcm"``: phase-change memory (0.25..25 µS, 200 states, c2c 0.6, drift
   exponent 0.05 at t0 = 20 s, 1.75 % read noise).
 * ``"taox"``: TaOx memristors on CMOS (0..150 µS, 30 write-verify levels, 2.6 %

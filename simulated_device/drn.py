@@ -1,6 +1,6 @@
 """Deep resistive network (DRN): the layered circuit of Scellier (2024) and its exact solver.
 
-The physics (``../shared/docs/physics-resistive-ep.md`` section 2):
+The physics (docs/physics.md §2):
 
 * layer 0 holds the input nodes, driven by voltage sources. A pixel ``x`` in
   [0, 1] is applied as the pair ``+G_in*x`` and ``-G_in*x`` (so an image of
@@ -353,7 +353,7 @@ class DRN:
     def energy(
         self, v_in: Array, V: list[Array], beta_s: float = 0.0, targets_v: Array | None = None
     ) -> NDArray[np.float64]:
-        """Per-example total energy ``E + beta*C``, in W/2 units as in the doc (float64)."""
+        """Per-example total energy ``E + beta*C``, in W/2 units, docs/physics.md §1.2 (float64)."""
         layers = [np.asarray(v_in, np.float64)] + [np.asarray(v, np.float64) for v in V]
         e = np.zeros(layers[0].shape[0])
         for k, w in enumerate(self.weights):

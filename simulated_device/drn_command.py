@@ -2,7 +2,7 @@
 
 A demo and a check of the emulator: builds a DRN with the published
 initialisation from a seed, applies a batch of MNIST-like inputs (random
-pixels in [0, 1], about 19 % of them lit, as in the physics doc's checks),
+pixels in [0, 1], about 19 % of them lit, as in docs/physics.md §2.2),
 relaxes it, and prints the output voltages, the convergence of the sweeps,
 the dissipated power and the solve time.
 """

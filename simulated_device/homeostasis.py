@@ -1,4 +1,4 @@
-"""Jacobian homeostasis for the non-reciprocal network (estimators doc section 4, 8.7).
+"""Jacobian homeostasis for the non-reciprocal network (docs/estimators.md §4, §4.2).
 
 The homeostatic loss measures the asymmetric part ``A = (J - J^T)/2`` of the
 Jacobian ``J = dF/du`` at the free fixed point::
@@ -10,7 +10,7 @@ with ``eps ~ N(0, I)`` and ``n`` free nodes, averaged over the batch. It is 0
 exactly when the network is reciprocal.
 
 * :func:`homeostatic_loss` is exact (the emulator knows ``J``);
-* :func:`probe_loss` estimates it the way a bench would (doc 8.7): the node
+* :func:`probe_loss` estimates it the way a bench would (docs/estimators.md §4.2): the node
   potentials are clamped to ``u* +/- h eps`` and the node currents read, so
   ``J eps ~ [F(u* + h eps) - F(u* - h eps)] / (2h)`` and ``J (J eps)`` likewise,
   with forward probes only;
@@ -127,7 +127,7 @@ def probe_gradient(
     *,
     n_probes: int = 5,
 ) -> Array:
-    """Stochastic ``dL_homeo/dg`` from Gaussian probes (rank-1 rule, doc 4.1), S.
+    """Stochastic ``dL_homeo/dg`` from Gaussian probes (rank-1 rule, docs/estimators.md §4.1), S.
 
     Uses ``J eps`` and the transposed read ``J^T eps`` (a crossbar driven from
     its other side); unbiased for :func:`homeostatic_gradient`.

@@ -1,7 +1,7 @@
 """Layered resistive networks whose forward and backward couplings differ (issue 7).
 
-The physics, in the style of Scellier's DRN (physics doc section 2) but without
-the reciprocity a passive circuit guarantees (estimators doc sections 2 and 8.7):
+The physics, in the style of Scellier's DRN (docs/physics.md §2) but without
+the reciprocity a passive circuit guarantees (docs/estimators.md §2 and §4.2):
 
 * layer 0 holds the inputs (voltage sources); layers ``1 .. L`` are free nodes;
   the last layer is the output layer;
@@ -31,11 +31,11 @@ The steady state solves ``F(u) = 0`` where ``F`` is the net current into each
 free node (A): a vector field that is not a gradient when the couplings are
 not reciprocal, so it is solved with a batched damped Newton method
 (:func:`solve`), in complex arithmetic when the nudge is complex (every element
-law is holomorphic, estimators doc 8.5).
+law is holomorphic, docs/estimators.md §3.4).
 
 The loss is ``L = mean_batch 1/2 sum_o (v_o - y_o)^2`` (V^2). Its exact gradient
-comes from implicit differentiation at the free fixed point (estimators doc
-section 1): with ``J = dF/du`` and ``c = dL/du``, the adjoint ``lam = J^-T c``
+comes from implicit differentiation at the free fixed point (docs/estimators.md
+§1): with ``J = dF/du`` and ``c = dL/du``, the adjoint ``lam = J^-T c``
 gives ``dL/dtheta = -lam^T dF/dtheta``. The EP error vector is instead
 ``du*/dbeta = J^-1 c`` (for the physical, toward-target nudge); the two agree
 exactly when ``J`` is symmetric. Both feed the same local rule

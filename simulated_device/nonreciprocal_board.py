@@ -12,7 +12,7 @@ each a dense block from its driver layer to its receiver layer (row-major
 ``(n_src, n_dst)``, see :class:`hwloop.device.LayerBlock`). A forward and a
 backward edge join the same two nodes; ``desc.info["couplings"]`` gives each
 block's kind, drive (voltage) gain and current gain, which is what a local
-learning rule needs (estimators doc 2.1).
+learning rule needs (docs/estimators.md §2.1).
 
 Programming is by conductance deltas only (``pulse_step_s = 0``); each
 programmed device gets independent write noise ``delta * (1 + write_noise *

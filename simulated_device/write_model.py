@@ -2,7 +2,7 @@
 
 :class:`WriteModel` (a frozen dataclass) and :class:`DeviceArray` (the state of ``n``
 devices): pulsed conductance updates of ``n`` crosspoint devices, following the
-aihwkit ``PulsedDevice`` family (device-models doc section 1.2): a nominal step per
+aihwkit ``PulsedDevice`` family (docs/devices.md §1.2): a nominal step per
 pulse with device-to-device (d2d) spread, cycle-to-cycle (c2c) noise on each pulse,
 up/down asymmetry, hard or soft bounds with d2d spread, stuck devices,
 persistent-vs-apparent write noise, per-read conductance noise and power-law drift.
@@ -55,7 +55,7 @@ pulse can at most take a device to its bound). Soft-bound devices report
 bound they moved towards (the next pulse would change them by less than
 ``2/n_states`` of a nominal step) or when the clip acted.
 
-Write noise (aihwkit "persistent vs apparent", doc section 1.2): pulses update a
+Write noise (aihwkit "persistent vs apparent", docs/devices.md §1.3): pulses update a
 hidden persistent conductance; the apparent conductance that the circuit and
 every read see is ``persistent + write_noise (g_max - g_min) xi``, re-drawn each
 time that device is written and clipped to its bounds.
@@ -107,8 +107,8 @@ def _finite_nonneg(owner: str, name: str, value: float) -> None:
 class WriteModel:
     """Pulsed conductance-update model of one device kind (aihwkit-like).
 
-    Field semantics follow aihwkit ``PulsedDevice`` (device-models doc section
-    1.2), expressed in siemens instead of normalised weights. See the module
+    Field semantics follow aihwkit ``PulsedDevice`` (docs/devices.md
+    §1.2), expressed in siemens instead of normalised weights. See the module
     docstring for the update law.
 
     Attributes:

@@ -1,4 +1,4 @@
-"""Lazy start-up of the ``hwloop`` command (DR-i14-cli-1).
+"""Lazy start-up of the ``hwloop`` command (DR-32).
 
 ``hwloop --help`` lists every installed subcommand from the one-line help its
 entry point declares, without importing the command modules or numpy, h5py, scipy

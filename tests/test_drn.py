@@ -132,7 +132,7 @@ def test_kkt_conditions_hold_at_the_solution() -> None:
 
 
 def test_four_sweeps_converge_on_drn_1h_like_network() -> None:
-    """The doc's [CHECK]: 4 asynchronous sweeps land within ~1e-10 V of the fixed point."""
+    """docs/physics.md §2.2: 4 asynchronous sweeps land within ~1e-10 V of the fixed point."""
     rng = np.random.default_rng(0)
     net = DRN.initialise((1568, 1024, 10), rng)
     v_in = pixels_to_inputs(mnist_like(rng, 4, 784), 480.0)
@@ -212,7 +212,7 @@ def test_macs_per_example() -> None:
 
 
 def reference_sweeps(net: DRN, v_in: np.ndarray, n_sweeps: int) -> list[np.ndarray]:
-    """Plain transcription of the doc's pseudo-code (section 2.3), no caching or folding."""
+    """Plain transcription of the pseudo-code of docs/physics.md §2.3, no caching or folding."""
     L = net.n_free_layers
     V = [np.zeros((v_in.shape[0], n)) for n in net.layer_sizes[1:]]
     layers_in = [v_in, *V]

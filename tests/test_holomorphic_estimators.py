@@ -1,4 +1,4 @@
-"""Multi-point and Cauchy EP estimators on the non-reciprocal emulator (estimators doc 3, 8)."""
+"""Multi-point and Cauchy EP estimators, non-reciprocal emulator (docs/estimators.md §3, §5)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def test_complex_stencil_needs_a_capable_backend() -> None:
 
 
 def test_choose_beta_reproduces_the_doc_table() -> None:
-    # estimators doc 8.6: Moebius response G = 1, sigma = 1e-3, M = 64
+    # docs/estimators.md §6: Moebius response G = 1, sigma = 1e-3, M = 64
     sigma, m = 1e-3, 64
     assert optimal_radius(make_stencil("one-sided", 1), sigma, m, 1.0) == pytest.approx(
         0.0158, abs=1e-4)

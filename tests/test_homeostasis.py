@@ -1,4 +1,4 @@
-"""Jacobian homeostasis on the non-reciprocal emulator (estimators doc 4, 8.7)."""
+"""Jacobian homeostasis on the non-reciprocal emulator (docs/estimators.md §4, §4.2)."""
 
 from __future__ import annotations
 

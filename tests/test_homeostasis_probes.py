@@ -1,4 +1,4 @@
-"""Clamped-node probe estimate of the Jacobian (estimators doc 8.7) and its use in training."""
+"""Clamped-node probe estimate of the Jacobian (docs/estimators.md §4.2) and its use in training."""
 
 from __future__ import annotations
 

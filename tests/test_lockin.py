@@ -1,4 +1,4 @@
-"""Sinusoidal nudging with lock-in demodulation on the time-domain emulator (doc 8.4)."""
+"""Sinusoidal nudging with lock-in demodulation, time-domain emulator (docs/estimators.md §7)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_variance_diagnostic_and_noise_estimate_match_the_scatter() -> None:
 
 def test_demodulation_recovers_the_chebyshev_derivative_exactly() -> None:
     """f(beta) = a1 beta + a3 beta^3: harmonics 1+3 give a1 exactly, harmonic 1 alone
-    carries the 3/4 a3 r^2 bias of the doc's table."""
+    carries the 3/4 a3 r^2 bias in the table of docs/estimators.md §5."""
     a1, a3, r, s = 2.0, 5.0, 0.3, 16
     theta = 2 * np.pi * np.arange(2 * s) / s
     beta = r * np.cos(theta)
@@ -117,7 +117,7 @@ def test_stencil_equivalent_and_beta_choice() -> None:
     f = np.array([0.7 * b.real - 3.0 * b.real**3 for b in st.betas_s])
     assert sum(w.real * v for w, v in zip(st.coeffs, f, strict=True)) == pytest.approx(
         0.7 - 0.75 * 3.0 * 0.2**2, rel=1e-12)
-    # doc 8.6 sine K = 1: r* = (16 sigma^2 / (9 a3^2 M))^(1/6); Richardson bias at r
+    # docs/estimators.md §6, K = 1: r* = (16 sigma^2 / (9 a3^2 M))^(1/6); Richardson bias at r
     sigma, m, a3 = 1e-3, 64, 1.0
     r0 = 0.1
     bias = 0.75 * a3 * r0**2

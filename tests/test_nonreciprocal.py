@@ -103,7 +103,7 @@ def test_complex_nudges_solve_holomorphically() -> None:
     um = nr.solve(net, v_in, nr.Nudging(np.conj(beta), y), start=u0)
     assert up.converged.all() and um.converged.all()
     np.testing.assert_allclose(um.u, np.conj(up.u), atol=1e-13)  # real network: conjugate pair
-    # complex-step derivative (estimators doc 8.5) is the exact nudge response
+    # complex-step derivative (docs/estimators.md §3.4) is the exact nudge response
     h = 1e-20
     # (tol 0: keep iterating, the tiny imaginary residual is below any tolerance)
     cs = nr.solve(net, v_in, nr.Nudging(1j * h, y), start=u0, tol_a=0.0, max_iter=4).u.imag / h

@@ -62,7 +62,7 @@ def test_prediction_scales_with_beta_and_not_with_the_noise() -> None:
     vals = {"arch": "1568-100-10", "beta": 0.25}
     p1 = predict(vals, sigma_v=1e-2, measure_timings=False)
     p2 = predict({**vals, "beta": 0.5}, sigma_v=1e-2, measure_timings=False)
-    assert p1.limiting_layer == 1  # the first hidden layer limits (physics doc 6.4)
+    assert p1.limiting_layer == 1  # the first hidden layer limits (docs/physics.md §6.4)
     assert p1.sigma_c_v == pytest.approx(p1.layer_d_eff_v[0])
     # centered: d_eff = sqrt(2) x the one-sided displacement when d+ ~ d-
     assert p1.layer_d_eff_v[0] == pytest.approx(math.sqrt(2) * p1.layer_d_onesided_v[0], rel=0.1)

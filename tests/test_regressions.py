@@ -27,7 +27,7 @@ def _inputs(batch: int, seed: int = 0) -> np.ndarray:
 
 
 def test_free_settles_warm_start_from_the_last_free_state_not_the_nudged_one() -> None:
-    """Physics doc 2.2/4: V_free of a batch starts from the previous batch's V_free."""
+    """docs/physics.md §2.4: V_free of a batch starts from the previous batch's V_free."""
     opts = {"arch": "1568-100-10", "n_sweeps": 1}
     a = open_board("emulator", opts, np.random.default_rng(0))
     b = open_board("emulator", opts, np.random.default_rng(0))
@@ -96,7 +96,7 @@ def test_seeds_out_of_range_fail_cleanly(seed: str, tmp_path: Path,
 
 def test_realistic_preset_trains_through_the_cli(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """float32 rounding of g_min and the conductance scale (physics doc 8.1) used to stop it."""
+    """float32 rounding of g_min and the conductance scale (docs/physics.md §7.1) stopped it."""
     out = tmp_path / "r.h5"
     code = main(["train", "--device-preset", "reram", "--epochs", "1", "--train-limit", "1000",
                  "--test-limit", "300", "--seed", "0", "--out", str(out), "--json", "--quiet"])

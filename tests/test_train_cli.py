@@ -206,7 +206,7 @@ def test_run_file_contents(trained: tuple[Path, dict[str, Any], RunData]) -> Non
     # given on the command line
     assert cfg["arch"] == ARCH and cfg["epochs"] == 1 and cfg["train_limit"] == 1000
     assert cfg["seed"] == 0 and cfg["dataset"] == "mnist-subset"
-    # filled from the published settings (physics doc 5.1, fast-DRN, 1568-100-10)
+    # filled from the published settings (docs/physics.md §5.1, fast-DRN, 1568-100-10)
     assert cfg["input_gain"] == 100.0
     assert cfg["beta"] == 1.0
     assert cfg["lr_weights"] == [0.006, 0.006]

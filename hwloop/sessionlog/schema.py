@@ -175,7 +175,7 @@ class LogOptions:
             the write time).
         compress_samples: LZF on the samples too (``--sem-target`` runs, whose
             sample axis is mostly NaN padding).
-        commit_interval_s: group commit (DR-i11-core-3): completed steps are kept
+        commit_interval_s: group commit (DR-38): completed steps are kept
             in memory and committed together once the oldest of them waited this
             long, s (>= 0; 0 commits every step).
         commit_steps: ... or once this many are waiting (>= 0; 0: no step limit;
