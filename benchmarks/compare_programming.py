@@ -5,7 +5,7 @@ a table of final test accuracy: mean, sample standard deviation, 95 % t-interval
 the paired difference of each arm against ``reram open-loop`` (same seeds, same
 schedule). Arms are CLI argument lists; add your own with ``--arm NAME='ARGS'``.
 
-    python benchmarks/compare_programming.py                       # DRN-XS, 3 seeds
+    python benchmarks/compare_programming.py --epochs 5            # 9 arms, 3 seeds
     python benchmarks/compare_programming.py --seeds 0 1 2 3 4 --epochs 5 \
         --arm "wv 2 steps=--device-preset reram --programming write-verify --wv-tolerance 2e-6"
 """
@@ -23,12 +23,45 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+DRIFT_NU = 0.2
+"""Drift exponent of the drift arms (``g = g_prog ((t + t0)/t0)^-nu``, t0 20 s)."""
+STRONG_DRIFT_NU = 0.5
+"""Drift exponent of the strong-drift arms."""
+HIGH_WRITE_NOISE = 0.1
+"""Write noise of the high-write-noise arms, fraction of the conductance range."""
+
 ARMS: dict[str, list[str]] = {
     "ideal open-loop": ["--device-preset", "ideal"],
     "reram open-loop": ["--device-preset", "reram", "--programming", "open-loop"],
     "reram write-verify": ["--device-preset", "reram", "--programming", "write-verify"],
+    # drift on the board clock (power law, restarted at each write; reram has none)
+    "reram drift open-loop": ["--device-preset", "reram", "--programming", "open-loop",
+                              "--backend-opt", f"drift_nu={DRIFT_NU}"],
+    "reram drift write-verify": ["--device-preset", "reram", "--programming", "write-verify",
+                                 "--backend-opt", f"drift_nu={DRIFT_NU}"],
+    "reram strong drift open-loop": ["--device-preset", "reram", "--programming", "open-loop",
+                                     "--backend-opt", f"drift_nu={STRONG_DRIFT_NU}"],
+    "reram strong drift write-verify": ["--device-preset", "reram", "--programming",
+                                        "write-verify", "--backend-opt",
+                                        f"drift_nu={STRONG_DRIFT_NU}"],
+    # apparent write noise 5x the preset's (10 % of the range instead of 2 %)
+    "reram high write-noise open-loop": ["--device-preset", "reram", "--programming",
+                                         "open-loop", "--backend-opt",
+                                         f"write_noise={HIGH_WRITE_NOISE}"],
+    "reram high write-noise write-verify": ["--device-preset", "reram", "--programming",
+                                            "write-verify", "--backend-opt",
+                                            f"write_noise={HIGH_WRITE_NOISE}"],
 }
 BASELINE = "reram open-loop"
+REFERENCE = {
+    "reram drift open-loop": "reram open-loop",
+    "reram drift write-verify": "reram write-verify",
+    "reram strong drift open-loop": "reram open-loop",
+    "reram strong drift write-verify": "reram write-verify",
+    "reram high write-noise write-verify": "reram high write-noise open-loop",
+}
+"""Each arm's own reference for a second paired difference (what drift costs, what
+write-verify recovers under high write noise)."""
 
 
 def run(arm: list[str], seed: int, common: list[str], out: Path) -> float:
@@ -63,7 +96,8 @@ def main() -> None:
         name, _, args = spec.partition("=")
         arms[name.strip()] = shlex.split(args)
     if a.only:
-        arms = {k: v for k, v in arms.items() if k in a.only or k == BASELINE}
+        keep = {BASELINE, *a.only, *(REFERENCE[k] for k in a.only if k in REFERENCE)}
+        arms = {k: v for k, v in arms.items() if k in keep}
     common = ["--arch", a.arch, "--epochs", str(a.epochs), "--train-limit", str(a.train_limit)]
     acc: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,17 +107,23 @@ def main() -> None:
             )
             print(f"  {name}: {', '.join(f'{x:.4f}' for x in acc[name])}", file=sys.stderr)
     print(f"hwloop train {shlex.join(common)}; seeds {a.seeds}; final test accuracy")
-    print(f"{'arm':34s} {'mean':>7s} {'sd':>6s} {'95% CI':>15s} {'vs ' + BASELINE:>24s}")
-    base = acc.get(BASELINE)
+    print(f"{'arm':36s} {'mean':>7s} {'sd':>6s} {'95% CI':>15s} {'vs ' + BASELINE:>24s}"
+          "  paired vs its reference")
+
+    def paired(x: np.ndarray, ref: str) -> str:
+        if ref not in acc:
+            return ""
+        dm, dh = interval(x - acc[ref])
+        return f"{100 * dm:+6.2f} ± {100 * dh:5.2f} pts"
+
     for name, x in acc.items():
         m, h = interval(x)
-        diff = ""
-        if base is not None and name != BASELINE:
-            dm, dh = interval(x - base)
-            diff = f"{100 * dm:+6.2f} ± {100 * dh:5.2f} pts"
+        diff = paired(x, BASELINE) if name != BASELINE else ""
+        ref = REFERENCE.get(name)
+        own = f"{paired(x, ref)} vs {ref}" if ref and ref in acc and ref != BASELINE else ""
         sd = x.std(ddof=1) if len(x) > 1 else float("nan")
-        print(f"{name:34s} {100 * m:6.2f}% {100 * sd:5.2f} "
-              f"[{100 * (m - h):5.2f}, {100 * (m + h):5.2f}] {diff:>24s}")
+        print(f"{name:36s} {100 * m:6.2f}% {100 * sd:5.2f} "
+              f"[{100 * (m - h):5.2f}, {100 * (m + h):5.2f}] {diff:>24s}  {own}")
     print(json.dumps({k: v.tolist() for k, v in acc.items()}))
 
 

@@ -28,7 +28,7 @@ Outputs in ``OUT``: ``report.json``, ``noise_model.toml`` (``read_noise_v`` for
 the emulator, see :mod:`simulated_device.noise_model`), ``preset.toml`` (the board
 as a device preset, format :mod:`hwloop.device_preset`: ``--backend-opt
 preset=OUT/preset.toml`` emulates it), ``timings.json``,
-``read_noise.png``.
+``read_noise.png``, ``programming.png``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -119,36 +120,91 @@ def measure_conductance_noise(device: Device, n_repeats: int) -> dict[str, Any]:
     }
 
 
+def probe_pulses(desc: Any, rel_range: float = 0.05) -> int:
+    """Default pulses per edge of the programming probe: ``rel_range`` of the range, whole.
+
+    The whole number of the board's pulses (``pulse_step_s``, S) nearest to ``rel_range``
+    of its conductance range ``g_max_s - g_min_s``, at least 1; 10 when the range is
+    unbounded. A request below one pulse rounds to no pulse at all, so a probe that is
+    not a whole number of pulses measures the rounding, not the device.
+    """
+    span = float(desc.g_max_s) - float(desc.g_min_s)
+    if not math.isfinite(span) or span <= 0:
+        return 10
+    return max(1, round(rel_range * span / float(desc.pulse_step_s)))
+
+
 def measure_programming(
-    device: Device, n_edges: int, rel_step: float, rng: np.random.Generator
+    device: Device,
+    n_edges: int,
+    rng: np.random.Generator,
+    *,
+    pulses: int | None = None,
+    rel_step: float | None = None,
 ) -> dict[str, Any]:
-    """Open-loop precision of ``program_deltas`` (and of one pulse when declared), undone after."""
+    """Open-loop precision of ``program_deltas`` (and of one pulse when declared), undone after.
+
+    On a board with a pulse step (``describe().pulse_step_s > 0``) the probe requests
+    ``pulses`` whole pulses per edge (default :func:`probe_pulses`), towards the farther
+    bound (up below mid-range, else down; up without an upper bound), so that it
+    measures precision and not the range: ``+-pulses * pulse_step_s`` S through
+    ``program_deltas``, the path training uses. ``rel_step`` instead requests that
+    fraction of each edge's conductance (the probe of a continuous board, default
+    0.05); on a pulsed board it may round to fewer pulses, stated as
+    ``requested_pulses_mean`` and warned about when below one pulse. The error is
+    ``achieved / requested - 1`` per edge (``achieved`` from a read before and after),
+    reported as mean and rms and, in S, as rms.
+    """
     desc = device.describe()
+    if pulses is not None and rel_step is not None:
+        raise ConfigError("give either --program-pulses or --program-step, not both")
+    step_s = float(desc.pulse_step_s)
+    if pulses is not None and step_s <= 0:
+        raise ConfigError(f"--program-pulses needs a board with a pulse step; {desc.name} "
+                          "declares none (pulse_step_s = 0): use --program-step")
     k = min(n_edges, desc.n_edges)
     edges = np.sort(rng.choice(desc.n_edges, size=k, replace=False)).astype(np.int64)
     g0 = np.asarray(device.read_conductances(edges), dtype=np.float64)
-    req = rel_step * np.maximum(np.abs(g0), float(desc.g_scale_s) * 1e-3)
+    mid = 0.5 * (float(desc.g_min_s) + float(desc.g_max_s))
+    sign = np.where(g0 < mid, 1.0, -1.0) if math.isfinite(mid) else np.ones(k)
+    out: dict[str, Any] = {"n_edges": k, "pulse_step_s": step_s}
+    if rel_step is None and step_s > 0:
+        n_p = probe_pulses(desc) if pulses is None else pulses
+        req = sign * n_p * step_s
+        out.update(probe="whole pulses", pulses_per_edge=n_p, requested_s=n_p * step_s)
+    else:
+        rel = 0.05 if rel_step is None else rel_step
+        req = sign * rel * np.maximum(np.abs(g0), float(desc.g_scale_s) * 1e-3)
+        out.update(probe="relative step", requested_relative_step=rel,
+                   requested_s=float(np.mean(np.abs(req))))
+        if step_s > 0:
+            mean_p = float(np.mean(np.abs(req)) / step_s)
+            out["requested_pulses_mean"] = mean_p
+            if mean_p < 1:
+                warnings.warn(f"--program-step {rel} requests {mean_p:.2g} pulses per edge on "
+                              f"average (one pulse is {step_s:.3g} S): most requests round to "
+                              "no pulse; drop it to probe whole pulses", stacklevel=2)
     res = device.program_deltas(edges, req)
     g1 = np.asarray(device.read_conductances(edges), dtype=np.float64)
-    err = (g1 - g0 - req) / req
-    out: dict[str, Any] = {
-        "n_edges": k,
-        "requested_relative_step": rel_step,
+    err = (g1 - g0) / req - 1.0
+    out.update({
         "error_relative_mean": float(err.mean()),
         "error_relative_rms": float(np.sqrt(np.mean(err**2))),
+        "error_s_rms": float(np.sqrt(np.mean((g1 - g0 - req) ** 2))),
         "status_counts": {str(int(c)): int(n) for c, n in zip(*np.unique(res.status,
                                                                            return_counts=True),
                                                                strict=True)},
-    }
+        "_g0_s": g0, "_requested_s": req, "_achieved_s": g1 - g0,
+    })
     device.program_deltas(edges, g0 - np.asarray(device.read_conductances(edges)))
-    if desc.pulse_step_s > 0:
+    if step_s > 0:
         gp0 = np.asarray(device.read_conductances(edges), dtype=np.float64)
         device.program_pulses(edges, np.ones(k, dtype=np.int64))
         step = (np.asarray(device.read_conductances(edges), dtype=np.float64) - gp0)
         out["pulse"] = {
-            "pulse_step_s": float(desc.pulse_step_s),
+            "pulse_step_s": step_s,
             "step_mean_s": float(step.mean()),
-            "step_relative_std": float(step.std() / desc.pulse_step_s),
+            "step_relative_std": float(step.std() / step_s),
         }
         device.program_deltas(edges, gp0 - np.asarray(device.read_conductances(edges)))
     else:
@@ -225,7 +281,8 @@ def characterize(
     repeats: int = 100,
     g_repeats: int = 5,
     program_edges: int = 256,
-    program_step: float = 0.05,
+    program_step: float | None = None,
+    program_pulses: int | None = None,
     drift_time_s: float = 10.0,
     drift_t0_s: float = 20.0,
     seed: int = 0,
@@ -240,8 +297,11 @@ def characterize(
     """
     if batch < 1 or repeats < 2 or g_repeats < 1 or program_edges < 1:
         raise ConfigError("need --batch >= 1, --repeats >= 2, --g-repeats >= 1, --edges >= 1")
-    if not (0 < program_step < 1):
+    if program_step is not None and not (0 < program_step < 1):
         raise ConfigError(f"--program-step {program_step} must be in (0, 1)")
+    if program_pulses is not None and not (1 <= program_pulses <= 10_000):
+        raise ConfigError(f"--program-pulses {program_pulses} must be a whole number in "
+                          "1..10000")
     if not (math.isfinite(drift_time_s) and drift_time_s >= 0):
         raise ConfigError(f"--drift-time {drift_time_s} must be a finite time >= 0 s")
     if not (math.isfinite(drift_t0_s) and drift_t0_s > 0):
@@ -282,10 +342,32 @@ def characterize(
             )
         report["node_read_noise"] = rn
         report["conductance_read_noise"] = measure_conductance_noise(device, g_repeats)
-        report["programming"] = measure_programming(device, program_edges, program_step, rng)
+        report["programming"] = measure_programming(
+            device, program_edges, rng, pulses=program_pulses, rel_step=program_step)
         report["drift"] = measure_drift(device, v_in, drift_time_s, drift_t0_s)
         report["timings_s"] = measure_timings(device, v_in)
     return report
+
+
+def programming_text(prog: Mapping[str, Any]) -> str:
+    """The programming lines of the text report: probe, granularity, error."""
+    step = float(prog["pulse_step_s"])
+    gran = (f"pulse granularity {step:.3g} S per pulse" if step > 0
+            else "no pulse step declared (continuous programming)")
+    if prog["probe"] == "whole pulses":
+        probe = (f"{prog['pulses_per_edge']} whole pulses per edge "
+                 f"(+-{prog['requested_s']:.3g} S)")
+    else:
+        probe = (f"{100 * prog['requested_relative_step']:g} % of each edge's conductance "
+                 f"(mean {prog['requested_s']:.3g} S"
+                 + (f", {prog['requested_pulses_mean']:.2g} pulses" if step > 0 else "") + ")")
+    pulse = prog["pulse"]
+    one = (f"; one pulse: mean step {pulse['step_mean_s']:.3g} S, spread "
+           f"{pulse['step_relative_std']:.3g} steps (write and read noise included)"
+           if isinstance(pulse, dict) else "")
+    return (f"programming ({gran}): {probe} on {prog['n_edges']} edges: achieved/requested "
+            f"- 1 mean {prog['error_relative_mean']:+.3g}, rms {prog['error_relative_rms']:.3g} "
+            f"({prog['error_s_rms']:.3g} S){one}")
 
 
 def noise_model_toml(report: Mapping[str, Any]) -> str:
@@ -338,11 +420,14 @@ def preset_toml(report: Mapping[str, Any], adc_lsb_v: float = 0.0) -> str:
     prog = report["programming"]
     if desc.pulse_step_s > 0 and math.isfinite(span):
         write["n_states"] = float(span / desc.pulse_step_s)
+        notes["write.n_states"] = (f"pulse granularity {desc.pulse_step_s:.4g} S per pulse "
+                                   "(the board's pulse_step_s)")
         write["bound_mode"] = "hard"
         pulse = prog.get("pulse")
         if isinstance(pulse, dict):
             write["c2c"] = float(pulse["step_relative_std"])
-            notes["write.c2c"] = "std of one pulse's step / nominal step (c2c and d2d together)"
+            notes["write.c2c"] = ("std of one pulse's step / nominal step: c2c, d2d, write "
+                                  "and read noise together (an upper bound on c2c)")
     g = report["conductance_read_noise"]
     write["read_relative"] = float(g["std_relative_median"])
     drift = report["drift"]
@@ -356,8 +441,17 @@ def preset_toml(report: Mapping[str, Any], adc_lsb_v: float = 0.0) -> str:
     return device_preset_toml(f"characterised {report['board']}", source, read, write, notes)
 
 
+def _volt_scale(v_max: float) -> tuple[float, str]:
+    """A display unit for voltages up to ``v_max`` V: (factor, name)."""
+    if v_max < 1e-3:
+        return 1e6, "uV"
+    if v_max < 1.0:
+        return 1e3, "mV"
+    return 1.0, "V"
+
+
 def plot_read_noise(report: Mapping[str, Any], path: Path) -> None:
-    """Per-node std histogram and std vs |signal| with the fit."""
+    """Per-node std histogram and std vs |signal| with the fit (axes in uV/mV/V)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,20 +459,57 @@ def plot_read_noise(report: Mapping[str, Any], path: Path) -> None:
 
     rn = report["node_read_noise"]
     mean, var, per_node = rn["_mean_v"], rn["_var_v2"], rn["_per_node"]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.hist(per_node, bins=30)
-    a1.set_xlabel("read-noise std per node (V)")
+    fs, us = _volt_scale(float(np.nanmax(per_node)) if per_node.size else 1.0)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    a1.hist(per_node * fs, bins=30)
+    a1.set_xlabel(f"read-noise std per node ({us})")
     a1.set_ylabel("nodes")
-    a1.set_title(f"{rn['n_repeats']} reads x {rn['batch']} examples")
+    a1.set_title(f"{rn['n_repeats']} reads x {rn['batch']} examples, {rn['n_nodes']} nodes",
+                 fontsize=10)
+    a1.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    a1.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     v = np.abs(mean).ravel()
-    a2.plot(v, np.sqrt(var).ravel(), ".", ms=2, alpha=0.4, label="(example, node)")
+    fv, uv = _volt_scale(float(np.nanmax(v)) if v.size else 1.0)
+    a2.plot(v * fv, np.sqrt(var).ravel() * fs, ".", ms=2, alpha=0.4, label="(example, node)")
     vv = np.linspace(0, float(np.nanmax(v)) if v.size else 1.0, 100)
     f = rn["fit"]
-    a2.plot(vv, np.sqrt(f["sigma_v"] ** 2 + (f["relative"] * vv) ** 2), "k-",
-            label=f"fit sigma {f['sigma_v']:.3g} V, rel {f['relative']:.3g}")
-    a2.set_xlabel("|node voltage| (V)")
-    a2.set_ylabel("std of one sample (V)")
+    a2.plot(vv * fv, np.sqrt(f["sigma_v"] ** 2 + (f["relative"] * vv) ** 2) * fs, "k-",
+            label=f"fit: sigma {f['sigma_v']:.3g} V, relative {f['relative']:.3g}")
+    a2.set_xlabel(f"|node voltage| ({uv})")
+    a2.set_ylabel(f"std of one sample ({us})")
+    a2.set_title("noise vs signal level", fontsize=10)
     a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_programming(report: Mapping[str, Any], path: Path) -> None:
+    """Achieved vs requested change per edge against its conductance before, in uS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prog = report["programming"]
+    g0, req, ach = prog["_g0_s"] * 1e6, prog["_requested_s"] * 1e6, prog["_achieved_s"] * 1e6
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for sgn, col, name in ((1, "C0", "up"), (-1, "C3", "down")):
+        m = np.sign(req) == sgn
+        if m.any():
+            ax.plot(g0[m], ach[m], ".", ms=3, alpha=0.5, color=col, label=f"achieved, {name}")
+            ax.plot(np.sort(g0[m]), req[m][np.argsort(g0[m])], "-", color=col, lw=1,
+                    label=f"requested, {name}")
+    ax.axhline(0, color="0.6", lw=0.5)
+    step = float(prog["pulse_step_s"])
+    probe = (f"{prog['pulses_per_edge']} pulses of {step * 1e6:.3g} uS"
+             if prog["probe"] == "whole pulses"
+             else f"{100 * prog['requested_relative_step']:g} % of g")
+    ax.set_title(f"programming probe: {probe}; error rms {prog['error_relative_rms']:.3g}",
+                 fontsize=10)
+    ax.set_xlabel("conductance before (uS)")
+    ax.set_ylabel("change (uS)")
+    ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -399,7 +530,8 @@ def run_characterize(args: argparse.Namespace) -> int:
     report = characterize(
         args.backend, options, input_gain_v=args.input_gain, batch=args.batch,
         repeats=args.repeats, g_repeats=args.g_repeats, program_edges=args.edges,
-        program_step=args.program_step, drift_time_s=args.drift_time,
+        program_step=args.program_step, program_pulses=args.program_pulses,
+        drift_time_s=args.drift_time,
         drift_t0_s=args.drift_t0, seed=args.seed,
         adc_lsb_v=args.adc_lsb,
     )
@@ -412,6 +544,7 @@ def run_characterize(args: argparse.Namespace) -> int:
     (out / "timings.json").write_text(json.dumps(report["timings_s"], indent=1) + "\n")
     if not args.no_plots:
         plot_read_noise(report, out / "read_noise.png")
+        plot_programming(report, out / "programming.png")
     if args.json:
         print(json.dumps(pub, default=str))
     else:
@@ -423,15 +556,14 @@ def run_characterize(args: argparse.Namespace) -> int:
             + (f"without the {rn['adc_lsb_v']:.3g} V quantisation: "
                f"{rn['sigma_v_additive']:.4g} V (relative s.e. "
                f"{100 * rn['sigma_v_additive_rel_se']:.2g} %)\n" if "adc_lsb_v" in rn else "")
-            + f"programming: relative error rms "
-            f"{report['programming']['error_relative_rms']:.3g}; drift: "
+            + programming_text(report["programming"]) + "\ndrift: "
             + (report["drift"] if isinstance(report["drift"], str) else
                f"exponent {report['drift']['nu']:.4g} +- {report['drift']['nu_se']:.2g} "
                f"(t0 {report['drift']['t0_s']:g} s, {report['drift']['elapsed_s']:g} s)")
             + "\n"
             f"wrote {out}/report.json, noise_model.toml, preset.toml (--backend-opt "
             f"preset={out}/preset.toml emulates this board), timings.json"
-            + ("" if args.no_plots else ", read_noise.png")
+            + ("" if args.no_plots else ", read_noise.png, programming.png")
         )
     return 0
 
@@ -444,7 +576,7 @@ def register_characterize(sub: argparse._SubParsersAction[argparse.ArgumentParse
         description="Repeat reads at fixed inputs (noise per node and vs signal level), "
         "conductance read noise, programming precision, drift and operation timings; "
         "writes report.json, noise_model.toml, preset.toml (the board as an emulator "
-        "preset), timings.json and read_noise.png.",
+        "preset), timings.json, read_noise.png and programming.png.",
     )
     p.add_argument("--backend", default=DEFAULT_BACKEND,
                    help=f"board backend (default {DEFAULT_BACKEND}; 'hwloop backends' lists them)")
@@ -458,8 +590,14 @@ def register_characterize(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--repeats", type=int, default=100, help="repeat reads per example")
     p.add_argument("--g-repeats", type=int, default=5, help="repeat conductance reads")
     p.add_argument("--edges", type=int, default=256, help="edges used for programming tests")
-    p.add_argument("--program-step", type=float, default=0.05,
-                   help="requested change, relative to each edge's conductance")
+    p.add_argument("--program-pulses", type=int, default=None,
+                   help="programming probe on a board with a pulse step: whole pulses per "
+                   "edge, each edge up or down (default: the pulses nearest 5 %% of the "
+                   "conductance range, at least 1)")
+    p.add_argument("--program-step", type=float, default=None,
+                   help="programming probe as a requested change relative to each edge's "
+                   "conductance (default 0.05 on a board without a pulse step; on a pulsed "
+                   "board it may round to fewer pulses)")
     p.add_argument("--drift-t0", type=float, default=20.0,
                    help="reference time t0 of the drift power law, s (default 20 s)")
     p.add_argument("--drift-time", type=float, default=10.0,
