@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 
@@ -114,9 +115,13 @@ def test_sigkill_at_random_moments_leaves_readable_resumable_files(
     reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ref = _final_state(reference)
+    with open_session(reference) as sf:  # how long the uninterrupted run trained, s
+        idx = sf.h5["steps/index"][()]
+    span_s = float(idx["t_start_unix_s"][-1] + idx["duration_s"][-1] - idx["t_start_unix_s"][0])
     rng = np.random.default_rng(20261123)
-    # moments relative to the first recorded step (negative: during start-up / creation)
-    moments = np.concatenate([[-0.4, -0.05], rng.uniform(0.0, 1.6, 10)])
+    # moments relative to the first recorded step (negative: during start-up / creation),
+    # spread over the first 90 % of the reference run's training time
+    moments = np.concatenate([[-0.4, -0.05], rng.uniform(0.0, 0.9, 10) * span_s])
     seen_steps = []
     for k, delay in enumerate(moments):
         out = tmp_path / f"kill{k}.h5"
@@ -162,9 +167,10 @@ def test_sigkill_at_random_moments_leaves_readable_resumable_files(
             assert any(e["kind"] == "resume" for e in events)
             assert int(sf.attrs["resumes"]) == 1
     assert len(seen_steps) >= 10
-    # kills spread over the run: with group commit the committed counts come in blocks
-    # (a commit at least every second, and at every checkpoint: every 7 steps here)
-    assert len({s for s in seen_steps if 0 < s < STEPS}) >= 3
+    # kills spread over the run: at least 5 landed after the first commit and before the
+    # end (with group commit the committed counts come in blocks, a commit at least every
+    # second and at every checkpoint, so several kills may find the same count)
+    assert sum(0 < s < STEPS for s in seen_steps) >= 5, seen_steps
 
 
 def _sigint_run(out: Path, n_signals: int) -> subprocess.CompletedProcess[str]:
@@ -291,3 +297,32 @@ def test_a_kill_between_two_commits_loses_only_the_tail_which_resume_recomputes(
     res = _sub("resume", out, "--quiet")
     assert res.returncode == 0, res.stderr
     _assert_same_run(_final_state(out), _final_state(ref))
+
+
+def test_a_reader_holding_the_lock_at_creation_does_not_fail_the_run(tmp_path: Path) -> None:
+    """A reader in another process that has the file open when the writer opens it
+    (the moment a monitor or a polling script may pick) only delays the writer."""
+    from hwloop.sessionlog.writer import open_swmr_write
+
+    path = tmp_path / "locked.h5"
+    with h5py.File(path, "w", libver="latest") as f:
+        f.create_dataset("x", data=np.arange(3))
+    code = ("import h5py, sys, time; f = h5py.File(sys.argv[1], 'r'); print('open', flush=True);"
+            " time.sleep(0.5); f.close()")
+    reader = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+        t0 = time.monotonic()
+        f = open_swmr_write(path)  # HDF5's lock is held by the reader for ~0.5 s
+        try:
+            waited = time.monotonic() - t0
+            assert f["x"][()].tolist() == [0, 1, 2]
+        finally:
+            f.close()
+        assert reader.wait(timeout=60) == 0
+        assert waited > 0.05, waited  # it did wait for the reader instead of failing
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()

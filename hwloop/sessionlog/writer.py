@@ -653,12 +653,34 @@ def set_attr(f: h5py.File, name: str, value: str) -> None:
     f.attrs.modify(name, np.bytes_(value.encode("utf-8", "replace")[:size]))
 
 
+OPEN_LOCK_WAIT_S = 10.0
+"""How long the writer waits for a reader that holds the file's lock when it opens it, s."""
+
+
 def open_swmr_write(p: Path) -> h5py.File:
-    """Open ``p`` for appending directly in SWMR-write mode."""
+    """Open ``p`` for appending directly in SWMR-write mode.
+
+    A reader that opens the file at that very moment (``hwloop inspect``, a monitor, a
+    test polling the step count) holds HDF5's file lock for a few milliseconds; the
+    open is retried with back-off for up to ``OPEN_LOCK_WAIT_S`` instead of failing the
+    run. A lock held longer than that is reported.
+    """
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_LATEST)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
-    fid = h5py.h5f.open(
-        str(p).encode(), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl
-    )
-    return h5py.File(fid)
+    deadline = time.monotonic() + OPEN_LOCK_WAIT_S
+    pause_s = 0.01
+    while True:
+        try:
+            fid = h5py.h5f.open(
+                str(p).encode(), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl
+            )
+            return h5py.File(fid)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise SessionError(
+                    f"session file {p} stays locked by another process; close the program "
+                    "that holds it open (a reader without SWMR) and resume the run"
+                ) from None
+            time.sleep(pause_s)
+            pause_s = min(2 * pause_s, 0.5)
