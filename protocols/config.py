@@ -13,6 +13,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -279,6 +280,12 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, str]:
     """Fill every ``None`` option from :func:`published_defaults`; return the source too."""
     defaults, source = published_defaults(cfg.arch, cfg.dataset)
     changes = {k: v for k, v in defaults.items() if getattr(cfg, k) is None}
+    # paths are recorded absolute, so a run resumes, replays and evaluates from anywhere
+    if cfg.data_dir is not None:
+        changes["data_dir"] = str(Path(cfg.data_dir).expanduser().resolve())
+    ds = cfg.dataset
+    if "/" in ds or "\\" in ds or ds.endswith(".npz") or Path(ds).is_dir():
+        changes["dataset"] = str(Path(ds).expanduser().resolve())
     if cfg.max_samples is None:
         changes["max_samples"] = cfg.samples if cfg.sem_target is None else 64 * cfg.samples
     return dataclasses.replace(cfg, **changes), source

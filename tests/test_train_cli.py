@@ -24,6 +24,7 @@ import pytest
 from hwloop.cli import main
 from hwloop.sessionlog import RunSummary as RunData
 from hwloop.sessionlog import load_run as read_run
+from hwloop.sessionlog import open_session
 from protocols.datasets import DATA_DIR_ENV, IDX_FILES, load_dataset
 from tests.procs import DEADLINE_S
 
@@ -496,3 +497,26 @@ def test_four_point_estimator_trains_and_replays(
     code, out_, err = cli(capsys, "train", "--arch", "1568-16-10", "--estimator", "cauchy-4",
                           "--out", tmp_path / "c.h5")
     assert_usage_error(code, out_, err, "cauchy-4", "four-point")
+
+
+def test_resume_from_another_directory_finds_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run trained on a data directory given relative to its cwd resumes from elsewhere."""
+    from tests.test_datasets import fake_arrays, write_idx_set
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    write_idx_set(here / "idx", fake_arrays(3, n_train=40, n_test=12), gz=False)
+    there.mkdir()
+    monkeypatch.chdir(here)
+    code, _, err = cli(capsys, "train", "--dataset", "mnist", "--data-dir", "idx", "--arch",
+                       "1568-32-10", "--epochs", "1", "--quiet", "--out", "run.h5")
+    assert code == 0, err
+    with open_session(here / "run.h5") as sf:
+        stored = tomllib.loads(str(sf.attrs["config_toml"]))
+    assert stored["data_dir"] == str((here / "idx").resolve())
+    monkeypatch.chdir(there)  # where no "idx" exists
+    code, _, err = cli(capsys, "resume", str(here / "run.h5"), "--epochs", "2", "--quiet")
+    assert code == 0, err
+    with open_session(here / "run.h5") as sf:
+        assert sf.status == "completed" and len(sf.h5["epochs"]) == 2
