@@ -22,7 +22,31 @@ import numpy as np
 from hwloop.device import BoardDescription, Clamp, LayerBlock, NodeRole, SafetyLimits
 from hwloop.errors import ConfigError
 
-__all__ = ["default_g_scale_s", "describe_layered", "n_excitatory", "parse_arch"]
+__all__ = ["LayerSizes", "default_g_scale_s", "describe_layered", "n_excitatory", "parse_arch"]
+
+
+class LayerSizes:
+    """Node counts of a layered network from its ``sizes`` (inputs, hidden..., outputs).
+
+    A mixin: the class (often a dataclass) provides the ``sizes`` attribute.
+    """
+
+    sizes: tuple[int, ...]
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of input nodes."""
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of output nodes."""
+        return self.sizes[-1]
+
+    @property
+    def n_free(self) -> int:
+        """Number of free (hidden and output) nodes."""
+        return sum(self.sizes[1:])
 
 
 def parse_arch(text: str) -> tuple[int, ...]:

@@ -42,6 +42,7 @@ from instruments.kinds import (
 )
 from instruments.roles import MeterRole
 from instruments.scpi_util import (
+    VisaDriver,
     check_channels,
     check_count,
     check_range,
@@ -69,7 +70,7 @@ def channel_list(numbers: Sequence[int]) -> str:
     return "(@" + ",".join(str(int(c)) for c in numbers) + ")"
 
 
-class DAQ6510:
+class DAQ6510(VisaDriver):
     """DAQ6510 scan channels as a ``MeterRole`` (plus ``Instrument``).
 
     Args:
@@ -115,10 +116,6 @@ class DAQ6510:
         self._closed = False
 
     # ------------------------------------------------------------------ Instrument
-    def identity(self) -> str:
-        """The ``*IDN?`` reply read at connect."""
-        return self.transport.identity
-
     def safe_state(self) -> None:
         """Abort any scan and open every relay of the cards (idempotent)."""
         self.transport.write(":ABOR;:ROUT:OPEN:ALL")
@@ -126,17 +123,6 @@ class DAQ6510:
     def is_energised(self) -> bool:
         """A meter sources nothing, and its card relays open after each scan: False."""
         return False
-
-    def close(self) -> None:
-        """Safe state, then close the connection (idempotent)."""
-        if self._closed:
-            return
-        try:
-            if not self.transport.closed:
-                self.safe_state()
-        finally:
-            self._closed = True
-            self.transport.close()
 
     # ------------------------------------------------------------------ meter
     def configure_scan(self, numbers: Sequence[int]) -> None:

@@ -48,6 +48,7 @@ from instruments.kinds import (
 )
 from instruments.roles import CurrentSourceRole, MeterRole, VoltageSourceRole
 from instruments.scpi_util import (
+    VisaDriver,
     check_channels,
     check_count,
     check_range,
@@ -71,7 +72,7 @@ STATUS_OFLO = 1 << 0
 STATUS_COMPLIANCE = 1 << 3
 
 
-class Keithley2400:
+class Keithley2400(VisaDriver):
     """A Keithley 2400 as voltage or current source, voltmeter and pulsing SMU.
 
     Implements ``Instrument``, ``VoltageSourceRole``, ``CurrentSourceRole`` and
@@ -110,10 +111,6 @@ class Keithley2400:
         self._closed = False
 
     # ------------------------------------------------------------------ Instrument
-    def identity(self) -> str:
-        """The ``*IDN?`` reply read at connect."""
-        return self.transport.identity
-
     def configure(
         self,
         *,
@@ -167,17 +164,6 @@ class Keithley2400:
         """
         on, func, v, i = self._state()
         return on and (v if func == "VOLT" else i) != 0.0
-
-    def close(self) -> None:
-        """Safe state, then close the connection (idempotent)."""
-        if self._closed:
-            return
-        try:
-            if not self.transport.closed:
-                self.safe_state()
-        finally:
-            self._closed = True
-            self.transport.close()
 
     # ------------------------------------------------------------------ sources
     def set_voltages(self, channels: NDArray[np.integer], volts: FloatArray) -> None:

@@ -48,6 +48,7 @@ from instruments.kinds import (
 )
 from instruments.roles import CurrentSourceRole, MeterRole, VoltageSourceRole
 from instruments.scpi_util import (
+    VisaDriver,
     check_channels,
     check_count,
     check_range,
@@ -115,7 +116,7 @@ def model_from_identity(identity: str) -> str:
     return fields[1].removeprefix("Model").strip()
 
 
-class Keithley2600:
+class Keithley2600(VisaDriver):
     """Several 2600B SMU channels as voltage sources, current sources and meters.
 
     Implements the roles ``Instrument``, ``VoltageSourceRole``, ``CurrentSourceRole``
@@ -180,10 +181,6 @@ class Keithley2600:
         self._closed = False
 
     # ------------------------------------------------------------------ Instrument
-    def identity(self) -> str:
-        """The ``*IDN?`` reply read at connect."""
-        return self.transport.identity
-
     def configure(
         self,
         *,
@@ -267,17 +264,6 @@ class Keithley2600:
             if round(out) == 1 and level != 0.0:
                 return True
         return False
-
-    def close(self) -> None:
-        """Safe state, then close the connection (idempotent)."""
-        if self._closed:
-            return
-        try:
-            if not self.transport.closed:
-                self.safe_state()
-        finally:
-            self._closed = True
-            self.transport.close()
 
     # ------------------------------------------------------------------ sources
     def set_voltages(self, channels: NDArray[np.integer], volts: FloatArray) -> None:

@@ -39,7 +39,7 @@ from instruments.kinds import (
     RoleDrivers,
 )
 from instruments.roles import CrosspointRole, Instrument, PulsingSmu
-from instruments.scpi_util import check_count, check_range, parse_float
+from instruments.scpi_util import VisaDriver, check_count, check_range, parse_float
 from instruments.visa_transport import InstrumentError, InstrumentStateError, VisaTransport
 
 FloatArray = NDArray[np.float64]
@@ -58,7 +58,7 @@ def parse_closed(text: str) -> tuple[str, ...]:
     return tuple(sorted(items))
 
 
-class Keithley707B:
+class Keithley707B(VisaDriver):
     """A 707B matrix: close/open crosspoints, read them back; an ``Instrument``.
 
     Args:
@@ -99,10 +99,6 @@ class Keithley707B:
         return spec
 
     # ------------------------------------------------------------------ Instrument
-    def identity(self) -> str:
-        """The ``*IDN?`` reply read at connect."""
-        return self.transport.identity
-
     def closed_channels(self) -> tuple[str, ...]:
         """The closed crosspoints (``print(channel.getclose("allslots"))``), sorted."""
         closed: tuple[str, ...] = self.transport.query(
@@ -170,16 +166,13 @@ class Keithley707B:
         """True when any crosspoint is closed (read back)."""
         return bool(self.closed_channels())
 
-    def close(self) -> None:
-        """Open every relay, then close the connection (idempotent)."""
-        if self._closed:
-            return
-        try:
-            if not self.transport.closed:
-                self.safe_state()
-        finally:
-            self._closed = True
-            self.transport.close()
+
+def _smu_then_matrix_safe(smu: Instrument | PulsingSmu, matrix: Keithley707B) -> None:
+    """Put ``smu`` in its safe state, then open every relay of ``matrix`` (both attempted)."""
+    try:
+        smu.safe_state()
+    finally:
+        matrix.safe_state()
 
 
 class SwitchedCrosspoints:
@@ -281,11 +274,8 @@ class SwitchedCrosspoints:
         return self.matrix.identity()
 
     def safe_state(self) -> None:
-        """SMU to 0 and off, then every relay open."""
-        try:
-            self.smu.safe_state()
-        finally:
-            self.matrix.safe_state()
+        """SMU to 0 and off, then every relay open (both attempted)."""
+        _smu_then_matrix_safe(self.smu, self.matrix)
 
     def is_energised(self) -> bool:
         """True when any crosspoint of the matrix is closed."""
@@ -327,10 +317,7 @@ class MatrixWithSmu:
 
     def safe_state(self) -> None:
         """SMU to 0 and off, then every relay open (both attempted)."""
-        try:
-            self.smu.safe_state()
-        finally:
-            self.matrix.safe_state()
+        _smu_then_matrix_safe(self.smu, self.matrix)
 
     def is_energised(self) -> bool:
         """True when a relay is closed or the SMU's output is on."""

@@ -31,6 +31,16 @@ Array = NDArray[np.floating]
 
 # ----------------------------------------------------------------------------- record types
 
+_RNG_FIELDS = [
+        ("rng_state_hi", "<u8"),
+        ("rng_state_lo", "<u8"),
+        ("rng_inc_hi", "<u8"),
+        ("rng_inc_lo", "<u8"),
+        ("rng_has_uint32", "u1"),
+        ("rng_uinteger", "<u4"),
+]
+"""The PCG64 generator state as columns (see :func:`rng_to_fields`)."""
+
 INDEX_DTYPE = np.dtype(
     [
         ("step", "<i8"),
@@ -45,12 +55,7 @@ INDEX_DTYPE = np.dtype(
         ("bound_hits", "<i8"),
         ("prog_row_start", "<i8"),
         ("prog_row_count", "<i8"),
-        ("rng_state_hi", "<u8"),
-        ("rng_state_lo", "<u8"),
-        ("rng_inc_hi", "<u8"),
-        ("rng_inc_lo", "<u8"),
-        ("rng_has_uint32", "u1"),
-        ("rng_uinteger", "<u4"),
+        *_RNG_FIELDS,
         ("crc32", "<u4"),
     ]
 )
@@ -98,12 +103,7 @@ CKPT_DTYPE = np.dtype(
         ("epoch", "<i4"),
         ("batch", "<i4"),
         ("t_unix_s", "<f8"),
-        ("rng_state_hi", "<u8"),
-        ("rng_state_lo", "<u8"),
-        ("rng_inc_hi", "<u8"),
-        ("rng_inc_lo", "<u8"),
-        ("rng_has_uint32", "u1"),
-        ("rng_uinteger", "<u4"),
+        *_RNG_FIELDS,
     ]
 )
 """One row per checkpoint: ``steps_done`` steps were complete; the next step is
