@@ -53,6 +53,7 @@ from simulated_device.device_models import (
     get_preset,
 )
 from simulated_device.drn import DRN, parse_arch
+from simulated_device.held_sources import HeldSources
 
 Array = NDArray[np.floating]
 
@@ -83,7 +84,7 @@ def _describe_drn(
     )
 
 
-class EmulatedBoard:
+class EmulatedBoard(HeldSources):
     """A numerical DRN board behind the Device contract.
 
     Args:
@@ -549,28 +550,10 @@ class EmulatedBoard:
         self._dirty = True
 
     # ---------------------------------------------------------------- safety
-    def safe_state(self) -> None:
-        """Release the nudge and set every input source to 0 V (idempotent)."""
-        self._nudge = None
-        if self._v_in is not None:
-            self._v_in = np.zeros_like(self._v_in)
-            self._proj = None
-            self._free_state = None
-        self._dirty = True
-
-    @property
-    def is_safe(self) -> bool:
-        """True when no nudge is applied and every input source is at 0 V."""
-        return self._nudge is None and (self._v_in is None or not np.any(self._v_in))
-
-    def close(self) -> None:
-        """Go to the safe state; further calls other than ``close``/``safe_state`` fail."""
-        self.safe_state()
-        self._closed = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConfigError("the board is closed; open a new one")
+    def _inputs_zeroed(self) -> None:
+        """The safe state zeroed the inputs: drop their projection and free state."""
+        self._proj = None
+        self._free_state = None
 
     def __enter__(self) -> EmulatedBoard:
         return self
