@@ -33,7 +33,7 @@ from typing import cast
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import BoardDescription
+from hwloop.device import BoardDescription, LayerBlock
 from hwloop.errors import ConfigError
 
 Array = NDArray[np.floating]
@@ -231,15 +231,11 @@ def local_gradient(
     Returns:
         ``(dL/dg per edge, V^2/S; dL/db per bias node, V^2/A)``.
     """
-    if desc.layers is None:
-        raise ConfigError("the local gradient needs a layered board (layer blocks)")
+    layers, v, e = _layered_voltages(desc, v_inputs, v_free, error)
     batch = v_inputs.shape[0]
-    v = full_voltages(desc, v_inputs, v_free)
-    e = np.zeros_like(v)
-    e[:, desc.free_index] = error
     gains = _couplings(desc)
     g = np.empty(desc.n_edges)
-    for k, blk in enumerate(desc.layers):
+    for k, blk in enumerate(layers):
         vp, vq = v[:, blk.src_index], v[:, blk.dst_index]
         eq = e[:, blk.dst_index]
         if gains is not None:
@@ -251,6 +247,22 @@ def local_gradient(
         g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
     bias = -e[:, desc.bias_nodes].mean(axis=0)
     return g, np.asarray(bias)
+
+
+def _layered_voltages(
+    desc: BoardDescription, v_inputs: Array, v_free: Array, per_free: Array
+) -> tuple[tuple[LayerBlock, ...], Array, Array]:
+    """The layer blocks, every node's voltage (V) and ``per_free`` spread to every node.
+
+    Raises:
+        ConfigError: the board has no layer blocks.
+    """
+    if desc.layers is None:
+        raise ConfigError("the local gradient needs a layered board (layer blocks)")
+    v = full_voltages(desc, v_inputs, v_free)
+    e = np.zeros_like(v)
+    e[:, desc.free_index] = per_free
+    return desc.layers, v, e
 
 
 def _reciprocal_block(vp: Array, vq: Array, ep: Array, eq: Array) -> Array:
@@ -279,15 +291,11 @@ def local_gradient_variance(
     Returns:
         Per-edge variance, (V^2/S)^2, and per-bias variance, (V^2/A)^2.
     """
-    if desc.layers is None:
-        raise ConfigError("the local gradient needs a layered board (layer blocks)")
+    layers, v, s2 = _layered_voltages(desc, v_inputs, v_free, error_var)
     batch = v_inputs.shape[0]
-    v = full_voltages(desc, v_inputs, v_free)
-    s2 = np.zeros_like(v)
-    s2[:, desc.free_index] = error_var
     gains = _couplings(desc)
     g = np.empty(desc.n_edges)
-    for k, blk in enumerate(desc.layers):
+    for k, blk in enumerate(layers):
         vp, vq = v[:, blk.src_index], v[:, blk.dst_index]
         sq = s2[:, blk.dst_index]
         if gains is not None:

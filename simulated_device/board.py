@@ -40,7 +40,7 @@ from hwloop.device import (
     SampleFlag,
     check_biases_within_limits,
     check_inputs_within_limits,
-    check_nudge_within_limits,
+    check_nudge_for_inputs,
 )
 from hwloop.errors import ConfigError, LimitError
 from hwloop.layered import default_g_scale_s, describe_layered
@@ -228,12 +228,8 @@ class EmulatedBoard(HeldSources):
         """Apply (or with ``None`` release) a nudge on the outputs, checked first."""
         self._check_open()
         if nudge is not None:
-            if self._v_in is None:
-                raise ConfigError(
-                    "apply inputs before applying a nudge (the batch size is unknown)"
-                )
-            check_nudge_within_limits(
-                nudge, self._limits, self._v_in.shape[0], self._net.n_outputs, complex_ok=False
+            check_nudge_for_inputs(
+                nudge, self._limits, self._v_in, self._net.n_outputs, complex_ok=False
             )
             if isinstance(nudge, ResistiveNudge) and np.real(nudge.beta_s) < 0:
                 self._net.check_beta(float(np.real(nudge.beta_s)))

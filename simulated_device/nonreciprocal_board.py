@@ -46,6 +46,7 @@ from hwloop.device import (
     ResistiveNudge,
     SafetyLimits,
     check_inputs_within_limits,
+    check_nudge_for_inputs,
     check_nudge_within_limits,
 )
 from hwloop.errors import ConfigError, LimitError, UnsupportedError
@@ -194,12 +195,8 @@ class NonReciprocalBoard(HeldSources):
         """Apply (``None``: release) a current or resistive nudge; complex values allowed."""
         self._check_open()
         if nudge is not None:
-            if self._v_in is None:
-                raise ConfigError(
-                    "apply inputs before applying a nudge (the batch size is unknown)"
-                )
-            check_nudge_within_limits(
-                nudge, self._limits, self._v_in.shape[0], self._net.n_outputs, complex_ok=True
+            check_nudge_for_inputs(
+                nudge, self._limits, self._v_in, self._net.n_outputs, complex_ok=True
             )
         self._nudge = nudge
         self._dirty = True
