@@ -30,16 +30,7 @@ from numpy.typing import NDArray
 
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError
-from instruments.kinds import (
-    TIMING_OPTIONS,
-    VISA_OPTIONS,
-    InstrumentKind,
-    KindOption,
-    OpenContext,
-    OpenedInstrument,
-    RoleDrivers,
-    on_visa,
-)
+from instruments import kinds
 from instruments.roles import MeterRole
 from instruments.scpi_util import (
     VisaDriver,
@@ -185,13 +176,13 @@ class DAQ6510(VisaDriver):
 # --------------------------------------------------------------------------- the instrument kind
 
 
-def _open(ctx: OpenContext) -> OpenedInstrument:
+def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
     if ctx.has_option("channels"):
         nums = tuple(ctx.option("channels"))
     else:
         n = int(ctx.option("n_channels") or 0) or ctx.used_channels(("meter",))
         nums = VOLTAGE_CARD_CHANNELS[: max(n, 1)]
-    d = on_visa(ctx, lambda t: DAQ6510(
+    d = kinds.on_visa(ctx, lambda t: DAQ6510(
         t,
         nums,
         nplc=float(ctx.option("nplc")),
@@ -202,10 +193,10 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     def opc() -> None:
         d.transport.query("*OPC?", parse=parse_float, idempotent=True)
 
-    return OpenedInstrument(
+    return kinds.OpenedInstrument(
         identity=d.identity(),
         device=d,
-        roles=RoleDrivers(meter=d),
+        roles=kinds.RoleDrivers(meter=d),
         channel_counts={"meter": len(nums)},
         hard_close=d.transport.close,
         reconnect=d.transport.reconnect,
@@ -214,18 +205,18 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     )
 
 
-KIND = InstrumentKind(
+KIND = kinds.InstrumentKind(
     name="daq6510",
     help="a Keithley DAQ6510 scanning its voltage channels as the node meter",
     roles=(MeterRole,),
     options=(
-        *VISA_OPTIONS,
-        *TIMING_OPTIONS,
-        KindOption("channels", "intlist", "", None,
+        *kinds.VISA_OPTIONS,
+        *kinds.TIMING_OPTIONS,
+        kinds.KindOption("channels", "intlist", "", None,
                    "scan channel of each meter channel (default: 101, 102, ...)"),
-        KindOption("n_channels", "int", "", None,
+        kinds.KindOption("n_channels", "int", "", None,
                    "number of scan channels (default: what the wiring uses)"),
-        KindOption("range_v", "number", "V", 10.0, "fixed DCV range"),
+        kinds.KindOption("range_v", "number", "V", 10.0, "fixed DCV range"),
     ),
     open=_open,
     exclusive_options=(("channels", "n_channels"),),
@@ -233,6 +224,6 @@ KIND = InstrumentKind(
 """The ``daq6510`` instrument kind (entry point ``hwloop.instruments``)."""
 
 
-def instrument_kind() -> InstrumentKind:
+def instrument_kind() -> kinds.InstrumentKind:
     """Entry point of the ``daq6510`` kind (group ``hwloop.instruments``)."""
     return KIND

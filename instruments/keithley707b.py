@@ -28,16 +28,7 @@ from numpy.typing import NDArray
 
 from hwloop.device import SafetyLimits
 from hwloop.errors import ConfigError
-from instruments.kinds import (
-    TIMING_OPTIONS,
-    VISA_OPTIONS,
-    InstrumentKind,
-    KindOption,
-    OpenContext,
-    OpenedInstrument,
-    PulseWindow,
-    RoleDrivers,
-)
+from instruments import kinds
 from instruments.roles import CrosspointRole, Instrument, PulsingSmu
 from instruments.scpi_util import VisaDriver, check_count, check_range, parse_float
 from instruments.visa_transport import InstrumentError, InstrumentStateError, VisaTransport
@@ -331,7 +322,7 @@ class MatrixWithSmu:
             self.smu.close()
 
 
-def _open(ctx: OpenContext) -> OpenedInstrument:
+def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
     lim = ctx.limits
     rows = str(ctx.option("rows"))
     columns = int(ctx.option("columns"))
@@ -350,7 +341,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     tm = ctx.visa(ctx.address, f"{ctx.name} matrix")
     try:
         matrix = Keithley707B(tm, rows=rows, columns=columns, slots=slots)
-        window = PulseWindow(str(ctx.option("smu_channel")), width_min, width_max, max_pulses)
+        window = kinds.PulseWindow(str(ctx.option("smu_channel")), width_min, width_max, max_pulses)
         smu = ctx.open_pulser(smu_kind, ctx.extra_address("smu_resource"), window)
     except BaseException:
         tm.close()
@@ -391,10 +382,10 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
         finally:
             smu.hard_close()
 
-    return OpenedInstrument(
+    return kinds.OpenedInstrument(
         identity=f"{matrix.identity()} | {smu.identity}",
         device=MatrixWithSmu(matrix, smu.device),
-        roles=RoleDrivers(crosspoints=cross),
+        roles=kinds.RoleDrivers(crosspoints=cross),
         channel_counts={"crosspoints": len(cross.routes)},
         hard_close=hard_close,
         reconnect=reconnect,
@@ -403,27 +394,27 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     )
 
 
-KIND = InstrumentKind(
+KIND = kinds.InstrumentKind(
     name="keithley707b+smu",
     help="a Keithley 707B matrix routing each crosspoint to a pulsing SMU",
     roles=(CrosspointRole,),
     options=(
-        *VISA_OPTIONS,
-        *TIMING_OPTIONS,
-        KindOption("smu_kind", "str", "", "keithley2600",
+        *kinds.VISA_OPTIONS,
+        *kinds.TIMING_OPTIONS,
+        kinds.KindOption("smu_kind", "str", "", "keithley2600",
                    "instrument kind of the pulsing SMU (one that can pulse)"),
-        KindOption("smu_channel", "str", "", "smua", "the SMU channel wired to the matrix"),
-        KindOption("routes", "routes", "", "sequential",
+        kinds.KindOption("smu_channel", "str", "", "smua", "the SMU channel wired to the matrix"),
+        kinds.KindOption("routes", "routes", "", "sequential",
                    '"sequential" or, per crosspoint, the relays that route it'),
-        KindOption("n_crosspoints", "int", "", None,
+        kinds.KindOption("n_crosspoints", "int", "", None,
                    "crosspoints routed sequentially (default: what the wiring uses)"),
-        KindOption("rows", "str", "", "ABCDEFGH", "row letters of the cards"),
-        KindOption("columns", "int", "", 12, "columns per card"),
-        KindOption("slots", "intlist", "", (1, 2, 3, 4, 5, 6), "slots with cards"),
-        KindOption("pulse_width_min_s", "number", "s", 1e-5, "shortest pulse accepted"),
-        KindOption("pulse_width_max_s", "number", "s", None,
+        kinds.KindOption("rows", "str", "", "ABCDEFGH", "row letters of the cards"),
+        kinds.KindOption("columns", "int", "", 12, "columns per card"),
+        kinds.KindOption("slots", "intlist", "", (1, 2, 3, 4, 5, 6), "slots with cards"),
+        kinds.KindOption("pulse_width_min_s", "number", "s", 1e-5, "shortest pulse accepted"),
+        kinds.KindOption("pulse_width_max_s", "number", "s", None,
                    "longest pulse accepted (default: [safety] pulse_width_max_s)"),
-        KindOption("max_pulses", "int", "", None,
+        kinds.KindOption("max_pulses", "int", "", None,
                    "most pulses per train (default: [safety] max_pulses_per_step)"),
     ),
     open=_open,
@@ -432,6 +423,6 @@ KIND = InstrumentKind(
 """The ``keithley707b+smu`` instrument kind (entry point ``hwloop.instruments``)."""
 
 
-def instrument_kind() -> InstrumentKind:
+def instrument_kind() -> kinds.InstrumentKind:
     """Entry point of the ``keithley707b+smu`` kind (group ``hwloop.instruments``)."""
     return KIND
