@@ -22,6 +22,30 @@ from numpy.typing import NDArray
 from hwloop.device import NodeReading
 from hwloop.errors import ConfigError
 
+__all__ = [
+    "CKPT_DTYPE",
+    "EPOCH_DTYPE",
+    "EPOCH_FIELDS",
+    "EVENT_DTYPE",
+    "EVENT_KINDS",
+    "INDEX_DTYPE",
+    "INDEX_UNITS",
+    "LIBVER",
+    "PROG_DTYPE",
+    "REQUIRED",
+    "REQUIRED_BY_MODE",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Checkpoint",
+    "LogOptions",
+    "SessionError",
+    "StepLayout",
+    "StepLog",
+    "rng_from_fields",
+    "rng_to_fields",
+]
+
 SCHEMA = "hwloop-session"
 SCHEMA_VERSION = 1
 STATUSES = ("running", "completed", "stopped", "aborted", "failed")
