@@ -47,11 +47,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from _common import median_time
 
 from simulated_device.dcop import DiodeMode, OperatingPoint, prepare_op, solve_op
 from simulated_device.netlist import Netlist, read_netlist
@@ -95,18 +95,6 @@ def drn_xs_netlist(seed: int, gain: float = 100.0) -> tuple[str, int]:
     lines += [f"DH{j} 0 h{j} DH" if j < 50 else f"DH{j} h{j} 0 DH" for j in range(100)]
     lines.append(".model DH D(IS=1e-14 N=1)")
     return "\n".join(lines) + "\n" + CONTROL, n_res
-
-
-def median_time(fn: Callable[[], object], repeats: int, warm_up: bool = True) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls (after a warm-up call), s."""
-    if warm_up:
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run_timed(cmd: list[str], repeats: int) -> tuple[float, float]:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _common import median_time
 
 from hwloop.board_protocol import (
     Frame,
@@ -31,18 +30,6 @@ from hwloop.board_protocol import (
 )
 from instruments.serial_board import SerialBoardDriver
 from simulated_device.virtual_board import VirtualBoard
-
-
-def median_s(fn: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls (after two warm-up calls)."""
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run(link: str, arch: str, repeats: int) -> list[dict[str, Any]]:
@@ -73,14 +60,14 @@ def run(link: str, arch: str, repeats: int) -> list[dict[str, Any]]:
     ]
     rows = []
     for name, fn, nbytes, reps in cases:
-        t = median_s(fn, reps)
+        t = median_time(fn, reps, warm_ups=2)
         row: dict[str, Any] = {"link": link, "exchange": name, "median_ms": 1e3 * t,
                                "per_s": 1.0 / t}
         if nbytes:
             row["MB_per_s"] = nbytes / t / 1e6
         if name.startswith("READ_NODES mean") and "1 channel" in name:
             frame: Frame = decode_frame(encode_request(1, ReadNodes([0], 1, ReadMode.MEAN)))
-            row["board_ms"] = 1e3 * median_s(lambda f=frame: vb.respond(f), reps)
+            row["board_ms"] = 1e3 * median_time(lambda f=frame: vb.respond(f), reps, warm_ups=2)
         rows.append(row)
     d.close()
     vb.close()

@@ -650,6 +650,31 @@ def check_biases_within_limits(
     return b
 
 
+def check_nudge_for_inputs(
+    nudge: Nudge,
+    limits: SafetyLimits,
+    v_inputs: NDArray[Any] | None,
+    n_outputs: int,
+    complex_ok: bool,
+) -> None:
+    """:func:`check_nudge_within_limits` for the batch of the applied inputs.
+
+    Args:
+        nudge: the nudge to check.
+        limits: the board's safety limits.
+        v_inputs: the applied ``(batch, n_inputs)`` input voltages, V (``None``: none yet).
+        n_outputs: number of output nodes.
+        complex_ok: the board takes complex-valued nudges.
+
+    Raises:
+        ConfigError: no inputs applied yet (the batch size is unknown), or as
+            :func:`check_nudge_within_limits`.
+    """
+    if v_inputs is None:
+        raise ConfigError("apply inputs before applying a nudge (the batch size is unknown)")
+    check_nudge_within_limits(nudge, limits, v_inputs.shape[0], n_outputs, complex_ok)
+
+
 def check_nudge_within_limits(
     nudge: Nudge, limits: SafetyLimits, batch: int, n_outputs: int, complex_ok: bool
 ) -> None:

@@ -16,13 +16,48 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from hwloop.device import BoardDescription, Clamp, LayerBlock, NodeRole, SafetyLimits
 from hwloop.errors import ConfigError
 
-__all__ = ["default_g_scale_s", "describe_layered", "n_excitatory", "parse_arch"]
+__all__ = [
+    "LayerSizes",
+    "default_g_scale_s",
+    "dense_block",
+    "describe_layered",
+    "layer_starts",
+    "layered_nodes",
+    "n_excitatory",
+    "parse_arch",
+]
+
+
+class LayerSizes:
+    """Node counts of a layered network from its ``sizes`` (inputs, hidden..., outputs).
+
+    A mixin: the class (often a dataclass) provides the ``sizes`` attribute.
+    """
+
+    sizes: tuple[int, ...]
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of input nodes."""
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of output nodes."""
+        return self.sizes[-1]
+
+    @property
+    def n_free(self) -> int:
+        """Number of free (hidden and output) nodes."""
+        return sum(self.sizes[1:])
 
 
 def parse_arch(text: str) -> tuple[int, ...]:
@@ -62,6 +97,55 @@ def default_g_scale_s(
     return 0.5 * (g_max_s - g_min_s) / s_max
 
 
+def layered_nodes(sizes: Sequence[int]) -> tuple[list[str], list[NodeRole], list[Clamp]]:
+    """Names, roles and clamps of every node of a layered board with layer ``sizes``.
+
+    Order: inputs ``in0..``, hidden layers ``h1_0..`` (the first :func:`n_excitatory`
+    of a layer clamped to ``v >= 0``, the rest to ``v <= 0``), outputs ``out0..``, ``gnd``.
+    """
+    names: list[str] = [f"in{i}" for i in range(sizes[0])]
+    roles: list[NodeRole] = [NodeRole.INPUT] * sizes[0]
+    clamps: list[Clamp] = [Clamp.NONE] * sizes[0]
+    for k, n in enumerate(sizes[1:-1], start=1):
+        h = n_excitatory(n)
+        names += [f"h{k}_{i}" for i in range(n)]
+        roles += [NodeRole.HIDDEN] * n
+        clamps += [Clamp.NON_NEGATIVE] * h + [Clamp.NON_POSITIVE] * (n - h)
+    names += [f"out{i}" for i in range(sizes[-1])]
+    roles += [NodeRole.OUTPUT] * sizes[-1]
+    clamps += [Clamp.NONE] * sizes[-1]
+    names.append("gnd")
+    roles.append(NodeRole.GROUND)
+    clamps.append(Clamp.NONE)
+    return names, roles, clamps
+
+
+def layer_starts(sizes: Sequence[int]) -> NDArray[np.int64]:
+    """Index of the first node of each layer, then the total: ``(len(sizes) + 1,)``."""
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def dense_block(
+    starts: NDArray[np.int64],
+    src_layer: int,
+    dst_layer: int,
+    edge_offset: int,
+    dtype: type[np.signedinteger[Any]],
+) -> tuple[LayerBlock, NDArray[np.signedinteger[Any]]]:
+    """The dense block from layer ``src_layer`` to ``dst_layer`` and its edges.
+
+    Returns:
+        The :class:`LayerBlock` (edges from ``edge_offset`` on) and its
+        ``(n_src * n_dst, 2)`` ``(src, dst)`` node pairs of ``dtype``, row-major.
+    """
+    src = np.arange(starts[src_layer], starts[src_layer + 1], dtype=np.int64)
+    dst = np.arange(starts[dst_layer], starts[dst_layer + 1], dtype=np.int64)
+    pairs = np.empty((len(src) * len(dst), 2), dtype=dtype)
+    pairs[:, 0] = np.repeat(src, len(dst))
+    pairs[:, 1] = np.tile(dst, len(src))
+    return LayerBlock(src=src, dst=dst, edge_offset=edge_offset), pairs
+
+
 def describe_layered(
     sizes: Sequence[int],
     *,
@@ -98,33 +182,16 @@ def describe_layered(
         supports_resistive_nudge: the board applies resistive nudges.
     """
     sizes = tuple(int(s) for s in sizes)
-    names: list[str] = [f"in{i}" for i in range(sizes[0])]
-    roles: list[NodeRole] = [NodeRole.INPUT] * sizes[0]
-    clamps: list[Clamp] = [Clamp.NONE] * sizes[0]
-    for k, n in enumerate(sizes[1:-1], start=1):
-        h = n_excitatory(n)
-        names += [f"h{k}_{i}" for i in range(n)]
-        roles += [NodeRole.HIDDEN] * n
-        clamps += [Clamp.NON_NEGATIVE] * h + [Clamp.NON_POSITIVE] * (n - h)
-    names += [f"out{i}" for i in range(sizes[-1])]
-    roles += [NodeRole.OUTPUT] * sizes[-1]
-    clamps += [Clamp.NONE] * sizes[-1]
-    names.append("gnd")
-    roles.append(NodeRole.GROUND)
-    clamps.append(Clamp.NONE)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
+    names, roles, clamps = layered_nodes(sizes)
+    starts = layer_starts(sizes)
     blocks = []
     edge_parts = []
     off = 0
     for k in range(len(sizes) - 1):
-        src = np.arange(starts[k], starts[k + 1], dtype=np.int64)
-        dst = np.arange(starts[k + 1], starts[k + 2], dtype=np.int64)
-        blocks.append(LayerBlock(src=src, dst=dst, edge_offset=off))
-        pairs = np.empty((len(src) * len(dst), 2), dtype=np.int32)
-        pairs[:, 0] = np.repeat(src, len(dst))
-        pairs[:, 1] = np.tile(dst, len(src))
+        block, pairs = dense_block(starts, k, k + 1, off, np.int32)
+        blocks.append(block)
         edge_parts.append(pairs)
-        off += len(src) * len(dst)
+        off += len(pairs)
     bias_nodes = (
         np.arange(starts[1], starts[-1], dtype=np.int64)
         if with_biases

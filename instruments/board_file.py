@@ -65,7 +65,7 @@ from numpy.typing import NDArray
 
 from hwloop.device import SafetyLimits
 from hwloop.errors import ConfigError
-from hwloop.layered import default_g_scale_s, parse_arch
+from hwloop.layered import LayerSizes, default_g_scale_s, parse_arch
 from instruments.kinds import InstrumentKind, installed_kind_names, installed_kinds, load_kind
 
 __all__ = [
@@ -119,7 +119,7 @@ class BoardSettings:
 
 
 @dataclass(frozen=True)
-class NetworkSpec:
+class NetworkSpec(LayerSizes):
     """The ``[network]`` section: a layered DRN-style network.
 
     Attributes:
@@ -136,21 +136,6 @@ class NetworkSpec:
     g_min_s: float
     g_max_s: float
     g_scale_s: float
-
-    @property
-    def n_inputs(self) -> int:
-        """Input nodes."""
-        return self.sizes[0]
-
-    @property
-    def n_outputs(self) -> int:
-        """Output nodes."""
-        return self.sizes[-1]
-
-    @property
-    def n_free(self) -> int:
-        """Hidden and output nodes."""
-        return sum(self.sizes[1:])
 
     @property
     def n_edges(self) -> int:

@@ -30,18 +30,10 @@ from numpy.typing import NDArray
 
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError
-from instruments.kinds import (
-    TIMING_OPTIONS,
-    VISA_OPTIONS,
-    InstrumentKind,
-    KindOption,
-    OpenContext,
-    OpenedInstrument,
-    RoleDrivers,
-    on_visa,
-)
+from instruments import kinds
 from instruments.roles import MeterRole
 from instruments.scpi_util import (
+    VisaDriver,
     check_channels,
     check_count,
     check_range,
@@ -69,7 +61,7 @@ def channel_list(numbers: Sequence[int]) -> str:
     return "(@" + ",".join(str(int(c)) for c in numbers) + ")"
 
 
-class DAQ6510:
+class DAQ6510(VisaDriver):
     """DAQ6510 scan channels as a ``MeterRole`` (plus ``Instrument``).
 
     Args:
@@ -115,10 +107,6 @@ class DAQ6510:
         self._closed = False
 
     # ------------------------------------------------------------------ Instrument
-    def identity(self) -> str:
-        """The ``*IDN?`` reply read at connect."""
-        return self.transport.identity
-
     def safe_state(self) -> None:
         """Abort any scan and open every relay of the cards (idempotent)."""
         self.transport.write(":ABOR;:ROUT:OPEN:ALL")
@@ -126,17 +114,6 @@ class DAQ6510:
     def is_energised(self) -> bool:
         """A meter sources nothing, and its card relays open after each scan: False."""
         return False
-
-    def close(self) -> None:
-        """Safe state, then close the connection (idempotent)."""
-        if self._closed:
-            return
-        try:
-            if not self.transport.closed:
-                self.safe_state()
-        finally:
-            self._closed = True
-            self.transport.close()
 
     # ------------------------------------------------------------------ meter
     def configure_scan(self, numbers: Sequence[int]) -> None:
@@ -199,13 +176,13 @@ class DAQ6510:
 # --------------------------------------------------------------------------- the instrument kind
 
 
-def _open(ctx: OpenContext) -> OpenedInstrument:
+def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
     if ctx.has_option("channels"):
         nums = tuple(ctx.option("channels"))
     else:
         n = int(ctx.option("n_channels") or 0) or ctx.used_channels(("meter",))
         nums = VOLTAGE_CARD_CHANNELS[: max(n, 1)]
-    d = on_visa(ctx, lambda t: DAQ6510(
+    d = kinds.on_visa(ctx, lambda t: DAQ6510(
         t,
         nums,
         nplc=float(ctx.option("nplc")),
@@ -216,10 +193,10 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     def opc() -> None:
         d.transport.query("*OPC?", parse=parse_float, idempotent=True)
 
-    return OpenedInstrument(
+    return kinds.OpenedInstrument(
         identity=d.identity(),
         device=d,
-        roles=RoleDrivers(meter=d),
+        roles=kinds.RoleDrivers(meter=d),
         channel_counts={"meter": len(nums)},
         hard_close=d.transport.close,
         reconnect=d.transport.reconnect,
@@ -228,18 +205,18 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     )
 
 
-KIND = InstrumentKind(
+KIND = kinds.InstrumentKind(
     name="daq6510",
     help="a Keithley DAQ6510 scanning its voltage channels as the node meter",
     roles=(MeterRole,),
     options=(
-        *VISA_OPTIONS,
-        *TIMING_OPTIONS,
-        KindOption("channels", "intlist", "", None,
+        *kinds.VISA_OPTIONS,
+        *kinds.TIMING_OPTIONS,
+        kinds.KindOption("channels", "intlist", "", None,
                    "scan channel of each meter channel (default: 101, 102, ...)"),
-        KindOption("n_channels", "int", "", None,
+        kinds.KindOption("n_channels", "int", "", None,
                    "number of scan channels (default: what the wiring uses)"),
-        KindOption("range_v", "number", "V", 10.0, "fixed DCV range"),
+        kinds.KindOption("range_v", "number", "V", 10.0, "fixed DCV range"),
     ),
     open=_open,
     exclusive_options=(("channels", "n_channels"),),
@@ -247,6 +224,6 @@ KIND = InstrumentKind(
 """The ``daq6510`` instrument kind (entry point ``hwloop.instruments``)."""
 
 
-def instrument_kind() -> InstrumentKind:
+def instrument_kind() -> kinds.InstrumentKind:
     """Entry point of the ``daq6510`` kind (group ``hwloop.instruments``)."""
     return KIND

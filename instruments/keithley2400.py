@@ -35,19 +35,10 @@ from numpy.typing import NDArray
 
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError
-from instruments.kinds import (
-    TIMING_OPTIONS,
-    VISA_OPTIONS,
-    InstrumentKind,
-    KindOption,
-    OpenContext,
-    OpenedInstrument,
-    PulseWindow,
-    RoleDrivers,
-    on_visa,
-)
+from instruments import kinds
 from instruments.roles import CurrentSourceRole, MeterRole, VoltageSourceRole
 from instruments.scpi_util import (
+    VisaDriver,
     check_channels,
     check_count,
     check_range,
@@ -71,7 +62,7 @@ STATUS_OFLO = 1 << 0
 STATUS_COMPLIANCE = 1 << 3
 
 
-class Keithley2400:
+class Keithley2400(VisaDriver):
     """A Keithley 2400 as voltage or current source, voltmeter and pulsing SMU.
 
     Implements ``Instrument``, ``VoltageSourceRole``, ``CurrentSourceRole`` and
@@ -110,10 +101,6 @@ class Keithley2400:
         self._closed = False
 
     # ------------------------------------------------------------------ Instrument
-    def identity(self) -> str:
-        """The ``*IDN?`` reply read at connect."""
-        return self.transport.identity
-
     def configure(
         self,
         *,
@@ -167,17 +154,6 @@ class Keithley2400:
         """
         on, func, v, i = self._state()
         return on and (v if func == "VOLT" else i) != 0.0
-
-    def close(self) -> None:
-        """Safe state, then close the connection (idempotent)."""
-        if self._closed:
-            return
-        try:
-            if not self.transport.closed:
-                self.safe_state()
-        finally:
-            self._closed = True
-            self.transport.close()
 
     # ------------------------------------------------------------------ sources
     def set_voltages(self, channels: NDArray[np.integer], volts: FloatArray) -> None:
@@ -316,8 +292,8 @@ def _opc(d: Keithley2400) -> None:
     d.transport.query("*OPC?", parse=parse_float, idempotent=True)
 
 
-def _open(ctx: OpenContext) -> OpenedInstrument:
-    d = on_visa(ctx, lambda t: Keithley2400(
+def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
+    d = kinds.on_visa(ctx, lambda t: Keithley2400(
         t,
         v_max_v=float(ctx.option("v_max_v")),
         i_max_a=float(ctx.option("i_max_a")),
@@ -325,10 +301,10 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
         line_frequency_hz=float(ctx.option("line_frequency_hz")),
         pulse_width_min_s=float(ctx.option("pulse_width_min_s")),
     ))
-    return OpenedInstrument(
+    return kinds.OpenedInstrument(
         identity=d.identity(),
         device=d,
-        roles=RoleDrivers(inputs=d, nudges=d, biases=d, meter=d),
+        roles=kinds.RoleDrivers(inputs=d, nudges=d, biases=d, meter=d),
         channel_counts={"inputs": 1, "nudges": 1, "biases": 1, "meter": 1},
         hard_close=d.transport.close,
         reconnect=d.transport.reconnect,
@@ -336,13 +312,13 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     )
 
 
-def _open_pulser(ctx: OpenContext, window: PulseWindow) -> OpenedInstrument:
-    d = on_visa(ctx, lambda t: Keithley2400(t, nplc=float(ctx.option("nplc")),
+def _open_pulser(ctx: kinds.OpenContext, window: kinds.PulseWindow) -> kinds.OpenedInstrument:
+    d = kinds.on_visa(ctx, lambda t: Keithley2400(t, nplc=float(ctx.option("nplc")),
                                             pulse_width_min_s=window.width_min_s))
-    return OpenedInstrument(
+    return kinds.OpenedInstrument(
         identity=d.identity(),
         device=d,
-        roles=RoleDrivers(),
+        roles=kinds.RoleDrivers(),
         channel_counts={},
         hard_close=d.transport.close,
         reconnect=d.transport.reconnect,
@@ -351,16 +327,16 @@ def _open_pulser(ctx: OpenContext, window: PulseWindow) -> OpenedInstrument:
     )
 
 
-KIND = InstrumentKind(
+KIND = kinds.InstrumentKind(
     name="keithley2400",
     help="a Keithley 2400 SMU (SCPI): one voltage or current source and voltmeter",
     roles=(VoltageSourceRole, CurrentSourceRole, MeterRole),
     options=(
-        *VISA_OPTIONS,
-        *TIMING_OPTIONS,
-        KindOption("v_max_v", "number", "V", V_MAX_V, "stricter |voltage| limit"),
-        KindOption("i_max_a", "number", "A", I_MAX_A, "stricter |current| limit"),
-        KindOption("pulse_width_min_s", "number", "s", 1e-3, "shortest pulse accepted"),
+        *kinds.VISA_OPTIONS,
+        *kinds.TIMING_OPTIONS,
+        kinds.KindOption("v_max_v", "number", "V", V_MAX_V, "stricter |voltage| limit"),
+        kinds.KindOption("i_max_a", "number", "A", I_MAX_A, "stricter |current| limit"),
+        kinds.KindOption("pulse_width_min_s", "number", "s", 1e-3, "shortest pulse accepted"),
     ),
     open=_open,
     shared_source_channels=True,
@@ -369,6 +345,6 @@ KIND = InstrumentKind(
 """The ``keithley2400`` instrument kind (entry point ``hwloop.instruments``)."""
 
 
-def instrument_kind() -> InstrumentKind:
+def instrument_kind() -> kinds.InstrumentKind:
     """Entry point of the ``keithley2400`` kind (group ``hwloop.instruments``)."""
     return KIND

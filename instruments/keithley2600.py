@@ -35,19 +35,10 @@ from numpy.typing import NDArray
 
 from hwloop.device import SafetyLimits, SampleFlag
 from hwloop.errors import ConfigError
-from instruments.kinds import (
-    TIMING_OPTIONS,
-    VISA_OPTIONS,
-    InstrumentKind,
-    KindOption,
-    OpenContext,
-    OpenedInstrument,
-    PulseWindow,
-    RoleDrivers,
-    on_visa,
-)
+from instruments import kinds
 from instruments.roles import CurrentSourceRole, MeterRole, VoltageSourceRole
 from instruments.scpi_util import (
+    VisaDriver,
     check_channels,
     check_count,
     check_range,
@@ -115,7 +106,7 @@ def model_from_identity(identity: str) -> str:
     return fields[1].removeprefix("Model").strip()
 
 
-class Keithley2600:
+class Keithley2600(VisaDriver):
     """Several 2600B SMU channels as voltage sources, current sources and meters.
 
     Implements the roles ``Instrument``, ``VoltageSourceRole``, ``CurrentSourceRole``
@@ -180,10 +171,6 @@ class Keithley2600:
         self._closed = False
 
     # ------------------------------------------------------------------ Instrument
-    def identity(self) -> str:
-        """The ``*IDN?`` reply read at connect."""
-        return self.transport.identity
-
     def configure(
         self,
         *,
@@ -267,17 +254,6 @@ class Keithley2600:
             if round(out) == 1 and level != 0.0:
                 return True
         return False
-
-    def close(self) -> None:
-        """Safe state, then close the connection (idempotent)."""
-        if self._closed:
-            return
-        try:
-            if not self.transport.closed:
-                self.safe_state()
-        finally:
-            self._closed = True
-            self.transport.close()
 
     # ------------------------------------------------------------------ sources
     def set_voltages(self, channels: NDArray[np.integer], volts: FloatArray) -> None:
@@ -504,7 +480,7 @@ def tsp_link_names(n: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _open(ctx: OpenContext) -> OpenedInstrument:
+def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
     if ctx.has_option("channels"):
         chans = tuple(ctx.option("channels"))
     else:
@@ -512,7 +488,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
             2, ctx.used_channels(("inputs", "nudges", "biases", "meter"))
         )
         chans = tsp_link_names(n)
-    d = on_visa(ctx, lambda t: Keithley2600(
+    d = kinds.on_visa(ctx, lambda t: Keithley2600(
         t,
         chans,
         model=ctx.option("model"),
@@ -529,10 +505,10 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
         )
 
     n = len(chans)
-    return OpenedInstrument(
+    return kinds.OpenedInstrument(
         identity=d.identity(),
         device=d,
-        roles=RoleDrivers(inputs=d, nudges=d, biases=d, meter=d),
+        roles=kinds.RoleDrivers(inputs=d, nudges=d, biases=d, meter=d),
         channel_counts={"inputs": n, "nudges": n, "biases": n, "meter": n},
         hard_close=d.transport.close,
         reconnect=d.transport.reconnect,
@@ -541,7 +517,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     )
 
 
-def _open_pulser(ctx: OpenContext, window: PulseWindow) -> OpenedInstrument:
+def _open_pulser(ctx: kinds.OpenContext, window: kinds.PulseWindow) -> kinds.OpenedInstrument:
     def build(t: VisaTransport) -> Keithley2600Channel:
         d = Keithley2600(
             t,
@@ -552,12 +528,12 @@ def _open_pulser(ctx: OpenContext, window: PulseWindow) -> OpenedInstrument:
         return d.channel(0, width_min_s=window.width_min_s, width_max_s=window.width_max_s,
                          max_count=window.max_count)
 
-    pulser = on_visa(ctx, build)
+    pulser = kinds.on_visa(ctx, build)
     d = pulser.parent
-    return OpenedInstrument(
+    return kinds.OpenedInstrument(
         identity=d.identity(),
         device=d,
-        roles=RoleDrivers(),
+        roles=kinds.RoleDrivers(),
         channel_counts={},
         hard_close=d.transport.close,
         reconnect=d.transport.reconnect,
@@ -567,20 +543,20 @@ def _open_pulser(ctx: OpenContext, window: PulseWindow) -> OpenedInstrument:
     )
 
 
-KIND = InstrumentKind(
+KIND = kinds.InstrumentKind(
     name="keithley2600",
     help="Keithley 2600B SMU channels (TSP) as voltage and current sources and meters",
     roles=(VoltageSourceRole, CurrentSourceRole, MeterRole),
     options=(
-        *VISA_OPTIONS,
-        *TIMING_OPTIONS,
-        KindOption("channels", "strlist", "", None,
+        *kinds.VISA_OPTIONS,
+        *kinds.TIMING_OPTIONS,
+        kinds.KindOption("channels", "strlist", "", None,
                    "TSP channel names in order (default: smua, smub, node[2].smua ...)"),
-        KindOption("n_channels", "int", "", None,
+        kinds.KindOption("n_channels", "int", "", None,
                    "number of TSP-Link channels (default: what the wiring uses, at least 2)"),
-        KindOption("model", "str", "", None, "model number for the ranges (default: *IDN?)"),
-        KindOption("v_max_v", "number", "V", None, "stricter |voltage level| limit"),
-        KindOption("i_max_a", "number", "A", None, "stricter |current level| limit"),
+        kinds.KindOption("model", "str", "", None, "model number for the ranges (default: *IDN?)"),
+        kinds.KindOption("v_max_v", "number", "V", None, "stricter |voltage level| limit"),
+        kinds.KindOption("i_max_a", "number", "A", None, "stricter |current level| limit"),
     ),
     open=_open,
     exclusive_options=(("channels", "n_channels"),),
@@ -590,6 +566,6 @@ KIND = InstrumentKind(
 """The ``keithley2600`` instrument kind (entry point ``hwloop.instruments``)."""
 
 
-def instrument_kind() -> InstrumentKind:
+def instrument_kind() -> kinds.InstrumentKind:
     """Entry point of the ``keithley2600`` kind (group ``hwloop.instruments``)."""
     return KIND

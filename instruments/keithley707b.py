@@ -28,18 +28,9 @@ from numpy.typing import NDArray
 
 from hwloop.device import SafetyLimits
 from hwloop.errors import ConfigError
-from instruments.kinds import (
-    TIMING_OPTIONS,
-    VISA_OPTIONS,
-    InstrumentKind,
-    KindOption,
-    OpenContext,
-    OpenedInstrument,
-    PulseWindow,
-    RoleDrivers,
-)
+from instruments import kinds
 from instruments.roles import CrosspointRole, Instrument, PulsingSmu
-from instruments.scpi_util import check_count, check_range, parse_float
+from instruments.scpi_util import VisaDriver, check_count, check_range, parse_float
 from instruments.visa_transport import InstrumentError, InstrumentStateError, VisaTransport
 
 FloatArray = NDArray[np.float64]
@@ -58,7 +49,7 @@ def parse_closed(text: str) -> tuple[str, ...]:
     return tuple(sorted(items))
 
 
-class Keithley707B:
+class Keithley707B(VisaDriver):
     """A 707B matrix: close/open crosspoints, read them back; an ``Instrument``.
 
     Args:
@@ -99,10 +90,6 @@ class Keithley707B:
         return spec
 
     # ------------------------------------------------------------------ Instrument
-    def identity(self) -> str:
-        """The ``*IDN?`` reply read at connect."""
-        return self.transport.identity
-
     def closed_channels(self) -> tuple[str, ...]:
         """The closed crosspoints (``print(channel.getclose("allslots"))``), sorted."""
         closed: tuple[str, ...] = self.transport.query(
@@ -170,16 +157,13 @@ class Keithley707B:
         """True when any crosspoint is closed (read back)."""
         return bool(self.closed_channels())
 
-    def close(self) -> None:
-        """Open every relay, then close the connection (idempotent)."""
-        if self._closed:
-            return
-        try:
-            if not self.transport.closed:
-                self.safe_state()
-        finally:
-            self._closed = True
-            self.transport.close()
+
+def _smu_then_matrix_safe(smu: Instrument | PulsingSmu, matrix: Keithley707B) -> None:
+    """Put ``smu`` in its safe state, then open every relay of ``matrix`` (both attempted)."""
+    try:
+        smu.safe_state()
+    finally:
+        matrix.safe_state()
 
 
 class SwitchedCrosspoints:
@@ -281,11 +265,8 @@ class SwitchedCrosspoints:
         return self.matrix.identity()
 
     def safe_state(self) -> None:
-        """SMU to 0 and off, then every relay open."""
-        try:
-            self.smu.safe_state()
-        finally:
-            self.matrix.safe_state()
+        """SMU to 0 and off, then every relay open (both attempted)."""
+        _smu_then_matrix_safe(self.smu, self.matrix)
 
     def is_energised(self) -> bool:
         """True when any crosspoint of the matrix is closed."""
@@ -327,10 +308,7 @@ class MatrixWithSmu:
 
     def safe_state(self) -> None:
         """SMU to 0 and off, then every relay open (both attempted)."""
-        try:
-            self.smu.safe_state()
-        finally:
-            self.matrix.safe_state()
+        _smu_then_matrix_safe(self.smu, self.matrix)
 
     def is_energised(self) -> bool:
         """True when a relay is closed or the SMU's output is on."""
@@ -344,7 +322,7 @@ class MatrixWithSmu:
             self.smu.close()
 
 
-def _open(ctx: OpenContext) -> OpenedInstrument:
+def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
     lim = ctx.limits
     rows = str(ctx.option("rows"))
     columns = int(ctx.option("columns"))
@@ -363,7 +341,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     tm = ctx.visa(ctx.address, f"{ctx.name} matrix")
     try:
         matrix = Keithley707B(tm, rows=rows, columns=columns, slots=slots)
-        window = PulseWindow(str(ctx.option("smu_channel")), width_min, width_max, max_pulses)
+        window = kinds.PulseWindow(str(ctx.option("smu_channel")), width_min, width_max, max_pulses)
         smu = ctx.open_pulser(smu_kind, ctx.extra_address("smu_resource"), window)
     except BaseException:
         tm.close()
@@ -404,10 +382,10 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
         finally:
             smu.hard_close()
 
-    return OpenedInstrument(
+    return kinds.OpenedInstrument(
         identity=f"{matrix.identity()} | {smu.identity}",
         device=MatrixWithSmu(matrix, smu.device),
-        roles=RoleDrivers(crosspoints=cross),
+        roles=kinds.RoleDrivers(crosspoints=cross),
         channel_counts={"crosspoints": len(cross.routes)},
         hard_close=hard_close,
         reconnect=reconnect,
@@ -416,27 +394,27 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
     )
 
 
-KIND = InstrumentKind(
+KIND = kinds.InstrumentKind(
     name="keithley707b+smu",
     help="a Keithley 707B matrix routing each crosspoint to a pulsing SMU",
     roles=(CrosspointRole,),
     options=(
-        *VISA_OPTIONS,
-        *TIMING_OPTIONS,
-        KindOption("smu_kind", "str", "", "keithley2600",
+        *kinds.VISA_OPTIONS,
+        *kinds.TIMING_OPTIONS,
+        kinds.KindOption("smu_kind", "str", "", "keithley2600",
                    "instrument kind of the pulsing SMU (one that can pulse)"),
-        KindOption("smu_channel", "str", "", "smua", "the SMU channel wired to the matrix"),
-        KindOption("routes", "routes", "", "sequential",
+        kinds.KindOption("smu_channel", "str", "", "smua", "the SMU channel wired to the matrix"),
+        kinds.KindOption("routes", "routes", "", "sequential",
                    '"sequential" or, per crosspoint, the relays that route it'),
-        KindOption("n_crosspoints", "int", "", None,
+        kinds.KindOption("n_crosspoints", "int", "", None,
                    "crosspoints routed sequentially (default: what the wiring uses)"),
-        KindOption("rows", "str", "", "ABCDEFGH", "row letters of the cards"),
-        KindOption("columns", "int", "", 12, "columns per card"),
-        KindOption("slots", "intlist", "", (1, 2, 3, 4, 5, 6), "slots with cards"),
-        KindOption("pulse_width_min_s", "number", "s", 1e-5, "shortest pulse accepted"),
-        KindOption("pulse_width_max_s", "number", "s", None,
+        kinds.KindOption("rows", "str", "", "ABCDEFGH", "row letters of the cards"),
+        kinds.KindOption("columns", "int", "", 12, "columns per card"),
+        kinds.KindOption("slots", "intlist", "", (1, 2, 3, 4, 5, 6), "slots with cards"),
+        kinds.KindOption("pulse_width_min_s", "number", "s", 1e-5, "shortest pulse accepted"),
+        kinds.KindOption("pulse_width_max_s", "number", "s", None,
                    "longest pulse accepted (default: [safety] pulse_width_max_s)"),
-        KindOption("max_pulses", "int", "", None,
+        kinds.KindOption("max_pulses", "int", "", None,
                    "most pulses per train (default: [safety] max_pulses_per_step)"),
     ),
     open=_open,
@@ -445,6 +423,6 @@ KIND = InstrumentKind(
 """The ``keithley707b+smu`` instrument kind (entry point ``hwloop.instruments``)."""
 
 
-def instrument_kind() -> InstrumentKind:
+def instrument_kind() -> kinds.InstrumentKind:
     """Entry point of the ``keithley707b+smu`` kind (group ``hwloop.instruments``)."""
     return KIND

@@ -59,7 +59,7 @@ from hwloop.device import (
     ResistiveNudge,
     SampleFlag,
     check_inputs_within_limits,
-    check_nudge_within_limits,
+    check_nudge_for_inputs,
 )
 from hwloop.errors import ConfigError, HwloopError, LimitError, UnsupportedError
 from hwloop.layered import describe_layered, parse_arch
@@ -251,11 +251,8 @@ class RealBoard:
                 ):  # a compliance trip here already switched every source off
                     self._faults.confirm(self._write("nudges", zero))
             return
-        if self._v_in is None:
-            raise ConfigError("apply inputs before applying a nudge (the batch size is unknown)")
-        check_nudge_within_limits(
-            nudge, self._desc.limits, self._v_in.shape[0], len(self._desc.output_nodes),
-            complex_ok=False,
+        check_nudge_for_inputs(
+            nudge, self._desc.limits, self._v_in, len(self._desc.output_nodes), complex_ok=False
         )
         if isinstance(nudge, ResistiveNudge):
             raise UnsupportedError(

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.errors import ConfigError, LimitError
+
+if TYPE_CHECKING:
+    from instruments.visa_transport import VisaTransport
 
 OVERFLOW_THRESHOLD = 9.9e37
 """SCPI reports an overflowed reading as +9.9E37 (and NaN as 9.91E37); |x| >= this
@@ -130,3 +134,34 @@ def overflow_to_nan(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], N
     bad = ~np.isfinite(v) | (np.abs(v) >= OVERFLOW_THRESHOLD)
     v[bad] = np.nan
     return v, bad
+
+
+class VisaDriver:
+    """``identity`` and ``close`` of a driver that owns one :class:`VisaTransport`.
+
+    A subclass sets ``transport``, ``name`` and ``_closed = False`` in ``__init__`` and
+    defines ``safe_state``; ``close`` puts it in the safe state, then closes the connection.
+    """
+
+    transport: VisaTransport
+    name: str
+    _closed: bool
+
+    def safe_state(self) -> None:
+        """Put the instrument in its safe state (defined by each driver)."""
+        raise NotImplementedError
+
+    def identity(self) -> str:
+        """The ``*IDN?`` reply read at connect."""
+        return self.transport.identity
+
+    def close(self) -> None:
+        """Safe state, then close the connection (idempotent)."""
+        if self._closed:
+            return
+        try:
+            if not self.transport.closed:
+                self.safe_state()
+        finally:
+            self._closed = True
+            self.transport.close()

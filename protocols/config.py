@@ -186,41 +186,19 @@ _MNIST_FAMILY = {"mnist-subset", "mnist"}
 
 # docs/physics.md §5.1 (fast-DRN, Scellier 2024), MNIST: batch 4, momentum 0, gamma 0.99
 _FAST_DRN: dict[str, dict[str, Any]] = {
-    "1568-100-10": dict(
-        input_gain=100.0,
-        beta=1.0,
-        lr_weights=(0.006, 0.006),
-        lr_biases=(0.006, 0.006),
-        epochs=10,
-    ),
-    "1568-32768-10": dict(
-        input_gain=800.0,
-        beta=1.0,
-        lr_weights=(0.006, 0.006),
-        lr_biases=(0.006, 0.006),
-        epochs=100,
-    ),
-    "1568-1024-10": dict(
-        input_gain=480.0,
-        beta=1.0,
-        lr_weights=(0.006, 0.006),
-        lr_biases=(0.006, 0.006),
-        epochs=50,
-    ),
-    "1568-1024-1024-10": dict(
-        input_gain=2000.0,
-        beta=1.0,
-        lr_weights=(0.002, 0.006, 0.018),
-        lr_biases=(0.002, 0.006, 0.018),
-        epochs=50,
-    ),
-    "1568-1024-1024-1024-10": dict(
-        input_gain=4000.0,
-        beta=2.0,
-        lr_weights=(0.005, 0.02, 0.08, 0.005),
-        lr_biases=(0.0005, 0.002, 0.008, 0.0005),
-        epochs=50,
-    ),
+    arch: dict(zip(("input_gain", "beta", "lr_weights", "lr_biases", "epochs"), row, strict=True))
+    for arch, row in {
+        # arch: (input gain V, beta S, lr_weights per layer, lr_biases per layer, epochs)
+        "1568-100-10": (100.0, 1.0, (0.006, 0.006), (0.006, 0.006), 10),
+        "1568-32768-10": (800.0, 1.0, (0.006, 0.006), (0.006, 0.006), 100),
+        "1568-1024-10": (480.0, 1.0, (0.006, 0.006), (0.006, 0.006), 50),
+        "1568-1024-1024-10": (
+            2000.0, 1.0, (0.002, 0.006, 0.018), (0.002, 0.006, 0.018), 50
+        ),
+        "1568-1024-1024-1024-10": (
+            4000.0, 2.0, (0.005, 0.02, 0.08, 0.005), (0.0005, 0.002, 0.008, 0.0005), 50
+        ),
+    }.items()
 }
 _FAST_COMMON = dict(batch_size=4, momentum=0.0)
 
@@ -228,21 +206,15 @@ _FAST_COMMON = dict(batch_size=4, momentum=0.0)
 # batch 32, momentum 0.9, 100 epochs, gamma 0.99
 _DATASET_GAIN = {"mnist": 8.0, "mnist-subset": 8.0, "kmnist": 5.0, "fashion-mnist": 5.0}
 _UNIVERSAL: dict[str, dict[str, Any]] = {
-    "1568-1024-10": dict(
-        model_gain=60.0, beta=0.5, lr_weights=(0.005, 0.005), lr_biases=(0.005, 0.005)
-    ),
-    "1568-1024-1024-10": dict(
-        model_gain=250.0,
-        beta=1.0,
-        lr_weights=(0.002, 0.006, 0.005),
-        lr_biases=(0.002, 0.006, 0.005),
-    ),
-    "1568-1024-1024-1024-10": dict(
-        model_gain=500.0,
-        beta=2.0,
-        lr_weights=(0.005, 0.02, 0.08, 0.005),
-        lr_biases=(0.0005, 0.002, 0.008, 0.0005),
-    ),
+    arch: dict(zip(("model_gain", "beta", "lr_weights", "lr_biases"), row, strict=True))
+    for arch, row in {
+        # arch: (model gain, beta S, lr_weights per layer, lr_biases per layer)
+        "1568-1024-10": (60.0, 0.5, (0.005, 0.005), (0.005, 0.005)),
+        "1568-1024-1024-10": (250.0, 1.0, (0.002, 0.006, 0.005), (0.002, 0.006, 0.005)),
+        "1568-1024-1024-1024-10": (
+            500.0, 2.0, (0.005, 0.02, 0.08, 0.005), (0.0005, 0.002, 0.008, 0.0005)
+        ),
+    }.items()
 }
 _UNIVERSAL_COMMON = dict(batch_size=32, momentum=0.9, epochs=100)
 

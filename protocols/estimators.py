@@ -154,8 +154,16 @@ class Estimator(Protocol):
         ...
 
 
+class _FixedSign:
+    """``draw_sign`` of an estimator whose nudges always have the sign of ``beta``."""
+
+    def draw_sign(self, rng: np.random.Generator) -> float:
+        """Always +1 (draws nothing)."""
+        return 1.0
+
+
 @dataclass(frozen=True)
-class OneSided:
+class OneSided(_FixedSign):
     """``(f(beta) - f(0)) / beta``."""
 
     name: str = "one-sided"
@@ -165,13 +173,9 @@ class OneSided:
         """Free phase and one nudge of ``+beta``."""
         return Stencil((0.0, beta_s), (-1.0 / beta_s, 1.0 / beta_s))
 
-    def draw_sign(self, rng: np.random.Generator) -> float:
-        """Always +1 (draws nothing)."""
-        return 1.0
-
 
 @dataclass(frozen=True)
-class Centered:
+class Centered(_FixedSign):
     """``(f(beta) - f(-beta)) / (2 beta)``."""
 
     name: str = "centered"
@@ -180,10 +184,6 @@ class Centered:
     def stencil(self, beta_s: float, rng: np.random.Generator | None = None) -> Stencil:
         """Nudges of ``-beta`` then ``+beta`` (the DRN code's order)."""
         return Stencil((-beta_s, beta_s), (-0.5 / beta_s, 0.5 / beta_s))
-
-    def draw_sign(self, rng: np.random.Generator) -> float:
-        """Always +1 (draws nothing)."""
-        return 1.0
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ class RandomSign:
 
 
 @dataclass(frozen=True)
-class FourPoint:
+class FourPoint(_FixedSign):
     """``[f(-r) - 8 f(-r/2) + 8 f(r/2) - f(r)] / (6 r)``: bias ``-r^4 a_5 / 4``."""
 
     name: str = "four-point"
@@ -216,10 +216,6 @@ class FourPoint:
         w = (1.0 / (6 * r), -8.0 / (6 * r), 8.0 / (6 * r), -1.0 / (6 * r))
         v = 4 * sum((x * r) ** 2 for x in w)  # variance factor, M samples over 4 points
         return Stencil((-r, -r / 2, r / 2, r), w, self.name, r, 4, -0.25, v)
-
-    def draw_sign(self, rng: np.random.Generator) -> float:
-        """Always +1 (draws nothing)."""
-        return 1.0
 
 
 def make_estimator(name: str) -> Estimator:

@@ -27,13 +27,14 @@ ends here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import BoardDescription
+from hwloop.device import BoardDescription, LayerBlock
 from hwloop.errors import ConfigError
 
 Array = NDArray[np.floating]
@@ -231,26 +232,66 @@ def local_gradient(
     Returns:
         ``(dL/dg per edge, V^2/S; dL/db per bias node, V^2/A)``.
     """
-    if desc.layers is None:
-        raise ConfigError("the local gradient needs a layered board (layer blocks)")
+    layers, v, e = _layered_voltages(desc, v_inputs, v_free, error)
     batch = v_inputs.shape[0]
-    v = full_voltages(desc, v_inputs, v_free)
-    e = np.zeros_like(v)
-    e[:, desc.free_index] = error
-    gains = _couplings(desc)
-    g = np.empty(desc.n_edges)
-    for k, blk in enumerate(desc.layers):
-        vp, vq = v[:, blk.src_index], v[:, blk.dst_index]
-        eq = e[:, blk.dst_index]
-        if gains is not None:
-            alpha, gamma = gains[k]
-            m = alpha * (vp.T @ eq) - np.sum(vq * eq, axis=0)[None, :]
-            m *= -gamma / batch
-        else:
-            m = _reciprocal_block(vp, vq, e[:, blk.src_index], eq) / batch
-        g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
+
+    def block(vp: Array, vq: Array, ep: Array, eq: Array, gain: _Gain) -> Array:
+        if gain is None:
+            return np.asarray(_reciprocal_block(vp, vq, ep, eq) / batch)
+        alpha, gamma = gain
+        m = alpha * (vp.T @ eq) - np.sum(vq * eq, axis=0)[None, :]
+        m *= -gamma / batch
+        return np.asarray(m)
+
+    g = _per_edge(desc, layers, v, e, block)
     bias = -e[:, desc.bias_nodes].mean(axis=0)
     return g, np.asarray(bias)
+
+
+def _layered_voltages(
+    desc: BoardDescription, v_inputs: Array, v_free: Array, per_free: Array
+) -> tuple[tuple[LayerBlock, ...], Array, Array]:
+    """The layer blocks, every node's voltage (V) and ``per_free`` spread to every node.
+
+    Raises:
+        ConfigError: the board has no layer blocks.
+    """
+    if desc.layers is None:
+        raise ConfigError("the local gradient needs a layered board (layer blocks)")
+    v = full_voltages(desc, v_inputs, v_free)
+    e = np.zeros_like(v)
+    e[:, desc.free_index] = per_free
+    return desc.layers, v, e
+
+
+_Gain = tuple[float, float] | None
+"""``(drive gain, current gain)`` of a non-reciprocal layer block; ``None``: reciprocal."""
+
+
+def _per_edge(
+    desc: BoardDescription,
+    layers: tuple[LayerBlock, ...],
+    v: Array,
+    per_node: Array,
+    block: Callable[[Array, Array, Array, Array, _Gain], Array],
+) -> Array:
+    """``block(v_src, v_dst, x_src, x_dst, gain)`` of every layer block, laid out per edge.
+
+    ``v`` (V) and ``per_node`` are ``(batch, n_nodes)``; ``block`` returns the
+    ``(n_src, n_dst)`` values of its block.
+    """
+    gains = _couplings(desc)
+    g = np.empty(desc.n_edges)
+    for k, blk in enumerate(layers):
+        m = block(
+            v[:, blk.src_index],
+            v[:, blk.dst_index],
+            per_node[:, blk.src_index],
+            per_node[:, blk.dst_index],
+            None if gains is None else gains[k],
+        )
+        g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
+    return g
 
 
 def _reciprocal_block(vp: Array, vq: Array, ep: Array, eq: Array) -> Array:
@@ -279,33 +320,26 @@ def local_gradient_variance(
     Returns:
         Per-edge variance, (V^2/S)^2, and per-bias variance, (V^2/A)^2.
     """
-    if desc.layers is None:
-        raise ConfigError("the local gradient needs a layered board (layer blocks)")
+    layers, v, s2 = _layered_voltages(desc, v_inputs, v_free, error_var)
     batch = v_inputs.shape[0]
-    v = full_voltages(desc, v_inputs, v_free)
-    s2 = np.zeros_like(v)
-    s2[:, desc.free_index] = error_var
-    gains = _couplings(desc)
-    g = np.empty(desc.n_edges)
-    for k, blk in enumerate(desc.layers):
-        vp, vq = v[:, blk.src_index], v[:, blk.dst_index]
-        sq = s2[:, blk.dst_index]
-        if gains is not None:
-            alpha, gamma = gains[k]
+
+    def block(vp: Array, vq: Array, sp: Array, sq: Array, gain: _Gain) -> Array:
+        if gain is not None:
+            alpha, gamma = gain
             # sum_b (alpha v_p - v_q)^2 s2_q
             m = (
                 alpha**2 * ((vp**2).T @ sq)
                 - 2 * alpha * (vp.T @ (vq * sq))
                 + np.sum(vq**2 * sq, axis=0)[None, :]
             ) * (gamma / batch) ** 2
-        else:
-            sp = s2[:, blk.src_index]
-            d2 = (vp**2).T @ sq - 2 * (vp.T @ (vq * sq)) + np.sum(vq**2 * sq, axis=0)
-            d2p = (
-                ((vp**2) * sp).sum(axis=0)[:, None]
-                - 2 * ((vp * sp).T @ vq)
-                + sp.T @ (vq**2)
-            )
-            m = (d2 + d2p) / batch**2
-        g[blk.edge_offset : blk.edge_offset + blk.n_edges] = m.ravel()
+            return np.asarray(m)
+        d2 = (vp**2).T @ sq - 2 * (vp.T @ (vq * sq)) + np.sum(vq**2 * sq, axis=0)
+        d2p = (
+            ((vp**2) * sp).sum(axis=0)[:, None]
+            - 2 * ((vp * sp).T @ vq)
+            + sp.T @ (vq**2)
+        )
+        return np.asarray((d2 + d2p) / batch**2)
+
+    g = _per_edge(desc, layers, v, s2, block)
     return g, np.asarray(s2[:, desc.bias_nodes].sum(axis=0) / batch**2)

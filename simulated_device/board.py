@@ -40,7 +40,7 @@ from hwloop.device import (
     SampleFlag,
     check_biases_within_limits,
     check_inputs_within_limits,
-    check_nudge_within_limits,
+    check_nudge_for_inputs,
 )
 from hwloop.errors import ConfigError, LimitError
 from hwloop.layered import default_g_scale_s, describe_layered
@@ -53,6 +53,7 @@ from simulated_device.device_models import (
     get_preset,
 )
 from simulated_device.drn import DRN, parse_arch
+from simulated_device.held_sources import HeldSources
 
 Array = NDArray[np.floating]
 
@@ -83,7 +84,7 @@ def _describe_drn(
     )
 
 
-class EmulatedBoard:
+class EmulatedBoard(HeldSources):
     """A numerical DRN board behind the Device contract.
 
     Args:
@@ -227,12 +228,8 @@ class EmulatedBoard:
         """Apply (or with ``None`` release) a nudge on the outputs, checked first."""
         self._check_open()
         if nudge is not None:
-            if self._v_in is None:
-                raise ConfigError(
-                    "apply inputs before applying a nudge (the batch size is unknown)"
-                )
-            check_nudge_within_limits(
-                nudge, self._limits, self._v_in.shape[0], self._net.n_outputs, complex_ok=False
+            check_nudge_for_inputs(
+                nudge, self._limits, self._v_in, self._net.n_outputs, complex_ok=False
             )
             if isinstance(nudge, ResistiveNudge) and np.real(nudge.beta_s) < 0:
                 self._net.check_beta(float(np.real(nudge.beta_s)))
@@ -549,28 +546,10 @@ class EmulatedBoard:
         self._dirty = True
 
     # ---------------------------------------------------------------- safety
-    def safe_state(self) -> None:
-        """Release the nudge and set every input source to 0 V (idempotent)."""
-        self._nudge = None
-        if self._v_in is not None:
-            self._v_in = np.zeros_like(self._v_in)
-            self._proj = None
-            self._free_state = None
-        self._dirty = True
-
-    @property
-    def is_safe(self) -> bool:
-        """True when no nudge is applied and every input source is at 0 V."""
-        return self._nudge is None and (self._v_in is None or not np.any(self._v_in))
-
-    def close(self) -> None:
-        """Go to the safe state; further calls other than ``close``/``safe_state`` fail."""
-        self.safe_state()
-        self._closed = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConfigError("the board is closed; open a new one")
+    def _inputs_zeroed(self) -> None:
+        """The safe state zeroed the inputs: drop their projection and free state."""
+        self._proj = None
+        self._free_state = None
 
     def __enter__(self) -> EmulatedBoard:
         return self

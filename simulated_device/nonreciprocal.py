@@ -53,6 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.errors import CircuitError, ConfigError
+from hwloop.layered import LayerSizes
 
 Array = NDArray[np.floating]
 CArray = NDArray[np.floating] | NDArray[np.complexfloating]
@@ -81,7 +82,7 @@ class Coupling:
 
 
 @dataclass(eq=False)
-class NonReciprocalNet:
+class NonReciprocalNet(LayerSizes):
     """A layered network with separate forward and backward conductances.
 
     All conductances live in one flat buffer ``g_flat`` (S) in block order
@@ -137,21 +138,6 @@ class NonReciprocalNet:
             off += ns * nd
 
     # ------------------------------------------------------------------ layout
-    @property
-    def n_inputs(self) -> int:
-        """Number of input nodes."""
-        return self.sizes[0]
-
-    @property
-    def n_outputs(self) -> int:
-        """Number of output nodes."""
-        return self.sizes[-1]
-
-    @property
-    def n_free(self) -> int:
-        """Number of free (hidden and output) nodes."""
-        return sum(self.sizes[1:])
-
     def layer_slice(self, layer: int) -> slice:
         """Positions of ``layer`` (>= 1) in the free-node vector."""
         start = sum(self.sizes[1:layer])

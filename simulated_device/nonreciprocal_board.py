@@ -38,23 +38,23 @@ from numpy.typing import NDArray
 
 from hwloop.device import (
     BoardDescription,
-    Clamp,
     CurrentNudge,
-    LayerBlock,
     NodeReading,
-    NodeRole,
     Nudge,
     ProgramResult,
     ProgramStatus,
     ResistiveNudge,
     SafetyLimits,
     check_inputs_within_limits,
+    check_nudge_for_inputs,
     check_nudge_within_limits,
 )
 from hwloop.errors import ConfigError, LimitError, UnsupportedError
+from hwloop.layered import dense_block, layer_starts, layered_nodes
 from hwloop.plugins import Option, backend
 from simulated_device import nonreciprocal as nr
 from simulated_device.drn import parse_arch
+from simulated_device.held_sources import HeldSources
 
 Array = NDArray[np.floating]
 CArray = NDArray[np.floating] | NDArray[np.complexfloating]
@@ -63,33 +63,15 @@ CArray = NDArray[np.floating] | NDArray[np.complexfloating]
 def _describe(net: nr.NonReciprocalNet, limits: SafetyLimits, info: dict[str, object]) -> (
     BoardDescription
 ):
-    sizes = net.sizes
-    names: list[str] = [f"in{i}" for i in range(sizes[0])]
-    roles: list[NodeRole] = [NodeRole.INPUT] * sizes[0]
-    clamps: list[Clamp] = [Clamp.NONE] * sizes[0]
-    for k, n in enumerate(sizes[1:-1], start=1):
-        h = n - n // 2
-        names += [f"h{k}_{i}" for i in range(n)]
-        roles += [NodeRole.HIDDEN] * n
-        clamps += [Clamp.NON_NEGATIVE] * h + [Clamp.NON_POSITIVE] * (n - h)
-    names += [f"out{i}" for i in range(sizes[-1])]
-    roles += [NodeRole.OUTPUT] * sizes[-1]
-    clamps += [Clamp.NONE] * sizes[-1]
-    names.append("gnd")
-    roles.append(NodeRole.GROUND)
-    clamps.append(Clamp.NONE)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
+    names, roles, clamps = layered_nodes(net.sizes)
+    starts = layer_starts(net.sizes)
     blocks, pairs, couplings = [], [], []
     off = 0
     for c in net.couplings:
-        src = np.arange(starts[c.src_layer], starts[c.src_layer + 1], dtype=np.int64)
-        dst = np.arange(starts[c.dst_layer], starts[c.dst_layer + 1], dtype=np.int64)
-        blocks.append(LayerBlock(src=src, dst=dst, edge_offset=off))
-        p = np.empty((len(src) * len(dst), 2), dtype=np.int64)
-        p[:, 0] = np.repeat(src, len(dst))
-        p[:, 1] = np.tile(dst, len(src))
+        block, p = dense_block(starts, c.src_layer, c.dst_layer, off, np.int64)
+        blocks.append(block)
         pairs.append(p)
-        off += len(src) * len(dst)
+        off += len(p)
         couplings.append(
             {"kind": c.kind, "drive_gain": c.drive_gain, "current_gain": c.current_gain}
         )
@@ -111,7 +93,7 @@ def _describe(net: nr.NonReciprocalNet, limits: SafetyLimits, info: dict[str, ob
     )
 
 
-class NonReciprocalBoard:
+class NonReciprocalBoard(HeldSources):
     """A numerical non-reciprocal layered network behind the Device contract.
 
     Args:
@@ -213,12 +195,8 @@ class NonReciprocalBoard:
         """Apply (``None``: release) a current or resistive nudge; complex values allowed."""
         self._check_open()
         if nudge is not None:
-            if self._v_in is None:
-                raise ConfigError(
-                    "apply inputs before applying a nudge (the batch size is unknown)"
-                )
-            check_nudge_within_limits(
-                nudge, self._limits, self._v_in.shape[0], self._net.n_outputs, complex_ok=True
+            check_nudge_for_inputs(
+                nudge, self._limits, self._v_in, self._net.n_outputs, complex_ok=True
             )
         self._nudge = nudge
         self._dirty = True
@@ -390,27 +368,9 @@ class NonReciprocalBoard:
         )
 
     # ---------------------------------------------------------------- safety
-    def safe_state(self) -> None:
-        """Release the nudge and set every input source to 0 V (idempotent)."""
-        self._nudge = None
-        if self._v_in is not None:
-            self._v_in = np.zeros_like(self._v_in)
-            self._free_state = None
-        self._dirty = True
-
-    @property
-    def is_safe(self) -> bool:
-        """True when no nudge is applied and every input is at 0 V."""
-        return self._nudge is None and (self._v_in is None or not np.any(self._v_in))
-
-    def close(self) -> None:
-        """Go to the safe state; later calls other than ``close``/``safe_state`` fail."""
-        self.safe_state()
-        self._closed = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConfigError("the board is closed; open a new one")
+    def _inputs_zeroed(self) -> None:
+        """The safe state zeroed the inputs: drop their free fixed point."""
+        self._free_state = None
 
     # ---------------------------------------------------------------- emulator-only
     def free_state(self) -> Array:

@@ -54,39 +54,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hwloop import __version__
-from hwloop.board_protocol import (
-    PROTOCOL_VERSION,
-    Ack,
-    Command,
-    ErrorCode,
-    FaultKind,
-    Frame,
-    FrameDecoder,
-    FrameFault,
-    GetState,
-    Identify,
-    IdentifyReply,
-    ProtocolError,
-    Pulse,
-    PulseReply,
-    PulseStatus,
-    ReadConductance,
-    ReadConductanceReply,
-    ReadMode,
-    ReadNodes,
-    ReadNodesMeanReply,
-    ReadNodesSamplesReply,
-    Reply,
-    Request,
-    SafeState,
-    SetBiasCurrents,
-    SetInputs,
-    SetNudgeCurrents,
-    StateReply,
-    decode_request,
-    encode_error,
-    encode_reply,
-)
+from hwloop import board_protocol as bp
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError, HwloopError, LimitError
 from simulated_device.bench_network import BenchNetwork
@@ -175,13 +143,13 @@ _COUNTED = (
     "compliance_on_set",
 )
 
-_SET_COMMANDS = (Command.SET_INPUTS, Command.SET_NUDGE_CURRENTS, Command.SET_BIAS_CURRENTS)
+_SET_COMMANDS = (bp.Command.SET_INPUTS, bp.Command.SET_NUDGE_CURRENTS, bp.Command.SET_BIAS_CURRENTS)
 _ERROR_KINDS = {
-    "busy": ErrorCode.BUSY,
-    "out-of-range": ErrorCode.OUT_OF_RANGE,
-    "bad-argument": ErrorCode.BAD_ARGUMENT,
-    "unknown-command": ErrorCode.UNKNOWN_COMMAND,
-    "internal": ErrorCode.INTERNAL,
+    "busy": bp.ErrorCode.BUSY,
+    "out-of-range": bp.ErrorCode.OUT_OF_RANGE,
+    "bad-argument": bp.ErrorCode.BAD_ARGUMENT,
+    "unknown-command": bp.ErrorCode.UNKNOWN_COMMAND,
+    "internal": bp.ErrorCode.INTERNAL,
 }
 HANG_UP = -1.0
 """A send delay that means: close the connection (a dropped link)."""
@@ -215,8 +183,8 @@ class VirtualBoard:
         desc = self.bench.desc
         lim = desc.limits
         n_in, n_out = len(desc.input_nodes), len(desc.output_nodes)
-        info = IdentifyReply(
-            protocol_version=PROTOCOL_VERSION,
+        info = bp.IdentifyReply(
+            protocol_version=bp.PROTOCOL_VERSION,
             n_input_channels=n_in,
             n_nudge_channels=n_out,
             n_bias_channels=len(desc.bias_nodes),
@@ -244,7 +212,7 @@ class VirtualBoard:
                 info = dataclasses.replace(info, **dict(identify))
             except TypeError as e:
                 raise ConfigError(f"unknown IDENTIFY field in overrides: {e}") from None
-        self.info: IdentifyReply = info
+        self.info: bp.IdentifyReply = info
         self._free = np.asarray(desc.free_nodes, dtype=np.int64)
         self._lock = threading.RLock()
         self._faults = FaultConfig()
@@ -340,7 +308,7 @@ class VirtualBoard:
         return True
 
     # ----------------------------------------------------------------- protocol
-    def respond(self, frame: Frame) -> list[tuple[float, bytes]]:
+    def respond(self, frame: bp.Frame) -> list[tuple[float, bytes]]:
         """What the board sends in answer to one valid frame: ``[(delay_s, bytes), ...]``.
 
         Pure of I/O (the servers do the sending), so tests can drive it directly.
@@ -360,7 +328,7 @@ class VirtualBoard:
             if self._take("silent", cmd):
                 return []
             if self._take("busy_replies", cmd):
-                return [(0.0, encode_error(frame.seq, cmd, ErrorCode.BUSY, "busy"))]
+                return [(0.0, bp.encode_error(frame.seq, cmd, bp.ErrorCode.BUSY, "busy"))]
             self._rule_reads = fired
             try:
                 out = self._execute(frame)
@@ -389,7 +357,7 @@ class VirtualBoard:
             return sends
 
     def _rule_outcome(
-        self, frame: Frame, fired: dict[str, float]
+        self, frame: bp.Frame, fired: dict[str, float]
     ) -> list[tuple[float, bytes]] | None:
         """The answer decided by the fired rules before execution (None: execute)."""
         seq, cmd = frame.seq, frame.command
@@ -406,85 +374,88 @@ class VirtualBoard:
             return []
         if "crc-request" in fired:
             msg = "request CRC does not match; nothing was done"
-            return [(0.0, encode_error(seq, cmd, ErrorCode.BAD_CRC, msg))]
+            return [(0.0, bp.encode_error(seq, cmd, bp.ErrorCode.BAD_CRC, msg))]
         if "length-request" in fired:
             msg = "payload length does not match the command; nothing was done"
-            return [(0.0, encode_error(seq, cmd, ErrorCode.BAD_LENGTH, msg))]
+            return [(0.0, bp.encode_error(seq, cmd, bp.ErrorCode.BAD_LENGTH, msg))]
         for kind, code in _ERROR_KINDS.items():
             if kind in fired:
-                if code in (ErrorCode.INTERNAL, ErrorCode.COMPLIANCE_TRIP):
+                if code in (bp.ErrorCode.INTERNAL, bp.ErrorCode.COMPLIANCE_TRIP):
                     self.go_safe()
-                return [(0.0, encode_error(seq, cmd, code, f"injected {kind}"))]
+                return [(0.0, bp.encode_error(seq, cmd, code, f"injected {kind}"))]
         if "compliance" in fired and cmd in _SET_COMMANDS:
             self.go_safe()
             msg = "injected compliance trip; the board went to its safe state"
-            return [(0.0, encode_error(seq, cmd, ErrorCode.COMPLIANCE_TRIP, msg))]
+            return [(0.0, bp.encode_error(seq, cmd, bp.ErrorCode.COMPLIANCE_TRIP, msg))]
         return None
 
-    def respond_fault(self, fault: FrameFault) -> list[tuple[float, bytes]]:
+    def respond_fault(self, fault: bp.FrameFault) -> list[tuple[float, bytes]]:
         """The board's answer to a damaged frame (BAD_CRC / BAD_LENGTH error replies)."""
         if fault.seq is None or fault.command is None or fault.command & 0x80:
             return []
         if self._frames_left is not None and self._frames_left <= 0:
             return []  # a board that stopped answering answers nothing
-        if fault.kind == FaultKind.BAD_CRC:
+        if fault.kind == bp.FaultKind.BAD_CRC:
             msg = "request CRC does not match; nothing was done"
-            return [(0.0, encode_error(fault.seq, fault.command, ErrorCode.BAD_CRC, msg))]
-        if fault.kind == FaultKind.OVERSIZE:
+            return [(0.0, bp.encode_error(fault.seq, fault.command, bp.ErrorCode.BAD_CRC, msg))]
+        if fault.kind == bp.FaultKind.OVERSIZE:
             msg = "declared payload length exceeds the maximum; nothing was done"
-            return [(0.0, encode_error(fault.seq, fault.command, ErrorCode.BAD_LENGTH, msg))]
+            return [(0.0, bp.encode_error(fault.seq, fault.command, bp.ErrorCode.BAD_LENGTH, msg))]
         return []
 
-    def _execute(self, frame: Frame) -> bytes:
+    def _execute(self, frame: bp.Frame) -> bytes:
         cmd = frame.command
         try:
-            request = decode_request(frame)
+            request = bp.decode_request(frame)
             reply = self._dispatch(request)
-        except ProtocolError as e:
-            return encode_error(frame.seq, cmd, e.error_code, str(e))
+        except bp.ProtocolError as e:
+            return bp.encode_error(frame.seq, cmd, e.error_code, str(e))
         except LimitError as e:
-            return encode_error(frame.seq, cmd, ErrorCode.OUT_OF_RANGE, str(e))
+            return bp.encode_error(frame.seq, cmd, bp.ErrorCode.OUT_OF_RANGE, str(e))
         except _ComplianceTripError as e:
             self.go_safe()
-            return encode_error(frame.seq, cmd, ErrorCode.COMPLIANCE_TRIP, str(e))
+            return bp.encode_error(frame.seq, cmd, bp.ErrorCode.COMPLIANCE_TRIP, str(e))
         except HwloopError as e:
-            return encode_error(frame.seq, cmd, ErrorCode.BAD_ARGUMENT, str(e))
+            return bp.encode_error(frame.seq, cmd, bp.ErrorCode.BAD_ARGUMENT, str(e))
         except Exception as e:  # a firmware bug: answer INTERNAL and go safe
             self.go_safe()
-            return encode_error(frame.seq, cmd, ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
-        return encode_reply(frame.seq, cmd, reply)
+            message = f"{type(e).__name__}: {e}"
+            return bp.encode_error(frame.seq, cmd, bp.ErrorCode.INTERNAL, message)
+        return bp.encode_reply(frame.seq, cmd, reply)
 
-    def _dispatch(self, req: Request) -> Reply:
-        if isinstance(req, Identify):
+    def _dispatch(self, req: bp.Request) -> bp.Reply:
+        if isinstance(req, bp.Identify):
             return self.info
-        if isinstance(req, GetState):
+        if isinstance(req, bp.GetState):
             b = self.bench
-            return StateReply(self._outputs_on, b.inputs_v.copy(), b.nudge_a.copy(),
+            return bp.StateReply(self._outputs_on, b.inputs_v.copy(), b.nudge_a.copy(),
                               b.bias_a.copy())
-        if isinstance(req, SafeState):
+        if isinstance(req, bp.SafeState):
             self.go_safe()
-            return Ack()
-        if isinstance(req, SetInputs | SetNudgeCurrents | SetBiasCurrents):
+            return bp.Ack()
+        if isinstance(req, bp.SetInputs | bp.SetNudgeCurrents | bp.SetBiasCurrents):
             return self._set_levels(req)
-        if isinstance(req, ReadNodes):
+        if isinstance(req, bp.ReadNodes):
             return self._read_nodes(req)
-        if isinstance(req, ReadConductance):
+        if isinstance(req, bp.ReadConductance):
             return self._read_conductance(req)
-        if isinstance(req, Pulse):
+        if isinstance(req, bp.Pulse):
             return self._pulse(req)
-        raise ProtocolError(f"{req.COMMAND.name} is not implemented", ErrorCode.UNKNOWN_COMMAND)
+        raise bp.ProtocolError(
+            f"{req.COMMAND.name} is not implemented", bp.ErrorCode.UNKNOWN_COMMAND
+        )
 
     def _check_channels(self, ch: np.ndarray[Any, Any], n: int, what: str) -> None:
         if ch.size and int(ch.max()) >= n:
-            raise ProtocolError(f"{what} channel {int(ch.max())} does not exist (board has {n})")
+            raise bp.ProtocolError(f"{what} channel {int(ch.max())} does not exist (board has {n})")
 
-    def _set_levels(self, req: SetInputs | SetNudgeCurrents | SetBiasCurrents) -> Reply:
+    def _set_levels(self, req: bp.SetInputs | bp.SetNudgeCurrents | bp.SetBiasCurrents) -> bp.Reply:
         info = self.info
         setter: Callable[[NDArray[np.integer], NDArray[np.float64]], None]
-        if isinstance(req, SetInputs):
+        if isinstance(req, bp.SetInputs):
             n, lim, unit, setter = (info.n_input_channels, info.v_input_max_v, "V",
                                     self.bench.set_inputs)
-        elif isinstance(req, SetNudgeCurrents):
+        elif isinstance(req, bp.SetNudgeCurrents):
             n, lim, unit, setter = (info.n_nudge_channels, info.i_nudge_max_a, "A",
                                     self.bench.set_nudge_currents)
         else:
@@ -493,7 +464,7 @@ class VirtualBoard:
         what = req.COMMAND.name
         self._check_channels(req.channels, n, what)
         if not np.all(np.isfinite(req.values)):
-            raise ProtocolError(f"{what}: levels must be finite")
+            raise bp.ProtocolError(f"{what}: levels must be finite")
         peak = float(np.max(np.abs(req.values), initial=0.0))
         if peak > lim:
             raise LimitError(f"{what}: level {peak:.6g} {unit} beyond the range {lim:.6g} {unit}")
@@ -501,9 +472,9 @@ class VirtualBoard:
             raise _ComplianceTripError(f"{what}: a source hit its compliance; all sources are off")
         setter(req.channels, req.values)
         self._outputs_on = True
-        return Ack()
+        return bp.Ack()
 
-    def _read_nodes(self, req: ReadNodes) -> Reply:
+    def _read_nodes(self, req: bp.ReadNodes) -> bp.Reply:
         info = self.info
         self._check_channels(req.channels, info.n_adc_channels, "READ_NODES")
         if req.n_samples > info.max_samples:
@@ -533,11 +504,11 @@ class VirtualBoard:
             if c in f.overrange_channels:
                 samples[:, pos] = info.adc_range_v if np.isfinite(info.adc_range_v) else np.inf
                 flags[:, pos] |= np.uint8(SampleFlag.OVERRANGE)
-        if req.mode == ReadMode.SAMPLES:
-            return ReadNodesSamplesReply(samples, flags, stamps)
+        if req.mode == bp.ReadMode.SAMPLES:
+            return bp.ReadNodesSamplesReply(samples, flags, stamps)
         n = req.n_samples
         spread = samples.std(axis=0, ddof=1) if n > 1 else np.zeros(k)
-        return ReadNodesMeanReply(
+        return bp.ReadNodesMeanReply(
             n, samples.mean(axis=0), spread, np.bitwise_or.reduce(flags, axis=0),
             float(stamps[0]), float(stamps[-1]),
         )
@@ -545,9 +516,9 @@ class VirtualBoard:
     def _check_crosspoints(self, cp: np.ndarray[Any, Any]) -> None:
         n = self.info.n_crosspoints
         if cp.size and int(cp.max()) >= n:
-            raise ProtocolError(f"crosspoint {int(cp.max())} does not exist (board has {n})")
+            raise bp.ProtocolError(f"crosspoint {int(cp.max())} does not exist (board has {n})")
 
-    def _read_conductance(self, req: ReadConductance) -> Reply:
+    def _read_conductance(self, req: bp.ReadConductance) -> bp.Reply:
         self._check_crosspoints(req.crosspoints)
         if abs(req.v_read_v) > self.info.v_read_max_v:
             raise LimitError(
@@ -555,10 +526,10 @@ class VirtualBoard:
                 f"{self.info.v_read_max_v:.6g} V"
             )
         if req.crosspoints.size == 0:
-            return ReadConductanceReply(np.zeros(0))
-        return ReadConductanceReply(self.bench.conductances(req.crosspoints))
+            return bp.ReadConductanceReply(np.zeros(0))
+        return bp.ReadConductanceReply(self.bench.conductances(req.crosspoints))
 
-    def _pulse(self, req: Pulse) -> Reply:
+    def _pulse(self, req: bp.Pulse) -> bp.Reply:
         info = self.info
         self._check_crosspoints(req.crosspoints)
         if req.amplitude_v > info.pulse_amplitude_max_v:
@@ -577,7 +548,7 @@ class VirtualBoard:
                 f"{info.max_pulses_per_crosspoint}"
             )
         k = counts.size
-        status = np.where(counts == 0, PulseStatus.NO_CHANGE, PulseStatus.OK).astype(np.uint8)
+        status = np.where(counts == 0, bp.PulseStatus.NO_CHANGE, bp.PulseStatus.OK).astype(np.uint8)
         aborted = False
         trip = self._faults.compliance_after_pulses
         if "compliance" in self._rule_reads:
@@ -590,8 +561,8 @@ class VirtualBoard:
                 before = int(cum[i - 1]) if i > 0 else 0
                 counts[i] = np.sign(counts[i]) * (trip - before)
                 counts[i + 1 :] = 0
-                status[i] = PulseStatus.COMPLIANCE
-                status[i + 1 :] = PulseStatus.SKIPPED
+                status[i] = bp.PulseStatus.COMPLIANCE
+                status[i + 1 :] = bp.PulseStatus.SKIPPED
                 aborted = True
         applied = np.zeros(k, dtype=np.int64)
         nz = np.flatnonzero(counts)
@@ -601,23 +572,23 @@ class VirtualBoard:
             self.bench.set_inputs(np.zeros(0, dtype=np.int64), np.zeros(0))
             applied[nz] = res.applied_pulses
             st = np.asarray(res.status, dtype=np.uint8)
-            keep = status[nz] == PulseStatus.OK
+            keep = status[nz] == bp.PulseStatus.OK
             status[nz[keep]] = st[keep]
         if aborted:
             self.go_safe()
-        return PulseReply(aborted, applied, status)
+        return bp.PulseReply(aborted, applied, status)
 
     # ----------------------------------------------------------------- serving
     def _handle(
-        self, events: Sequence[Frame | FrameFault], send: Callable[[bytes], None]
+        self, events: Sequence[bp.Frame | bp.FrameFault], send: Callable[[bytes], None]
     ) -> None:
         for ev in events:
-            handled = isinstance(ev, Frame) and not (
+            handled = isinstance(ev, bp.Frame) and not (
                 self._frames_left is not None and self._frames_left <= 0
             )
             if handled:
                 self._last_valid_rx = time.monotonic()  # a frame the firmware handles
-            sends = self.respond(ev) if isinstance(ev, Frame) else self.respond_fault(ev)
+            sends = self.respond(ev) if isinstance(ev, bp.Frame) else self.respond_fault(ev)
             for delay, data in sends:
                 if delay == HANG_UP:
                     raise _HangUpError
@@ -631,7 +602,7 @@ class VirtualBoard:
         self, recv: Callable[[], bytes | None], send: Callable[[bytes], None]
     ) -> None:
         """Serve one connection until it closes (``recv`` returns ``b""``) or stop."""
-        dec = FrameDecoder()
+        dec = bp.FrameDecoder()
         last_rx = time.monotonic()
         while not self._stop.is_set():
             data = recv()
@@ -679,7 +650,7 @@ class VirtualBoard:
 
     def _serve_pty(self, master: int) -> None:
         connected = False
-        dec = FrameDecoder()
+        dec = bp.FrameDecoder()
         last_rx = time.monotonic()
 
         def send(data: bytes) -> None:
@@ -719,7 +690,10 @@ class VirtualBoard:
             self._handle_pty(dec, dec.feed(data), send)
 
     def _handle_pty(
-        self, dec: FrameDecoder, events: Sequence[Frame | FrameFault], send: Callable[[bytes], None]
+        self,
+        dec: bp.FrameDecoder,
+        events: Sequence[bp.Frame | bp.FrameFault],
+        send: Callable[[bytes], None],
     ) -> None:
         """As :meth:`_handle`; a dropped link on a terminal loses the pending bytes."""
         try:

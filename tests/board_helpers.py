@@ -3,6 +3,8 @@
 ``settled_nonreciprocal`` opens a small non-reciprocal emulator at its free fixed point
 with fixed inputs and targets (the estimator tests).
 
+``central_difference`` differentiates a loss by central differences (gradient checks).
+
 ``serial_board_text`` / ``scpi_board_text`` write board files for the virtual serial
 board and the virtual SCPI bench; ``open_serial`` / ``open_scpi`` start the virtual
 instruments and return a RealBoard that stops them when it is closed.
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from hwloop.plugins import open_board
 from instruments.board_file import parse_board_file
@@ -221,3 +224,29 @@ def settled_nonreciprocal(
     board.apply_inputs(v_in)
     board.settle()
     return board, v_in, y
+
+
+def central_difference(
+    values: NDArray[np.float64],
+    loss: Callable[[], float],
+    h: float,
+    changed: Callable[[], None] = lambda: None,
+) -> NDArray[np.float64]:
+    """``d loss / d values[k]`` for every ``k`` by central differences of step ``h``.
+
+    ``values`` is changed in place and restored; ``changed()`` runs after each change
+    (for example to drop a board's cached solution).
+    """
+    out = np.empty(len(values))
+    for k in range(len(values)):
+        old = values[k]
+        values[k] = old + h
+        changed()
+        lp = loss()
+        values[k] = old - h
+        changed()
+        lm = loss()
+        values[k] = old
+        changed()
+        out[k] = (lp - lm) / (2 * h)
+    return out

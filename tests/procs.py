@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+import pytest
+
 DEADLINE_S = 120.0
 """Default deadline of every wait, s: generous, a loaded 2-core machine must pass."""
 
@@ -187,3 +189,34 @@ def steps_recorded(path: Path) -> int:
             return int(f["steps/index"].shape[0])
     except (OSError, KeyError):
         return -1
+
+
+# --------------------------------------------------------------------------- in-process CLI
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """Run ``hwloop`` in-process; (exit code, stdout, stderr). Usage errors exit via SystemExit."""
+    from hwloop.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_usage_error(
+    code: int, out: str, err: str, *must_contain: object, prefix: str = "hwloop"
+) -> str:
+    """Exit code 2, nothing on stdout, one line on stderr (starting with ``prefix`` and
+    holding ``error:`` and every item of ``must_contain``), no traceback; the line."""
+    assert code == 2, (code, out, err)
+    assert out == ""
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(prefix) and "error:" in lines[0], err
+    for part in must_contain:
+        assert str(part) in lines[0], f"{part!r} not in {lines[0]!r}"
+    return lines[0]

@@ -19,48 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwloop.board_protocol import (
-    FRAME_OVERHEAD,
-    IDEMPOTENT_COMMANDS,
-    MAX_PAYLOAD_BYTES,
-    Ack,
-    BoardError,
-    Command,
-    ErrorCode,
-    ErrorReply,
-    FaultKind,
-    Frame,
-    FrameDecoder,
-    FrameError,
-    FrameFault,
-    GetState,
-    Identify,
-    IdentifyReply,
-    ProtocolError,
-    Pulse,
-    PulseReply,
-    PulseStatus,
-    ReadConductance,
-    ReadConductanceReply,
-    ReadMode,
-    ReadNodes,
-    ReadNodesMeanReply,
-    ReadNodesSamplesReply,
-    Reply,
-    Request,
-    SafeState,
-    SetBiasCurrents,
-    SetInputs,
-    SetNudgeCurrents,
-    StateReply,
-    decode_frame,
-    decode_reply,
-    decode_request,
-    encode_error,
-    encode_frame,
-    encode_reply,
-    encode_request,
-)
+from hwloop import board_protocol as bp
 from hwloop.device import ProgramStatus, SampleFlag
 from hwloop.errors import HwloopError
 
@@ -101,7 +60,7 @@ def same(a: Any, b: Any) -> bool:
     return True
 
 
-IDENT = IdentifyReply(
+IDENT = bp.IdentifyReply(
     protocol_version=1,
     n_input_channels=8,
     n_nudge_channels=2,
@@ -127,32 +86,36 @@ IDENT = IdentifyReply(
 )
 
 # name -> (seq, command code, message, is_reply); the message is what the frame means
-EXPECTED: dict[str, tuple[int, Command, Request | Reply, bool]] = {
-    "identify-request": (1, Command.IDENTIFY, Identify(), False),
-    "identify-reply": (1, Command.IDENTIFY, IDENT, True),
-    "set-inputs-request": (2, Command.SET_INPUTS, SetInputs([0, 3], [0.5, -1.25]), False),
-    "set-inputs-reply": (2, Command.SET_INPUTS, Ack(), True),
-    "set-inputs-block-request": (3, Command.SET_INPUTS, SetInputs([4, 5], [1.0, 2.0]), False),
-    "read-nodes-request": (4, Command.READ_NODES, ReadNodes([0, 5], 16, ReadMode.MEAN), False),
+EXPECTED: dict[str, tuple[int, bp.Command, bp.Request | bp.Reply, bool]] = {
+    "identify-request": (1, bp.Command.IDENTIFY, bp.Identify(), False),
+    "identify-reply": (1, bp.Command.IDENTIFY, IDENT, True),
+    "set-inputs-request": (2, bp.Command.SET_INPUTS, bp.SetInputs([0, 3], [0.5, -1.25]), False),
+    "set-inputs-reply": (2, bp.Command.SET_INPUTS, bp.Ack(), True),
+    "set-inputs-block-request": (3, bp.Command.SET_INPUTS, bp.SetInputs([4, 5], [1.0, 2.0]), False),
+    "read-nodes-request": (
+        4, bp.Command.READ_NODES, bp.ReadNodes([0, 5], 16, bp.ReadMode.MEAN), False
+    ),
     "read-nodes-mean-reply": (
         4,
-        Command.READ_NODES,
-        ReadNodesMeanReply(16, [0.25, -0.125], [2.0**-10, 2.0**-9], [0, 2], 1.5, 1.5003),
+        bp.Command.READ_NODES,
+        bp.ReadNodesMeanReply(16, [0.25, -0.125], [2.0**-10, 2.0**-9], [0, 2], 1.5, 1.5003),
         True,
     ),
-    "pulse-request": (5, Command.PULSE, Pulse([5, 17], [3, -2], 1.5, 1e-6), False),
-    "pulse-reply": (5, Command.PULSE, PulseReply(False, [3, -2], [0, 1]), True),
+    "pulse-request": (5, bp.Command.PULSE, bp.Pulse([5, 17], [3, -2], 1.5, 1e-6), False),
+    "pulse-reply": (5, bp.Command.PULSE, bp.PulseReply(False, [3, -2], [0, 1]), True),
     "error-reply": (
         6,
-        Command.SET_INPUTS,
-        ErrorReply(ErrorCode.OUT_OF_RANGE, "input 12 V beyond 10 V"),
+        bp.Command.SET_INPUTS,
+        bp.ErrorReply(bp.ErrorCode.OUT_OF_RANGE, "input 12 V beyond 10 V"),
         True,
     ),
-    "read-conductance-request": (7, Command.READ_CONDUCTANCE, ReadConductance([17], 0.2), False),
+    "read-conductance-request": (
+        7, bp.Command.READ_CONDUCTANCE, bp.ReadConductance([17], 0.2), False
+    ),
     "read-conductance-reply": (
         7,
-        Command.READ_CONDUCTANCE,
-        ReadConductanceReply([5e-5]),
+        bp.Command.READ_CONDUCTANCE,
+        bp.ReadConductanceReply([5e-5]),
         True,
     ),
 }
@@ -174,26 +137,26 @@ def test_codec_matches_the_spec_example(name: str) -> None:
     seq, cmd, msg, is_reply = EXPECTED[name]
     # encoding the meaning gives the documented bytes ...
     if is_reply:
-        assert isinstance(msg, Reply)
-        assert encode_reply(seq, cmd, msg) == raw
+        assert isinstance(msg, bp.Reply)
+        assert bp.encode_reply(seq, cmd, msg) == raw
     else:
-        assert isinstance(msg, Request)
-        assert encode_request(seq, msg) == raw
+        assert isinstance(msg, bp.Request)
+        assert bp.encode_request(seq, msg) == raw
     # ... and decoding the documented bytes gives the meaning back
-    frame = decode_frame(raw)
+    frame = bp.decode_frame(raw)
     assert frame.seq == seq and frame.code == cmd and frame.is_reply == is_reply
     assert frame.to_bytes() == raw
-    if isinstance(msg, ErrorReply):
-        with pytest.raises(BoardError) as ei:
-            decode_reply(frame, cmd)
+    if isinstance(msg, bp.ErrorReply):
+        with pytest.raises(bp.BoardError) as ei:
+            bp.decode_reply(frame, cmd)
         assert ei.value.error_code == msg.code
         assert ei.value.board_message == msg.message
         assert ei.value.seq == seq
         assert frame.is_error
     elif is_reply:
-        assert same(decode_reply(frame, cmd), msg)
+        assert same(bp.decode_reply(frame, cmd), msg)
     else:
-        assert same(decode_request(frame), msg)
+        assert same(bp.decode_request(frame), msg)
 
 
 def test_the_documented_crc_is_zlib_crc32() -> None:
@@ -205,19 +168,19 @@ def test_the_documented_crc_is_zlib_crc32() -> None:
 
 def test_command_table_matches_the_spec() -> None:
     text = DOC.read_text(encoding="utf-8")
-    for cmd in Command:
+    for cmd in bp.Command:
         row = re.search(rf"\| `0x{int(cmd):02X}` \| {cmd.name} \| (\*\*no\*\*|yes) \|", text)
         assert row, f"{cmd.name} missing from the command table"
-        assert (row.group(1) == "yes") == (cmd in IDEMPOTENT_COMMANDS)
-    for code in ErrorCode:
+        assert (row.group(1) == "yes") == (cmd in bp.IDEMPOTENT_COMMANDS)
+    for code in bp.ErrorCode:
         assert re.search(rf"\| {int(code)} \| {code.name} \|", text), code.name
-    for ps in PulseStatus:
+    for ps in bp.PulseStatus:
         assert re.search(rf"\| {int(ps)} \| {ps.name} \|", text), ps.name
 
 
 def test_pulse_status_and_sample_flags_share_the_device_codes() -> None:
     for ps in ProgramStatus:
-        assert PulseStatus[ps.name] == ps
+        assert bp.PulseStatus[ps.name] == ps
     assert (SampleFlag.OVERRANGE, SampleFlag.COMPLIANCE) == (1, 2)
 
 
@@ -239,55 +202,56 @@ def channel_sets(draw: st.DrawFn, max_size: int = 40) -> list[int]:
 
 
 @st.composite
-def requests(draw: st.DrawFn) -> Request:
-    kind = draw(st.sampled_from(list(Command)))
-    if kind in (Command.IDENTIFY, Command.GET_STATE, Command.SAFE_STATE):
-        return {Command.IDENTIFY: Identify, Command.GET_STATE: GetState,
-                Command.SAFE_STATE: SafeState}[kind]()
-    if kind in (Command.SET_INPUTS, Command.SET_NUDGE_CURRENTS, Command.SET_BIAS_CURRENTS):
+def requests(draw: st.DrawFn) -> bp.Request:
+    kind = draw(st.sampled_from(list(bp.Command)))
+    if kind in (bp.Command.IDENTIFY, bp.Command.GET_STATE, bp.Command.SAFE_STATE):
+        return {bp.Command.IDENTIFY: bp.Identify, bp.Command.GET_STATE: bp.GetState,
+                bp.Command.SAFE_STATE: bp.SafeState}[kind]()
+    if kind in (bp.Command.SET_INPUTS, bp.Command.SET_NUDGE_CURRENTS, bp.Command.SET_BIAS_CURRENTS):
         ch = draw(channel_sets())
         vals = draw(st.lists(anyfloat, min_size=len(ch), max_size=len(ch)))
-        cls = {Command.SET_INPUTS: SetInputs, Command.SET_NUDGE_CURRENTS: SetNudgeCurrents,
-               Command.SET_BIAS_CURRENTS: SetBiasCurrents}[kind]
+        cls = {bp.Command.SET_INPUTS: bp.SetInputs,
+               bp.Command.SET_NUDGE_CURRENTS: bp.SetNudgeCurrents,
+               bp.Command.SET_BIAS_CURRENTS: bp.SetBiasCurrents}[kind]
         return cls(np.array(ch, dtype=np.int64), vals)
-    if kind == Command.READ_NODES:
+    if kind == bp.Command.READ_NODES:
         ch = draw(st.lists(st.integers(0, 0xFFFF), max_size=40))  # repeats allowed
-        return ReadNodes(np.array(ch, dtype=np.int64), draw(st.integers(1, 2**32 - 1)),
-                         draw(st.sampled_from(list(ReadMode))))
-    if kind == Command.READ_CONDUCTANCE:
+        return bp.ReadNodes(np.array(ch, dtype=np.int64), draw(st.integers(1, 2**32 - 1)),
+                         draw(st.sampled_from(list(bp.ReadMode))))
+    if kind == bp.Command.READ_CONDUCTANCE:
         cp = draw(st.lists(st.integers(0, 2**32 - 1), max_size=40))
         v = draw(finite.filter(lambda x: x != 0))
-        return ReadConductance(np.array(cp, dtype=np.int64), v)
+        return bp.ReadConductance(np.array(cp, dtype=np.int64), v)
     cp = draw(st.lists(st.integers(0, 2**32 - 1), max_size=40, unique=True))
     counts = draw(st.lists(st.integers(-(2**31) + 1, 2**31 - 1), min_size=len(cp),
                            max_size=len(cp)))
     pos = st.floats(min_value=1e-300, max_value=1e300)
-    return Pulse(np.array(cp, dtype=np.int64), np.array(counts, dtype=np.int64),
+    return bp.Pulse(np.array(cp, dtype=np.int64), np.array(counts, dtype=np.int64),
                  draw(pos), draw(pos))
 
 
 @settings(max_examples=300, deadline=None)
 @given(requests(), seqs)
-def test_every_request_round_trips(req: Request, seq: int) -> None:
-    raw = encode_request(seq, req)
-    frame = decode_frame(raw)
+def test_every_request_round_trips(req: bp.Request, seq: int) -> None:
+    raw = bp.encode_request(seq, req)
+    frame = bp.decode_frame(raw)
     assert (frame.seq, frame.code, frame.is_reply) == (seq, req.COMMAND, False)
-    back = decode_request(frame)
+    back = bp.decode_request(frame)
     assert same(back, req)
-    assert encode_request(seq, back) == raw
+    assert bp.encode_request(seq, back) == raw
 
 
 text8 = st.text(max_size=40).filter(lambda s: len(s.encode()) <= 255)
 
 
 @st.composite
-def replies(draw: st.DrawFn) -> tuple[Command, Reply]:
+def replies(draw: st.DrawFn) -> tuple[bp.Command, bp.Reply]:
     kind = draw(st.sampled_from(["ident", "state", "ack", "mean", "samples", "pulse", "g",
                                  "error"]))
     u16, u32 = st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1)
     if kind == "ident":
         fields = {}
-        for f in dataclasses.fields(IdentifyReply):
+        for f in dataclasses.fields(bp.IdentifyReply):
             name, t = f.name, str(f.type)
             if name == "protocol_version":
                 fields[name] = draw(st.integers(0, 255))
@@ -299,17 +263,19 @@ def replies(draw: st.DrawFn) -> tuple[Command, Reply]:
                 fields[name] = draw(anyfloat)
             else:
                 fields[name] = draw(text8)
-        return Command.IDENTIFY, IdentifyReply(**fields)
+        return bp.Command.IDENTIFY, bp.IdentifyReply(**fields)
     if kind == "state":
         arrs = [draw(st.lists(anyfloat, max_size=20)) for _ in range(3)]
-        return Command.GET_STATE, StateReply(draw(st.booleans()), *arrs)
+        return bp.Command.GET_STATE, bp.StateReply(draw(st.booleans()), *arrs)
     if kind == "ack":
-        return draw(st.sampled_from([Command.SAFE_STATE, Command.SET_INPUTS,
-                                     Command.SET_NUDGE_CURRENTS, Command.SET_BIAS_CURRENTS])), Ack()
+        command = draw(st.sampled_from([bp.Command.SAFE_STATE, bp.Command.SET_INPUTS,
+                                        bp.Command.SET_NUDGE_CURRENTS,
+                                        bp.Command.SET_BIAS_CURRENTS]))
+        return command, bp.Ack()
     if kind == "mean":
         k = draw(st.integers(0, 20))
         fl = st.lists(anyfloat, min_size=k, max_size=k)
-        return Command.READ_NODES, ReadNodesMeanReply(
+        return bp.Command.READ_NODES, bp.ReadNodesMeanReply(
             draw(st.integers(1, 2**32 - 1)), draw(fl), draw(fl),
             draw(st.lists(st.integers(0, 255), min_size=k, max_size=k)),
             draw(anyfloat), draw(anyfloat),
@@ -319,50 +285,51 @@ def replies(draw: st.DrawFn) -> tuple[Command, Reply]:
         s = np.array(draw(st.lists(anyfloat, min_size=n * k, max_size=n * k))).reshape(n, k)
         f = np.array(draw(st.lists(st.integers(0, 255), min_size=n * k, max_size=n * k)))
         t = draw(st.lists(anyfloat, min_size=n, max_size=n))
-        return Command.READ_NODES, ReadNodesSamplesReply(s, f.reshape(n, k).astype(np.uint8), t)
+        flags = f.reshape(n, k).astype(np.uint8)
+        return bp.Command.READ_NODES, bp.ReadNodesSamplesReply(s, flags, t)
     if kind == "pulse":
         k = draw(st.integers(0, 20))
         a = draw(st.lists(st.integers(-(2**31) + 1, 2**31 - 1), min_size=k, max_size=k))
-        s = draw(st.lists(st.sampled_from(list(PulseStatus)), min_size=k, max_size=k))
-        return Command.PULSE, PulseReply(draw(st.booleans()), np.array(a, dtype=np.int64),
+        s = draw(st.lists(st.sampled_from(list(bp.PulseStatus)), min_size=k, max_size=k))
+        return bp.Command.PULSE, bp.PulseReply(draw(st.booleans()), np.array(a, dtype=np.int64),
                                          np.array(s, dtype=np.uint8))
     if kind == "g":
-        return Command.READ_CONDUCTANCE, ReadConductanceReply(
+        return bp.Command.READ_CONDUCTANCE, bp.ReadConductanceReply(
             draw(st.lists(anyfloat, max_size=30)))
-    return draw(st.sampled_from(list(Command))), ErrorReply(
-        draw(st.sampled_from(list(ErrorCode))), draw(text8))
+    return draw(st.sampled_from(list(bp.Command))), bp.ErrorReply(
+        draw(st.sampled_from(list(bp.ErrorCode))), draw(text8))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(replies(), seqs)
-def test_every_reply_round_trips(item: tuple[Command, Reply], seq: int) -> None:
+def test_every_reply_round_trips(item: tuple[bp.Command, bp.Reply], seq: int) -> None:
     cmd, rep = item
-    raw = encode_reply(seq, cmd, rep)
-    frame = decode_frame(raw)
+    raw = bp.encode_reply(seq, cmd, rep)
+    frame = bp.decode_frame(raw)
     assert frame.seq == seq and frame.code == cmd and frame.is_reply
-    if isinstance(rep, ErrorReply):
+    if isinstance(rep, bp.ErrorReply):
         assert frame.is_error
-        with pytest.raises(BoardError) as ei:
-            decode_reply(frame, cmd)
+        with pytest.raises(bp.BoardError) as ei:
+            bp.decode_reply(frame, cmd)
         assert ei.value.error_code == rep.code and ei.value.board_message == rep.message
         return
-    back = decode_reply(frame, cmd)
+    back = bp.decode_reply(frame, cmd)
     assert same(back, rep)
-    assert encode_reply(seq, cmd, back) == raw
+    assert bp.encode_reply(seq, cmd, back) == raw
 
 
 @settings(max_examples=200, deadline=None)
 @given(seqs, st.integers(0, 255), st.binary(max_size=300))
 def test_raw_frames_round_trip(seq: int, command: int, payload: bytes) -> None:
-    raw = encode_frame(seq, command, payload)
-    assert len(raw) == FRAME_OVERHEAD + len(payload)
-    assert decode_frame(raw) == Frame(seq, command, payload)
+    raw = bp.encode_frame(seq, command, payload)
+    assert len(raw) == bp.FRAME_OVERHEAD + len(payload)
+    assert bp.decode_frame(raw) == bp.Frame(seq, command, payload)
 
 
 def test_a_long_error_message_is_cut_at_255_bytes_on_a_character_boundary() -> None:
-    raw = encode_error(9, Command.PULSE, ErrorCode.INTERNAL, "é" * 300)
-    with pytest.raises(BoardError) as ei:
-        decode_reply(decode_frame(raw), Command.PULSE)
+    raw = bp.encode_error(9, bp.Command.PULSE, bp.ErrorCode.INTERNAL, "é" * 300)
+    with pytest.raises(bp.BoardError) as ei:
+        bp.decode_reply(bp.decode_frame(raw), bp.Command.PULSE)
     assert ei.value.board_message == "é" * 127
 
 
@@ -370,13 +337,13 @@ def test_a_long_error_message_is_cut_at_255_bytes_on_a_character_boundary() -> N
 # Rejection: truncated, corrupt, oversize, malformed
 # ---------------------------------------------------------------------------
 
-GOOD = encode_request(0x1234, ReadNodes([1, 2, 3], 8, ReadMode.SAMPLES))
+GOOD = bp.encode_request(0x1234, bp.ReadNodes([1, 2, 3], 8, bp.ReadMode.SAMPLES))
 
 
 def test_every_truncation_is_rejected() -> None:
     for n in range(len(GOOD)):
-        with pytest.raises(FrameError) as ei:
-            decode_frame(GOOD[:n])
+        with pytest.raises(bp.FrameError) as ei:
+            bp.decode_frame(GOOD[:n])
         assert ei.value.reason == "truncated"
 
 
@@ -385,8 +352,8 @@ def test_every_single_bit_flip_is_rejected() -> None:
         for bit in range(8):
             bad = bytearray(GOOD)
             bad[i] ^= 1 << bit
-            with pytest.raises(FrameError):
-                decode_frame(bytes(bad))
+            with pytest.raises(bp.FrameError):
+                bp.decode_frame(bytes(bad))
 
 
 @pytest.mark.parametrize(
@@ -396,82 +363,83 @@ def test_every_single_bit_flip_is_rejected() -> None:
         (lambda b: b[:1] + b"\x02" + b[2:], "bad_version"),
         (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "bad_crc"),
         (lambda b: b + b"\x00", "trailing"),
-        (lambda b: b[:2] + struct.pack("<I", MAX_PAYLOAD_BYTES + 1) + b[6:], "oversize"),
+        (lambda b: b[:2] + struct.pack("<I", bp.MAX_PAYLOAD_BYTES + 1) + b[6:], "oversize"),
     ],
 )
 def test_frame_errors_name_the_reason(mutate: Any, reason: str) -> None:
-    with pytest.raises(FrameError) as ei:
-        decode_frame(mutate(GOOD))
+    with pytest.raises(bp.FrameError) as ei:
+        bp.decode_frame(mutate(GOOD))
     assert ei.value.reason == reason
     assert isinstance(ei.value, HwloopError)
 
 
 def test_the_payload_limit_is_enforced_on_encode_and_decode() -> None:
-    big = encode_frame(1, Command.PULSE, bytes(MAX_PAYLOAD_BYTES))
-    assert decode_frame(big).payload == bytes(MAX_PAYLOAD_BYTES)
-    with pytest.raises(FrameError) as ei:
-        encode_frame(1, Command.PULSE, bytes(MAX_PAYLOAD_BYTES + 1))
+    big = bp.encode_frame(1, bp.Command.PULSE, bytes(bp.MAX_PAYLOAD_BYTES))
+    assert bp.decode_frame(big).payload == bytes(bp.MAX_PAYLOAD_BYTES)
+    with pytest.raises(bp.FrameError) as ei:
+        bp.encode_frame(1, bp.Command.PULSE, bytes(bp.MAX_PAYLOAD_BYTES + 1))
     assert ei.value.reason == "oversize"
-    with pytest.raises(FrameError):
-        decode_frame(big, max_payload=1000)
+    with pytest.raises(bp.FrameError):
+        bp.decode_frame(big, max_payload=1000)
 
 
 def test_unknown_commands_and_bad_layouts_carry_the_board_error_code() -> None:
-    with pytest.raises(ProtocolError) as ei:
-        decode_request(Frame(1, 0x2F, b""))
-    assert ei.value.error_code == ErrorCode.UNKNOWN_COMMAND
-    payload = SetInputs([0, 3], [1.0, 2.0]).payload()
-    with pytest.raises(ProtocolError) as ei:
-        decode_request(Frame(1, Command.SET_INPUTS, payload[:-1]))  # truncated payload
-    assert ei.value.error_code == ErrorCode.BAD_LENGTH
-    with pytest.raises(ProtocolError) as ei:
-        decode_request(Frame(1, Command.SET_INPUTS, payload + b"\x00"))  # trailing bytes
-    assert ei.value.error_code == ErrorCode.BAD_LENGTH
-    with pytest.raises(ProtocolError) as ei:
-        decode_request(Frame(1, Command.SET_INPUTS, b"\x07" + payload[1:]))  # bad layout
-    assert ei.value.error_code == ErrorCode.BAD_ARGUMENT
-    with pytest.raises(ProtocolError):  # duplicate channels on the wire
-        decode_request(Frame(1, Command.SET_INPUTS, struct.pack("<BHHHdd", 0, 2, 1, 1, 0, 0)))
-    with pytest.raises(ProtocolError):  # a reply is not a request
-        decode_request(Frame(1, Command.IDENTIFY | 0x80, b""))
+    with pytest.raises(bp.ProtocolError) as ei:
+        bp.decode_request(bp.Frame(1, 0x2F, b""))
+    assert ei.value.error_code == bp.ErrorCode.UNKNOWN_COMMAND
+    payload = bp.SetInputs([0, 3], [1.0, 2.0]).payload()
+    with pytest.raises(bp.ProtocolError) as ei:
+        bp.decode_request(bp.Frame(1, bp.Command.SET_INPUTS, payload[:-1]))  # truncated payload
+    assert ei.value.error_code == bp.ErrorCode.BAD_LENGTH
+    with pytest.raises(bp.ProtocolError) as ei:
+        bp.decode_request(bp.Frame(1, bp.Command.SET_INPUTS, payload + b"\x00"))  # trailing bytes
+    assert ei.value.error_code == bp.ErrorCode.BAD_LENGTH
+    with pytest.raises(bp.ProtocolError) as ei:
+        bp.decode_request(bp.Frame(1, bp.Command.SET_INPUTS, b"\x07" + payload[1:]))  # bad layout
+    assert ei.value.error_code == bp.ErrorCode.BAD_ARGUMENT
+    with pytest.raises(bp.ProtocolError):  # duplicate channels on the wire
+        payload = struct.pack("<BHHHdd", 0, 2, 1, 1, 0, 0)
+        bp.decode_request(bp.Frame(1, bp.Command.SET_INPUTS, payload))
+    with pytest.raises(bp.ProtocolError):  # a reply is not a request
+        bp.decode_request(bp.Frame(1, bp.Command.IDENTIFY | 0x80, b""))
 
 
 def test_decode_reply_checks_kind_and_command() -> None:
-    with pytest.raises(ProtocolError):
-        decode_reply(Frame(1, Command.GET_STATE, b""), Command.GET_STATE)  # a request
-    with pytest.raises(ProtocolError):
-        decode_reply(Frame(1, Command.GET_STATE | 0x80, b""), Command.SAFE_STATE)
-    with pytest.raises(ProtocolError):  # unknown error code
-        decode_reply(Frame(1, Command.PULSE | 0xC0, b"\x63\x00"), Command.PULSE)
+    with pytest.raises(bp.ProtocolError):
+        bp.decode_reply(bp.Frame(1, bp.Command.GET_STATE, b""), bp.Command.GET_STATE)  # a request
+    with pytest.raises(bp.ProtocolError):
+        bp.decode_reply(bp.Frame(1, bp.Command.GET_STATE | 0x80, b""), bp.Command.SAFE_STATE)
+    with pytest.raises(bp.ProtocolError):  # unknown error code
+        bp.decode_reply(bp.Frame(1, bp.Command.PULSE | 0xC0, b"\x63\x00"), bp.Command.PULSE)
 
 
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: SetInputs([1, 1], [0.0, 0.0]),  # duplicate channel
-        lambda: SetInputs([70000], [0.0]),  # beyond uint16
-        lambda: SetInputs([0, 1], [0.0]),  # lengths differ
-        lambda: SetInputs([0.5], [0.0]),  # not an integer
-        lambda: ReadNodes([0], 0),  # no samples
-        lambda: ReadNodes([0], 1, 7),  # bad mode
-        lambda: Pulse([0], [1], 0.0, 1e-6),  # zero amplitude
-        lambda: Pulse([0], [1], 1.0, float("nan")),  # NaN width
-        lambda: Pulse([0, 0], [1, 1], 1.0, 1e-6),  # duplicate crosspoint
-        lambda: Pulse([0], [2**31], 1.0, 1e-6),  # beyond int32
-        lambda: ReadConductance([0], 0.0),  # zero read voltage
-        lambda: ReadConductance([-1], 0.2),  # negative crosspoint
+        lambda: bp.SetInputs([1, 1], [0.0, 0.0]),  # duplicate channel
+        lambda: bp.SetInputs([70000], [0.0]),  # beyond uint16
+        lambda: bp.SetInputs([0, 1], [0.0]),  # lengths differ
+        lambda: bp.SetInputs([0.5], [0.0]),  # not an integer
+        lambda: bp.ReadNodes([0], 0),  # no samples
+        lambda: bp.ReadNodes([0], 1, 7),  # bad mode
+        lambda: bp.Pulse([0], [1], 0.0, 1e-6),  # zero amplitude
+        lambda: bp.Pulse([0], [1], 1.0, float("nan")),  # NaN width
+        lambda: bp.Pulse([0, 0], [1, 1], 1.0, 1e-6),  # duplicate crosspoint
+        lambda: bp.Pulse([0], [2**31], 1.0, 1e-6),  # beyond int32
+        lambda: bp.ReadConductance([0], 0.0),  # zero read voltage
+        lambda: bp.ReadConductance([-1], 0.2),  # negative crosspoint
     ],
 )
 def test_messages_reject_unencodable_arguments(make: Any) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(bp.ProtocolError):
         make()
 
 
 def test_sequence_and_command_ranges() -> None:
-    with pytest.raises(ProtocolError):
-        encode_frame(0x10000, 1)
-    with pytest.raises(ProtocolError):
-        encode_frame(1, 256)
+    with pytest.raises(bp.ProtocolError):
+        bp.encode_frame(0x10000, 1)
+    with pytest.raises(bp.ProtocolError):
+        bp.encode_frame(1, 256)
 
 
 # ---------------------------------------------------------------------------
@@ -479,33 +447,33 @@ def test_sequence_and_command_ranges() -> None:
 # ---------------------------------------------------------------------------
 
 FRAMES = [
-    encode_request(i, r)
+    bp.encode_request(i, r)
     for i, r in enumerate(
-        [Identify(), SetInputs([0, 3], [0.5, -1.25]), ReadNodes([1], 4), SafeState(),
-         Pulse([5, 17], [3, -2], 1.5, 1e-6)],
+        [bp.Identify(), bp.SetInputs([0, 3], [0.5, -1.25]), bp.ReadNodes([1], 4), bp.SafeState(),
+         bp.Pulse([5, 17], [3, -2], 1.5, 1e-6)],
         start=100,
     )
 ]
 
 
-def frames_of(events: list[Frame | FrameFault]) -> list[bytes]:
-    return [e.to_bytes() for e in events if isinstance(e, Frame)]
+def frames_of(events: list[bp.Frame | bp.FrameFault]) -> list[bytes]:
+    return [e.to_bytes() for e in events if isinstance(e, bp.Frame)]
 
 
 def test_decoder_finds_frames_split_at_every_byte() -> None:
     stream = b"".join(FRAMES)
-    dec = FrameDecoder()
-    got: list[Frame | FrameFault] = []
+    dec = bp.FrameDecoder()
+    got: list[bp.Frame | bp.FrameFault] = []
     for i in range(len(stream)):
         got += dec.feed(stream[i : i + 1])
     assert frames_of(got) == FRAMES
-    assert not any(isinstance(e, FrameFault) for e in got)
+    assert not any(isinstance(e, bp.FrameFault) for e in got)
     assert not dec.pending
 
 
 def test_decoder_wanted_never_overreads_a_clean_stream() -> None:
     stream = b"".join(FRAMES)
-    dec = FrameDecoder()
+    dec = bp.FrameDecoder()
     pos, got = 0, []
     while pos < len(stream):
         n = dec.wanted()
@@ -517,47 +485,48 @@ def test_decoder_wanted_never_overreads_a_clean_stream() -> None:
 
 
 def test_decoder_skips_garbage_and_reports_it() -> None:
-    dec = FrameDecoder()
+    dec = bp.FrameDecoder()
     got = dec.feed(b"\x00\x01hello" + FRAMES[0] + b"\xff" * 7 + FRAMES[1])
     assert frames_of(got) == FRAMES[:2]
-    faults = [e for e in got if isinstance(e, FrameFault)]
-    assert [(f.kind, f.nbytes) for f in faults] == [(FaultKind.GARBAGE, 7), (FaultKind.GARBAGE, 7)]
+    faults = [e for e in got if isinstance(e, bp.FrameFault)]
+    garbage = bp.FaultKind.GARBAGE
+    assert [(f.kind, f.nbytes) for f in faults] == [(garbage, 7), (garbage, 7)]
 
 
 def test_decoder_resynchronises_after_a_corrupt_frame() -> None:
     bad = bytearray(FRAMES[1])
     bad[12] ^= 0x40  # payload damaged: CRC fails
-    dec = FrameDecoder()
+    dec = bp.FrameDecoder()
     got = dec.feed(FRAMES[0] + bytes(bad) + FRAMES[2])
     assert frames_of(got) == [FRAMES[0], FRAMES[2]]
-    crc = [e for e in got if isinstance(e, FrameFault) and e.kind == FaultKind.BAD_CRC]
-    assert crc and crc[0].seq == 101 and crc[0].command == Command.SET_INPUTS
+    crc = [e for e in got if isinstance(e, bp.FrameFault) and e.kind == bp.FaultKind.BAD_CRC]
+    assert crc and crc[0].seq == 101 and crc[0].command == bp.Command.SET_INPUTS
 
 
 def test_decoder_skips_oversize_headers() -> None:
-    dec = FrameDecoder(max_payload=64)
+    dec = bp.FrameDecoder(max_payload=64)
     fake = b"\xa5\x01" + struct.pack("<IHB", 10_000, 7, 1)
     got = dec.feed(fake + FRAMES[0])
     assert frames_of(got) == [FRAMES[0]]
-    assert any(isinstance(e, FrameFault) and e.kind == FaultKind.OVERSIZE and e.seq == 7
+    assert any(isinstance(e, bp.FrameFault) and e.kind == bp.FaultKind.OVERSIZE and e.seq == 7
                for e in got)
 
 
 def test_a_false_start_with_a_long_length_is_dropped_after_the_frame_gap() -> None:
     # A5 01 + a plausible length: the decoder waits for bytes that never come, until
     # the reader calls drop_pending() after the frame gap; the real frame inside is found
-    dec = FrameDecoder()
+    dec = bp.FrameDecoder()
     got = dec.feed(b"\xa5\x01\x00\x10\x00\x00" + FRAMES[0])
     assert frames_of(got) == [] and dec.pending
     got = dec.drop_pending()
     assert frames_of(got) == [FRAMES[0]]
-    assert got[0] == FrameFault(FaultKind.STALE, 1)
+    assert got[0] == bp.FrameFault(bp.FaultKind.STALE, 1)
     assert not dec.pending
     assert dec.drop_pending() == []
 
 
 def test_decoder_reset_forgets_a_partial_frame() -> None:
-    dec = FrameDecoder()
+    dec = bp.FrameDecoder()
     dec.feed(FRAMES[0][:5])
     assert dec.pending and dec.buffered == 5
     dec.reset()
@@ -588,8 +557,8 @@ def test_frames_survive_any_garbage_and_any_chunking(
 ) -> None:
     """Whatever garbage surrounds them (false starts included), every frame is recovered."""
     stream = b"".join(g + f for g, f in parts) + tail
-    dec = FrameDecoder(max_payload=1 << 16)
-    got: list[Frame | FrameFault] = []
+    dec = bp.FrameDecoder(max_payload=1 << 16)
+    got: list[bp.Frame | bp.FrameFault] = []
     pos, i = 0, 0
     while pos < len(stream):
         n = cuts[i % len(cuts)]

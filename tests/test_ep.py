@@ -12,6 +12,7 @@ from protocols.plan import build_step_plan
 from protocols.updates import ep_gradient, output_cost
 from simulated_device.board import EmulatedBoard
 from simulated_device.drn import pixels_to_inputs
+from tests.board_helpers import central_difference
 
 ARCH = "40-16-10"
 
@@ -44,29 +45,20 @@ def loss(board: EmulatedBoard, v_in: np.ndarray, y: np.ndarray) -> float:
 
 def finite_difference(board: EmulatedBoard, v_in: np.ndarray, y: np.ndarray, h: float = 1e-6):
     net = board.network
-    g_fd = np.zeros(net.g_flat.size)
-    for e in range(net.g_flat.size):
-        old = net.g_flat[e]
-        vals = []
-        for s in (+1, -1):
-            net.g_flat[e] = old + s * h
-            net.weights_changed()
-            board._free_state = None
-            board._dirty = True
-            vals.append(loss(board, v_in, y))
-        net.g_flat[e] = old
+
+    def weights_changed() -> None:
         net.weights_changed()
-        g_fd[e] = (vals[0] - vals[1]) / (2 * h)
-    b_fd = np.zeros(net.b_flat.size)
-    for k in range(net.b_flat.size):
-        old = net.b_flat[k]
-        vals = []
-        for s in (+1, -1):
-            net.b_flat[k] = old + s * h
-            board._dirty = True
-            vals.append(loss(board, v_in, y))
-        net.b_flat[k] = old
-        b_fd[k] = (vals[0] - vals[1]) / (2 * h)
+        board._free_state = None
+        board._dirty = True
+
+    def biases_changed() -> None:
+        board._dirty = True
+
+    def cost() -> float:
+        return loss(board, v_in, y)
+
+    g_fd = central_difference(net.g_flat, cost, h, weights_changed)
+    b_fd = central_difference(net.b_flat, cost, h, biases_changed)
     board._dirty = True
     return g_fd, b_fd
 

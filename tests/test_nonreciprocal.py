@@ -10,6 +10,7 @@ from hwloop.errors import ConfigError, UnsupportedError
 from hwloop.plugins import open_board
 from simulated_device import nonreciprocal as nr
 from simulated_device.nonreciprocal_board import NonReciprocalBoard
+from tests.board_helpers import central_difference
 
 SIZES = (5, 6, 4, 3)
 
@@ -71,25 +72,8 @@ def test_implicit_gradient_matches_central_differences(kw: dict[str, float]) -> 
     def loss() -> float:
         return nr.loss(net, nr.solve(net, v_in, start=u0).u.real, y)
 
-    h = 1e-5
-    fd_g = np.empty_like(g)
-    for k in range(len(g)):
-        old = net.g_flat[k]
-        net.g_flat[k] = old + h
-        lp = loss()
-        net.g_flat[k] = old - h
-        lm = loss()
-        net.g_flat[k] = old
-        fd_g[k] = (lp - lm) / (2 * h)
-    fd_b = np.empty_like(b)
-    for k in range(len(b)):
-        old = net.biases_a[k]
-        net.biases_a[k] = old + h
-        lp = loss()
-        net.biases_a[k] = old - h
-        lm = loss()
-        net.biases_a[k] = old
-        fd_b[k] = (lp - lm) / (2 * h)
+    fd_g = central_difference(net.g_flat, loss, 1e-5)
+    fd_b = central_difference(net.biases_a, loss, 1e-5)
     assert np.linalg.norm(fd_g - g) / np.linalg.norm(g) < 1e-6
     assert np.linalg.norm(fd_b - b) / np.linalg.norm(b) < 1e-6
 

@@ -33,6 +33,8 @@ from protocols.replay_cmd import locate_examples, reanalyse, recorded_config, re
 from protocols.replay_device import ReplayDevice, ReplayDivergence
 from protocols.training import Trainer, encode_inputs, one_hot
 from protocols.updates import ep_gradient
+from tests.procs import assert_usage_error as _assert_usage_error
+from tests.procs import run_cli as cli
 
 COMMON = ["--arch", "1568-100-10", "--batch-size", "32", "--read-noise", "0.01",
           "--test-limit", "20", "--quiet", "--json"]
@@ -66,26 +68,9 @@ def onesided(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    """Run ``hwloop`` in-process; (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def assert_usage_error(code: int, out: str, err: str, *must_contain: str) -> None:
-    """Exit code 2, nothing on stdout, one line on stderr, no traceback."""
-    assert code == 2, (code, out, err)
-    assert out == ""
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("hwloop replay: error:"), err
-    for part in must_contain:
-        assert part in lines[0], (part, lines[0])
+    """A usage error of ``hwloop replay`` (see :func:`tests.procs.assert_usage_error`)."""
+    _assert_usage_error(code, out, err, *must_contain, prefix="hwloop replay: error:")
 
 
 def tampered(src: Path, dst: Path, edit: Any) -> Path:

@@ -26,7 +26,8 @@ from hwloop.sessionlog import RunSummary as RunData
 from hwloop.sessionlog import load_run as read_run
 from hwloop.sessionlog import open_session
 from protocols.datasets import DATA_DIR_ENV, IDX_FILES, load_dataset
-from tests.procs import DEADLINE_S
+from tests.procs import DEADLINE_S, assert_usage_error
+from tests.procs import run_cli as cli
 
 ARCH = "1568-100-10"
 N_EDGES = 1568 * 100 + 100 * 10
@@ -37,29 +38,6 @@ SHORT = ["--arch", ARCH, "--epochs", "1", "--train-limit", "1000", "--quiet", "-
 @pytest.fixture(autouse=True)
 def _no_data_dir_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    """Run ``hwloop`` in-process; (exit code, stdout, stderr). Usage errors exit via SystemExit."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_usage_error(code: int, out: str, err: str, *must_contain: object) -> str:
-    """Exit code 2, nothing on stdout, one line on stderr, no traceback."""
-    assert code == 2, (code, out, err)
-    assert out == ""
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("hwloop") and "error:" in lines[0], err
-    for part in must_contain:
-        assert str(part) in lines[0], f"{part!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def last_json(out: str) -> dict[str, Any]:

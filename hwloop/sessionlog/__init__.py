@@ -32,93 +32,15 @@ types, units, checksum), :mod:`~hwloop.sessionlog.description` (the ``/device``
 group), :mod:`~hwloop.sessionlog.writer` (:class:`SessionWriter`),
 :mod:`~hwloop.sessionlog.reader` (:class:`SessionFile` and the file checks),
 :mod:`~hwloop.sessionlog.repair` and :mod:`~hwloop.sessionlog.summary`
-(:func:`load_run`). Import the public names from ``hwloop.sessionlog``.
+(:func:`load_run`). Import the public names from ``hwloop.sessionlog``: each module's
+``__all__`` names them, and this package re-exports them.
 """
 
 from __future__ import annotations
 
-from hwloop.sessionlog.description import (
-    description_from_group,
-    description_to_group,
-)
-from hwloop.sessionlog.reader import (
-    READ_ERRORS,
-    SessionFile,
-    check_file,
-    first_line,
-    missing_objects,
-    open_session,
-)
-from hwloop.sessionlog.repair import (
-    repair,
-)
-from hwloop.sessionlog.schema import (
-    CKPT_DTYPE,
-    EPOCH_DTYPE,
-    EPOCH_FIELDS,
-    EVENT_DTYPE,
-    EVENT_KINDS,
-    INDEX_DTYPE,
-    INDEX_UNITS,
-    LIBVER,
-    PROG_DTYPE,
-    REQUIRED,
-    REQUIRED_BY_MODE,
-    SCHEMA,
-    SCHEMA_VERSION,
-    STATUSES,
-    Checkpoint,
-    LogOptions,
-    SessionError,
-    StepLayout,
-    StepLog,
-    rng_from_fields,
-    rng_to_fields,
-)
-from hwloop.sessionlog.summary import (
-    RunSummary,
-    load_run,
-)
-from hwloop.sessionlog.writer import (
-    SessionWriter,
-    check_session_path,
-    git_commit,
-)
-
-__all__ = [
-    "CKPT_DTYPE",
-    "EPOCH_DTYPE",
-    "EPOCH_FIELDS",
-    "EVENT_DTYPE",
-    "EVENT_KINDS",
-    "INDEX_DTYPE",
-    "INDEX_UNITS",
-    "LIBVER",
-    "PROG_DTYPE",
-    "READ_ERRORS",
-    "REQUIRED",
-    "REQUIRED_BY_MODE",
-    "SCHEMA",
-    "SCHEMA_VERSION",
-    "STATUSES",
-    "Checkpoint",
-    "LogOptions",
-    "RunSummary",
-    "SessionError",
-    "SessionFile",
-    "SessionWriter",
-    "StepLayout",
-    "StepLog",
-    "check_file",
-    "check_session_path",
-    "description_from_group",
-    "description_to_group",
-    "first_line",
-    "git_commit",
-    "load_run",
-    "missing_objects",
-    "open_session",
-    "repair",
-    "rng_from_fields",
-    "rng_to_fields",
-]
+from hwloop.sessionlog.description import *  # noqa: F403
+from hwloop.sessionlog.reader import *  # noqa: F403
+from hwloop.sessionlog.repair import *  # noqa: F403
+from hwloop.sessionlog.schema import *  # noqa: F403
+from hwloop.sessionlog.summary import *  # noqa: F403
+from hwloop.sessionlog.writer import *  # noqa: F403

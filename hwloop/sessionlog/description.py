@@ -10,6 +10,11 @@ import numpy as np
 from hwloop.device import BoardDescription, Clamp, LayerBlock, NodeRole, SafetyLimits
 from hwloop.sessionlog.schema import set_units
 
+__all__ = [
+    "description_from_group",
+    "description_to_group",
+]
+
 
 def description_to_group(grp: h5py.Group, desc: BoardDescription) -> None:
     """Store the full board description in ``grp`` (see docs/session-format.md)."""

@@ -33,6 +33,15 @@ from hwloop.sessionlog.schema import (
     rng_from_fields,
 )
 
+__all__ = [
+    "READ_ERRORS",
+    "SessionFile",
+    "check_file",
+    "first_line",
+    "missing_objects",
+    "open_session",
+]
+
 VERIFY_S_PER_GB = 3.0
 """``hwloop inspect`` checks every step's checksum when that takes at most this long per
 GB of samples and inputs, s (else as many of the last steps as fit that budget)."""

@@ -14,6 +14,10 @@ from hwloop.sessionlog.reader import open_session
 from hwloop.sessionlog.schema import LIBVER, MUTABLE_ATTRS, SessionError, now_iso
 from hwloop.sessionlog.writer import set_attr
 
+__all__ = [
+    "repair",
+]
+
 
 def repair(path: str | Path) -> int:
     """Rewrite a file whose writer was killed as a clean file holding its complete steps.

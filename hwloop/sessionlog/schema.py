@@ -22,6 +22,30 @@ from numpy.typing import NDArray
 from hwloop.device import NodeReading
 from hwloop.errors import ConfigError
 
+__all__ = [
+    "CKPT_DTYPE",
+    "EPOCH_DTYPE",
+    "EPOCH_FIELDS",
+    "EVENT_DTYPE",
+    "EVENT_KINDS",
+    "INDEX_DTYPE",
+    "INDEX_UNITS",
+    "LIBVER",
+    "PROG_DTYPE",
+    "REQUIRED",
+    "REQUIRED_BY_MODE",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Checkpoint",
+    "LogOptions",
+    "SessionError",
+    "StepLayout",
+    "StepLog",
+    "rng_from_fields",
+    "rng_to_fields",
+]
+
 SCHEMA = "hwloop-session"
 SCHEMA_VERSION = 1
 STATUSES = ("running", "completed", "stopped", "aborted", "failed")
@@ -30,6 +54,16 @@ LIBVER = ("v110", "latest")
 Array = NDArray[np.floating]
 
 # ----------------------------------------------------------------------------- record types
+
+_RNG_FIELDS = [
+        ("rng_state_hi", "<u8"),
+        ("rng_state_lo", "<u8"),
+        ("rng_inc_hi", "<u8"),
+        ("rng_inc_lo", "<u8"),
+        ("rng_has_uint32", "u1"),
+        ("rng_uinteger", "<u4"),
+]
+"""The PCG64 generator state as columns (see :func:`rng_to_fields`)."""
 
 INDEX_DTYPE = np.dtype(
     [
@@ -45,12 +79,7 @@ INDEX_DTYPE = np.dtype(
         ("bound_hits", "<i8"),
         ("prog_row_start", "<i8"),
         ("prog_row_count", "<i8"),
-        ("rng_state_hi", "<u8"),
-        ("rng_state_lo", "<u8"),
-        ("rng_inc_hi", "<u8"),
-        ("rng_inc_lo", "<u8"),
-        ("rng_has_uint32", "u1"),
-        ("rng_uinteger", "<u4"),
+        *_RNG_FIELDS,
         ("crc32", "<u4"),
     ]
 )
@@ -98,12 +127,7 @@ CKPT_DTYPE = np.dtype(
         ("epoch", "<i4"),
         ("batch", "<i4"),
         ("t_unix_s", "<f8"),
-        ("rng_state_hi", "<u8"),
-        ("rng_state_lo", "<u8"),
-        ("rng_inc_hi", "<u8"),
-        ("rng_inc_lo", "<u8"),
-        ("rng_has_uint32", "u1"),
-        ("rng_uinteger", "<u4"),
+        *_RNG_FIELDS,
     ]
 )
 """One row per checkpoint: ``steps_done`` steps were complete; the next step is

@@ -12,6 +12,11 @@ from numpy.typing import NDArray
 from hwloop.sessionlog.reader import open_session
 from hwloop.sessionlog.schema import EPOCH_FIELDS
 
+__all__ = [
+    "RunSummary",
+    "load_run",
+]
+
 
 @dataclass(frozen=True, eq=False)
 class RunSummary:

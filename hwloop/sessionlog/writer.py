@@ -56,6 +56,12 @@ from hwloop.sessionlog.schema import (
     set_units,
 )
 
+__all__ = [
+    "SessionWriter",
+    "check_session_path",
+    "git_commit",
+]
+
 
 def git_commit() -> str:
     """The commit of the hwloop checkout in use ('' when not a git checkout)."""
