@@ -20,8 +20,9 @@ import numpy as np
 
 from hwloop.config import read_toml
 from hwloop.device import BoardDescription, Checkpointable
-from hwloop.errors import ConfigError
+from hwloop.errors import ConfigError, HwloopError
 from hwloop.plugins import open_board, parse_option_assignments
+from hwloop.session import sigint_held
 from hwloop.sessionlog import Checkpoint, SessionWriter, check_session_path, open_session, repair
 from protocols.config import ALIASES, TrainConfig, config_toml, make_config, merge_options, resolve
 from protocols.datasets import Dataset, load_dataset
@@ -66,6 +67,29 @@ def _header(cfg: TrainConfig, data: Dataset, trainer: Trainer, source: str, verb
         f"{cfg.samples} sample(s)/phase; defaults: {source}",
         file=sys.stderr,
     )
+
+
+def _final_safe_state(trainer: Trainer, writer: SessionWriter) -> HwloopError | None:
+    """Put the board in its safe state while its events still reach the open session file.
+
+    Returns the error (its message on one line) when the safe state is not confirmed;
+    the board's event sink is detached either way, so that :func:`safe_session`'s
+    later safe state and close stay quiet and log nothing to a closed file.
+    """
+    device = trainer.device
+    err: HwloopError | None = None
+    try:
+        with sigint_held():
+            device.safe_state()
+    except HwloopError as exc:
+        err = HwloopError(" ".join(str(exc).split()))
+        if not callable(getattr(device, "set_event_sink", None)):  # else the board logged it
+            writer.event("safety", trainer.steps_done, f"final safe state: {err}")
+    finally:
+        sink = getattr(device, "set_event_sink", None)
+        if callable(sink):
+            sink(None)
+    return err
 
 
 def _drive(
@@ -127,7 +151,12 @@ def _drive(
     finally:
         if bar is not None:
             bar.close()
+        unsafe = _final_safe_state(trainer, writer)  # logged while the file is open
+        if unsafe is not None and status in ("completed", "stopped"):
+            status, reason = "failed", str(unsafe)
         writer.close(status, reason)
+    if unsafe is not None:  # the run itself ended well: this is the error to report
+        raise unsafe
     wall = time.perf_counter() - t0
     summary = {
         "status": status,

@@ -1,0 +1,194 @@
+"""Fault injection over both virtual benches through ``hwloop train --backend board``.
+
+Every fault kind of ``hwloop virtual-board --help`` (the same ``--fault`` specs, parsed
+by the same parser) on the commands a training run sends, with counts and rates. The
+benches run in this process (threads, stopped in ``finally``); ``hwloop train`` runs
+through :func:`hwloop.cli.main`. Each run must end completed (exit 0) or with one
+one-line error (exit 2, no traceback); every instrument must be left in its safe state
+unless it never answered again; the session file must record the outcome (status,
+reason) and, when a fault was noticed, the events that show it.
+
+Networks are small so a run takes about a second: the serial board 32-8-2 and the SCPI
+bench 32-8-2, both on ``mnist-01-4x4`` (2 steps of 4 examples, 4 test examples).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hwloop.cli import main
+from hwloop.sessionlog import open_session
+from simulated_device.bench_network import BenchNetwork
+from simulated_device.virtual_board import FaultConfig, VirtualBoard
+from simulated_device.virtual_command import SCPI_ENV
+from simulated_device.virtual_faults import SCPI_KINDS, SERIAL_KINDS, FaultRule, parse_fault
+from simulated_device.virtual_scpi import VirtualScpiBench
+from tests.board_helpers import scpi_board_text, serial_board_text
+
+ARCH = "32-8-2"
+TRAIN = [
+    "train", "--backend", "board", "--dataset", "mnist-01-4x4", "--nudge", "current",
+    "--input-gain", "5", "--epochs", "1", "--batch-size", "4", "--train-limit", "8",
+    "--test-limit", "4", "--quiet", "--overwrite",
+]
+SERIAL_TIMEOUT_S = 0.3
+"""Fixed part of a serial exchange's deadline, s (short: lost replies cost little)."""
+SCPI_TIMEOUT_S = 0.5
+"""VISA timeout of the SCPI instruments, s."""
+
+
+@dataclass
+class Outcome:
+    """What one faulted ``hwloop train`` run left behind."""
+
+    code: int
+    err: str
+    status: str
+    reason: str
+    events: list[dict[str, Any]]
+    rules: list[FaultRule]
+    safe: bool
+    """Every instrument that still answers is in its safe state (virtual side)."""
+    never_answered: list[str] = field(default_factory=list)
+
+    @property
+    def fired(self) -> int:
+        return sum(r.fired for r in self.rules)
+
+    def noticed(self) -> list[dict[str, Any]]:
+        """Events that show a fault (retries, warnings, safety actions)."""
+        return [e for e in self.events if e["kind"] in ("retry", "warning", "safety")]
+
+
+def _train(board_file: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main([*TRAIN, "--board", str(board_file), "--out", str(out)])
+    return code, capsys.readouterr().err
+
+
+def _session(out: Path) -> tuple[str, str, list[dict[str, Any]]]:
+    if not out.exists():
+        return "", "", []
+    with open_session(out) as s:
+        return s.status, str(s.attrs.get("reason", "")), s.events()
+
+
+def run_serial(specs: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+               monkeypatch: pytest.MonkeyPatch, *, retry_attempts: int = 3) -> Outcome:
+    """``hwloop train`` on a virtual serial board with these ``--fault`` specs."""
+    rules = [parse_fault(s, SERIAL_KINDS, seed=k)[0] for k, s in enumerate(specs)]
+    vb = VirtualBoard({"arch": ARCH, "preset": "reram"}, seed=0,
+                      faults=FaultConfig(rules=tuple(rules)))
+    try:
+        monkeypatch.setenv("HWLOOP_BOARD_URL", vb.start_tcp())
+        board = tmp_path / "serial.toml"
+        board.write_text(serial_board_text(ARCH, timeout_s=SERIAL_TIMEOUT_S,
+                                           retry_attempts=retry_attempts,
+                                           v_input_max_v=120.0, i_nudge_max_a=1e-3))
+        out = tmp_path / "run.h5"
+        code, err = _train(board, out, capsys)
+    finally:
+        vb.close()
+    stopped = any(r.kind == "stop" and r.fired for r in rules)
+    status, reason, events = _session(out)
+    return Outcome(code, err, status, reason, events, rules, vb.is_safe,
+                   ["board"] if stopped else [])
+
+
+def _scpi_safe(bench: VirtualScpiBench, name: str) -> bool:
+    """The instrument ``name`` of the bench is in its safe state (virtual side)."""
+    def check() -> bool:
+        if name in ("smu", "xsmu"):
+            dev = bench.smu if name == "smu" else bench.xsmu
+            return all(c.output == 0 and c.levelv == 0.0 and c.leveli == 0.0
+                       for c in dev.channels.values())
+        if name == "matrix":
+            return not bench.matrix.closed
+        if name == "k2400":
+            return not bench.k2400.output and not any(bench.k2400.level.values())
+        return True  # the DAQ sources nothing
+    return bool(bench.with_lock(check))
+
+
+def run_scpi(specs: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+             monkeypatch: pytest.MonkeyPatch) -> Outcome:
+    """``hwloop train`` on the virtual SCPI bench with these ``--fault`` specs."""
+    net = BenchNetwork({"arch": ARCH, "preset": "reram"}, np.random.default_rng(0))
+    bench = VirtualScpiBench(net, bias_channels=True)
+    rules: list[FaultRule] = []
+    for k, spec in enumerate(specs):
+        rule, instrument = parse_fault(spec, SCPI_KINDS, seed=k)
+        for name in SCPI_ENV if instrument is None else (instrument,):
+            r = copy.deepcopy(rule)
+            bench.faults(name).rules.append(r)
+            rules.append(r)
+    bench.start()
+    try:
+        for name, resource in bench.resources.items():
+            monkeypatch.setenv(SCPI_ENV[name], resource)
+        board = tmp_path / "scpi.toml"
+        board.write_text(scpi_board_text(ARCH, v_input_max_v=120.0, i_nudge_max_a=1e-3).replace(
+            'visa_library = "@py" }', f'visa_library = "@py", timeout_s = {SCPI_TIMEOUT_S} }}'))
+        out = tmp_path / "run.h5"
+        code, err = _train(board, out, capsys)
+        dead = [n for n in SCPI_ENV if bench.faults(n).dead]
+        safe = all(_scpi_safe(bench, n) for n in SCPI_ENV if n not in dead)
+    finally:
+        bench.stop()
+    status, reason, events = _session(out)
+    return Outcome(code, err, status, reason, events, rules, safe, dead)
+
+
+def check_outcome(o: Outcome) -> None:
+    """The rules every faulted run obeys (see the module docstring)."""
+    assert "Traceback" not in o.err and "event sink failed" not in o.err, o.err
+    errors = [ln for ln in o.err.splitlines() if re.match(r"hwloop \S+: error: ", ln)]
+    if o.code == 0:
+        assert not errors, o.err
+        assert o.status == "completed", (o.status, o.reason)
+    else:
+        assert o.code == 2, (o.code, o.err)
+        assert len(errors) == 1 and o.err.rstrip().endswith(errors[0]), o.err
+        if o.status:  # the file exists when the board opened: it says why the run ended
+            assert o.status == "failed", (o.status, o.reason)
+            said = errors[0].split(": error: ", 1)[1]
+            # the file's reason is the same message (a training fault adds its type name)
+            assert o.reason and (said.startswith(o.reason[:60])
+                                 or o.reason.split(": ", 1)[-1][:60] in said), (o.reason, said)
+            assert o.events[-1]["kind"] == "stop" and o.events[-1]["message"].startswith(
+                "failed"), o.events[-1]
+    if o.never_answered:
+        assert o.code == 2, "an instrument stopped answering but the run completed"
+    assert o.safe, f"an instrument that still answers was left energised: {o}"
+
+
+# ------------------------------------------------------------------ the final safe state
+
+def test_unconfirmed_final_safe_state_is_recorded_before_the_file_closes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first SAFE_STATE after the opening exchanges is the final one: the board stops
+    # answering there, once training and evaluation are done
+    o = run_serial(["stop,command=SAFE_STATE,after=20"], tmp_path, capsys, monkeypatch,
+                   retry_attempts=2)
+    assert o.fired == 1
+    check_outcome(o)
+    assert o.code == 2 and o.status == "failed", (o.code, o.status, o.err)
+    assert o.reason.startswith("the safe state could not be confirmed for 'board'"), o.reason
+    (line,) = [ln for ln in o.err.splitlines() if "error:" in ln]
+    assert line.startswith("hwloop train: error: the safe state could not be confirmed")
+    # whole, not cut mid-word
+    assert "the board's power); its link is closed on close(); switch the outputs off" in line
+    safety = [e["message"] for e in o.events if e["kind"] == "safety"]
+    assert len(safety) == 1 and "safe state NOT confirmed for 'board'" in safety[0], o.events
+    retries = [e["message"] for e in o.events if e["kind"] == "retry"]
+    assert any("reconnecting on a fresh connection" in m for m in retries), o.events
+    # safe_session's later safe state and close repeat nothing (one safety event above)
+    assert o.events[-1]["message"].startswith("failed: the safe state could not be confirmed")
