@@ -35,8 +35,8 @@ from tests.board_helpers import scpi_board_text, serial_board_text
 ARCH = "32-8-2"
 TRAIN = [
     "train", "--backend", "board", "--dataset", "mnist-01-4x4", "--nudge", "current",
-    "--input-gain", "5", "--epochs", "1", "--batch-size", "4", "--train-limit", "8",
-    "--test-limit", "4", "--quiet", "--overwrite",
+    "--input-gain", "5", "--lr", "0.05", "--lr-biases", "0.05", "--epochs", "1",
+    "--batch-size", "4", "--train-limit", "8", "--test-limit", "4", "--quiet", "--overwrite",
 ]
 SERIAL_TIMEOUT_S = 0.3
 """Fixed part of a serial exchange's deadline, s (short: lost replies cost little)."""
@@ -192,3 +192,102 @@ def test_unconfirmed_final_safe_state_is_recorded_before_the_file_closes(
     assert any("reconnecting on a fresh connection" in m for m in retries), o.events
     # safe_session's later safe state and close repeat nothing (one safety event above)
     assert o.events[-1]["message"].startswith("failed: the safe state could not be confirmed")
+
+
+# ------------------------------------------------------------------ the serial board
+
+SERIAL_COMMANDS = ("IDENTIFY", "GET_STATE", "SET_INPUTS", "SET_NUDGE_CURRENTS",
+                   "SET_BIAS_CURRENTS", "READ_NODES", "READ_CONDUCTANCE", "PULSE", "SAFE_STATE")
+"""The commands a training run sends (IDENTIFY and GET_STATE at connect, then on a fault)."""
+AT_CONNECT = ("IDENTIFY", "GET_STATE")
+"""Commands hit from the first exchange on (``after=0``); the others after 10 exchanges."""
+SERIAL_TRANSIENT = ("timeout", "drop", "delay", "garble", "truncate", "crc-reply",
+                    "crc-request", "length-request", "busy")
+"""Kinds the host retries or reconciles: a run with one of each per command completes."""
+SERIAL_ONLY_ON = {"compliance": ("SET_INPUTS", "SET_NUDGE_CURRENTS", "SET_BIAS_CURRENTS",
+                                 "PULSE", "READ_NODES"),
+                  "nan": ("READ_NODES",), "overrange": ("READ_NODES",)}
+VALUES = {"delay": ",value=0.45", "compliance": ",value=1"}
+"""``value=`` per kind: a delay beyond the 0.3 s deadline; a pulse trip after 1 pulse."""
+
+
+def _serial_specs(kind: str, count: int) -> list[str]:
+    cmds = SERIAL_ONLY_ON.get(kind, SERIAL_COMMANDS)
+    return [f"{kind},command={c},count={count},after={0 if c in AT_CONNECT else 10}"
+            f"{VALUES.get(kind, '')}" for c in cmds]
+
+
+def test_the_suite_covers_every_serial_fault_kind() -> None:
+    assert set(SERIAL_KINDS) == set(SERIAL_TRANSIENT) | {
+        "out-of-range", "bad-argument", "unknown-command", "internal", "compliance", "nan",
+        "overrange", "stop", "disconnect", "reboot"}
+
+
+REPLY_LOST = ("timeout", "drop", "delay", "garble", "truncate", "crc-reply")
+"""Transient kinds after which the host cannot know whether a PULSE was applied."""
+
+
+@pytest.mark.parametrize("kind", list(SERIAL_KINDS))
+def test_serial_fault_on_every_command(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a transient fault twice in a row on each command but PULSE (count=2: a read's third
+    # attempt, a SET's GET_STATE reconciliation); any other kind once per command: the
+    # first one that fires ends the run in the safe state
+    transient = kind in SERIAL_TRANSIENT
+    count = 2 if transient and kind != "delay" else 1
+    specs = [s for s in _serial_specs(kind, count) if "=PULSE," not in s]
+    o = run_serial(specs, tmp_path, capsys, monkeypatch)
+    assert o.fired >= 1, "the fault never fired: the run did not send the command"
+    check_outcome(o)
+    if transient:
+        assert o.code == 0, o.err
+        fired = {r.match for r in o.rules if r.fired}
+        cmds = set(SERIAL_COMMANDS) - {"PULSE"}
+        assert fired == cmds, f"commands never hit: {cmds - fired}"
+    if o.status and (kind != "delay" or o.code):
+        assert o.noticed(), f"{kind} fired {o.fired} time(s) but the session file shows nothing"
+
+
+@pytest.mark.parametrize("kind", [k for k in SERIAL_KINDS if k not in ("nan", "overrange")])
+def test_serial_fault_on_pulse(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    o = run_serial([f"{kind},command=PULSE,after=10{VALUES.get(kind, '')}"], tmp_path, capsys,
+                   monkeypatch)
+    assert o.fired == 1
+    check_outcome(o)
+    assert o.noticed(), o.events
+    if kind in ("busy", "crc-request", "length-request"):  # nothing applied: sent again
+        assert o.code == 0, o.err
+        assert any("PULSE (seq" in e["message"] and "sending it again" in e["message"]
+                   for e in o.events), o.events
+    elif kind in REPLY_LOST:  # applied or not: unknown, so the run stops (safe, one line)
+        assert o.code == 2 and "PULSE (seq" in o.err and "reconcile" in o.err, o.err
+
+
+@pytest.mark.parametrize("kind", ["timeout", "garble", "busy", "crc-request", "truncate"])
+def test_serial_fault_at_a_rate_on_any_command(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    o = run_serial([f"{kind},count=inf,rate=0.1,after=10"], tmp_path, capsys, monkeypatch)
+    assert o.fired >= 3, o.fired
+    check_outcome(o)
+    assert o.code == 0, o.err  # 0.1 per exchange: three in a row (a read's last try) is rare
+    retries = [e for e in o.events if e["kind"] in ("retry", "warning")]
+    assert len(retries) >= o.fired // 2, (o.fired, retries)
+
+
+@pytest.mark.parametrize("kind", ["stop", "disconnect", "reboot", "internal", "out-of-range"])
+@pytest.mark.parametrize("command", ["SET_NUDGE_CURRENTS", "READ_CONDUCTANCE", "READ_NODES"])
+def test_serial_fatal_fault_mid_run(
+    kind: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    o = run_serial([f"{kind},command={command},after=40"], tmp_path, capsys, monkeypatch)
+    assert o.fired == 1
+    check_outcome(o)
+    assert o.noticed(), o.events
