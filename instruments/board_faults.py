@@ -139,7 +139,8 @@ class Faults:
         """The last "safe state NOT confirmed ..." report."""
         self.safe_confirmed = False
         """True when every instrument confirmed its safe state and nothing was driven since."""
-        self._given_up: set[str] = set()
+        self._given_up: dict[str, str] = {}
+        """Instruments given up on, with why (said again as it was: no new report)."""
 
     @contextlib.contextmanager
     def guard(self, what: str) -> Iterator[None]:
@@ -220,8 +221,10 @@ class Faults:
                 return ""
             except Exception as exc:
                 last = one_line(exc)
+        if inst.name in self._given_up:
+            return self._given_up[inst.name]
         reconnect = inst.opened.reconnect
-        if reconnect is None or inst.name in self._given_up:
+        if reconnect is None:
             return (f"{last} (its link is closed on close(); a board goes safe when its host "
                     "disconnects)")
         for attempt in range(1, RECONNECT_ATTEMPTS + 1):
@@ -246,9 +249,10 @@ class Faults:
                             "confirmed its safe state")
             return ""
         inst.dead = True
-        self._given_up.add(inst.name)
-        return (f"not answering after {RECONNECT_ATTEMPTS} reconnection attempts (last: {last}); "
-                "its link is closed on close()")
+        why = (f"not answering after {RECONNECT_ATTEMPTS} reconnection attempts (last: {last}); "
+               "its link is closed on close()")
+        self._given_up[inst.name] = why
+        return why
 
     def close_all(self) -> None:
         """Release every instrument (a dead one without talking to it); warn on failures."""

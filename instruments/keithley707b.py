@@ -150,8 +150,19 @@ class Keithley707B(VisaDriver):
             )
 
     def safe_state(self) -> None:
-        """Open every relay: ``channel.open("allslots")`` (idempotent)."""
+        """Open every relay: ``channel.open("allslots")``, then read back (idempotent).
+
+        Raises:
+            InstrumentStateError: a crosspoint still reads closed (a stuck relay): the
+                safe state is not confirmed.
+        """
         self.transport.write('channel.open("allslots")')
+        stuck = self.closed_channels()
+        if stuck:
+            raise InstrumentStateError(
+                f"{self.name}: crosspoint(s) {','.join(stuck)} still closed after "
+                'channel.open("allslots") (stuck relays?); disconnect the device under test'
+            )
 
     def is_energised(self) -> bool:
         """True when any crosspoint is closed (read back)."""

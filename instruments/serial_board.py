@@ -103,6 +103,9 @@ _G_CHUNK = (MAX_PAYLOAD_BYTES - 4) // 8
 """Crosspoints per READ_CONDUCTANCE frame (8 reply bytes each)."""
 
 
+_NOT_DONE = (ErrorCode.BUSY, ErrorCode.BAD_CRC, ErrorCode.BAD_LENGTH)
+"""Error replies that state the request was not executed (it may be sent again)."""
+
 @dataclass(frozen=True, eq=False)
 class MeanReading:
     """An on-board averaged read (READ_NODES in mean mode).
@@ -332,9 +335,10 @@ class SerialBoardDriver:
                     f"{request.COMMAND.name}: the board tripped its compliance and went to its "
                     f"safe state ({e.board_message}); check the wiring and the levels"
                 ) from e
-            if e.error_code == ErrorCode.BUSY:  # not applied; reconciled like a lost reply
+            if e.error_code in _NOT_DONE:  # not applied; reconciled like a lost reply
                 raise UnconfirmedCommandError(
-                    f"{request.COMMAND.name} (seq {e.seq}) was answered BUSY; re-read the state "
+                    f"{request.COMMAND.name} (seq {e.seq}) was answered {e.error_code.name}; "
+                    "re-read the state "
                     "(GET_STATE) and reconcile",
                     request.COMMAND,
                     e.seq,
@@ -506,12 +510,7 @@ class SerialBoardDriver:
         for lo in range(0, max(k, 1), _PULSE_CHUNK):
             hi = min(k, lo + _PULSE_CHUNK)
             work = float(np.abs(cnt[lo:hi]).sum()) * (w + i.pulse_overhead_s)
-            r = self._t.exchange(
-                Pulse(cp[lo:hi], cnt[lo:hi], amp, w),
-                PulseReply,
-                work_s=work,
-                reply_bytes=5 + 5 * (hi - lo),
-            )
+            r = self._pulse_frame(Pulse(cp[lo:hi], cnt[lo:hi], amp, w), work, 5 + 5 * (hi - lo))
             if r.applied.size != hi - lo:
                 raise ProtocolError(
                     f"PULSE reply for {r.applied.size} crosspoints, expected {hi - lo}",
@@ -532,6 +531,25 @@ class SerialBoardDriver:
             self._t.report_event("warning", msg)
             raise ComplianceTripError(msg + "; check the devices and the pulse amplitude", report)
         return report
+
+    def _pulse_frame(self, request: Pulse, work_s: float, reply_bytes: int) -> PulseReply:
+        """One PULSE frame; sent again (bounded) when the board says it did nothing.
+
+        BUSY, BAD_CRC and BAD_LENGTH replies state that no pulse was applied
+        (``docs/board-protocol.md``), so resending cannot double a pulse train.
+        """
+        attempts = self._t.retry.attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._t.exchange(request, PulseReply, work_s=work_s,
+                                        reply_bytes=reply_bytes)
+            except BoardError as e:
+                if e.error_code not in _NOT_DONE or attempt == attempts:
+                    raise
+                self._t.report_event("retry", f"PULSE (seq {e.seq}) was answered "
+                                     f"{e.error_code.name}: no pulse applied; sending it again "
+                                     f"(attempt {attempt + 1} of {attempts})")
+        raise AssertionError("unreachable")
 
     def read_conductance(self, crosspoints: ArrayLike, v_read: float) -> FloatArray:
         """Conductance of each crosspoint measured at ``v_read`` volts, S (READ_CONDUCTANCE).

@@ -317,7 +317,7 @@ class SerialTransport:
 
         Raises:
             BoardError: the board answered with an error (not retried, except BUSY
-                and BAD_CRC for idempotent commands).
+                BAD_CRC and BAD_LENGTH for idempotent commands).
             BoardTimeoutError: an idempotent command failed every attempt.
             UnconfirmedCommandError: a SET_*/PULSE got no valid reply.
             LinkError: the port failed or is closed.
@@ -429,7 +429,8 @@ class SerialTransport:
                 frame = self._attempt(request, seq, timeout_s, transfer_s)
                 return decode_reply(frame, cmd)
             except BoardError as e:
-                transient = e.error_code in (ErrorCode.BUSY, ErrorCode.BAD_CRC)
+                transient = e.error_code in (ErrorCode.BUSY, ErrorCode.BAD_CRC,
+                                             ErrorCode.BAD_LENGTH)
                 if not (idempotent and transient) or attempt == attempts:
                     raise
                 last = f"board answered {e.error_code.name}"

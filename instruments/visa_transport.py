@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import select
 import socket
 import threading
 import time
@@ -506,6 +507,10 @@ class VisaTransport:
         """
         errors = _IO_ERRORS
         try:
+            if _socket_closed_by_peer(self._res):
+                # pyvisa-py's clear() drains a raw socket until select() finds nothing to
+                # read, and a socket closed by the peer is always readable: it never returns
+                raise OSError("the instrument closed the connection")
             self._res.clear()
         except _FLUSH_ERRORS as exc:
             self._event("warning", f"{self.name}: device clear failed ({_one_line(exc)})")
@@ -578,3 +583,18 @@ def _set_nodelay(res: Any) -> None:
         sock = getattr(sessions.get(res.session), "interface", None)
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _socket_closed_by_peer(res: Any) -> bool:
+    """True when ``res`` is a pyvisa-py raw socket that the instrument has closed (EOF).
+
+    Anything else (another VISA library, a socket with data or nothing pending) is False.
+    """
+    try:
+        sock = res.visalib.sessions[res.session].interface
+        if not isinstance(sock, socket.socket):
+            return False
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (AttributeError, KeyError, TypeError, ValueError, OSError):
+        return False

@@ -20,7 +20,7 @@ import numpy as np
 
 from hwloop.config import read_toml
 from hwloop.device import BoardDescription, Checkpointable
-from hwloop.errors import ConfigError
+from hwloop.errors import ConfigError, HwloopError
 from hwloop.plugins import open_board, parse_option_assignments
 from hwloop.session import sigint_held
 from hwloop.sessionlog import Checkpoint, SessionWriter, check_session_path, open_session, repair
@@ -113,6 +113,29 @@ class _Progress:
             self.bar.close()
 
 
+def _final_safe_state(trainer: Trainer, writer: SessionWriter) -> HwloopError | None:
+    """Put the board in its safe state while its events still reach the open session file.
+
+    Returns the error (its message on one line) when the safe state is not confirmed;
+    the board's event sink is detached either way, so that :func:`safe_session`'s
+    later safe state and close stay quiet and log nothing to a closed file.
+    """
+    device = trainer.device
+    err: HwloopError | None = None
+    try:
+        with sigint_held():
+            device.safe_state()
+    except HwloopError as exc:
+        err = HwloopError(" ".join(str(exc).split()))
+        if not callable(getattr(device, "set_event_sink", None)):  # else the board logged it
+            writer.event("safety", trainer.steps_done, f"final safe state: {err}")
+    finally:
+        sink = getattr(device, "set_event_sink", None)
+        if callable(sink):
+            sink(None)
+    return err
+
+
 def _drive(
     trainer: Trainer,
     writer: SessionWriter,
@@ -137,9 +160,14 @@ def _drive(
         status, reason = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        progress.close()
+        unsafe = _final_safe_state(trainer, writer)  # logged while the file is open
+        if unsafe is not None and status in ("completed", "stopped"):
+            status, reason = "failed", str(unsafe)
         with sigint_held():  # a Ctrl-C now must not cut the final status out of the file
-            progress.close()
             writer.close(status, reason)
+    if unsafe is not None:  # the run itself ended well: this is the error to report
+        raise unsafe
     wall = time.perf_counter() - t0
     summary = {
         "status": status,

@@ -505,7 +505,10 @@ def test_707b_close_route_verifies_read_back() -> None:
             ('channel.close("2H01")', None),
             (GETCLOSE, "nil"),
             ('channel.open("allslots")', None),
+            (GETCLOSE, "nil"),  # the safe state's read-back
             (GETCLOSE, "nil"),
+            ('channel.open("allslots")', None),
+            (GETCLOSE, "1A03"),  # a relay stuck closed: the safe state is not confirmed
         ],
         idn=IDN_707,
     )
@@ -515,6 +518,8 @@ def test_707b_close_route_verifies_read_back() -> None:
         m.close_route(["2H01"])
     m.safe_state()
     assert not m.is_energised()
+    with pytest.raises(InstrumentStateError, match=r"crosspoint\(s\) 1A03 still closed"):
+        m.safe_state()
     with pytest.raises(ConfigError, match="not a crosspoint"):
         m.close_channels(["1I01"])
     res.done()
@@ -623,7 +628,10 @@ def test_sim_707b_guard() -> None:
     assert m.closed_channels() == ("1B02",)
     with pytest.raises(InstrumentStateError, match="only one route may be closed"):
         m.close_route(["1C03"])
-    m.close()
+    # the pyvisa-sim definition cannot model channel.open (a property has one setter):
+    # to it the relay stays closed, and the safe state's read-back says so
+    with pytest.raises(InstrumentStateError, match=r"1B02 still closed after channel.open"):
+        m.close()
 
 
 def test_sim_unknown_command_is_a_reply_error() -> None:
