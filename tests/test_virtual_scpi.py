@@ -243,6 +243,9 @@ def test_hwloop_2400_driver_on_the_virtual_2400(rig: Rig) -> None:
         assert not k.is_energised()
         k.configure(current_limit_a=1e-3, voltage_limit_v=21, nplc=0.1)
         rig.matrix.close_channels(["1A01"])  # edge 0 to the crosspoint SMUs
+        # a query orders the close before the 2400's reading: the two instruments are
+        # separate connections, and a write returns before the matrix executes it
+        assert rig.matrix.closed_channels() == ("1A01",)
         g0 = float(rig.net.board.network.g_flat[0])
         assert k.measure_current_at(0.1) == pytest.approx(0.1 * g0, rel=0.05)
         applied = k.pulse_voltage(1.0, 2e-3, 5)
