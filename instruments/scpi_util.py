@@ -6,6 +6,7 @@ writes anything and raises :class:`hwloop.errors.LimitError` (never clips).
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -136,7 +137,7 @@ def overflow_to_nan(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], N
     return v, bad
 
 
-class VisaDriver:
+class VisaDriver(abc.ABC):
     """``identity`` and ``close`` of a driver that owns one :class:`VisaTransport`.
 
     A subclass sets ``transport``, ``name`` and ``_closed = False`` in ``__init__`` and
@@ -147,9 +148,9 @@ class VisaDriver:
     name: str
     _closed: bool
 
+    @abc.abstractmethod
     def safe_state(self) -> None:
         """Put the instrument in its safe state (defined by each driver)."""
-        raise NotImplementedError
 
     def identity(self) -> str:
         """The ``*IDN?`` reply read at connect."""

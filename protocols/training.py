@@ -16,6 +16,7 @@ the free phase (with the configured repeat samples).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -573,8 +574,6 @@ class Trainer:
         The session observer records it as a ``warning`` event of the step during
         which it arose.
         """
-        import sys
-
         print(f"warning: {message}", file=sys.stderr)
         self.pending_warnings.append(message)
 
