@@ -26,7 +26,9 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "epochs": ("epochs", int, "epochs"),
     "batch_size": ("batch-size", int, "examples per EP step"),
     "beta": ("beta", float, "nudge strength, S"),
-    "estimator": ("estimator", str, "centered (default), one-sided, random-sign or four-point"),
+    "estimator": ("estimator", str,
+                  "centered (default), one-sided, random-sign, four-point or cauchy-N "
+                  "(N points on |beta| = beta; needs complex nudges: nonreciprocal)"),
     "nudge": ("nudge", str, "resistive (default) or current"),
     "samples": ("samples", int, "repeat samples per phase"),
     "sem_target": ("sem-target", float, "sample until every node's standard error < this, V"),

@@ -26,6 +26,7 @@ from hwloop.plugins import (
     check_backend_options,
     parse_option_assignments,
 )
+from protocols.estimators import make_estimator
 
 DTypeName = Literal["float32", "float64"]
 
@@ -59,7 +60,9 @@ class TrainConfig:
     batch_size: int | None = None
     beta: float | None = None
     """Nudge strength, S (> 0); the estimator chooses its signs."""
-    estimator: Literal["centered", "one-sided", "random-sign", "four-point"] = "centered"
+    estimator: str = "centered"
+    """centered, one-sided, random-sign, four-point, or cauchy-N (N >= 2 points on the
+    circle ``|beta| = beta``; needs a board with complex nudges)."""
     nudge: Literal["resistive", "current"] = "resistive"
     """When not given, ``hwloop train`` keeps resistive (published) where the nudged
     problem stays convex on the board and otherwise chooses current, and says why."""
@@ -132,6 +135,7 @@ class TrainConfig:
                 f"arch = {self.arch!r} must be two or more positive layer sizes separated by "
                 "'-', e.g. 1568-100-10"
             )
+        make_estimator(self.estimator)  # unknown name or N < 2: one-line ConfigError
         pos("input_gain", self.input_gain)
         pos("beta", self.beta)
         pos("sem_target", self.sem_target)

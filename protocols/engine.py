@@ -317,12 +317,15 @@ def run_step(
                 raise ConfigError("this plan computes updates: give the engine a learner")
             phases = [rec.mean_v(p) for p in step.phases]
             coeffs = step.coeffs if sign == 1.0 else tuple(c * sign for c in step.coeffs)
-            if directed:  # separate forward/backward arrays: each gets its local update
+            # separate forward/backward arrays, or complex (Cauchy) phases: the local rule
+            # from the error vector Re sum c_i v_i (DR-s2-cauchy-1)
+            if directed or any(isinstance(c, complex) for c in coeffs):
                 rec.gradient = stencil_gradient(
                     desc, v_inputs, rec.mean_v(0), phases, coeffs, dtype=dtype
                 )
             else:
-                rec.gradient = ep_gradient(desc, v_inputs, phases, coeffs, dtype=dtype)
+                real = tuple(float(np.real(c)) for c in coeffs)
+                rec.gradient = ep_gradient(desc, v_inputs, phases, real, dtype=dtype)
             rec.update = learner.update(rec.gradient)
         elif isinstance(step, Program):
             if learner is None or rec.update is None:

@@ -17,6 +17,9 @@ is the free phase.
   generator -- unbiased at O(beta) in expectation only;
 * four-point: ``[f(-r) - 8 f(-r/2) + 8 f(r/2) - f(r)] / (6 r)`` -- bias O(beta^4)
   (the five-point derivative rule with step r/2; four nudged phases).
+* cauchy-N: ``Re (1/N) sum_k f(beta_k) / beta_k`` over ``beta_k = r e^{2 pi i k/N}``
+  -- bias O(r^N) (docs/estimators.md §3.2); complex nudges, so only on a board
+  with ``supports_complex_nudge``; ``floor(N/2)`` nudged phases plus ``+r``.
 
 A training run builds its step plan once, from the estimator's stencil at
 ``+beta``; a random sign is data of each step (:meth:`Estimator.draw_sign`),
@@ -218,8 +221,61 @@ class FourPoint(_FixedSign):
         return Stencil((-r, -r / 2, r / 2, r), w, self.name, r, 4, -0.25, v)
 
 
+@dataclass(frozen=True)
+class Cauchy(_FixedSign):
+    """The Cauchy N-point rule on the circle ``|beta| = r`` (complex nudges).
+
+    ``e = Re (1/N) sum_k f(beta_k) / beta_k``, ``beta_k = r e^{2 pi i k/N}``; for a
+    real network ``f(conj b) = conj f(b)``, so only ``k = 0 .. floor(N/2)`` are
+    measured, the conjugate pairs with weight ``2/(N beta_k)`` (N=4: ``+r, i r, -r``).
+    Bias order N, bias coefficient 1, variance factor 1.
+
+    Attributes:
+        n_points: ``N >= 2``.
+    """
+
+    n_points: int = 4
+    random_sign: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_points, bool) or int(self.n_points) != self.n_points \
+                or self.n_points < 2:
+            raise ConfigError(f"Cauchy points N = {self.n_points} must be an integer >= 2")
+
+    @property
+    def name(self) -> str:
+        """``cauchy-N``."""
+        return f"cauchy-{self.n_points}"
+
+    def stencil(self, beta_s: float, rng: np.random.Generator | None = None) -> Stencil:
+        """The points ``r e^{2 pi i k/N}``, ``k = 0 .. floor(N/2)`` (``r = beta_s`` > 0, S)."""
+        r, n = float(beta_s), int(self.n_points)
+        betas: list[complex] = []
+        weights: list[complex] = []
+        for k in range(n // 2 + 1):
+            if k == 0 or 2 * k == n:  # the real points +r and -r are their own conjugates
+                x = r if k == 0 else -r
+                betas.append(x)
+                weights.append(1.0 / (n * x))
+            else:
+                b = complex(r * np.exp(2j * np.pi * k / n))
+                betas.append(b)
+                weights.append(2.0 / (n * b))
+        return Stencil(tuple(betas), tuple(weights), self.name, r, n, 1.0, 1.0)
+
+
+def is_complex_estimator(name: str) -> bool:
+    """True for an estimator whose nudges are complex (``cauchy-N``)."""
+    return name.startswith("cauchy")
+
+
 def make_estimator(name: str) -> Estimator:
-    """The estimator called ``name`` (one of :data:`ESTIMATORS`)."""
+    """The estimator called ``name`` (one of :data:`ESTIMATORS`, or ``cauchy-N``, N >= 2)."""
+    if name.startswith("cauchy-"):
+        n = name.removeprefix("cauchy-")
+        if not n.isdigit() or int(n) < 2:
+            raise ConfigError(f"estimator {name!r}: give the Cauchy points as cauchy-N, N >= 2")
+        return Cauchy(int(n))
     if name == "centered":
         return Centered()
     if name == "one-sided":
@@ -228,4 +284,6 @@ def make_estimator(name: str) -> Estimator:
         return RandomSign()
     if name == "four-point":
         return FourPoint()
-    raise ConfigError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+    raise ConfigError(
+        f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)} or cauchy-N"
+    )

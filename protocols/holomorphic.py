@@ -47,7 +47,7 @@ from numpy.typing import NDArray
 from hwloop.device import BoardDescription, Device
 from hwloop.errors import ConfigError, UnsupportedError
 from protocols.engine import free_phase, nudged_phases
-from protocols.estimators import FourPoint, Stencil
+from protocols.estimators import Cauchy, FourPoint, Stencil
 from protocols.plan import NudgeKind
 from protocols.updates import local_gradient, local_gradient_variance
 
@@ -78,21 +78,7 @@ def make_stencil(name: str, radius_s: float, n_points: int = 4) -> Stencil:
     if name == "four-point":  # the training estimator's stencil
         return FourPoint().stencil(r)
     if name == "cauchy":
-        n = int(n_points)
-        if n != n_points or n < 2:
-            raise ConfigError(f"Cauchy points N = {n_points} must be an integer >= 2")
-        betas: list[complex] = []
-        weights: list[complex] = []
-        for k in range(n // 2 + 1):
-            b = r * np.exp(2j * np.pi * k / n)
-            if k == 0 or 2 * k == n:  # the real points +r and -r are their own conjugates
-                x = r if k == 0 else -r
-                betas.append(x)
-                weights.append(1.0 / (n * x))
-            else:
-                betas.append(complex(b))
-                weights.append(2.0 / (n * b))
-        return Stencil(tuple(betas), tuple(weights), f"cauchy-{n}", r, n, 1.0, 1.0)
+        return Cauchy(n_points).stencil(r)
     raise ConfigError(f"unknown estimator {name!r}; choose one of {', '.join(STENCILS)}")
 
 

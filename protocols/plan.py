@@ -122,11 +122,12 @@ class ComputeUpdate:
 
     Attributes:
         phases: the phase measured for each stencil entry.
-        coeffs: the stencil coefficient of each entry, 1/S.
+        coeffs: the stencil coefficient of each entry, 1/S (complex for a Cauchy
+            stencil: the estimate is then ``Re sum c_i f_i``).
     """
 
     phases: tuple[int, ...]
-    coeffs: tuple[float, ...]
+    coeffs: tuple[float | complex, ...]
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,9 @@ def build_step_plan(
 
     The free phase is always measured (it gives the prediction, the cost and
     the reference for current nudges); each nonzero beta of the stencil adds a
-    nudged phase, numbered from 1 in stencil order.
+    nudged phase, numbered from 1 in stencil order. A complex stencil (Cauchy) gives
+    complex nudges and coefficients; :func:`dry_run` refuses them on a board without
+    ``supports_complex_nudge``.
     """
     if n_samples < 1:
         raise ConfigError(f"samples = {n_samples} must be >= 1")
@@ -175,8 +178,13 @@ def build_step_plan(
     steps: list[Step] = [ApplyInputs(), Settle(settle_time_s), measure(0)]
     phase = 0
     used: list[int] = []
-    coeffs = stencil.real_coeffs  # the training update combines real phases
-    for beta in stencil.real_betas_s:
+    coeffs: tuple[float | complex, ...]
+    betas: tuple[float | complex, ...]
+    if stencil.is_complex:  # Cauchy: complex nudges, Re sum c_i f_i
+        coeffs, betas = tuple(stencil.coeffs), tuple(stencil.betas_s)
+    else:
+        coeffs, betas = stencil.real_coeffs, stencil.real_betas_s
+    for beta in betas:
         if beta == 0.0:
             used.append(0)
             continue
@@ -239,7 +247,8 @@ def format_plan(plan: tuple[Step, ...]) -> str:
         elif isinstance(s, ApplyNudge):
             what = f"nudge #{s.phase}: {s.kind} pull, beta = {s.beta_s:+g} S"
         elif isinstance(s, ComputeUpdate):
-            what = "compute local updates, coefficients " + ", ".join(f"{c:+g}" for c in s.coeffs)
+            what = "compute local updates, coefficients " + ", ".join(
+                f"{c:+g}" if not isinstance(c, complex) else f"{c:+.6g}" for c in s.coeffs)
         elif isinstance(s, DriveSinusoid):
             what = (
                 f"drive #{s.phase}: sinusoidal pull, amplitude {s.amplitude_s:g} S at "

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from hwloop.device import BoardDescription, Device
 from hwloop.errors import ConfigError, UnsupportedError
 from protocols.config import TrainConfig
-from protocols.estimators import make_estimator
+from protocols.estimators import is_complex_estimator, make_estimator
 
 CONVEX_MARGIN = 1.5
 """The default nudge is resistive when every output node's total conductance is at least
@@ -70,10 +70,16 @@ def check_first_step(cfg: TrainConfig, device: Device) -> None:
     """Refuse what step 0 would refuse (nudge kind, convexity), before anything is applied.
 
     Raises:
-        UnsupportedError: a resistive nudge on a board that cannot apply one.
+        UnsupportedError: a resistive nudge on a board that cannot apply one, or a
+            complex (Cauchy) estimator on a board without ``supports_complex_nudge``.
         ConfigError: a resistive nudge whose nudged problem is not convex.
     """
     desc = device.describe()
+    if is_complex_estimator(cfg.estimator) and not desc.supports_complex_nudge:
+        raise UnsupportedError(
+            f"--estimator {cfg.estimator} needs complex nudges, which backend {desc.backend!r} "
+            "cannot apply (its description lists no complex-nudge support); use four-point "
+            "or centered, or a backend with complex nudges (nonreciprocal)")
     if cfg.nudge == "resistive":
         if not desc.supports_resistive_nudge:
             raise UnsupportedError(

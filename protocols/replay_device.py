@@ -610,21 +610,26 @@ class ReplayDevice:
         p = st.phase
         op = f"apply_nudge (phase {p})"
         kind = self._sf.layout.nudge_kind
-        beta_rec = float(st.data["betas_s"][p])
+        beta_rec = complex(st.data["betas_s"][p])  # real unless the run nudged complex
         values = st.data["nudge_values"][p]
         if isinstance(nudge, ResistiveNudge):
             if kind != "resistive":
                 raise self._diverge(op, f"the recording used a {kind} nudge, received resistive")
-            beta = float(np.real(nudge.beta_s))
+            beta = complex(nudge.beta_s)
             if beta != beta_rec:
-                raise self._diverge(op, f"beta recorded {beta_rec:+.9g} S, received {beta:+.9g} S")
-            self._compare(op, "target voltage", "V", values, np.asarray(nudge.targets_v))
+                raise self._diverge(
+                    op, f"beta recorded {_fmt(beta_rec)} S, received {_fmt(beta)} S"
+                )
+            self._compare(op, "target voltage", "V", np.real(values),
+                          np.asarray(nudge.targets_v))
         elif isinstance(nudge, CurrentNudge):
             if kind != "current":
                 raise self._diverge(op, f"the recording used a {kind} nudge, received current")
-            self._compare(
-                op, "nudge current", "A", values, np.asarray(nudge.currents_a), rtol=self._rtol
-            )
+            cur = np.asarray(nudge.currents_a)
+            self._compare(op, "nudge current", "A", values.real, cur.real, rtol=self._rtol)
+            if np.iscomplexobj(values) or np.iscomplexobj(cur):
+                self._compare(op, "nudge current (imaginary part)", "A", np.imag(values),
+                              np.imag(cur), rtol=self._rtol)
         else:
             raise ConfigError(f"unknown nudge type {type(nudge).__name__}")
         self._nudge = nudge
@@ -992,3 +997,8 @@ class ReplayDevice:
         """
         self.safe_state()
         self._closed = True
+
+
+def _fmt(beta: complex) -> str:
+    """A recorded or commanded beta for a message, S (real ones as before)."""
+    return f"{beta.real:+.9g}" if beta.imag == 0 else f"{beta:+.9g}"

@@ -49,7 +49,7 @@ from protocols.homeostasis import (
     symmetry_ratio,
 )
 from protocols.optim import SGD, Update
-from protocols.plan import Measure, Step, build_step_plan, dry_run
+from protocols.plan import ApplyNudge, Measure, Step, build_step_plan, dry_run
 from protocols.programming import OpenLoopProgrammer, ProgramReport, WriteVerifyProgrammer
 from protocols.session import StopRequest
 from protocols.updates import Gradient, board_couplings, output_cost
@@ -407,6 +407,8 @@ class Trainer:
             n_outputs=self.n_out,
             nudge_kind=cfg.nudge,
             sample_dtype=self.desc.sample_dtype,  # the board's own sample type
+            complex_samples=any(isinstance(s, ApplyNudge) and isinstance(s.beta_s, complex)
+                                for s in self.plan),  # Cauchy: imaginary parts kept too
         )
 
     def log_options(self) -> LogOptions:
@@ -516,13 +518,16 @@ class Trainer:
         """The session file's view of a training step's record."""
         assert rec.examples is not None and rec.inputs_v is not None
         phases = sorted(rec.readings)
-        nv = np.zeros((len(phases), len(rec.examples), self.n_out))
+        cplx = any(isinstance(b, complex) for b in rec.betas_s.values())
+        nv: NDArray[np.floating] | NDArray[np.complexfloating] = (
+            np.zeros((len(phases), len(rec.examples), self.n_out), dtype=np.complex128)
+            if cplx else np.zeros((len(phases), len(rec.examples), self.n_out)))
         for p in phases:
             nudge = rec.nudges.get(p)
             if isinstance(nudge, ResistiveNudge):
                 nv[p] = np.asarray(nudge.targets_v).real
             elif isinstance(nudge, CurrentNudge):
-                nv[p] = np.asarray(nudge.currents_a).real
+                nv[p] = nudge.currents_a if cplx else np.asarray(nudge.currents_a).real
         pr = rec.programming
         log = StepLog(
             epoch=rec.epoch,
@@ -530,7 +535,8 @@ class Trainer:
             examples=rec.examples,
             inputs_v=rec.inputs_v,
             readings=[rec.readings[p] for p in phases],
-            betas_s=np.array([float(np.real(rec.betas_s.get(p, 0.0))) for p in phases]),
+            betas_s=(np.array([complex(rec.betas_s.get(p, 0.0)) for p in phases]) if cplx
+                     else np.array([float(np.real(rec.betas_s.get(p, 0.0))) for p in phases])),
             nudge_values=nv,
             rng=self.rng,
             update_g_s=None if rec.update is None else rec.update.delta_g_s,

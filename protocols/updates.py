@@ -181,7 +181,7 @@ def stencil_gradient(
     v_inputs: Array,
     v_free: Array,
     phases_free_v: list[Array],
-    coeffs: tuple[float, ...],
+    coeffs: tuple[float | complex, ...],
     *,
     dtype: np.dtype[np.floating] | type[np.floating] = np.float64,
 ) -> Gradient:
@@ -205,7 +205,8 @@ def stencil_gradient(
     if len(phases_free_v) != len(coeffs):
         raise ConfigError("one stencil coefficient per phase is needed")
     err = sum(
-        float(c) * np.real(np.asarray(p, dtype=np.float64))
+        np.real(c * np.asarray(p, dtype=np.complex128)) if isinstance(c, complex)
+        else float(c) * np.asarray(np.real(p), dtype=np.float64)
         for c, p in zip(coeffs, phases_free_v, strict=True)
     )
     g, b = local_gradient(

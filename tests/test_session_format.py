@@ -1,8 +1,9 @@
 """``docs/session-format.md`` matches the session files ``hwloop train`` writes.
 
-Three tiny runs (64 training examples, batch 32, one epoch: two steps each) cover
+Five tiny runs (64 training examples, batch 32, one epoch: two steps each) cover
 the optional parts: raw samples with the default logging, summary samples with
-every update logged and current nudges, and an emulated device model with drift
+every update logged and current nudges, two Cauchy runs on the ``nonreciprocal``
+emulator (complex nudges, raw and summary), and an emulated device model with drift
 (the only way to get the ``board/drift_*`` checkpoint arrays) with write-verify
 programming, every programming row and sampling to a standard-error target
 (compressed samples). The doc's tables are parsed (first column: the path or name in
@@ -35,7 +36,8 @@ TINY = [
     "--arch", "1568-100-10", "--epochs", "1", "--batch-size", "32", "--train-limit", "64",
     "--test-limit", "32", "--samples", "2", "--read-noise", "0.01", "--quiet",
 ]
-PRESENCE = {"always", "raw", "summary", "updates", "layered", "emulator", "drift"}
+PRESENCE = {"always", "raw", "summary", "updates", "layered", "emulator", "drift", "complex",
+            "complex-raw", "complex-summary"}
 
 TEXT_DATASETS = {"/device/node_names", "/device/node_roles", "/device/node_clamps"}
 """String datasets: their units say what the text is."""
@@ -67,10 +69,14 @@ def _drifting(real: Any) -> Any:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("format")
-    out = {"raw": d / "raw.h5", "summary": d / "summary.h5", "drift": d / "drift.h5"}
+    out = {"raw": d / "raw.h5", "summary": d / "summary.h5", "drift": d / "drift.h5",
+           "complex": d / "complex.h5", "complex-summary": d / "complex-summary.h5"}
     _train(out["raw"])
     _train(out["summary"], "--log-samples", "summary", "--log-updates", "all",
            "--nudge", "current")
+    cauchy = ("--backend", "nonreciprocal", "--estimator", "cauchy-4", "--nudge", "current")
+    _train(out["complex"], *cauchy)  # complex nudges: the imaginary parts
+    _train(out["complex-summary"], *cauchy, "--log-samples", "summary")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(board_module, "get_preset", _drifting(board_module.get_preset))
         _train(out["drift"], "--device-preset", "reram", "--programming", "write-verify",
@@ -107,6 +113,14 @@ def _groups(f: h5py.File) -> dict[str, h5py.Group]:
     return found
 
 
+def _weight_layers(f: h5py.File) -> int:
+    """Layer blocks, less the backward arrays of a board with directed couplings."""
+    if "layers" not in f["device"]:
+        return 1
+    couplings = json.loads(f["device"].attrs["info_json"]).get("couplings") or []
+    return len(f["device/layers"]) - sum(c["kind"] == "backward" for c in couplings)
+
+
 def _symbols(f: h5py.File) -> dict[str, int]:
     s = f["steps"]
     return {
@@ -120,7 +134,7 @@ def _symbols(f: h5py.File) -> dict[str, int]:
         "M": f["device/node_names"].shape[0],
         "E": f["device/edge_nodes"].shape[0],
         "K": f["device/bias_nodes"].shape[0],
-        "Y": len(f["device/layers"]) if "layers" in f["device"] else 1,
+        "Y": _weight_layers(f),
         "T": f["checkpoints/order"].shape[1],
         "R": f["programming/records"].shape[0],
         "C": f["checkpoints/index"].shape[0],
@@ -243,6 +257,9 @@ def test_presence_column(files: dict[str, Path], doc: Doc) -> None:
                 "layered": "layers" in f["device"],
                 "emulator": f["device"].attrs["backend"] == "emulator",
                 "drift": name == "drift",
+                "complex": name.startswith("complex"),
+                "complex-raw": name == "complex",
+                "complex-summary": name == "complex-summary",
             }
             paths = list(_datasets(f))
             for row in doc.datasets:

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from hwloop.device import NodeReading
 from hwloop.sessionlog.description import description_from_group
 from hwloop.sessionlog.schema import (
+    IMAG_DATASETS,
     LIBVER,
     REQUIRED,
     REQUIRED_BY_MODE,
@@ -29,6 +30,7 @@ from hwloop.sessionlog.schema import (
     Checkpoint,
     SessionError,
     crc32_of,
+    imag_required,
     layout_and_options,
     rng_from_fields,
 )
@@ -104,6 +106,8 @@ def check_file(path: str | Path) -> None:
 def missing_objects(f: h5py.File, samples_mode: str) -> list[str]:
     """The required groups and datasets that ``f`` lacks, as absolute paths."""
     need = (*REQUIRED, *REQUIRED_BY_MODE.get(samples_mode, ()))
+    if "steps" in f:
+        need = (*need, *imag_required(f, samples_mode))
     return ["/" + name for name in need if name not in f]
 
 
@@ -249,15 +253,17 @@ class SessionFile:
         n_ex = int(s["index"][step]["n_examples"])
         n_samp = s["n_samples"][step]
         out = []
+        cplx = self.layout.complex_samples
         if self.options.samples == "raw":
             samples = s["samples_v"][step]
+            imag = s["samples_imag_v"][step] if cplx else None
             flags = s["flags"][step]
             times = s["sample_time_s"][step]
             for p in range(self.layout.phases):
                 k = int(n_samp[p])
                 out.append(
                     NodeReading(
-                        samples_v=np.ascontiguousarray(np.moveaxis(samples[:n_ex, p, :k], 1, 0)),
+                        samples_v=_phase(samples, imag, (slice(n_ex), p, slice(k)), True),
                         timestamps_s=np.asarray(times[p, :k, :n_ex], dtype=np.float64),
                         flags=np.moveaxis(flags[:n_ex, p, :k], 1, 0),
                         nodes=self.free_nodes,
@@ -265,11 +271,12 @@ class SessionFile:
                 )
         else:
             mean = s["mean_v"][step]
+            imag = s["mean_imag_v"][step] if cplx else None
             fany = s["flags_any"][step]
             for p in range(self.layout.phases):
                 out.append(
                     NodeReading(
-                        samples_v=np.ascontiguousarray(mean[None, :n_ex, p]),
+                        samples_v=_phase(mean, imag, (slice(n_ex), p), False)[None],
                         timestamps_s=np.zeros((1, n_ex)),
                         flags=fany[None, :n_ex, p],
                         nodes=self.free_nodes,
@@ -292,6 +299,9 @@ class SessionFile:
         }
         if "update_g_s" in s:
             d["update_g_s"] = s["update_g_s"][step]
+        if self.layout.complex_samples:  # complex nudges: betas and currents are complex
+            d["betas_s"] = d["betas_s"] + 1j * s["betas_imag_s"][step]
+            d["nudge_values"] = d["nudge_values"] + 1j * s["nudge_values_imag"][step][:, :n_ex]
         return d
 
     def programming(self, step: int) -> NDArray[np.void]:
@@ -357,8 +367,12 @@ class SessionFile:
         """The CRC-32 of ``step``'s stored samples (means) and inputs, and the recorded one."""
         self._check_step(step)
         s = self._f["steps"]
-        data = s["samples_v" if self.options.samples == "raw" else "mean_v"]
-        return crc32_of(data[step], s["inputs_v"][step]), int(s["index"][step]["crc32"])
+        name = "samples_v" if self.options.samples == "raw" else "mean_v"
+        rec = int(s["index"][step]["crc32"])
+        if self.layout.complex_samples:
+            imag = s[IMAG_DATASETS[name]][step]
+            return crc32_of(s[name][step], imag, s["inputs_v"][step]), rec
+        return crc32_of(s[name][step], s["inputs_v"][step]), rec
 
     def verify_checksums(self, *, full: bool = False) -> tuple[list[str], int]:
         """Check the recorded checksum and step number of the complete steps, newest first.
@@ -372,10 +386,12 @@ class SessionFile:
             (the last ones).
         """
         s = self._f["steps"]
-        data = s["samples_v" if self.options.samples == "raw" else "mean_v"]
+        name = "samples_v" if self.options.samples == "raw" else "mean_v"
+        data = s[name]
+        imag = s[IMAG_DATASETS[name]] if self.layout.complex_samples else None
         inputs = s["inputs_v"]
         n = self.steps_done
-        row_bytes = (int(np.prod(data.shape[1:])) * data.dtype.itemsize
+        row_bytes = (int(np.prod(data.shape[1:])) * data.dtype.itemsize * (1 + (imag is not None))
                      + int(np.prod(inputs.shape[1:])) * inputs.dtype.itemsize)
         budget_s = max(VERIFY_MIN_S, VERIFY_S_PER_GB * n * row_bytes / 1e9)
         rows = max(1, (32 << 20) // max(1, row_bytes))
@@ -385,9 +401,11 @@ class SessionFile:
         while hi > 0:
             lo = max(0, hi - rows)
             d, x, idx = data[lo:hi], inputs[lo:hi], s["index"][lo:hi]
+            im = None if imag is None else imag[lo:hi]
             for r in range(hi - lo):
                 i = lo + r
-                if crc32_of(d[r], x[r]) != int(idx["crc32"][r]):
+                parts = (d[r], x[r]) if im is None else (d[r], im[r], x[r])
+                if crc32_of(*parts) != int(idx["crc32"][r]):
                     bad.append((i, f"step {i}: checksum mismatch (data damaged)"))
                 if int(idx["step"][r]) != i:
                     bad.append((i, f"step {i}: index row says step {int(idx['step'][r])}"))
@@ -421,6 +439,22 @@ class SessionFile:
         if len(self.checkpoints()) == 0:
             problems.append("no complete checkpoint")
         return problems, verified
+
+
+def _phase(
+    real: NDArray[Any], imag: NDArray[Any] | None, sel: tuple[Any, ...], raw: bool
+) -> NDArray[Any]:
+    """One phase's samples (raw: ``(k, b, F)``) or means (``(b, F)``) from a step's rows.
+
+    Complex only where the phase was measured at a complex nudge (a nonzero imaginary
+    part), as the board returned it; a real phase stays real, in the stored type.
+    """
+    out = real[sel]
+    if imag is not None:
+        im = imag[sel]
+        if np.any(im):
+            out = out + 1j * im
+    return np.ascontiguousarray(np.moveaxis(out, 1, 0)) if raw else np.ascontiguousarray(out)
 
 
 def open_session(path: str | Path) -> SessionFile:

@@ -28,6 +28,7 @@ __all__ = [
     "EPOCH_FIELDS",
     "EVENT_DTYPE",
     "EVENT_KINDS",
+    "IMAG_DATASETS",
     "INDEX_DTYPE",
     "INDEX_UNITS",
     "LIBVER",
@@ -259,6 +260,9 @@ class StepLayout:
     sample_dtype: str = "<f4"
     """Storage type of the voltages: the backend's own (float32 emulator: ``<f4``;
     float64 emulator and instruments: ``<f8``), so that recorded readings are exact."""
+    complex_samples: bool = False
+    """The run applies complex nudges (Cauchy estimator): the imaginary parts of the
+    samples (means), betas and nudge values are kept in the :data:`IMAG_DATASETS`."""
 
 
 @dataclass(eq=False)
@@ -271,9 +275,10 @@ class StepLog:
         examples: ``(b,)`` training-set indices of the batch.
         inputs_v: ``(b, n_inputs)`` input voltages applied, V.
         readings: one :class:`NodeReading` per phase (free first).
-        betas_s: ``(phases,)`` signed nudge strength per phase, S (0: free).
+        betas_s: ``(phases,)`` signed nudge strength per phase, S (0: free; complex
+            in a layout with ``complex_samples``).
         nudge_values: ``(phases, b, n_outputs)`` targets (V) or currents (A) per
-            phase (zeros for the free phase).
+            phase (zeros for the free phase; complex currents likewise).
         update_g_s: ``(n_edges,)`` requested conductance changes, S, or None.
         update_b_a: ``(n_bias,)`` requested bias changes, A, or None.
         prog_edges, prog_requested_s, prog_target_s, prog_achieved_s,
@@ -293,8 +298,8 @@ class StepLog:
     examples: NDArray[np.integer]
     inputs_v: Array
     readings: list[NodeReading]
-    betas_s: Array
-    nudge_values: Array
+    betas_s: NDArray[np.floating] | NDArray[np.complexfloating]
+    nudge_values: NDArray[np.floating] | NDArray[np.complexfloating]
     rng: np.random.Generator
     update_g_s: Array | None = None
     update_b_a: Array | None = None
@@ -380,6 +385,24 @@ REQUIRED_BY_MODE = {
 }
 """The per-step sample datasets of each ``samples`` logging mode."""
 
+IMAG_DATASETS = {
+    "samples_v": "samples_imag_v",
+    "mean_v": "mean_imag_v",
+    "betas_s": "betas_imag_s",
+    "nudge_values": "nudge_values_imag",
+}
+"""Real per-step dataset -> the dataset of its imaginary part, present (in ``/steps``)
+only in a file whose ``/steps`` attribute ``complex_samples`` is true (a run with
+complex nudges); files without the attribute are real (schema 1 as before)."""
+
+
+def imag_required(f: h5py.File, samples_mode: str) -> tuple[str, ...]:
+    """The imaginary-part datasets ``f`` must hold (none in a real file)."""
+    if not bool(f["steps"].attrs.get("complex_samples", False)):
+        return ()
+    data = "samples_v" if samples_mode == "raw" else "mean_v"
+    return tuple(f"steps/{IMAG_DATASETS[n]}" for n in (data, "betas_s", "nudge_values"))
+
 
 def now_iso() -> str:
     """The present UTC time, ISO 8601 to the second."""
@@ -402,6 +425,7 @@ def layout_and_options(f: h5py.File) -> tuple[StepLayout, LogOptions]:
         n_outputs=int(a["n_outputs"]),
         nudge_kind=str(a["nudge_kind"]),
         sample_dtype=str(a.get("sample_dtype", "<f4")),
+        complex_samples=bool(a.get("complex_samples", False)),
     )
     return layout, LogOptions(**json.loads(f.attrs["log_options_json"]))
 

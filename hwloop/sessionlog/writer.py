@@ -299,6 +299,7 @@ class SessionWriter:
                     sample_dtype=layout.sample_dtype,
                     samples_mode=opts.samples,
                 )
+                s.attrs["complex_samples"] = layout.complex_samples  # older files: absent
                 g = chunk_steps(layout, n_free, opts)
                 s.attrs["chunk_steps"] = g
                 set_units(s.create_dataset("free_nodes", data=free), "1 (node indices)")
@@ -330,6 +331,16 @@ class SessionWriter:
                     grow("mean_v", (b, ph, n_free), sdt, "V", g, fillvalue=np.nan)
                     grow("sem_v", (b, ph, n_free), "<f4", "V", g, fillvalue=np.nan)
                     grow("flags_any", (b, ph, n_free), "u1", "SampleFlag bits (OR)", **lzf)
+                if layout.complex_samples:  # imaginary parts, beside the real datasets
+                    if opts.samples == "raw":
+                        grow("samples_imag_v", (b, ph, ms, n_free), sdt, "V (imaginary part)",
+                             g, fillvalue=np.nan, **(lzf if opts.compress_samples else {}))
+                    else:
+                        grow("mean_imag_v", (b, ph, n_free), sdt, "V (imaginary part)", g,
+                             fillvalue=np.nan)
+                    grow("betas_imag_s", (ph,), "<f8", "S (imaginary part)", 256)
+                    grow("nudge_values_imag", (ph, b, layout.n_outputs), "<f4",
+                         "A (imaginary part)", 16)
                 grow("n_samples", (ph,), "<i4", "1", 256)
                 grow("inputs_v", (b, layout.n_inputs), "<f4", "V", **lzf)
                 grow("betas_s", (ph,), "<f8", "S", 256)
@@ -427,6 +438,9 @@ class SessionWriter:
         ks = [r.n_samples for r in log.readings]
         if max(ks) > lay.max_samples:
             raise ConfigError(f"a phase took {max(ks)} samples > {lay.max_samples}")
+        if not lay.complex_samples and np.iscomplexobj(log.betas_s) \
+                and np.any(np.imag(log.betas_s)):
+            raise ConfigError("complex nudges need a session layout with complex_samples=True")
         out["n_samples"][:] = ks
         full = bsz == lay.batch and min(ks) == lay.max_samples  # no padding
         ex = out["examples"]
@@ -446,7 +460,11 @@ class SessionWriter:
                 samples[:bsz, p, :k] = np.asarray(r.samples_v).real.swapaxes(0, 1)
                 flags[:bsz, p, :k] = r.flags.swapaxes(0, 1)
                 times[p, :k, :bsz] = r.timestamps_s
-            crc = crc32_of(samples, inputs)
+            if lay.complex_samples:
+                crc = crc32_of(samples, self._imag(out["samples_imag_v"], log, full, bsz),
+                               inputs)
+            else:
+                crc = crc32_of(samples, inputs)
         else:
             mean, sem, fany = out["mean_v"], out["sem_v"], out["flags_any"]
             if not full:
@@ -457,15 +475,37 @@ class SessionWriter:
                 mean[:bsz, p] = np.asarray(r.mean_v).real
                 sem[:bsz, p] = r.sem_v
                 fany[:bsz, p] = np.bitwise_or.reduce(r.flags, axis=0)
-            crc = crc32_of(mean, inputs)
-        out["betas_s"][:] = log.betas_s
+            if lay.complex_samples:
+                crc = crc32_of(mean, self._imag(out["mean_imag_v"], log, full, bsz), inputs)
+            else:
+                crc = crc32_of(mean, inputs)
+        out["betas_s"][:] = np.real(log.betas_s)
         nv = out["nudge_values"]
         nv[:, :bsz] = np.asarray(log.nudge_values).real
         nv[:, bsz:] = 0
+        if lay.complex_samples:
+            out["betas_imag_s"][:] = np.imag(log.betas_s)
+            nvi = out["nudge_values_imag"]
+            nvi[:, :bsz] = np.asarray(log.nudge_values).imag
+            nvi[:, bsz:] = 0
         if "update_g_s" in out:
             out["update_g_s"][:] = 0 if log.update_g_s is None else log.update_g_s
         out["update_b_a"][:] = 0 if log.update_b_a is None else log.update_b_a
         return crc, bsz
+
+    @staticmethod
+    def _imag(dst: NDArray[Any], log: StepLog, full: bool, bsz: int) -> NDArray[Any]:
+        """Fill ``dst`` (the samples' or means' imaginary part, padded like the real one)."""
+        if not full:
+            dst[...] = np.nan
+        raw = dst.ndim == 4  # (batch, phases, samples, nodes); summary: (batch, phases, nodes)
+        for p, r in enumerate(log.readings):
+            im = np.asarray(r.samples_v).imag  # zeros for a real phase
+            if raw:
+                dst[:bsz, p, : r.n_samples] = im.swapaxes(0, 1)
+            else:
+                dst[:bsz, p] = im.mean(axis=0)
+        return dst
 
     def verify_step(self, step: int, log: StepLog) -> None:
         """Check that a re-run step reproduced recorded step ``step``.
