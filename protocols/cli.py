@@ -26,6 +26,9 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "epochs": ("epochs", int, "epochs"),
     "batch_size": ("batch-size", int, "examples per EP step"),
     "beta": ("beta", float, "nudge strength, S"),
+    "beta_choice": ("beta-choice", str,
+                    "fixed (default: the radius is --beta) or auto (bias/variance optimum "
+                    "measured on the first batch, at most --beta)"),
     "estimator": ("estimator", str,
                   "centered (default), one-sided, random-sign, four-point or cauchy-N "
                   "(N points on |beta| = beta; needs complex nudges: nonreciprocal)"),

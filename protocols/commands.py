@@ -35,7 +35,9 @@ from protocols.training import (
     EpochMetrics,
     Trainer,
     backend_options,
+    encode_inputs,
     evaluate,
+    one_hot,
     session_observer,
 )
 
@@ -210,6 +212,11 @@ def run_train(args: argparse.Namespace) -> int:
         source = f"{source}; {note}" if note else source
         check_first_step(cfg, device)  # what step 0 would refuse, before anything is applied
         trainer = Trainer(cfg, device, data, rng, stop=stop)
+        if cfg.beta_choice == "auto":
+            trainer.preflight()  # the largest radius fits the limits before it is applied
+            note = _choose_beta(trainer)
+            cfg = trainer.cfg
+            source = f"{source}; {note}"
         trainer.preflight()  # limits are checked before the run file or the board is touched
         if args.dry_run:
             print(format_plan(trainer.plan))
@@ -232,6 +239,38 @@ def run_train(args: argparse.Namespace) -> int:
             sink(lambda kind, msg: writer.event(kind, trainer.steps_done, msg))
         _header(cfg, data, trainer, source, "train")
         return _drive(trainer, writer, args)
+
+
+def _choose_beta(trainer: Trainer) -> str:
+    """Measure the first batch and set the trainer's radius (``beta_choice = auto``); a note.
+
+    The bias/variance optimum (:func:`protocols.holomorphic.choose_training_beta`) of the
+    run's estimator, at most the configured ``beta``; the stencil is the estimator's own
+    with its bias order and variance factor (random-sign: one-sided's).
+    """
+    from protocols.holomorphic import choose_training_beta, make_stencil
+
+    cfg, desc = trainer.cfg, trainer.desc
+    assert cfg.beta is not None and cfg.batch_size is not None and cfg.input_gain is not None
+    g0 = float(desc.g_scale_s)
+    name, n_points = cfg.estimator, 4
+    if name.startswith("cauchy-"):
+        name, n_points = "cauchy", int(cfg.estimator.removeprefix("cauchy-"))
+    elif name == "random-sign":
+        name = "one-sided"
+    stencil = make_stencil(name, cfg.beta * g0, n_points)
+    b = min(cfg.batch_size, len(trainer.x_train))
+    v_in = encode_inputs(trainer.x_train[:b], cfg.input_gain, trainer.n_in)
+    y = one_hot(trainer.y_train[:b], trainer.n_out)
+    r_s, sigma, bias = choose_training_beta(
+        trainer.device, stencil, v_in, y, cfg.samples, nudge_kind=cfg.nudge)
+    if not r_s > 0:
+        raise ConfigError(
+            "--beta-choice auto: the board reads without noise, so the bias/variance "
+            "optimum is beta -> 0; give --beta and --beta-choice fixed")
+    trainer.set_beta(r_s / g0)
+    return (f"beta {r_s / g0:.4g} chosen by the bias/variance helper (read noise "
+            f"{sigma:.3g} V, bias {bias:.3g} V/S at beta {cfg.beta:g}, the cap)")
 
 
 def _failed_before_step_1(path: Path) -> bool:

@@ -60,6 +60,11 @@ class TrainConfig:
     batch_size: int | None = None
     beta: float | None = None
     """Nudge strength, S (> 0); the estimator chooses its signs."""
+    beta_choice: Literal["fixed", "auto"] = "fixed"
+    """fixed: the nudge radius is ``beta``; auto: chosen before training by the
+    bias/variance helper (docs/estimators.md §6) from the read noise and the bias measured
+    on the first batch, at most ``beta`` (:func:`protocols.holomorphic.choose_training_beta`;
+    the session records the chosen ``beta``)."""
     estimator: str = "centered"
     """centered, one-sided, random-sign, four-point, or cauchy-N (N >= 2 points on the
     circle ``|beta| = beta``; needs a board with complex nudges)."""

@@ -291,6 +291,55 @@ def optimal_radius(
     return float((V * sigma_v**2 / (p * c**2 * a**2 * n_samples_total)) ** (1.0 / (2 * p + 2)))
 
 
+def choose_training_beta(
+    device: Device,
+    stencil: Stencil,
+    v_inputs: Array,
+    targets_v: Array,
+    n_samples: int,
+    *,
+    nudge_kind: str = "resistive",
+    noise_samples: int = 8,
+) -> tuple[float, float, float]:
+    """The nudge radius a training run should use, from one batch measured on ``device``, S.
+
+    The read noise per sample is the RMS over nodes of ``sqrt(n) * SEM`` of
+    ``noise_samples`` free-phase reads; the bias is the RMS of the Richardson estimate of
+    :func:`estimate` at the stencil's radius (its maximum; ``noise_samples`` per point),
+    less its own read-noise floor in quadrature; :func:`choose_beta` gives the optimum
+    for ``n_samples`` samples per phase, capped at that radius. Without noise the optimum
+    is unbounded, and with a bias below the noise floor there is nothing to trade: the
+    cap is returned in both cases.
+
+    Args:
+        device: the board (inputs and nudges are applied; the caller restores its state).
+        stencil: the training estimator's stencil at the largest radius allowed, S.
+        v_inputs: ``(batch, n_inputs)`` input voltages, V.
+        targets_v: ``(batch, n_outputs)`` target voltages, V.
+        n_samples: samples per phase in training (>= 1).
+        nudge_kind: ``"resistive"`` or ``"current"``.
+        noise_samples: free-phase samples for the noise estimate (>= 2).
+
+    Returns:
+        The radius (S), the read noise per sample (V) and the RMS bias at the cap (V/S).
+    """
+    m = max(int(noise_samples), 2)
+    r0 = free_phase(device, v_inputs, m)
+    sigma = float(np.sqrt(np.mean(np.asarray(r0.sem_v) ** 2) * r0.n_samples))
+    est = estimate(device, v_inputs, targets_v, stencil, n_samples=m, nudge_kind=nudge_kind)
+    bias_e = est.bias_error
+    # the Richardson difference carries the noise of e(r) and of e(r/2) (4x the variance):
+    # remove that floor in quadrature; what is left is the bias the noise lets one see
+    floor = 5.0 * float(np.mean(est.error_var)) / (1.0 - 0.5**est.stencil.order) ** 2
+    rms_bias = (float(np.sqrt(max(float(np.mean(bias_e**2)) - floor, 0.0)))
+                if bias_e is not None else float("nan"))
+    cap = stencil.radius_s
+    if not (np.isfinite(rms_bias) and rms_bias > 0):
+        return cap, sigma, rms_bias
+    total = max(int(n_samples), 1) * max(stencil.n_solves, 1)
+    return choose_beta(stencil, sigma, total, rms_bias, cap), sigma, rms_bias
+
+
 def choose_beta(
     stencil: Stencil,
     sigma_v: float,

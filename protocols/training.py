@@ -16,6 +16,7 @@ the free phase (with the configured repeat samples).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -37,7 +38,7 @@ from hwloop.plugins import backend_options_declared
 from hwloop.sessionlog import Checkpoint, LogOptions, SessionWriter, StepLayout, StepLog
 from protocols.config import TrainConfig
 from protocols.datasets import Dataset
-from protocols.engine import Prepared, StepRecord, free_phase, run_step
+from protocols.engine import Prepared, ReportsConvergence, StepRecord, free_phase, run_step
 from protocols.estimators import Estimator, make_estimator
 from protocols.homeostasis import (
     JacobianProbe,
@@ -321,15 +322,32 @@ class Trainer:
         """Example order of the epoch under way (indices into the training set)."""
         self._accum: list[float] = [0.0] * 6
         """Running sums of the epoch under way: loss, correct, seen, pulses, bound hits, time."""
-        self.plan: tuple[Step, ...] = build_step_plan(
+        self.plan: tuple[Step, ...] = self._build_plan()
+        """The step plan of the run, at ``+beta`` (a random sign is data of each step)."""
+        self._prepared = Prepared.of(device)
+        self._watch_complex = isinstance(device, ReportsConvergence) and any(
+            isinstance(s, ApplyNudge) and isinstance(s.beta_s, complex) for s in self.plan)
+        """Check that the complex-nudge settles converge (warned once if not)."""
+
+    def _build_plan(self) -> tuple[Step, ...]:
+        cfg = self.cfg
+        return build_step_plan(
             self.estimator.stencil(self.beta_s),
             nudge_kind=cfg.nudge,
             n_samples=cfg.samples,
             sem_target_v=cfg.sem_target,
             max_samples=cfg.max_samples,
         )
-        """The step plan of the run, at ``+beta`` (a random sign is data of each step)."""
-        self._prepared = Prepared.of(device)
+
+    def set_beta(self, beta: float) -> None:
+        """Use the nudge strength ``beta`` (published units, > 0) from now on (config and plan).
+
+        For a radius chosen after the trainer was built (``beta_choice = "auto"``):
+        the training set and generator are left as they are.
+        """
+        self.cfg = dataclasses.replace(self.cfg, beta=float(beta))
+        self.beta_s = float(beta) * float(self.desc.g_scale_s)
+        self.plan = self._build_plan()
 
     def preflight(self) -> None:
         """Dry-run the step plan against the board's limits (nothing applied)."""
@@ -381,8 +399,15 @@ class Trainer:
         s = self.estimator.draw_sign(self.rng) if sign is None else sign
         rec = run_step(
             self.plan, self.device, v_in, y, self.learner, sign=s, dtype=self.dtype,
-            prepared=self._prepared,
+            prepared=self._prepared, track_convergence=self._watch_complex,
         )
+        if self._watch_complex and not all(
+                ok for p, ok in rec.converged.items() if isinstance(rec.betas_s.get(p), complex)):
+            self._watch_complex = False  # warned once
+            self._warn(
+                f"step {self.steps_done}: a complex-nudge settle did not converge (|beta| "
+                "beyond the response's analyticity radius?); its reading enters the update "
+                "as read; use a smaller --beta or --beta-choice auto")
         v_out = rec.mean_v(0)[:, self.out_pos].real
         rec.cost_sum_v2 = float(output_cost(v_out, y).sum())
         rec.n_correct = int(np.sum(np.argmax(v_out, axis=1) == labels))
