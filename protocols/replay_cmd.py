@@ -404,6 +404,11 @@ def reanalyse(
             f"--estimator random-sign needs the sign drawn in each step, which a {cfg.estimator} "
             "recording does not have; use one-sided or centered"
         )
+    if sf.layout.complex_samples:
+        raise ConfigError(
+            f"{sf.path} was recorded with complex nudges ({cfg.estimator}); re-analysis "
+            "with --samples/--estimator handles real stencils only: replay it without them"
+        )
     new_name = cfg.estimator if estimator is None else estimator
     rng_range = _step_range(sf, 0, steps)
     counts_all = np.asarray(sf.h5["steps/n_samples"][rng_range.start : rng_range.stop])

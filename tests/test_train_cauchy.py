@@ -115,6 +115,8 @@ def test_cauchy_run_learns_replays_resumes_and_is_inspected(
         assert sf.integrity(full=True) == []
     code, text, err = cli(capsys, "replay", out)
     assert code == 0 and text.startswith("identical: steps 0..149"), (text, err)
+    code, o, e = cli(capsys, "replay", out, "--samples", "1")
+    assert_usage_error(code, o, e, "complex nudges", "replay it without them")
     code, text, err = cli(capsys, "inspect", "--full", out)
     assert code == 0 and "150 complete" in text, err
     code, text, err = cli(capsys, "evaluate", out, "--dataset", "mnist-subset")
