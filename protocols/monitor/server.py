@@ -8,6 +8,7 @@ at most once per interval however many browsers poll, and only when one asks.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -97,6 +98,17 @@ class MonitorServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.cache = cache
         self.page = render_page(title=title, mode="live", interval_s=interval_s).encode()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Say nothing when a client went away mid-reply; print anything else.
+
+        A closed tab or a timed-out poll is normal; other errors are printed as the
+        standard library does.
+        """
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):  # BrokenPipe, ConnectionReset, ConnectionAborted
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:
