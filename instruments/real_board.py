@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from hwloop.board_base import BoardBase, check_pulse_budget
 from hwloop.device import (
-    BoardDescription,
     CurrentNudge,
     NodeReading,
     Nudge,
@@ -89,7 +89,7 @@ _SET_ATTEMPTS = 3
 # --------------------------------------------------------------------------- the board
 
 
-class RealBoard:
+class RealBoard(BoardBase):
     """The Device contract on the instruments of a board file (see the module docstring).
 
     Args:
@@ -198,19 +198,10 @@ class RealBoard:
         self._on = dict.fromkeys(_SOURCE_ROLES)
 
     # ------------------------------------------------------------------ Describable
-    def describe(self) -> BoardDescription:
-        """The board description (layout of the board file's network, limits, identities)."""
-        return self._desc
-
     @property
     def board_file(self) -> BoardFile:
         """The board file the board was built from."""
         return self._bf
-
-    @property
-    def pulses_used(self) -> int:
-        """Programming pulses applied over the board object's life."""
-        return self._pulses_used
 
     @property
     def compliance_trips(self) -> int:
@@ -543,19 +534,8 @@ class RealBoard:
         return np.asarray(g, dtype=np.float64)
 
     def _check_budget(self, counts: IntArray) -> None:
-        lim = self._desc.limits
-        peak = int(np.max(np.abs(counts), initial=0))
-        if peak > lim.max_pulses_per_call:
-            raise LimitError(
-                f"{peak} pulses on one edge exceed max_pulses_per_step="
-                f"{lim.max_pulses_per_call} of the board file; split the update or raise the limit"
-            )
-        total = int(np.abs(counts).sum())
-        if self._pulses_used + total > lim.max_pulses_per_run:
-            raise LimitError(
-                f"{total} more pulses would exceed max_pulses_per_run={lim.max_pulses_per_run}"
-                f" ({self._pulses_used} used); start a new run or raise the limit"
-            )
+        check_pulse_budget(counts, self._pulses_used, self._desc.limits,
+                           "max_pulses_per_step", " of the board file")
 
     def _pulse(self, e: IntArray, counts: IntArray) -> tuple[IntArray, NDArray[np.int8]]:
         """Apply signed pulse counts; (applied, ProgramStatus codes). Budget already checked."""
@@ -736,16 +716,6 @@ class RealBoard:
         self._log.set_sink(None)
         if err is not None:
             raise err
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConfigError("the board is closed; open a new one")
-
-    def __enter__(self) -> RealBoard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class _RetryExampleError(Exception):

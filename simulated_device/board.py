@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from hwloop.board_base import check_pulse_budget
 from hwloop.device import (
     BoardDescription,
     CurrentNudge,
@@ -42,7 +43,7 @@ from hwloop.device import (
     check_inputs_within_limits,
     check_nudge_for_inputs,
 )
-from hwloop.errors import ConfigError, LimitError
+from hwloop.errors import ConfigError
 from hwloop.layered import default_g_scale_s, describe_layered
 from hwloop.plugins import Option, backend
 from simulated_device.device_models import (
@@ -178,10 +179,6 @@ class EmulatedBoard(HeldSources):
         self._closed = False
 
     # ---------------------------------------------------------------- Describable
-    def describe(self) -> BoardDescription:
-        """The board description (topology, bounds, limits)."""
-        return self._desc
-
     @property
     def network(self) -> DRN:
         """The underlying network (emulator only; protocols must not use it)."""
@@ -201,11 +198,6 @@ class EmulatedBoard(HeldSources):
     def clock_s(self) -> float:
         """Simulated time since creation, s."""
         return self._clock_s
-
-    @property
-    def pulses_used(self) -> int:
-        """Programming pulses applied over the board's life."""
-        return self._pulses_used
 
     # ---------------------------------------------------------------- Biasable
     def apply_inputs(self, v_inputs: Array) -> None:
@@ -398,21 +390,6 @@ class EmulatedBoard(HeldSources):
             raise ConfigError(f"edge indices must lie in 0..{n - 1}")
         return e
 
-    def _check_pulse_budget(self, pulses: NDArray[np.integer]) -> None:
-        lim = self._limits
-        peak = int(np.max(np.abs(pulses), initial=0))
-        if peak > lim.max_pulses_per_call:
-            raise LimitError(
-                f"{peak} pulses on one edge exceed max_pulses_per_call={lim.max_pulses_per_call};"
-                " split the update or raise the limit"
-            )
-        total = int(np.abs(pulses).sum())
-        if self._pulses_used + total > lim.max_pulses_per_run:
-            raise LimitError(
-                f"{total} more pulses would exceed max_pulses_per_run={lim.max_pulses_per_run}"
-                f" ({self._pulses_used} used); start a new run or raise the limit"
-            )
-
     def program_pulses(
         self, edges: NDArray[np.integer], pulses: NDArray[np.integer]
     ) -> ProgramResult:
@@ -424,7 +401,7 @@ class EmulatedBoard(HeldSources):
             raise ConfigError("pulses must be an integer array with one count per edge")
         if len(np.unique(e)) != len(e):
             raise ConfigError("each edge may appear once per programming call")
-        self._check_pulse_budget(p)
+        check_pulse_budget(p, self._pulses_used, self._limits)
         g0, g1, status = self._devices.apply_pulses(e, p.astype(np.int64), self._rng)
         return self._after_program(
             e, p.astype(np.int64), p.astype(np.int64), np.full(len(e), np.nan), g0, g1, status
@@ -452,7 +429,7 @@ class EmulatedBoard(HeldSources):
         if not np.all(np.isfinite(d)):
             raise ConfigError("requested conductance changes contain NaN or inf")
         if not self._devices.model.is_continuous:
-            self._check_pulse_budget(self._devices.pulses_for_delta(d))
+            check_pulse_budget(self._devices.pulses_for_delta(d), self._pulses_used, self._limits)
         req, g0, g1, status = self._devices.apply_deltas(e, d, self._rng)
         return self._after_program(e, req, req, d, g0, g1, status)
 
@@ -550,12 +527,6 @@ class EmulatedBoard(HeldSources):
         """The safe state zeroed the inputs: drop their projection and free state."""
         self._proj = None
         self._free_state = None
-
-    def __enter__(self) -> EmulatedBoard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def default_limits(net: DRN) -> SafetyLimits:

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from hwloop.board_base import BoardBase
 from hwloop.device import Nudge
-from hwloop.errors import ConfigError
 
 
-class HeldSources:
-    """``safe_state``, ``is_safe``, ``close`` and the open check of an emulated board.
+class HeldSources(BoardBase):
+    """``safe_state``, ``is_safe`` and ``close`` of an emulated board (a :class:`BoardBase`).
 
     The board sets ``_v_in`` (``(batch, n_inputs)`` V or ``None``), ``_nudge``,
     ``_dirty`` and ``_closed`` in ``__init__``; :meth:`_inputs_zeroed` drops what it
@@ -50,7 +50,3 @@ class HeldSources:
         """Go to the safe state; further calls other than ``close``/``safe_state`` fail."""
         self.safe_state()
         self._closed = True
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConfigError("the board is closed; open a new one")

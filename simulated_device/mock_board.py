@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from hwloop.board_base import BoardBase, check_pulse_budget
 from hwloop.device import (
     BoardDescription,
     NodeReading,
@@ -48,7 +49,7 @@ from hwloop.device import (
     check_inputs_within_limits,
     check_nudge_within_limits,
 )
-from hwloop.errors import ConfigError, LimitError, UnsupportedError
+from hwloop.errors import ConfigError, UnsupportedError
 from hwloop.layered import describe_layered, parse_arch
 from hwloop.plugins import Option, backend
 
@@ -89,7 +90,7 @@ def _copy(v: Any) -> Any:
     return np.array(v, copy=True) if isinstance(v, np.ndarray) else v
 
 
-class MockBoard:
+class MockBoard(BoardBase):
     """A Device that records calls and serves scripted readings (see the module docstring).
 
     Args:
@@ -163,16 +164,7 @@ class MockBoard:
         """Counter time since creation, s."""
         return self._clock_s
 
-    @property
-    def pulses_used(self) -> int:
-        """Pulses applied over the board's life."""
-        return self._pulses_used
-
     # ------------------------------------------------------------------ Device
-    def describe(self) -> BoardDescription:
-        """The description given at construction."""
-        return self._desc
-
     def apply_inputs(self, v_inputs: Array) -> None:
         """Check the inputs against shape and limits, then hold them."""
         self._record("apply_inputs", v_inputs=v_inputs)
@@ -318,13 +310,7 @@ class MockBoard:
         p = np.asarray(pulses, dtype=np.int64)
         if p.shape != e.shape:
             raise ConfigError(f"pulses must have shape {e.shape}, got {p.shape}")
-        lim = self._desc.limits
-        if p.size and int(np.abs(p).max()) > lim.max_pulses_per_call:
-            raise LimitError(f"{int(np.abs(p).max())} pulses on one edge exceed "
-                             f"max_pulses_per_call={lim.max_pulses_per_call}")
-        if self._pulses_used + int(np.abs(p).sum()) > lim.max_pulses_per_run:
-            raise LimitError(f"the pulses would exceed max_pulses_per_run="
-                             f"{lim.max_pulses_per_run}")
+        check_pulse_budget(p, self._pulses_used, self._desc.limits)
         return self._apply(e, self._g[e] + p * self._step, p.copy(),
                            np.full(len(e), np.nan))
 
@@ -348,12 +334,6 @@ class MockBoard:
             self.safe_state()
             self._record("close")
         self._closed = True
-
-    def __enter__(self) -> MockBoard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 MOCK_OPTIONS = (

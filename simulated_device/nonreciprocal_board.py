@@ -168,12 +168,9 @@ class NonReciprocalBoard(HeldSources):
         self._free_converged: NDArray[np.bool_] | None = None
         self._dirty = True
         self._closed = False
+        self._pulses_used = 0  # programmed by conductance deltas, never by pulses
 
     # ---------------------------------------------------------------- Describable
-    def describe(self) -> BoardDescription:
-        """The board description (topology, couplings, limits)."""
-        return self._desc
-
     @property
     def network(self) -> nr.NonReciprocalNet:
         """The underlying network (emulator only)."""
