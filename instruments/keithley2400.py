@@ -158,28 +158,26 @@ class Keithley2400(VisaDriver):
     # ------------------------------------------------------------------ sources
     def set_voltages(self, channels: NDArray[np.integer], volts: FloatArray) -> None:
         """Source ``volts[0]`` V on channel 0 and turn the output on."""
-        idx = check_channels(self.name, channels, 1)
-        v = np.asarray(volts, dtype=np.float64).reshape(-1)
-        if v.size != len(idx):
-            raise ConfigError(f"{self.name}: {len(idx)} channels but {v.size} voltages")
-        if not idx:
-            return
-        lv = check_range(self.name, "voltage level", v[0], -self.v_max_v, self.v_max_v, "V")
-        self.transport.write(
-            f":SOUR:FUNC VOLT;:SOUR:VOLT:MODE FIX;:SOUR:VOLT:LEV {num(lv)};:OUTP ON"
-        )
+        self._source("VOLT", channels, volts, self.v_max_v)
 
     def set_currents(self, channels: NDArray[np.integer], amps: FloatArray) -> None:
         """Source ``amps[0]`` A from channel 0 and turn the output on (0 A: a voltmeter)."""
+        self._source("CURR", channels, amps, self.i_max_a)
+
+    def _source(
+        self, func: str, channels: NDArray[np.integer], levels: FloatArray, max_abs: float
+    ) -> None:
+        """Source ``levels[0]`` (V for ``"VOLT"``, A for ``"CURR"``) within +-``max_abs``."""
+        what, unit = ("voltage", "V") if func == "VOLT" else ("current", "A")
         idx = check_channels(self.name, channels, 1)
-        a = np.asarray(amps, dtype=np.float64).reshape(-1)
-        if a.size != len(idx):
-            raise ConfigError(f"{self.name}: {len(idx)} channels but {a.size} currents")
+        x = np.asarray(levels, dtype=np.float64).reshape(-1)
+        if x.size != len(idx):
+            raise ConfigError(f"{self.name}: {len(idx)} channels but {x.size} {what}s")
         if not idx:
             return
-        lv = check_range(self.name, "current level", a[0], -self.i_max_a, self.i_max_a, "A")
+        lv = check_range(self.name, f"{what} level", x[0], -max_abs, max_abs, unit)
         self.transport.write(
-            f":SOUR:FUNC CURR;:SOUR:CURR:MODE FIX;:SOUR:CURR:LEV {num(lv)};:OUTP ON"
+            f":SOUR:FUNC {func};:SOUR:{func}:MODE FIX;:SOUR:{func}:LEV {num(lv)};:OUTP ON"
         )
 
     # ------------------------------------------------------------------ meter

@@ -8,6 +8,8 @@ only when one of these subcommands actually runs.
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,15 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
 _MULTI = {"lr_weights", "lr_biases"}
 
 
+def _later(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The command function ``module.name``, imported only when the command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), name)(args))
+
+    return run
+
+
 def add_backend_opt(p: argparse.ArgumentParser) -> None:
     """Add ``--backend-opt KEY=VALUE`` (repeatable) to a command that opens a board."""
     p.add_argument("--backend-opt", dest="backend_opt", action="append", default=[],
@@ -65,16 +76,6 @@ def add_backend_opt(p: argparse.ArgumentParser) -> None:
                    "the convenience flags above are aliases of some")
 
 
-def _train(args: argparse.Namespace) -> int:
-    from protocols.commands import run_train
-
-    return run_train(args)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from protocols.commands import run_evaluate
-
-    return run_evaluate(args)
 
 
 def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,13 +96,8 @@ def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="print the step plan and check it against the limits; apply nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_later("protocols.commands", "run_train"))
 
-
-def _resume(args: argparse.Namespace) -> int:
-    from protocols.commands import run_resume
-
-    return run_resume(args)
 
 
 def register_resume(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -122,7 +118,7 @@ def register_resume(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "board must still be the recorded one")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
-    p.set_defaults(func=_resume)
+    p.set_defaults(func=_later("protocols.commands", "run_resume"))
 
 
 def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -143,13 +139,8 @@ def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--samples", type=int, default=1, help="samples averaged per read")
     p.add_argument("--seed", type=int, default=0, help="seed of the read noise")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=_evaluate)
+    p.set_defaults(func=_later("protocols.commands", "run_evaluate"))
 
-
-def _replay(args: argparse.Namespace) -> int:
-    from protocols.replay_cmd import run_replay
-
-    return run_replay(args)
 
 
 def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -174,13 +165,8 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "largest recorded value (default 0: bit-identical after casting to the "
                    "recorded float32)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=_replay)
+    p.set_defaults(func=_later("protocols.replay_cmd", "run_replay"))
 
-
-def _gradcheck(args: argparse.Namespace) -> int:
-    from protocols.gradcheck import run_gradcheck
-
-    return run_gradcheck(args)
 
 
 def register_gradcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -219,4 +205,4 @@ def register_gradcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     add_backend_opt(p)
     p.add_argument("--plots", default=None, help="directory for the PNG plots")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=_gradcheck)
+    p.set_defaults(func=_later("protocols.gradcheck", "run_gradcheck"))
