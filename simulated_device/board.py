@@ -40,8 +40,6 @@ from hwloop.device import (
     SafetyLimits,
     SampleFlag,
     check_biases_within_limits,
-    check_inputs_within_limits,
-    check_nudge_for_inputs,
 )
 from hwloop.errors import ConfigError
 from hwloop.layered import default_g_scale_s, describe_layered
@@ -202,9 +200,7 @@ class EmulatedBoard(HeldSources):
     # ---------------------------------------------------------------- Biasable
     def apply_inputs(self, v_inputs: Array) -> None:
         """Set the input sources, ``(batch, n_inputs)`` V (checked against the limits first)."""
-        self._check_open()
-        check_inputs_within_limits(v_inputs, self._limits, self._net.n_inputs)
-        v = np.array(v_inputs, dtype=self._net.dtype, copy=True)
+        v = self._checked_inputs(v_inputs, self._net.dtype)
         if self._v_in is None or self._v_in.shape[0] != v.shape[0]:
             self._state = None
             self._free_state = None
@@ -216,17 +212,10 @@ class EmulatedBoard(HeldSources):
         self._free_state = None
         self._dirty = True
 
-    def apply_nudge(self, nudge: Nudge | None) -> None:
-        """Apply (or with ``None`` release) a nudge on the outputs, checked first."""
-        self._check_open()
-        if nudge is not None:
-            check_nudge_for_inputs(
-                nudge, self._limits, self._v_in, self._net.n_outputs, complex_ok=False
-            )
-            if isinstance(nudge, ResistiveNudge) and np.real(nudge.beta_s) < 0:
-                self._net.check_beta(float(np.real(nudge.beta_s)))
-        self._nudge = nudge
-        self._dirty = True
+    def _check_nudge(self, nudge: Nudge) -> None:
+        """A negative resistive beta must keep the network stable (DRN.check_beta)."""
+        if isinstance(nudge, ResistiveNudge) and np.real(nudge.beta_s) < 0:
+            self._net.check_beta(float(np.real(nudge.beta_s)))
 
     def set_bias_currents(self, i_bias_a: Array) -> None:
         """Set the bias current of every hidden and output node, A."""
@@ -242,11 +231,8 @@ class EmulatedBoard(HeldSources):
     # ---------------------------------------------------------------- Settleable
     def settle(self, settle_time_s: float | None = None) -> None:
         """Solve for the equilibrium under the present inputs, nudge and conductances."""
-        self._check_open()
-        if settle_time_s is not None and settle_time_s < 0:
-            raise ConfigError(f"settle_time_s={settle_time_s} must be >= 0")
         # the wait happens first (the devices drift during it), then the network is settled
-        self._advance(self._settle_time_s if settle_time_s is None else float(settle_time_s))
+        self._advance(self._settle_time(settle_time_s))
         self._solve()
 
     def wait(self, seconds: float) -> None:

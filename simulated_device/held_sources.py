@@ -8,17 +8,23 @@ share them here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.board_base import BoardBase
-from hwloop.device import Nudge
+from hwloop.device import (
+    Nudge,
+    SafetyLimits,
+    check_inputs_within_limits,
+    check_nudge_for_inputs,
+)
+from hwloop.errors import ConfigError
 
 
 class HeldSources(BoardBase):
-    """``safe_state``, ``is_safe`` and ``close`` of an emulated board (a :class:`BoardBase`).
+    """Checks of the sources, safe state and closing of an emulated board (a :class:`BoardBase`).
 
     The board sets ``_v_in`` (``(batch, n_inputs)`` V or ``None``), ``_nudge``,
     ``_dirty`` and ``_closed`` in ``__init__``; :meth:`_inputs_zeroed` drops what it
@@ -29,6 +35,36 @@ class HeldSources(BoardBase):
     _nudge: Nudge | None
     _dirty: bool
     _closed: bool
+    _limits: SafetyLimits
+    _settle_time_s: float
+    _complex_nudges: ClassVar[bool] = False
+    """The board takes complex-valued nudges."""
+
+    def _checked_inputs(self, v_inputs: NDArray[Any], dtype: Any) -> NDArray[Any]:
+        """``(batch, n_inputs)`` input voltages, V, checked against the limits, as a copy."""
+        self._check_open()
+        check_inputs_within_limits(v_inputs, self._limits, len(self._desc.input_nodes))
+        return np.array(v_inputs, dtype=dtype, copy=True)
+
+    def apply_nudge(self, nudge: Nudge | None) -> None:
+        """Apply (or with ``None`` release) a nudge on the outputs, checked first."""
+        self._check_open()
+        if nudge is not None:
+            check_nudge_for_inputs(nudge, self._limits, self._v_in,
+                                   len(self._desc.output_nodes), self._complex_nudges)
+            self._check_nudge(nudge)
+        self._nudge = nudge
+        self._dirty = True
+
+    def _check_nudge(self, nudge: Nudge) -> None:
+        """What the network itself refuses in a nudge that passed the limits (none here)."""
+
+    def _settle_time(self, settle_time_s: float | None) -> float:
+        """The settling wait, s: ``settle_time_s`` (>= 0) or the board's default for ``None``."""
+        self._check_open()
+        if settle_time_s is not None and settle_time_s < 0:
+            raise ConfigError(f"settle_time_s={settle_time_s} must be >= 0")
+        return self._settle_time_s if settle_time_s is None else float(settle_time_s)
 
     def _inputs_zeroed(self) -> None:
         """Forget what was computed for the previous input voltages."""

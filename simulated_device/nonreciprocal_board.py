@@ -45,8 +45,6 @@ from hwloop.device import (
     ProgramStatus,
     ResistiveNudge,
     SafetyLimits,
-    check_inputs_within_limits,
-    check_nudge_for_inputs,
     check_nudge_within_limits,
 )
 from hwloop.errors import ConfigError, LimitError, UnsupportedError
@@ -109,6 +107,8 @@ class NonReciprocalBoard(HeldSources):
         node_capacitance_f: capacitance of every free node to ground, F (> 0); sets
             the relaxation time constants of :meth:`drive_sinusoid`.
     """
+
+    _complex_nudges = True  # current or resistive nudges, complex values allowed
 
     def __init__(
         self,
@@ -179,23 +179,11 @@ class NonReciprocalBoard(HeldSources):
     # ---------------------------------------------------------------- Biasable
     def apply_inputs(self, v_inputs: Array) -> None:
         """Set the input sources, ``(batch, n_inputs)`` V (checked against the limits)."""
-        self._check_open()
-        check_inputs_within_limits(v_inputs, self._limits, self._net.n_inputs)
-        v = np.array(v_inputs, dtype=np.float64, copy=True)
+        v = self._checked_inputs(v_inputs, np.float64)
         if self._v_in is None or self._v_in.shape != v.shape:
             self._nudge = None
         self._v_in = v
         self._free_state = None
-        self._dirty = True
-
-    def apply_nudge(self, nudge: Nudge | None) -> None:
-        """Apply (``None``: release) a current or resistive nudge; complex values allowed."""
-        self._check_open()
-        if nudge is not None:
-            check_nudge_for_inputs(
-                nudge, self._limits, self._v_in, self._net.n_outputs, complex_ok=True
-            )
-        self._nudge = nudge
         self._dirty = True
 
     def set_bias_currents(self, i_bias_a: Array) -> None:
@@ -223,11 +211,9 @@ class NonReciprocalBoard(HeldSources):
         Nudged solves start from the free fixed point (DR-5); examples whose
         Newton iteration did not converge are reported by :meth:`last_converged`.
         """
-        self._check_open()
-        if settle_time_s is not None and settle_time_s < 0:
-            raise ConfigError(f"settle_time_s={settle_time_s} must be >= 0")
+        wait_s = self._settle_time(settle_time_s)
         self._solve()
-        self._clock_s += self._settle_time_s if settle_time_s is None else float(settle_time_s)
+        self._clock_s += wait_s
 
     def _nudging(self) -> nr.Nudging | None:
         n = self._nudge
