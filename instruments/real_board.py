@@ -49,18 +49,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from hwloop import device as dv
 from hwloop.board_base import BoardBase, check_pulse_budget
-from hwloop.device import (
-    CurrentNudge,
-    NodeReading,
-    Nudge,
-    ProgramResult,
-    ProgramStatus,
-    ResistiveNudge,
-    SampleFlag,
-    check_inputs_within_limits,
-    check_nudge_for_inputs,
-)
 from hwloop.errors import ConfigError, HwloopError, LimitError, UnsupportedError
 from hwloop.layered import describe_layered, parse_arch
 from hwloop.plugins import Option, backend
@@ -80,7 +70,7 @@ __all__ = ["EventSink", "RealBoard", "make_real_board"]
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-_COMPLIANCE = np.uint8(SampleFlag.COMPLIANCE)
+_COMPLIANCE = np.uint8(dv.SampleFlag.COMPLIANCE)
 _SOURCE_ROLES = ("inputs", "nudges", "biases")
 _SET_ATTEMPTS = 3
 """Sends of a source setting whose reply was lost and whose read-back shows it not applied."""
@@ -218,13 +208,13 @@ class RealBoard(BoardBase):
             LimitError: beyond ``v_input_max_v`` (nothing stored).
         """
         self._check_open()
-        check_inputs_within_limits(v_inputs, self._desc.limits, len(self._desc.input_nodes))
+        dv.check_inputs_within_limits(v_inputs, self._desc.limits, len(self._desc.input_nodes))
         v = np.array(v_inputs, dtype=np.float64, copy=True)
         if self._v_in is not None and self._v_in.shape[0] != v.shape[0]:
             self._nudge_a = None  # a nudge sized for another batch cannot stay applied
         self._v_in = v
 
-    def apply_nudge(self, nudge: Nudge | None) -> None:
+    def apply_nudge(self, nudge: dv.Nudge | None) -> None:
         """Check and store a current nudge (``None`` releases it at once).
 
         Raises:
@@ -242,15 +232,15 @@ class RealBoard(BoardBase):
                 ):  # a compliance trip here already switched every source off
                     self._faults.confirm(self._write("nudges", zero))
             return
-        check_nudge_for_inputs(
+        dv.check_nudge_for_inputs(
             nudge, self._desc.limits, self._v_in, len(self._desc.output_nodes), complex_ok=False
         )
-        if isinstance(nudge, ResistiveNudge):
+        if isinstance(nudge, dv.ResistiveNudge):
             raise UnsupportedError(
                 "this board has current sources on its outputs, not switched pull resistors: "
                 "resistive nudges are not supported; use --nudge current"
             )
-        assert isinstance(nudge, CurrentNudge)
+        assert isinstance(nudge, dv.CurrentNudge)
         self._nudge_a = np.array(np.real(nudge.currents_a), dtype=np.float64)
 
     def set_bias_currents(self, i_bias_a: FloatArray) -> None:
@@ -404,7 +394,7 @@ class RealBoard(BoardBase):
     # ------------------------------------------------------------------ Readable
     def read_nodes(
         self, n_samples: int = 1, nodes: NDArray[np.integer] | None = None
-    ) -> NodeReading:
+    ) -> dv.NodeReading:
         """Read ``n_samples`` samples per example: per example set sources, settle, read.
 
         Free nodes are read through the meter (calibration applied); input nodes read
@@ -461,7 +451,7 @@ class RealBoard(BoardBase):
                 stamps[:, b] = start + rel
                 self._last_stamp = float(stamps[-1, b])
             self._settle_pending = False
-        return NodeReading(samples_v=samples, timestamps_s=stamps, flags=flags, nodes=idx)
+        return dv.NodeReading(samples_v=samples, timestamps_s=stamps, flags=flags, nodes=idx)
 
     def _sources_to_watch(self) -> list[tuple[BoardInstrument, SourceComplianceRole, IntArray]]:
         """Sources whose compliance the meter does not see: on another instrument."""
@@ -495,7 +485,7 @@ class RealBoard(BoardBase):
         bad = ~np.isfinite(v) | (v < lo) | (v > hi)
         if bad.any():
             s, j = (int(x[0]) for x in np.nonzero(bad))
-            flag = SampleFlag(int(fl[s, j]))
+            flag = dv.SampleFlag(int(fl[s, j]))
             raise LimitError(
                 f"node {self._desc.node_names[nodes[j]]} (meter channel {int(channels[j])}) read "
                 f"{v[s, j]:.6g} V{f' (flagged {flag.name})' if flag else ''} in example {b}, "
@@ -546,7 +536,8 @@ class RealBoard(BoardBase):
         if p.amplitude_v > lim.pulse_amplitude_max_v or p.width_s > lim.pulse_width_max_s:
             raise LimitError("pulse amplitude or width beyond the board file's limits")
         applied = np.zeros(e.size, dtype=np.int64)
-        status = np.where(counts == 0, ProgramStatus.NO_CHANGE, ProgramStatus.OK).astype(np.int8)
+        codes = dv.ProgramStatus
+        status = np.where(counts == 0, codes.NO_CHANGE, codes.OK).astype(np.int8)
         nz = np.flatnonzero(counts)
         if nz.size == 0:
             return applied, status
@@ -577,7 +568,7 @@ class RealBoard(BoardBase):
                 applied[todo] += rep.applied
                 self._pulses_used += rep.total_pulses
                 st = np.asarray(rep.status)
-                bound = (st == ProgramStatus.AT_MAX) | (st == ProgramStatus.AT_MIN)
+                bound = (st == dv.ProgramStatus.AT_MAX) | (st == dv.ProgramStatus.AT_MIN)
                 status[todo[bound]] = st[bound]
                 break
         else:
@@ -595,7 +586,7 @@ class RealBoard(BoardBase):
 
     def program_pulses(
         self, edges: NDArray[np.integer], pulses: NDArray[np.integer]
-    ) -> ProgramResult:
+    ) -> dv.ProgramResult:
         """Apply signed pulse counts to edges (limits checked before any pulse).
 
         Returns:
@@ -614,7 +605,7 @@ class RealBoard(BoardBase):
         with self._faults.guard("program_pulses"):
             applied, status = self._pulse(e, counts)
         nan = np.full(e.size, np.nan)
-        return ProgramResult(
+        return dv.ProgramResult(
             edges=e,
             requested_pulses=counts,
             applied_pulses=applied,
@@ -628,7 +619,7 @@ class RealBoard(BoardBase):
 
     def program_deltas(
         self, edges: NDArray[np.integer] | None, delta_g_s: FloatArray
-    ) -> ProgramResult:
+    ) -> dv.ProgramResult:
         """Request conductance changes, S: rounded to pulses of the nominal step (open loop).
 
         ``edges=None`` addresses every edge in board order.
@@ -654,7 +645,7 @@ class RealBoard(BoardBase):
         with self._faults.guard("program_deltas"):
             applied, status = self._pulse(e, counts)
         known = np.full(e.size, np.nan) if edges is not None else np.zeros(0)
-        return ProgramResult(
+        return dv.ProgramResult(
             edges=None if edges is None else e,
             requested_pulses=counts,
             applied_pulses=applied,

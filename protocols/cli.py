@@ -76,8 +76,6 @@ def add_backend_opt(p: argparse.ArgumentParser) -> None:
                    "the convenience flags above are aliases of some")
 
 
-
-
 def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``hwloop train``."""
     p = sub.add_parser("train", help="train a resistive network with Equilibrium Propagation",
@@ -97,7 +95,6 @@ def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     p.set_defaults(func=_later("protocols.commands", "run_train"))
-
 
 
 def register_resume(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -142,7 +139,6 @@ def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(func=_later("protocols.commands", "run_evaluate"))
 
 
-
 def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``hwloop replay``."""
     p = sub.add_parser(
@@ -166,7 +162,6 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "recorded float32)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=_later("protocols.replay_cmd", "run_replay"))
-
 
 
 def register_gradcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
