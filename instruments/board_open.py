@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,70 +86,62 @@ class BoardInstrument:
         return self.opened.roles
 
 
+@dataclass(frozen=True)
 class _Context:
-    """The :class:`~instruments.kinds.OpenContext` of one instrument."""
+    """The :class:`~instruments.kinds.OpenContext` of one instrument.
 
-    def __init__(self, opener: Opener, spec: InstrumentSpec, kind: InstrumentKind,
-                 address: str, label: str, fallback: InstrumentKind | None = None) -> None:
-        self._o = opener
-        self._spec = spec
-        self._kind = kind
-        self._fallback = fallback
-        self._address = address
-        self._label = label
+    ``name``, ``address``, ``label``, ``limits`` and ``v_read_max_v`` are the protocol's
+    read-only attributes (the limits from the board file's ``[safety]``; volts, amperes).
+    """
 
-    @property
-    def name(self) -> str:
-        return self._spec.name
+    opener: Opener
+    spec: InstrumentSpec
+    kind: InstrumentKind
+    address: str
+    label: str
+    fallback: InstrumentKind | None = None
+    name: str = field(init=False)
+    limits: SafetyLimits = field(init=False)
+    v_read_max_v: float = field(init=False)
 
-    @property
-    def address(self) -> str:
-        return self._address
-
-    @property
-    def label(self) -> str:
-        return self._label
-
-    @property
-    def limits(self) -> SafetyLimits:
-        return self._o.bf.safety.limits
-
-    @property
-    def v_read_max_v(self) -> float:
-        return self._o.bf.safety.v_read_max_v
+    def __post_init__(self) -> None:
+        safety = self.opener.bf.safety
+        object.__setattr__(self, "name", self.spec.name)
+        object.__setattr__(self, "limits", safety.limits)
+        object.__setattr__(self, "v_read_max_v", safety.v_read_max_v)
 
     def option(self, key: str) -> Any:
-        if key in self._spec.options:
-            return self._spec.options[key]
-        for kind in (self._kind, self._fallback):
+        if key in self.spec.options:
+            return self.spec.options[key]
+        for kind in (self.kind, self.fallback):
             if kind is not None:
                 try:
                     return kind.option(key).default
                 except KeyError:
                     continue
-        raise KeyError(f"instrument kind {self._kind.name!r} declares no option {key!r}")
+        raise KeyError(f"instrument kind {self.kind.name!r} declares no option {key!r}")
 
     def has_option(self, key: str) -> bool:
-        return key in self._spec.options
+        return key in self.spec.options
 
     def extra_address(self, key: str) -> str:
-        return self._spec.extra_addresses[key]
+        return self.spec.extra_addresses[key]
 
     def used_channels(self, roles: Sequence[str]) -> int:
-        bf = self._o.bf
+        bf = self.opener.bf
         n = 0
         for role in roles:
-            if getattr(bf.roles, role) == self._spec.name:
+            if getattr(bf.roles, role) == self.spec.name:
                 ch = getattr(bf.wiring, role)
                 if ch.size:
                     n = max(n, int(ch.max()) + 1)
         return n
 
     def visa(self, address: str, label: str) -> VisaTransport:
-        return self._o.visa(self._spec, self, address, label)
+        return self.opener.visa(self.spec, self, address, label)
 
     def callbacks(self) -> tuple[Callable[[str], None], EventFn]:
-        name, o = self._spec.name, self._o
+        name, o = self.spec.name, self.opener
         return (
             lambda text: o.on_exchange(f"{name} {text}"),
             lambda kind, msg: o.on_event(kind, f"{name}: {msg}"),
@@ -160,11 +152,11 @@ class _Context:
         if k.open_pulser is None:
             able = ", ".join(n for n, x in installed_kinds().items() if x.open_pulser is not None)
             raise ConfigError(
-                f"instrument {self._spec.name!r}: options.smu_kind = {kind!r} is not known as a "
+                f"instrument {self.spec.name!r}: options.smu_kind = {kind!r} is not known as a "
                 f"pulsing SMU; use one of {able}"
             )
-        ctx = _Context(self._o, self._spec, k, address, f"{self._spec.name} SMU",
-                       fallback=self._kind)
+        ctx = _Context(self.opener, self.spec, k, address, f"{self.spec.name} SMU",
+                       fallback=self.kind)
         return k.open_pulser(ctx, window)
 
 

@@ -31,17 +31,8 @@ from numpy.typing import NDArray
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError
 from instruments import kinds
+from instruments import scpi_util as su
 from instruments.roles import MeterRole
-from instruments.scpi_util import (
-    VisaDriver,
-    check_channels,
-    check_count,
-    check_range,
-    num,
-    overflow_to_nan,
-    parse_float,
-    parse_floats,
-)
 from instruments.visa_transport import VisaTransport, planned_timeout_s
 
 FloatArray = NDArray[np.float64]
@@ -61,7 +52,7 @@ def channel_list(numbers: Sequence[int]) -> str:
     return "(@" + ",".join(str(int(c)) for c in numbers) + ")"
 
 
-class DAQ6510(VisaDriver):
+class DAQ6510(su.VisaDriver):
     """DAQ6510 scan channels as a ``MeterRole`` (plus ``Instrument``).
 
     Args:
@@ -98,9 +89,10 @@ class DAQ6510(VisaDriver):
                 " cards (e.g. 101..120); check the board file"
             )
         self.channel_numbers = tuple(nums)
-        self.nplc = check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
+        self.nplc = su.check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
         self.range_v = (
-            None if range_v is None else check_range(self.name, "DCV range", range_v, *RANGE_V, "V")
+            None if range_v is None
+            else su.check_range(self.name, "DCV range", range_v, *RANGE_V, "V")
         )
         self.line_frequency_hz = float(line_frequency_hz)
         self._scan: tuple[int, ...] | None = None  # scan list presently configured
@@ -119,9 +111,9 @@ class DAQ6510(VisaDriver):
     def configure_scan(self, numbers: Sequence[int]) -> None:
         """Set function, NPLC, range and scan list for ``numbers`` (ascending)."""
         cl = channel_list(numbers)
-        parts = [f':SENS:FUNC "VOLT:DC", {cl}', f":SENS:VOLT:NPLC {num(self.nplc)}, {cl}"]
+        parts = [f':SENS:FUNC "VOLT:DC", {cl}', f":SENS:VOLT:NPLC {su.num(self.nplc)}, {cl}"]
         if self.range_v is not None:
-            parts.append(f":SENS:VOLT:RANG {num(self.range_v)}, {cl}")
+            parts.append(f":SENS:VOLT:RANG {su.num(self.range_v)}, {cl}")
         parts.append(f":ROUT:SCAN:CRE {cl}")
         self.transport.write(";".join(parts))
         self._scan = tuple(numbers)
@@ -142,12 +134,14 @@ class DAQ6510(VisaDriver):
             spaced as the instrument's relative times of each scan's first reading.
             Overflow (9.9E37) or non-finite -> NaN + OVERRANGE.
         """
-        idx = check_channels(self.name, channels, len(self.channel_numbers))
+        idx = su.check_channels(self.name, channels, len(self.channel_numbers))
         k = len(idx)
-        n = check_count(self.name, "samples per channel", n_samples, 1, BUFFER_READINGS)
+        n = su.check_count(self.name, "samples per channel", n_samples, 1, BUFFER_READINGS)
         if k == 0:
             return np.zeros((n, 0)), np.zeros((n, 0), dtype=np.uint8), np.zeros(n)
-        check_count(self.name, "readings per call (samples x channels)", n * k, 1, BUFFER_READINGS)
+        su.check_count(
+            self.name, "readings per call (samples x channels)", n * k, 1, BUFFER_READINGS
+        )
         wanted = [self.channel_numbers[i] for i in idx]
         scan = sorted(wanted)
         if self._scan != tuple(scan):
@@ -157,15 +151,17 @@ class DAQ6510(VisaDriver):
         t0 = time.monotonic()
         timeout = planned_timeout_s(total, self.nplc, line_frequency_hz=self.line_frequency_hz)
         # a scan sources nothing: repeating it after a lost reply only refills the buffer
-        self.transport.query(":INIT;*OPC?", parse=parse_float, timeout_s=timeout, idempotent=True)
+        self.transport.query(
+            ":INIT;*OPC?", parse=su.parse_float, timeout_s=timeout, idempotent=True
+        )
         vals = self.transport.query(
             f':TRAC:DATA? 1, {total}, "defbuffer1", READ, REL',
-            parse=lambda t: parse_floats(t, ",", 2 * total),
+            parse=lambda t: su.parse_floats(t, ",", 2 * total),
             timeout_s=max(self.transport.timeout_s, 1e-4 * total),
         )
         arr = np.asarray(vals).reshape(n, k, 2)  # scan-major: scan, channel (ascending)
         order = [scan.index(c) for c in wanted]
-        samples, bad = overflow_to_nan(arr[:, order, 0])
+        samples, bad = su.overflow_to_nan(arr[:, order, 0])
         flags = np.zeros((n, k), dtype=np.uint8)
         flags[bad] |= np.uint8(SampleFlag.OVERRANGE)
         rel = arr[:, 0, 1]
@@ -191,7 +187,7 @@ def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
     ))
 
     def opc() -> None:
-        d.transport.query("*OPC?", parse=parse_float, idempotent=True)
+        d.transport.query("*OPC?", parse=su.parse_float, idempotent=True)
 
     return kinds.OpenedInstrument(
         identity=d.identity(),

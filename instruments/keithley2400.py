@@ -36,17 +36,8 @@ from numpy.typing import NDArray
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError
 from instruments import kinds
+from instruments import scpi_util as su
 from instruments.roles import CurrentSourceRole, MeterRole, VoltageSourceRole
-from instruments.scpi_util import (
-    VisaDriver,
-    check_channels,
-    check_count,
-    check_range,
-    num,
-    overflow_to_nan,
-    parse_float,
-    parse_floats,
-)
 from instruments.visa_transport import InstrumentStateError, VisaTransport, planned_timeout_s
 
 FloatArray = NDArray[np.float64]
@@ -62,7 +53,7 @@ STATUS_OFLO = 1 << 0
 STATUS_COMPLIANCE = 1 << 3
 
 
-class Keithley2400(VisaDriver):
+class Keithley2400(su.SmuDriver):
     """A Keithley 2400 as voltage or current source, voltmeter and pulsing SMU.
 
     Implements ``Instrument``, ``VoltageSourceRole``, ``CurrentSourceRole`` and
@@ -93,40 +84,28 @@ class Keithley2400(VisaDriver):
     ) -> None:
         self.transport = transport
         self.name = transport.name
-        self.v_max_v = check_range(self.name, "v_max_v", v_max_v, 0.0, V_MAX_V, "V")
-        self.i_max_a = check_range(self.name, "i_max_a", i_max_a, 0.0, I_MAX_A, "A")
-        self.nplc = check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
+        self.v_max_v = su.check_range(self.name, "v_max_v", v_max_v, 0.0, V_MAX_V, "V")
+        self.i_max_a = su.check_range(self.name, "i_max_a", i_max_a, 0.0, I_MAX_A, "A")
+        self.nplc = su.check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
         self.line_frequency_hz = float(line_frequency_hz)
         self.pulse_width_min_s = float(pulse_width_min_s)
         self._closed = False
 
     # ------------------------------------------------------------------ Instrument
-    def configure(
-        self,
-        *,
-        current_limit_a: float | None = None,
-        voltage_limit_v: float | None = None,
-        nplc: float | None = None,
-    ) -> None:
-        """Set compliance and integration time (one message).
+    def _setting_ranges(self) -> dict[str, tuple[float, float]]:
+        return {"current_limit_a": (1e-9, I_MAX_A), "voltage_limit_v": (0.2e-3, V_MAX_V),
+                "nplc": NPLC_RANGE}
 
-        Args:
-            current_limit_a: ``:SENS:CURR:PROT`` (compliance of the V-source), A.
-            voltage_limit_v: ``:SENS:VOLT:PROT`` (compliance of the I-source), V.
-            nplc: ``:SENS:CURR:NPLC`` (global speed setting), PLC.
+    def _send_settings(self, settings: dict[str, float]) -> None:
+        """One message: ``:SENS:CURR:PROT`` / ``:SENS:VOLT:PROT`` (compliances), NPLC.
+
+        ``:SENS:CURR:PROT`` is the compliance of the V-source, ``:SENS:VOLT:PROT`` that of
+        the I-source, ``:SENS:CURR:NPLC`` the global speed setting.
         """
-        parts: list[str] = []
-        if current_limit_a is not None:
-            i = check_range(self.name, "current compliance", current_limit_a, 1e-9, I_MAX_A, "A")
-            parts.append(f":SENS:CURR:PROT {num(i)}")
-        if voltage_limit_v is not None:
-            v = check_range(self.name, "voltage compliance", voltage_limit_v, 0.2e-3, V_MAX_V, "V")
-            parts.append(f":SENS:VOLT:PROT {num(v)}")
-        if nplc is not None:
-            self.nplc = check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
-            parts.append(f":SENS:CURR:NPLC {num(self.nplc)}")
-        if parts:
-            self.transport.write(";".join(parts))
+        command = {"current_limit_a": ":SENS:CURR:PROT", "voltage_limit_v": ":SENS:VOLT:PROT",
+                   "nplc": ":SENS:CURR:NPLC"}
+        if settings:
+            self.transport.write(";".join(f"{command[k]} {su.num(x)}" for k, x in settings.items()))
 
     def safe_state(self) -> None:
         """Auto output-off off, both levels to 0, output off (idempotent)."""
@@ -139,7 +118,7 @@ class Keithley2400(VisaDriver):
             parts = [p.strip() for p in text.strip().split(";")]
             if len(parts) != 4 or parts[1] not in ("VOLT", "CURR"):
                 raise ValueError(f"unexpected state reply {text[:60]!r}")
-            return parse_float(parts[0]) == 1.0, parts[1], float(parts[2]), float(parts[3])
+            return su.parse_float(parts[0]) == 1.0, parts[1], float(parts[2]), float(parts[3])
 
         state: tuple[bool, str, float, float] = self.transport.query(
             ":OUTP?;:SOUR:FUNC?;:SOUR:VOLT:LEV?;:SOUR:CURR:LEV?", parse=parse
@@ -158,28 +137,26 @@ class Keithley2400(VisaDriver):
     # ------------------------------------------------------------------ sources
     def set_voltages(self, channels: NDArray[np.integer], volts: FloatArray) -> None:
         """Source ``volts[0]`` V on channel 0 and turn the output on."""
-        idx = check_channels(self.name, channels, 1)
-        v = np.asarray(volts, dtype=np.float64).reshape(-1)
-        if v.size != len(idx):
-            raise ConfigError(f"{self.name}: {len(idx)} channels but {v.size} voltages")
-        if not idx:
-            return
-        lv = check_range(self.name, "voltage level", v[0], -self.v_max_v, self.v_max_v, "V")
-        self.transport.write(
-            f":SOUR:FUNC VOLT;:SOUR:VOLT:MODE FIX;:SOUR:VOLT:LEV {num(lv)};:OUTP ON"
-        )
+        self._source("VOLT", channels, volts, self.v_max_v)
 
     def set_currents(self, channels: NDArray[np.integer], amps: FloatArray) -> None:
         """Source ``amps[0]`` A from channel 0 and turn the output on (0 A: a voltmeter)."""
-        idx = check_channels(self.name, channels, 1)
-        a = np.asarray(amps, dtype=np.float64).reshape(-1)
-        if a.size != len(idx):
-            raise ConfigError(f"{self.name}: {len(idx)} channels but {a.size} currents")
+        self._source("CURR", channels, amps, self.i_max_a)
+
+    def _source(
+        self, func: str, channels: NDArray[np.integer], levels: FloatArray, max_abs: float
+    ) -> None:
+        """Source ``levels[0]`` (V for ``"VOLT"``, A for ``"CURR"``) within +-``max_abs``."""
+        what, unit = ("voltage", "V") if func == "VOLT" else ("current", "A")
+        idx = su.check_channels(self.name, channels, 1)
+        x = np.asarray(levels, dtype=np.float64).reshape(-1)
+        if x.size != len(idx):
+            raise ConfigError(f"{self.name}: {len(idx)} channels but {x.size} {what}s")
         if not idx:
             return
-        lv = check_range(self.name, "current level", a[0], -self.i_max_a, self.i_max_a, "A")
+        lv = su.check_range(self.name, f"{what} level", x[0], -max_abs, max_abs, unit)
         self.transport.write(
-            f":SOUR:FUNC CURR;:SOUR:CURR:MODE FIX;:SOUR:CURR:LEV {num(lv)};:OUTP ON"
+            f":SOUR:FUNC {func};:SOUR:{func}:MODE FIX;:SOUR:{func}:LEV {su.num(lv)};:OUTP ON"
         )
 
     # ------------------------------------------------------------------ meter
@@ -196,8 +173,8 @@ class Keithley2400(VisaDriver):
             ``(samples_v (n, 1), flags (n, 1), timestamps_s (n,))``, host monotonic
             clock; status bit OFLO -> NaN + OVERRANGE, bit 3 -> COMPLIANCE.
         """
-        idx = check_channels(self.name, channels, 1)
-        n = check_count(self.name, "samples", n_samples, 1, MAX_POINTS)
+        idx = su.check_channels(self.name, channels, 1)
+        n = su.check_count(self.name, "samples", n_samples, 1, MAX_POINTS)
         if not idx:
             return np.zeros((n, 0)), np.zeros((n, 0), dtype=np.uint8), np.zeros(n)
         on, _, _, _ = self._state()
@@ -212,13 +189,13 @@ class Keithley2400(VisaDriver):
             f":TRIG:COUN {n};:TRAC:CLE;:TRAC:POIN {n};:TRAC:FEED SENS;:TRAC:FEED:CONT NEXT;:INIT"
         )
         timeout = planned_timeout_s(n, self.nplc, line_frequency_hz=self.line_frequency_hz)
-        self.transport.query("*OPC?", parse=parse_float, timeout_s=timeout, idempotent=False)
+        self.transport.query("*OPC?", parse=su.parse_float, timeout_s=timeout, idempotent=False)
         vals = self.transport.query(
-            ":TRAC:DATA?", parse=lambda t: parse_floats(t, ",", 3 * n), idempotent=True
+            ":TRAC:DATA?", parse=lambda t: su.parse_floats(t, ",", 3 * n), idempotent=True
         )
         arr = np.asarray(vals).reshape(n, 3)
         status = arr[:, 2].astype(np.int64)
-        samples, bad = overflow_to_nan(arr[:, :1])
+        samples, bad = su.overflow_to_nan(arr[:, :1])
         bad[:, 0] |= (status & STATUS_OFLO) != 0
         samples[bad] = np.nan
         flags = np.zeros((n, 1), dtype=np.uint8)
@@ -239,11 +216,13 @@ class Keithley2400(VisaDriver):
         Returns:
             Pulses applied before the first compliance trip.
         """
-        a = check_range(self.name, "pulse amplitude", amplitude_v, -self.v_max_v, self.v_max_v, "V")
-        w = check_range(self.name, "pulse width", width_s, self.pulse_width_min_s, 999.9999, "s")
-        n = check_count(self.name, "pulse count", count, 1, MAX_POINTS)
+        a = su.check_range(
+            self.name, "pulse amplitude", amplitude_v, -self.v_max_v, self.v_max_v, "V"
+        )
+        w = su.check_range(self.name, "pulse width", width_s, self.pulse_width_min_s, 999.9999, "s")
+        n = su.check_count(self.name, "pulse count", count, 1, MAX_POINTS)
         self.transport.write(
-            f":SOUR:FUNC VOLT;:SOUR:VOLT:MODE FIX;:SOUR:VOLT:LEV {num(a)};:SOUR:DEL {num(w)};"
+            f":SOUR:FUNC VOLT;:SOUR:VOLT:MODE FIX;:SOUR:VOLT:LEV {su.num(a)};:SOUR:DEL {su.num(w)};"
             f':SOUR:CLE:AUTO ON;:SENS:FUNC "CURR";:FORM:ELEM CURR,STAT;:TRIG:COUN {n}'
         )
         timeout = planned_timeout_s(
@@ -252,7 +231,7 @@ class Keithley2400(VisaDriver):
         try:
             vals = self.transport.query(
                 ":READ?",
-                parse=lambda t: parse_floats(t, ",", 2 * n),
+                parse=lambda t: su.parse_floats(t, ",", 2 * n),
                 timeout_s=timeout,
                 idempotent=False,
             )
@@ -267,16 +246,16 @@ class Keithley2400(VisaDriver):
 
         Never retried (it sources). NaN when the reading overflowed.
         """
-        v = check_range(self.name, "read voltage", v_read, -self.v_max_v, self.v_max_v, "V")
+        v = su.check_range(self.name, "read voltage", v_read, -self.v_max_v, self.v_max_v, "V")
         self.transport.write(
-            f":SOUR:FUNC VOLT;:SOUR:VOLT:MODE FIX;:SOUR:VOLT:LEV {num(v)};:SOUR:DEL 0;"
+            f":SOUR:FUNC VOLT;:SOUR:VOLT:MODE FIX;:SOUR:VOLT:LEV {su.num(v)};:SOUR:DEL 0;"
             ':SOUR:CLE:AUTO ON;:SENS:FUNC "CURR";:FORM:ELEM CURR;:TRIG:COUN 1'
         )
         timeout = planned_timeout_s(1, self.nplc, line_frequency_hz=self.line_frequency_hz)
         try:
             i = float(
                 self.transport.query(
-                    ":READ?", parse=parse_float, timeout_s=timeout, idempotent=False
+                    ":READ?", parse=su.parse_float, timeout_s=timeout, idempotent=False
                 )
             )
         finally:
@@ -289,7 +268,7 @@ class Keithley2400(VisaDriver):
 
 def _opc(d: Keithley2400) -> None:
     """``*OPC?``: answered only after the earlier writes executed."""
-    d.transport.query("*OPC?", parse=parse_float, idempotent=True)
+    d.transport.query("*OPC?", parse=su.parse_float, idempotent=True)
 
 
 def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:

@@ -36,18 +36,8 @@ from numpy.typing import NDArray
 from hwloop.device import SafetyLimits, SampleFlag
 from hwloop.errors import ConfigError
 from instruments import kinds
+from instruments import scpi_util as su
 from instruments.roles import CurrentSourceRole, MeterRole, VoltageSourceRole
-from instruments.scpi_util import (
-    VisaDriver,
-    check_channels,
-    check_count,
-    check_range,
-    num,
-    overflow_to_nan,
-    parse_bool,
-    parse_float,
-    parse_floats,
-)
 from instruments.visa_transport import InstrumentError, VisaTransport, planned_timeout_s
 
 FloatArray = NDArray[np.float64]
@@ -106,7 +96,7 @@ def model_from_identity(identity: str) -> str:
     return fields[1].removeprefix("Model").strip()
 
 
-class Keithley2600(VisaDriver):
+class Keithley2600(su.SmuDriver):
     """Several 2600B SMU channels as voltage sources, current sources and meters.
 
     Implements the roles ``Instrument``, ``VoltageSourceRole``, ``CurrentSourceRole``
@@ -166,36 +156,21 @@ class Keithley2600(VisaDriver):
             base.limitv_v,
             base.limiti_a,
         )
-        self.nplc = check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
+        self.nplc = su.check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
         self.line_frequency_hz = float(line_frequency_hz)
         self._closed = False
 
     # ------------------------------------------------------------------ Instrument
-    def configure(
-        self,
-        *,
-        current_limit_a: float | None = None,
-        voltage_limit_v: float | None = None,
-        nplc: float | None = None,
-    ) -> None:
-        """Set compliance and integration time on every channel, then check errors.
-
-        Args:
-            current_limit_a: compliance of the voltage source (``smuX.source.limiti``), A.
-            voltage_limit_v: compliance of the current source (``smuX.source.limitv``), V.
-            nplc: integration time (``smuX.measure.nplc``), power-line cycles.
-        """
+    def _setting_ranges(self) -> dict[str, tuple[float, float]]:
         r = self.ranges
-        parts: list[str] = []
-        if current_limit_a is not None:
-            i = check_range(self.name, "current compliance", current_limit_a, *r.limiti_a, "A")
-            parts += [f"{ch}.source.limiti = {num(i)}" for ch in self.channels]
-        if voltage_limit_v is not None:
-            v = check_range(self.name, "voltage compliance", voltage_limit_v, *r.limitv_v, "V")
-            parts += [f"{ch}.source.limitv = {num(v)}" for ch in self.channels]
-        if nplc is not None:
-            self.nplc = check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
-            parts += [f"{ch}.measure.nplc = {num(self.nplc)}" for ch in self.channels]
+        return {"current_limit_a": r.limiti_a, "voltage_limit_v": r.limitv_v, "nplc": NPLC_RANGE}
+
+    def _send_settings(self, settings: dict[str, float]) -> None:
+        """``smuX.source.limiti``/``limitv``/``measure.nplc`` on every channel; check errors."""
+        attr = {"current_limit_a": "source.limiti", "voltage_limit_v": "source.limitv",
+                "nplc": "measure.nplc"}
+        parts = [f"{ch}.{attr[k]} = {su.num(x)}" for k, x in settings.items()
+                 for ch in self.channels]
         if parts:
             self.transport.write("; ".join(parts))
         self.check_errors()
@@ -206,13 +181,7 @@ class Keithley2600(VisaDriver):
         ``print(errorqueue.count)``, then ``print(errorqueue.next())`` (errorqueue
         functions, TSP command reference).
         """
-        n = int(self.transport.query("print(errorqueue.count)", parse=parse_float, idempotent=True))
-        if n > 0:
-            err = self.transport.query("print(errorqueue.next())", idempotent=False).strip()
-            raise InstrumentError(
-                f"{self.name}: instrument reports {n} error(s), first: {' '.join(err.split())};"
-                " check the command and the instrument's setup"
-            )
+        su.check_tsp_errors(self, "check the command and the instrument's setup")
 
     def safe_state(self) -> None:
         """Every channel: levels to 0 V and 0 A, then output off (idempotent)."""
@@ -245,7 +214,7 @@ class Keithley2600(VisaDriver):
         k = len(self.channels)
         vals = self.transport.query(
             f"print({', '.join(fields)})",
-            parse=lambda t: parse_floats(t, "\t", 4 * k),
+            parse=lambda t: su.parse_floats(t, "\t", 4 * k),
             idempotent=True,
         )
         for c in range(k):
@@ -283,17 +252,17 @@ class Keithley2600(VisaDriver):
         level_attr: str,
     ) -> None:
         """Check every level, then set function, level and output on in one TSP write."""
-        idx = check_channels(self.name, channels, len(self.channels))
+        idx = su.check_channels(self.name, channels, len(self.channels))
         x = np.asarray(values, dtype=np.float64).reshape(-1)
         if x.size != len(idx):
             raise ConfigError(f"{self.name}: {len(idx)} channels but {x.size} {what}s")
-        levels = [check_range(self.name, f"{what} level", v, -limit, limit, unit) for v in x]
+        levels = [su.check_range(self.name, f"{what} level", v, -limit, limit, unit) for v in x]
         parts: list[str] = []
         for c, lv in zip(idx, levels, strict=True):
             ch = self.channels[c]
             parts += [
                 f"{ch}.source.func = {ch}.OUTPUT_{func}",
-                f"{ch}.source.{level_attr} = {num(lv)}",
+                f"{ch}.source.{level_attr} = {su.num(lv)}",
                 f"{ch}.source.output = {ch}.OUTPUT_ON",
             ]
         if parts:
@@ -316,8 +285,8 @@ class Keithley2600(VisaDriver):
             channel's buffer timestamps. Overflow (9.91E37) -> NaN + OVERRANGE; a
             channel in compliance -> COMPLIANCE on all its samples.
         """
-        idx = check_channels(self.name, channels, len(self.channels))
-        n = check_count(self.name, "samples per channel", n_samples, 1, MAX_READINGS)
+        idx = su.check_channels(self.name, channels, len(self.channels))
+        n = su.check_count(self.name, "samples per channel", n_samples, 1, MAX_READINGS)
         k = len(idx)
         samples = np.zeros((n, k))
         flags = np.zeros((n, k), dtype=np.uint8)
@@ -339,7 +308,7 @@ class Keithley2600(VisaDriver):
         for j, ch in enumerate(names):
             vals = self.transport.query(
                 f"printbuffer(1, {n}, {ch}.nvbuffer1.readings, {ch}.nvbuffer1.timestamps)",
-                parse=lambda t: parse_floats(t, ",", 2 * n),
+                parse=lambda t: su.parse_floats(t, ",", 2 * n),
                 timeout_s=timeout,
                 idempotent=True,
             )
@@ -348,7 +317,7 @@ class Keithley2600(VisaDriver):
             if j == 0:
                 stamps = t0 + (arr[:, 1] - arr[0, 1])
         comp = self._compliance(names)
-        samples, bad = overflow_to_nan(samples)
+        samples, bad = su.overflow_to_nan(samples)
         flags[bad] |= np.uint8(SampleFlag.OVERRANGE)
         for j, c in enumerate(comp):
             if c:
@@ -360,7 +329,7 @@ class Keithley2600(VisaDriver):
 
         A SourceComplianceRole: queried when another instrument reads the nodes.
         """
-        idx = check_channels(self.name, channels, len(self.channels))
+        idx = su.check_channels(self.name, channels, len(self.channels))
         if not idx:
             return np.zeros(0, dtype=bool)
         return np.asarray(self._compliance([self.channels[c] for c in idx]), dtype=bool)
@@ -369,7 +338,7 @@ class Keithley2600(VisaDriver):
         """``print(smuX.source.compliance, ...)``: one bool per channel name."""
         comp: list[bool] = self.transport.query(
             f"print({', '.join(f'{ch}.source.compliance' for ch in names)})",
-            parse=lambda t: [parse_bool(x) for x in t.strip().split("\t")],
+            parse=lambda t: [su.parse_bool(x) for x in t.strip().split("\t")],
             idempotent=True,
         )
         if len(comp) != len(names):
@@ -381,7 +350,7 @@ class Keithley2600(VisaDriver):
     # ------------------------------------------------------------------ one channel
     def channel(self, index: int, **kwargs: float) -> Keithley2600Channel:
         """Channel ``index`` as a pulsing SMU (see :class:`Keithley2600Channel`)."""
-        check_channels(self.name, [index], len(self.channels))
+        su.check_channels(self.name, [index], len(self.channels))
         return Keithley2600Channel(self, self.channels[index], **kwargs)
 
 
@@ -425,20 +394,22 @@ class Keithley2600Channel:
         """
         p = self.parent
         vmax = p.ranges.v_max_v
-        a = check_range(self.name, "pulse amplitude", amplitude_v, -vmax, vmax, "V")
-        w = check_range(self.name, "pulse width", width_s, self.width_min_s, self.width_max_s, "s")
-        n = check_count(self.name, "pulse count", count, 1, self.max_count)
+        a = su.check_range(self.name, "pulse amplitude", amplitude_v, -vmax, vmax, "V")
+        w = su.check_range(
+            self.name, "pulse width", width_s, self.width_min_s, self.width_max_s, "s"
+        )
+        n = su.check_count(self.name, "pulse count", count, 1, self.max_count)
         ch = self.ch
         chunk = (
             f"{ch}.source.func = {ch}.OUTPUT_DCVOLTS; {ch}.source.levelv = 0;"
             f" {ch}.source.output = {ch}.OUTPUT_ON; hwl_n = 0;"
-            f" for hwl_k = 1, {n} do {ch}.source.levelv = {num(a)}; delay({num(w)});"
-            f" hwl_c = {ch}.source.compliance; {ch}.source.levelv = 0; delay({num(w)});"
+            f" for hwl_k = 1, {n} do {ch}.source.levelv = {su.num(a)}; delay({su.num(w)});"
+            f" hwl_c = {ch}.source.compliance; {ch}.source.levelv = 0; delay({su.num(w)});"
             f" if hwl_c then break end; hwl_n = hwl_k end;"
             f" {ch}.source.output = {ch}.OUTPUT_OFF; print(hwl_n)"
         )
         timeout = planned_timeout_s(0, 1.0, fixed_s=2.0 * n * w + 0.01 * n)
-        done = p.transport.query(chunk, parse=parse_float, timeout_s=timeout, idempotent=False)
+        done = p.transport.query(chunk, parse=su.parse_float, timeout_s=timeout, idempotent=False)
         return round(float(done))
 
     def measure_current_at(self, v_read: float) -> float:
@@ -449,15 +420,17 @@ class Keithley2600Channel:
         """
         p = self.parent
         vmax = p.ranges.v_max_v
-        v = check_range(self.name, "read voltage", v_read, -vmax, vmax, "V")
+        v = su.check_range(self.name, "read voltage", v_read, -vmax, vmax, "V")
         ch = self.ch
         chunk = (
-            f"{ch}.source.func = {ch}.OUTPUT_DCVOLTS; {ch}.source.levelv = {num(v)};"
+            f"{ch}.source.func = {ch}.OUTPUT_DCVOLTS; {ch}.source.levelv = {su.num(v)};"
             f" {ch}.source.output = {ch}.OUTPUT_ON; hwl_i = {ch}.measure.i();"
             f" {ch}.source.levelv = 0; {ch}.source.output = {ch}.OUTPUT_OFF; print(hwl_i)"
         )
         timeout = planned_timeout_s(1, p.nplc, line_frequency_hz=p.line_frequency_hz)
-        i = float(p.transport.query(chunk, parse=parse_float, timeout_s=timeout, idempotent=False))
+        i = float(p.transport.query(
+            chunk, parse=su.parse_float, timeout_s=timeout, idempotent=False
+        ))
         return i if abs(i) < 9.9e37 else float("nan")
 
     def safe_state(self) -> None:

@@ -29,9 +29,9 @@ from numpy.typing import NDArray
 from hwloop.device import SafetyLimits
 from hwloop.errors import ConfigError
 from instruments import kinds
+from instruments import scpi_util as su
 from instruments.roles import CrosspointRole, Instrument, PulsingSmu
-from instruments.scpi_util import VisaDriver, check_count, check_range, parse_float
-from instruments.visa_transport import InstrumentError, InstrumentStateError, VisaTransport
+from instruments.visa_transport import InstrumentStateError, VisaTransport
 
 FloatArray = NDArray[np.float64]
 
@@ -49,7 +49,7 @@ def parse_closed(text: str) -> tuple[str, ...]:
     return tuple(sorted(items))
 
 
-class Keithley707B(VisaDriver):
+class Keithley707B(su.VisaDriver):
     """A 707B matrix: close/open crosspoints, read them back; an ``Instrument``.
 
     Args:
@@ -141,13 +141,7 @@ class Keithley707B(VisaDriver):
 
     def check_errors(self) -> None:
         """Raise :class:`InstrumentError` with the first queued error, if any."""
-        n = int(self.transport.query("print(errorqueue.count)", parse=parse_float, idempotent=True))
-        if n > 0:
-            err = self.transport.query("print(errorqueue.next())", idempotent=False).strip()
-            raise InstrumentError(
-                f"{self.name}: instrument reports {n} error(s), first: {' '.join(err.split())};"
-                " check the channel list"
-            )
+        su.check_tsp_errors(self, "check the channel list")
 
     def safe_state(self) -> None:
         """Open every relay: ``channel.open("allslots")``, then read back (idempotent).
@@ -217,7 +211,7 @@ class SwitchedCrosspoints:
         self.v_read_max_v = float(v_read_max_v)
 
     def _route(self, crosspoint: int) -> tuple[str, ...]:
-        check_count(self.name, "crosspoint", crosspoint, 0, len(self.routes) - 1)
+        su.check_count(self.name, "crosspoint", crosspoint, 0, len(self.routes) - 1)
         return self.routes[int(crosspoint)]
 
     def pulse(self, crosspoint: int, amplitude_v: float, width_s: float, count: int) -> int:
@@ -232,9 +226,9 @@ class SwitchedCrosspoints:
         """
         route = self._route(crosspoint)
         a = self.pulse_amplitude_max_v
-        check_range(self.name, "pulse amplitude", amplitude_v, -a, a, "V")
-        check_range(self.name, "pulse width", width_s, *self.pulse_width_range_s, "s")
-        n = check_count(self.name, "pulse count", count, 0, self.max_pulses)
+        su.check_range(self.name, "pulse amplitude", amplitude_v, -a, a, "V")
+        su.check_range(self.name, "pulse width", width_s, *self.pulse_width_range_s, "s")
+        n = su.check_count(self.name, "pulse count", count, 0, self.max_pulses)
         if n == 0 or amplitude_v == 0.0:
             return 0
         self.smu.safe_state()  # never hot-switch the reed relays
@@ -246,7 +240,7 @@ class SwitchedCrosspoints:
 
     def read_conductance(self, crosspoints: NDArray[np.integer], v_read: float) -> FloatArray:
         """Conductance ``I / v_read`` of each crosspoint, S, one route at a time."""
-        v = check_range(
+        v = su.check_range(
             self.name, "read voltage", v_read, -self.v_read_max_v, self.v_read_max_v, "V"
         )
         if v == 0.0:

@@ -49,18 +49,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import (
-    BoardDescription,
-    CurrentNudge,
-    NodeReading,
-    Nudge,
-    ProgramResult,
-    ProgramStatus,
-    ResistiveNudge,
-    SampleFlag,
-    check_inputs_within_limits,
-    check_nudge_for_inputs,
-)
+from hwloop import device as dv
+from hwloop.board_base import BoardBase, check_pulse_budget
 from hwloop.errors import ConfigError, HwloopError, LimitError, UnsupportedError
 from hwloop.layered import describe_layered, parse_arch
 from hwloop.plugins import Option, backend
@@ -80,7 +70,7 @@ __all__ = ["EventSink", "RealBoard", "make_real_board"]
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-_COMPLIANCE = np.uint8(SampleFlag.COMPLIANCE)
+_COMPLIANCE = np.uint8(dv.SampleFlag.COMPLIANCE)
 _SOURCE_ROLES = ("inputs", "nudges", "biases")
 _SET_ATTEMPTS = 3
 """Sends of a source setting whose reply was lost and whose read-back shows it not applied."""
@@ -89,7 +79,7 @@ _SET_ATTEMPTS = 3
 # --------------------------------------------------------------------------- the board
 
 
-class RealBoard:
+class RealBoard(BoardBase):
     """The Device contract on the instruments of a board file (see the module docstring).
 
     Args:
@@ -198,19 +188,10 @@ class RealBoard:
         self._on = dict.fromkeys(_SOURCE_ROLES)
 
     # ------------------------------------------------------------------ Describable
-    def describe(self) -> BoardDescription:
-        """The board description (layout of the board file's network, limits, identities)."""
-        return self._desc
-
     @property
     def board_file(self) -> BoardFile:
         """The board file the board was built from."""
         return self._bf
-
-    @property
-    def pulses_used(self) -> int:
-        """Programming pulses applied over the board object's life."""
-        return self._pulses_used
 
     @property
     def compliance_trips(self) -> int:
@@ -227,13 +208,13 @@ class RealBoard:
             LimitError: beyond ``v_input_max_v`` (nothing stored).
         """
         self._check_open()
-        check_inputs_within_limits(v_inputs, self._desc.limits, len(self._desc.input_nodes))
+        dv.check_inputs_within_limits(v_inputs, self._desc.limits, len(self._desc.input_nodes))
         v = np.array(v_inputs, dtype=np.float64, copy=True)
         if self._v_in is not None and self._v_in.shape[0] != v.shape[0]:
             self._nudge_a = None  # a nudge sized for another batch cannot stay applied
         self._v_in = v
 
-    def apply_nudge(self, nudge: Nudge | None) -> None:
+    def apply_nudge(self, nudge: dv.Nudge | None) -> None:
         """Check and store a current nudge (``None`` releases it at once).
 
         Raises:
@@ -251,15 +232,15 @@ class RealBoard:
                 ):  # a compliance trip here already switched every source off
                     self._faults.confirm(self._write("nudges", zero))
             return
-        check_nudge_for_inputs(
+        dv.check_nudge_for_inputs(
             nudge, self._desc.limits, self._v_in, len(self._desc.output_nodes), complex_ok=False
         )
-        if isinstance(nudge, ResistiveNudge):
+        if isinstance(nudge, dv.ResistiveNudge):
             raise UnsupportedError(
                 "this board has current sources on its outputs, not switched pull resistors: "
                 "resistive nudges are not supported; use --nudge current"
             )
-        assert isinstance(nudge, CurrentNudge)
+        assert isinstance(nudge, dv.CurrentNudge)
         self._nudge_a = np.array(np.real(nudge.currents_a), dtype=np.float64)
 
     def set_bias_currents(self, i_bias_a: FloatArray) -> None:
@@ -413,7 +394,7 @@ class RealBoard:
     # ------------------------------------------------------------------ Readable
     def read_nodes(
         self, n_samples: int = 1, nodes: NDArray[np.integer] | None = None
-    ) -> NodeReading:
+    ) -> dv.NodeReading:
         """Read ``n_samples`` samples per example: per example set sources, settle, read.
 
         Free nodes are read through the meter (calibration applied); input nodes read
@@ -470,7 +451,7 @@ class RealBoard:
                 stamps[:, b] = start + rel
                 self._last_stamp = float(stamps[-1, b])
             self._settle_pending = False
-        return NodeReading(samples_v=samples, timestamps_s=stamps, flags=flags, nodes=idx)
+        return dv.NodeReading(samples_v=samples, timestamps_s=stamps, flags=flags, nodes=idx)
 
     def _sources_to_watch(self) -> list[tuple[BoardInstrument, SourceComplianceRole, IntArray]]:
         """Sources whose compliance the meter does not see: on another instrument."""
@@ -504,7 +485,7 @@ class RealBoard:
         bad = ~np.isfinite(v) | (v < lo) | (v > hi)
         if bad.any():
             s, j = (int(x[0]) for x in np.nonzero(bad))
-            flag = SampleFlag(int(fl[s, j]))
+            flag = dv.SampleFlag(int(fl[s, j]))
             raise LimitError(
                 f"node {self._desc.node_names[nodes[j]]} (meter channel {int(channels[j])}) read "
                 f"{v[s, j]:.6g} V{f' (flagged {flag.name})' if flag else ''} in example {b}, "
@@ -543,19 +524,8 @@ class RealBoard:
         return np.asarray(g, dtype=np.float64)
 
     def _check_budget(self, counts: IntArray) -> None:
-        lim = self._desc.limits
-        peak = int(np.max(np.abs(counts), initial=0))
-        if peak > lim.max_pulses_per_call:
-            raise LimitError(
-                f"{peak} pulses on one edge exceed max_pulses_per_step="
-                f"{lim.max_pulses_per_call} of the board file; split the update or raise the limit"
-            )
-        total = int(np.abs(counts).sum())
-        if self._pulses_used + total > lim.max_pulses_per_run:
-            raise LimitError(
-                f"{total} more pulses would exceed max_pulses_per_run={lim.max_pulses_per_run}"
-                f" ({self._pulses_used} used); start a new run or raise the limit"
-            )
+        check_pulse_budget(counts, self._pulses_used, self._desc.limits,
+                           "max_pulses_per_step", " of the board file")
 
     def _pulse(self, e: IntArray, counts: IntArray) -> tuple[IntArray, NDArray[np.int8]]:
         """Apply signed pulse counts; (applied, ProgramStatus codes). Budget already checked."""
@@ -566,7 +536,8 @@ class RealBoard:
         if p.amplitude_v > lim.pulse_amplitude_max_v or p.width_s > lim.pulse_width_max_s:
             raise LimitError("pulse amplitude or width beyond the board file's limits")
         applied = np.zeros(e.size, dtype=np.int64)
-        status = np.where(counts == 0, ProgramStatus.NO_CHANGE, ProgramStatus.OK).astype(np.int8)
+        codes = dv.ProgramStatus
+        status = np.where(counts == 0, codes.NO_CHANGE, codes.OK).astype(np.int8)
         nz = np.flatnonzero(counts)
         if nz.size == 0:
             return applied, status
@@ -597,7 +568,7 @@ class RealBoard:
                 applied[todo] += rep.applied
                 self._pulses_used += rep.total_pulses
                 st = np.asarray(rep.status)
-                bound = (st == ProgramStatus.AT_MAX) | (st == ProgramStatus.AT_MIN)
+                bound = (st == dv.ProgramStatus.AT_MAX) | (st == dv.ProgramStatus.AT_MIN)
                 status[todo[bound]] = st[bound]
                 break
         else:
@@ -615,7 +586,7 @@ class RealBoard:
 
     def program_pulses(
         self, edges: NDArray[np.integer], pulses: NDArray[np.integer]
-    ) -> ProgramResult:
+    ) -> dv.ProgramResult:
         """Apply signed pulse counts to edges (limits checked before any pulse).
 
         Returns:
@@ -634,7 +605,7 @@ class RealBoard:
         with self._faults.guard("program_pulses"):
             applied, status = self._pulse(e, counts)
         nan = np.full(e.size, np.nan)
-        return ProgramResult(
+        return dv.ProgramResult(
             edges=e,
             requested_pulses=counts,
             applied_pulses=applied,
@@ -648,7 +619,7 @@ class RealBoard:
 
     def program_deltas(
         self, edges: NDArray[np.integer] | None, delta_g_s: FloatArray
-    ) -> ProgramResult:
+    ) -> dv.ProgramResult:
         """Request conductance changes, S: rounded to pulses of the nominal step (open loop).
 
         ``edges=None`` addresses every edge in board order.
@@ -674,7 +645,7 @@ class RealBoard:
         with self._faults.guard("program_deltas"):
             applied, status = self._pulse(e, counts)
         known = np.full(e.size, np.nan) if edges is not None else np.zeros(0)
-        return ProgramResult(
+        return dv.ProgramResult(
             edges=None if edges is None else e,
             requested_pulses=counts,
             applied_pulses=applied,
@@ -736,16 +707,6 @@ class RealBoard:
         self._log.set_sink(None)
         if err is not None:
             raise err
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConfigError("the board is closed; open a new one")
-
-    def __enter__(self) -> RealBoard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class _RetryExampleError(Exception):

@@ -137,6 +137,24 @@ def overflow_to_nan(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], N
     return v, bad
 
 
+def check_tsp_errors(driver: VisaDriver, hint: str) -> None:
+    """Raise ``InstrumentError`` with the first error a TSP instrument queued, if any.
+
+    ``print(errorqueue.count)``, then ``print(errorqueue.next())`` (errorqueue functions,
+    TSP command reference); ``hint`` ends the message (what the user should check).
+    """
+    from instruments.visa_transport import InstrumentError
+
+    t = driver.transport
+    n = int(t.query("print(errorqueue.count)", parse=parse_float, idempotent=True))
+    if n > 0:
+        err = t.query("print(errorqueue.next())", idempotent=False).strip()
+        raise InstrumentError(
+            f"{driver.name}: instrument reports {n} error(s), first: {' '.join(err.split())};"
+            f" {hint}"
+        )
+
+
 class VisaDriver(abc.ABC):
     """``identity`` and ``close`` of a driver that owns one :class:`VisaTransport`.
 
@@ -166,3 +184,48 @@ class VisaDriver(abc.ABC):
         finally:
             self._closed = True
             self.transport.close()
+
+
+class SmuDriver(VisaDriver):
+    """``configure`` of a source-measure unit: settings checked first, then one message.
+
+    A subclass sets ``nplc`` (PLC) in ``__init__`` and defines the ranges of the
+    compliances and of NPLC and the commands of the checked settings.
+    """
+
+    nplc: float
+
+    @abc.abstractmethod
+    def _setting_ranges(self) -> dict[str, tuple[float, float]]:
+        """``{"current_limit_a": (lo, hi) A, "voltage_limit_v": (lo, hi) V, "nplc": ...}``."""
+
+    @abc.abstractmethod
+    def _send_settings(self, settings: dict[str, float]) -> None:
+        """Write the checked settings that were given (keys as :meth:`_setting_ranges`)."""
+
+    def configure(
+        self,
+        *,
+        current_limit_a: float | None = None,
+        voltage_limit_v: float | None = None,
+        nplc: float | None = None,
+    ) -> None:
+        """Set compliance and integration time; every value is checked before any is sent.
+
+        Args:
+            current_limit_a: compliance of the voltage source, A.
+            voltage_limit_v: compliance of the current source, V.
+            nplc: integration time, power-line cycles.
+
+        Raises:
+            LimitError: a value outside the instrument's range (nothing is sent).
+        """
+        ranges = self._setting_ranges()
+        given = {"current_limit_a": (current_limit_a, "current compliance", "A"),
+                 "voltage_limit_v": (voltage_limit_v, "voltage compliance", "V"),
+                 "nplc": (nplc, "NPLC", "PLC")}
+        settings = {key: check_range(self.name, what, value, *ranges[key], unit)
+                    for key, (value, what, unit) in given.items() if value is not None}
+        if "nplc" in settings:
+            self.nplc = settings["nplc"]
+        self._send_settings(settings)

@@ -291,34 +291,37 @@ class SerialBoardDriver:
             LimitError: a channel beyond ``n_input_channels`` or |V| > ``v_input_max_v``.
             ConfigError: malformed arguments.
         """
-        i = self.info
-        ch = _channels(channels, i.n_input_channels, "input")
-        v = _levels(volts, ch.size, i.v_input_max_v, "V", "input voltage")
-        self._set(SetInputs(ch, v))
+        self._set_sources(SetInputs, channels, volts)
 
     def set_currents(self, channels: ArrayLike, amps: ArrayLike) -> None:
         """Set nudge current sources, A, and turn them on (SET_NUDGE_CURRENTS).
 
-        Raises:
-            LimitError: a channel beyond ``n_nudge_channels`` or |I| > ``i_nudge_max_a``.
-            ConfigError: malformed arguments.
+        Raises as :meth:`set_voltages`, against ``n_nudge_channels`` and ``i_nudge_max_a``.
         """
-        i = self.info
-        ch = _channels(channels, i.n_nudge_channels, "nudge")
-        a = _levels(amps, ch.size, i.i_nudge_max_a, "A", "nudge current")
-        self._set(SetNudgeCurrents(ch, a))
+        self._set_sources(SetNudgeCurrents, channels, amps)
 
     def set_bias_currents(self, channels: ArrayLike, amps: ArrayLike) -> None:
         """Set bias current sources, A, and turn them on (SET_BIAS_CURRENTS).
 
-        Raises:
-            LimitError: a channel beyond ``n_bias_channels`` or |I| > ``i_bias_max_a``.
-            ConfigError: malformed arguments.
+        Raises as :meth:`set_voltages`, against ``n_bias_channels`` and ``i_bias_max_a``.
         """
+        self._set_sources(SetBiasCurrents, channels, amps)
+
+    def _set_sources(
+        self,
+        request: type[SetInputs | SetNudgeCurrents | SetBiasCurrents],
+        channels: ArrayLike,
+        levels: ArrayLike,
+    ) -> None:
+        """Check channels and levels (V or A) against the board's ranges, then send them."""
         i = self.info
-        ch = _channels(channels, i.n_bias_channels, "bias")
-        a = _levels(amps, ch.size, i.i_bias_max_a, "A", "bias current")
-        self._set(SetBiasCurrents(ch, a))
+        n, limit, unit, what = {
+            SetInputs: (i.n_input_channels, i.v_input_max_v, "V", "input voltage"),
+            SetNudgeCurrents: (i.n_nudge_channels, i.i_nudge_max_a, "A", "nudge current"),
+            SetBiasCurrents: (i.n_bias_channels, i.i_bias_max_a, "A", "bias current"),
+        }[request]
+        ch = _channels(channels, n, what.split()[0])
+        self._set(request(ch, _levels(levels, ch.size, limit, unit, what)))
 
     @property
     def bias_source(self) -> BiasCurrentSource:

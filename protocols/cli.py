@@ -8,6 +8,8 @@ only when one of these subcommands actually runs.
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,24 +64,21 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
 _MULTI = {"lr_weights", "lr_biases"}
 
 
+def _later(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """The command function ``module.name``, imported only when the command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), name)(args))
+
+    return run
+
+
 def add_backend_opt(p: argparse.ArgumentParser) -> None:
     """Add ``--backend-opt KEY=VALUE`` (repeatable) to a command that opens a board."""
     p.add_argument("--backend-opt", dest="backend_opt", action="append", default=[],
                    metavar="KEY=VALUE",
                    help="backend option (repeatable; 'hwloop backends NAME' lists them); "
                    "the convenience flags above are aliases of some")
-
-
-def _train(args: argparse.Namespace) -> int:
-    from protocols.commands import run_train
-
-    return run_train(args)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from protocols.commands import run_evaluate
-
-    return run_evaluate(args)
 
 
 def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -100,13 +99,7 @@ def register_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                    help="print the step plan and check it against the limits; apply nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
-    p.set_defaults(func=_train)
-
-
-def _resume(args: argparse.Namespace) -> int:
-    from protocols.commands import run_resume
-
-    return run_resume(args)
+    p.set_defaults(func=_later("protocols.commands", "run_train"))
 
 
 def register_resume(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -127,7 +120,7 @@ def register_resume(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "board must still be the recorded one")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
-    p.set_defaults(func=_resume)
+    p.set_defaults(func=_later("protocols.commands", "run_resume"))
 
 
 def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -148,13 +141,7 @@ def register_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--samples", type=int, default=1, help="samples averaged per read")
     p.add_argument("--seed", type=int, default=0, help="seed of the read noise")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=_evaluate)
-
-
-def _replay(args: argparse.Namespace) -> int:
-    from protocols.replay_cmd import run_replay
-
-    return run_replay(args)
+    p.set_defaults(func=_later("protocols.commands", "run_evaluate"))
 
 
 def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -179,13 +166,7 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "largest recorded value (default 0: bit-identical after casting to the "
                    "recorded float32)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=_replay)
-
-
-def _gradcheck(args: argparse.Namespace) -> int:
-    from protocols.gradcheck import run_gradcheck
-
-    return run_gradcheck(args)
+    p.set_defaults(func=_later("protocols.replay_cmd", "run_replay"))
 
 
 def register_gradcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -224,4 +205,4 @@ def register_gradcheck(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     add_backend_opt(p)
     p.add_argument("--plots", default=None, help="directory for the PNG plots")
     p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(func=_gradcheck)
+    p.set_defaults(func=_later("protocols.gradcheck", "run_gradcheck"))

@@ -53,17 +53,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import (
-    BoardDescription,
-    CurrentNudge,
-    NodeReading,
-    Nudge,
-    ProgramResult,
-    ProgramStatus,
-    ResistiveNudge,
-    check_inputs_within_limits,
-    check_nudge_within_limits,
-)
+from hwloop import device as dv
 from hwloop.errors import ConfigError, HwloopError, UnsupportedError
 from hwloop.sessionlog import SessionError, SessionFile
 
@@ -154,7 +144,7 @@ class _Step:
     batch: int
     n_examples: int
     data: dict[str, Any]
-    readings: list[NodeReading]
+    readings: list[dv.NodeReading]
     counts: NDArray[np.int32]
     rows: NDArray[np.void]
     phase: int = 0
@@ -174,7 +164,7 @@ def _fmt_index(flat: int, shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]"
 
 
-def _groups(desc: BoardDescription) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def _groups(desc: dv.BoardDescription) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Layer number of every edge and of every bias source (0 for a non-layered board)."""
     edge_group = np.zeros(desc.n_edges, dtype=np.int64)
     bias_group = np.zeros(len(desc.bias_nodes), dtype=np.int64)
@@ -346,7 +336,7 @@ class ReplayDevice:
         self._free = np.asarray(session.free_nodes, dtype=np.int64)
         self._summary = session.options.samples == "summary"
         self._inputs_live = False
-        self._nudge: Nudge | None = None
+        self._nudge: dv.Nudge | None = None
         self._closed = False
         self.stats = ReplayStats()
 
@@ -516,7 +506,7 @@ class ReplayDevice:
 
     # ------------------------------------------------------------------ Describable
 
-    def describe(self) -> BoardDescription:
+    def describe(self) -> dv.BoardDescription:
         """The recorded board description."""
         return self._desc
 
@@ -532,7 +522,7 @@ class ReplayDevice:
                 (float32, exactly).
         """
         self._check_open()
-        check_inputs_within_limits(v_inputs, self._desc.limits, len(self._desc.input_nodes))
+        dv.check_inputs_within_limits(v_inputs, self._desc.limits, len(self._desc.input_nodes))
         self._finish_step("apply_inputs")
         s = self._next
         if s >= self.stop_step:
@@ -583,7 +573,7 @@ class ReplayDevice:
         self._compare("apply_inputs", "input voltage", "V", data["inputs_v"], v)
         self._inputs_live = True
 
-    def apply_nudge(self, nudge: Nudge | None) -> None:
+    def apply_nudge(self, nudge: dv.Nudge | None) -> None:
         """Release the nudge (``None``) or start the next recorded nudged phase.
 
         Raises:
@@ -596,7 +586,7 @@ class ReplayDevice:
             self._nudge = None
             return
         st = self._active("apply_nudge")
-        check_nudge_within_limits(
+        dv.check_nudge_within_limits(
             nudge, self._desc.limits, st.n_examples, len(self._desc.output_nodes),
             self._desc.supports_complex_nudge,
         )
@@ -612,7 +602,7 @@ class ReplayDevice:
         kind = self._sf.layout.nudge_kind
         beta_rec = complex(st.data["betas_s"][p])  # real unless the run nudged complex
         values = st.data["nudge_values"][p]
-        if isinstance(nudge, ResistiveNudge):
+        if isinstance(nudge, dv.ResistiveNudge):
             if kind != "resistive":
                 raise self._diverge(op, f"the recording used a {kind} nudge, received resistive")
             beta = complex(nudge.beta_s)
@@ -622,7 +612,7 @@ class ReplayDevice:
                 )
             self._compare(op, "target voltage", "V", np.real(values),
                           np.asarray(nudge.targets_v))
-        elif isinstance(nudge, CurrentNudge):
+        elif isinstance(nudge, dv.CurrentNudge):
             if kind != "current":
                 raise self._diverge(op, f"the recording used a {kind} nudge, received current")
             cur = np.asarray(nudge.currents_a)
@@ -673,7 +663,7 @@ class ReplayDevice:
 
     def read_nodes(
         self, n_samples: int = 1, nodes: NDArray[np.integer] | None = None
-    ) -> NodeReading:
+    ) -> dv.NodeReading:
         """Serve the next ``n_samples`` recorded samples (V) of the phase under way.
 
         Raises:
@@ -717,7 +707,7 @@ class ReplayDevice:
         else:
             sl = slice(k, k + n)
         st.served[p] = k + n
-        return NodeReading(
+        return dv.NodeReading(
             samples_v=np.array(r.samples_v[sl][:, :, cols]),
             timestamps_s=np.array(r.timestamps_s[sl], dtype=np.float64),
             flags=np.array(r.flags[sl][:, :, cols], dtype=np.uint8),
@@ -825,12 +815,12 @@ class ReplayDevice:
         self, st: _Step, direction: Array, has: NDArray[np.bool_], row: NDArray[np.intp]
     ) -> NDArray[np.int8]:
         """Device statuses as recorded: a row at a bound is AT_MAX/AT_MIN by direction."""
-        status = np.full(len(direction), ProgramStatus.OK, dtype=np.int8)
+        status = np.full(len(direction), dv.ProgramStatus.OK, dtype=np.int8)
         if has.any():
             reason = np.asarray(st.rows["reason"])[row]
             bound = has & (reason == _REASON_AT_BOUND)
-            status[bound & (direction > 0)] = ProgramStatus.AT_MAX
-            status[bound & ~(direction > 0)] = ProgramStatus.AT_MIN
+            status[bound & (direction > 0)] = dv.ProgramStatus.AT_MAX
+            status[bound & ~(direction > 0)] = dv.ProgramStatus.AT_MIN
         return status
 
     def _track(
@@ -850,7 +840,9 @@ class ReplayDevice:
             self._g[e] = g
         return np.asarray(g)
 
-    def program_deltas(self, edges: NDArray[np.integer] | None, delta_g_s: Array) -> ProgramResult:
+    def program_deltas(
+        self, edges: NDArray[np.integer] | None, delta_g_s: Array
+    ) -> dv.ProgramResult:
         """Request conductance changes, S; the first call of a step is checked.
 
         The changes must match the recorded ``update_g_s`` (or, when updates were
@@ -911,13 +903,13 @@ class ReplayDevice:
         zeros = np.zeros(len(e_all), dtype=np.int64)
         if e is None:
             empty = np.zeros(0)
-            return ProgramResult(
+            return dv.ProgramResult(
                 edges=None, requested_pulses=zeros, applied_pulses=zeros, requested_delta_s=d,
                 g_before_s=empty, g_after_s=empty, status=status,
                 pulse_amplitude_v=0.0, pulse_width_s=0.0,
             )
-        status[(d == 0) & (status == ProgramStatus.OK)] = ProgramStatus.NO_CHANGE
-        return ProgramResult(
+        status[(d == 0) & (status == dv.ProgramStatus.OK)] = dv.ProgramStatus.NO_CHANGE
+        return dv.ProgramResult(
             edges=e_all, requested_pulses=zeros, applied_pulses=zeros, requested_delta_s=d,
             g_before_s=g_before, g_after_s=g_after, status=status,
             pulse_amplitude_v=0.0, pulse_width_s=0.0,
@@ -925,7 +917,7 @@ class ReplayDevice:
 
     def program_pulses(
         self, edges: NDArray[np.integer], pulses: NDArray[np.integer]
-    ) -> ProgramResult:
+    ) -> dv.ProgramResult:
         """Apply signed pulse counts; the first call of a step is checked.
 
         The addressed edges must be the recorded ones and, for open-loop records,
@@ -971,8 +963,8 @@ class ReplayDevice:
         g_before = self._g[e]
         g_after = self._track(st, e, g_before + applied * self._desc.pulse_step_s, has, row)
         status = self._statuses(st, p.astype(np.float64), has, row)
-        status[(applied == 0) & (status == ProgramStatus.OK)] = ProgramStatus.NO_CHANGE
-        return ProgramResult(
+        status[(applied == 0) & (status == dv.ProgramStatus.OK)] = dv.ProgramStatus.NO_CHANGE
+        return dv.ProgramResult(
             edges=e, requested_pulses=p, applied_pulses=applied,
             requested_delta_s=np.full(len(e), np.nan), g_before_s=g_before, g_after_s=g_after,
             status=status, pulse_amplitude_v=0.0, pulse_width_s=0.0,

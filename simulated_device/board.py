@@ -28,21 +28,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import (
-    BoardDescription,
-    CurrentNudge,
-    NodeReading,
-    Nudge,
-    ProgramResult,
-    ProgramStatus,
-    ResistiveNudge,
-    SafetyLimits,
-    SampleFlag,
-    check_biases_within_limits,
-    check_inputs_within_limits,
-    check_nudge_for_inputs,
-)
-from hwloop.errors import ConfigError, LimitError
+from hwloop import device as dv
+from hwloop.board_base import check_pulse_budget
+from hwloop.errors import ConfigError
 from hwloop.layered import default_g_scale_s, describe_layered
 from hwloop.plugins import Option, backend
 from simulated_device.device_models import (
@@ -61,11 +49,11 @@ Array = NDArray[np.floating]
 def _describe_drn(
     net: DRN,
     model: DeviceModel,
-    limits: SafetyLimits,
+    limits: dv.SafetyLimits,
     name: str,
     info: dict[str, object],
     g_scale_s: float = 1.0,
-) -> BoardDescription:
+) -> dv.BoardDescription:
     # the layout is shared with the real board (hwloop.layered), so a board file and its
     # emulator twin describe the same network node for node and edge for edge
     return describe_layered(
@@ -113,7 +101,7 @@ class EmulatedBoard(HeldSources):
         model: DeviceModel,
         rng: np.random.Generator,
         *,
-        limits: SafetyLimits | None = None,
+        limits: dv.SafetyLimits | None = None,
         n_sweeps: int = 4,
         tol_v: float | None = None,
         warm_start: bool = True,
@@ -170,7 +158,7 @@ class EmulatedBoard(HeldSources):
         self._pulses_used = 0
         self._v_in: Array | None = None
         self._proj: Array | None = None
-        self._nudge: Nudge | None = None
+        self._nudge: dv.Nudge | None = None
         self._state: list[Array] | None = None
         self._free_state: list[Array] | None = None  # free equilibrium of the present inputs
         self._last_free: list[Array] | None = None  # last free equilibrium (warm start)
@@ -178,10 +166,6 @@ class EmulatedBoard(HeldSources):
         self._closed = False
 
     # ---------------------------------------------------------------- Describable
-    def describe(self) -> BoardDescription:
-        """The board description (topology, bounds, limits)."""
-        return self._desc
-
     @property
     def network(self) -> DRN:
         """The underlying network (emulator only; protocols must not use it)."""
@@ -202,17 +186,10 @@ class EmulatedBoard(HeldSources):
         """Simulated time since creation, s."""
         return self._clock_s
 
-    @property
-    def pulses_used(self) -> int:
-        """Programming pulses applied over the board's life."""
-        return self._pulses_used
-
     # ---------------------------------------------------------------- Biasable
     def apply_inputs(self, v_inputs: Array) -> None:
         """Set the input sources, ``(batch, n_inputs)`` V (checked against the limits first)."""
-        self._check_open()
-        check_inputs_within_limits(v_inputs, self._limits, self._net.n_inputs)
-        v = np.array(v_inputs, dtype=self._net.dtype, copy=True)
+        v = self._checked_inputs(v_inputs, self._net.dtype)
         if self._v_in is None or self._v_in.shape[0] != v.shape[0]:
             self._state = None
             self._free_state = None
@@ -224,22 +201,15 @@ class EmulatedBoard(HeldSources):
         self._free_state = None
         self._dirty = True
 
-    def apply_nudge(self, nudge: Nudge | None) -> None:
-        """Apply (or with ``None`` release) a nudge on the outputs, checked first."""
-        self._check_open()
-        if nudge is not None:
-            check_nudge_for_inputs(
-                nudge, self._limits, self._v_in, self._net.n_outputs, complex_ok=False
-            )
-            if isinstance(nudge, ResistiveNudge) and np.real(nudge.beta_s) < 0:
-                self._net.check_beta(float(np.real(nudge.beta_s)))
-        self._nudge = nudge
-        self._dirty = True
+    def _check_nudge(self, nudge: dv.Nudge) -> None:
+        """A negative resistive beta must keep the network stable (DRN.check_beta)."""
+        if isinstance(nudge, dv.ResistiveNudge) and np.real(nudge.beta_s) < 0:
+            self._net.check_beta(float(np.real(nudge.beta_s)))
 
     def set_bias_currents(self, i_bias_a: Array) -> None:
         """Set the bias current of every hidden and output node, A."""
         self._check_open()
-        b = check_biases_within_limits(i_bias_a, self._limits, len(self._net.b_flat))
+        b = dv.check_biases_within_limits(i_bias_a, self._limits, len(self._net.b_flat))
         self._net.b_flat[:] = b
         self._dirty = True
 
@@ -250,11 +220,8 @@ class EmulatedBoard(HeldSources):
     # ---------------------------------------------------------------- Settleable
     def settle(self, settle_time_s: float | None = None) -> None:
         """Solve for the equilibrium under the present inputs, nudge and conductances."""
-        self._check_open()
-        if settle_time_s is not None and settle_time_s < 0:
-            raise ConfigError(f"settle_time_s={settle_time_s} must be >= 0")
         # the wait happens first (the devices drift during it), then the network is settled
-        self._advance(self._settle_time_s if settle_time_s is None else float(settle_time_s))
+        self._advance(self._settle_time(settle_time_s))
         self._solve()
 
     def wait(self, seconds: float) -> None:
@@ -285,9 +252,9 @@ class EmulatedBoard(HeldSources):
         else:
             start = self._free_state if self._free_state is not None else self._state
         kwargs: dict[str, Any] = {}
-        if isinstance(nudge, ResistiveNudge):
+        if isinstance(nudge, dv.ResistiveNudge):
             kwargs = {"beta_s": float(np.real(nudge.beta_s)), "targets_v": nudge.targets_v}
-        elif isinstance(nudge, CurrentNudge):
+        elif isinstance(nudge, dv.CurrentNudge):
             kwargs = {"nudge_currents_a": np.asarray(nudge.currents_a, dtype=np.float64)}
         if self._proj is None:
             self._proj = self._net.project_inputs(self._v_in)
@@ -312,33 +279,21 @@ class EmulatedBoard(HeldSources):
             [self._v_in, *self._state, np.zeros((batch, 1), self._net.dtype)], axis=1
         )
 
-    def read_nodes(
-        self, n_samples: int = 1, nodes: NDArray[np.integer] | None = None
-    ) -> NodeReading:
-        """Read node voltages ``n_samples`` times with the model's read noise."""
-        self._check_open()
-        if int(n_samples) != n_samples or n_samples < 1:
-            raise ConfigError(f"n_samples={n_samples} must be an integer >= 1")
-        idx = self._free if nodes is None else np.asarray(nodes, dtype=np.int64)
-        if nodes is not None and (  # the free nodes are valid by construction
-            idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= self._desc.n_nodes))
-        ):
-            raise ConfigError(f"node indices must lie in 0..{self._desc.n_nodes - 1}")
-        self._solve()
+    def _sample(self, idx: NDArray[np.integer], n_samples: int) -> dv.NodeReading:
+        """``n_samples`` reads of nodes ``idx`` of the solved state, with the model's read noise."""
         assert self._v_in is not None and self._state is not None
         v_true = self._gather(idx)
-        samples, flags = self._model.read.sample(v_true, int(n_samples), self._rng)
+        samples, flags = self._model.read.sample(v_true, n_samples, self._rng)
         batch = v_true.shape[0]
         comp = self._compliance(batch)
         if comp.any():
-            flags[:, comp, :] |= np.uint8(SampleFlag.COMPLIANCE)
-        order = np.arange(batch)[None, :] * n_samples + np.arange(n_samples)[:, None]
-        stamps = self._clock_s + (order + 1) * self._sample_time_s
+            flags[:, comp, :] |= np.uint8(dv.SampleFlag.COMPLIANCE)
+        stamps = self._sample_stamps(batch, n_samples)
         # the samples are of the settled state; the devices drift over the read's duration
         self._advance(batch * n_samples * self._sample_time_s)
         # the readings come in the board's arithmetic type (a float32 board's "ADC" gives
         # float32 samples, which the session log then stores exactly)
-        return NodeReading(
+        return dv.NodeReading(
             samples_v=samples.astype(self._net.dtype, copy=False),
             timestamps_s=stamps.astype(np.float64),
             flags=flags,
@@ -398,24 +353,9 @@ class EmulatedBoard(HeldSources):
             raise ConfigError(f"edge indices must lie in 0..{n - 1}")
         return e
 
-    def _check_pulse_budget(self, pulses: NDArray[np.integer]) -> None:
-        lim = self._limits
-        peak = int(np.max(np.abs(pulses), initial=0))
-        if peak > lim.max_pulses_per_call:
-            raise LimitError(
-                f"{peak} pulses on one edge exceed max_pulses_per_call={lim.max_pulses_per_call};"
-                " split the update or raise the limit"
-            )
-        total = int(np.abs(pulses).sum())
-        if self._pulses_used + total > lim.max_pulses_per_run:
-            raise LimitError(
-                f"{total} more pulses would exceed max_pulses_per_run={lim.max_pulses_per_run}"
-                f" ({self._pulses_used} used); start a new run or raise the limit"
-            )
-
     def program_pulses(
         self, edges: NDArray[np.integer], pulses: NDArray[np.integer]
-    ) -> ProgramResult:
+    ) -> dv.ProgramResult:
         """Apply signed pulse counts to edges (limits checked before any pulse)."""
         self._check_open()
         e = self._check_edges(edges)
@@ -424,13 +364,15 @@ class EmulatedBoard(HeldSources):
             raise ConfigError("pulses must be an integer array with one count per edge")
         if len(np.unique(e)) != len(e):
             raise ConfigError("each edge may appear once per programming call")
-        self._check_pulse_budget(p)
+        check_pulse_budget(p, self._pulses_used, self._limits)
         g0, g1, status = self._devices.apply_pulses(e, p.astype(np.int64), self._rng)
         return self._after_program(
             e, p.astype(np.int64), p.astype(np.int64), np.full(len(e), np.nan), g0, g1, status
         )
 
-    def program_deltas(self, edges: NDArray[np.integer] | None, delta_g_s: Array) -> ProgramResult:
+    def program_deltas(
+        self, edges: NDArray[np.integer] | None, delta_g_s: Array
+    ) -> dv.ProgramResult:
         """Request conductance changes, S (open loop through the nominal update model).
 
         ``edges=None`` programs every edge (``delta_g_s`` of length ``n_edges``).
@@ -452,7 +394,7 @@ class EmulatedBoard(HeldSources):
         if not np.all(np.isfinite(d)):
             raise ConfigError("requested conductance changes contain NaN or inf")
         if not self._devices.model.is_continuous:
-            self._check_pulse_budget(self._devices.pulses_for_delta(d))
+            check_pulse_budget(self._devices.pulses_for_delta(d), self._pulses_used, self._limits)
         req, g0, g1, status = self._devices.apply_deltas(e, d, self._rng)
         return self._after_program(e, req, req, d, g0, g1, status)
 
@@ -465,9 +407,9 @@ class EmulatedBoard(HeldSources):
         g0: Array,
         g1: Array,
         status: NDArray[np.int8],
-    ) -> ProgramResult:
+    ) -> dv.ProgramResult:
         if not self._devices.model.is_continuous:
-            applied = np.where(status == ProgramStatus.NO_CHANGE, 0, applied).astype(np.int64)
+            applied = np.where(status == dv.ProgramStatus.NO_CHANGE, 0, applied).astype(np.int64)
             n_pulses = int(np.abs(applied).sum())
             self._pulses_used += n_pulses
             self._advance(n_pulses * self._pulse_time_s)  # one pulse after another
@@ -475,7 +417,7 @@ class EmulatedBoard(HeldSources):
         self._proj = None
         self._free_state = None
         self._dirty = True
-        return ProgramResult(
+        return dv.ProgramResult(
             edges=e,
             requested_pulses=requested,
             applied_pulses=applied,
@@ -551,21 +493,15 @@ class EmulatedBoard(HeldSources):
         self._proj = None
         self._free_state = None
 
-    def __enter__(self) -> EmulatedBoard:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def default_limits(net: DRN) -> SafetyLimits:
+def default_limits(net: DRN) -> dv.SafetyLimits:
     """Limits for an emulated network in simulation units.
 
     The published DRNs use input gains up to 4000 (docs/physics.md §5.1), so the
     emulator admits inputs up to 1e4 V; nudges and biases up to 1e3 A / S;
     pulses as the realistic bench defaults (docs/devices.md §6).
     """
-    return SafetyLimits(
+    return dv.SafetyLimits(
         v_input_max_v=1e4,
         i_nudge_max_a=1e3,
         beta_max_s=1e3,

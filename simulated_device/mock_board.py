@@ -36,19 +36,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import (
-    BoardDescription,
-    NodeReading,
-    Nudge,
-    ProgramResult,
-    ProgramStatus,
-    ResistiveNudge,
-    SafetyLimits,
-    check_biases_within_limits,
-    check_inputs_within_limits,
-    check_nudge_within_limits,
-)
-from hwloop.errors import ConfigError, LimitError, UnsupportedError
+from hwloop import device as dv
+from hwloop.board_base import BoardBase, check_pulse_budget
+from hwloop.errors import ConfigError, UnsupportedError
 from hwloop.layered import describe_layered, parse_arch
 from hwloop.plugins import Option, backend
 
@@ -75,9 +65,9 @@ class MockState:
         biases_a: bias currents, A (read-only copy).
     """
 
-    desc: BoardDescription
+    desc: dv.BoardDescription
     inputs_v: Array
-    nudge: Nudge | None
+    nudge: dv.Nudge | None
     conductances_s: Array
     biases_a: Array
 
@@ -89,7 +79,7 @@ def _copy(v: Any) -> Any:
     return np.array(v, copy=True) if isinstance(v, np.ndarray) else v
 
 
-class MockBoard:
+class MockBoard(BoardBase):
     """A Device that records calls and serves scripted readings (see the module docstring).
 
     Args:
@@ -103,7 +93,7 @@ class MockBoard:
 
     def __init__(
         self,
-        desc: BoardDescription,
+        desc: dv.BoardDescription,
         g_init_s: Array,
         *,
         pulse_step_s: float = 0.0,
@@ -124,7 +114,7 @@ class MockBoard:
         self._sample_time_s = float(sample_time_s)
         self._bias = np.zeros(len(desc.bias_nodes))
         self._inputs: Array | None = None
-        self._nudge: Nudge | None = None
+        self._nudge: dv.Nudge | None = None
         self._script: deque[Array] = deque()
         self._response: Response | None = None
         self._clock_s = 0.0
@@ -163,27 +153,18 @@ class MockBoard:
         """Counter time since creation, s."""
         return self._clock_s
 
-    @property
-    def pulses_used(self) -> int:
-        """Pulses applied over the board's life."""
-        return self._pulses_used
-
     # ------------------------------------------------------------------ Device
-    def describe(self) -> BoardDescription:
-        """The description given at construction."""
-        return self._desc
-
     def apply_inputs(self, v_inputs: Array) -> None:
         """Check the inputs against shape and limits, then hold them."""
         self._record("apply_inputs", v_inputs=v_inputs)
         self._check_open()
-        check_inputs_within_limits(v_inputs, self._desc.limits, len(self._desc.input_nodes))
+        dv.check_inputs_within_limits(v_inputs, self._desc.limits, len(self._desc.input_nodes))
         v = np.array(v_inputs, dtype=np.float64)
         if self._inputs is not None and self._inputs.shape[0] != v.shape[0]:
             self._nudge = None
         self._inputs = v
 
-    def apply_nudge(self, nudge: Nudge | None) -> None:
+    def apply_nudge(self, nudge: dv.Nudge | None) -> None:
         """Check the nudge (capabilities, shape, limits), then hold it."""
         self._record("apply_nudge", nudge=nudge)
         self._check_open()
@@ -191,10 +172,10 @@ class MockBoard:
             if self._inputs is None:
                 raise ConfigError("apply inputs before applying a nudge (the batch size is "
                                   "unknown)")
-            if isinstance(nudge, ResistiveNudge) and not self._desc.supports_resistive_nudge:
+            if isinstance(nudge, dv.ResistiveNudge) and not self._desc.supports_resistive_nudge:
                 raise UnsupportedError("this mock board takes current nudges only; use "
                                        "--nudge current")
-            check_nudge_within_limits(nudge, self._desc.limits, self._inputs.shape[0],
+            dv.check_nudge_within_limits(nudge, self._desc.limits, self._inputs.shape[0],
                                       len(self._desc.output_nodes),
                                       complex_ok=self._desc.supports_complex_nudge)
         self._nudge = nudge
@@ -203,7 +184,7 @@ class MockBoard:
         """Check and hold the bias currents, A."""
         self._record("set_bias_currents", i_bias_a=i_bias_a)
         self._check_open()
-        b = check_biases_within_limits(i_bias_a, self._desc.limits, len(self._bias))
+        b = dv.check_biases_within_limits(i_bias_a, self._desc.limits, len(self._bias))
         self._bias = b.copy()
 
     def read_bias_currents(self) -> Array:
@@ -219,7 +200,7 @@ class MockBoard:
         self._clock_s += self._settle_time_s if settle_time_s is None else float(settle_time_s)
 
     def read_nodes(self, n_samples: int = 1, nodes: NDArray[np.integer] | None = None
-                   ) -> NodeReading:
+                   ) -> dv.NodeReading:
         """Serve the next scripted reading, else the response, else inputs / 0 V."""
         self._record("read_nodes", n_samples=n_samples, nodes=nodes)
         self._check_open()
@@ -249,7 +230,7 @@ class MockBoard:
             n_samples, batch)
         self._clock_s = float(stamps[-1, -1])
         dtype = np.dtype(self._desc.sample_dtype)
-        return NodeReading(samples_v=np.array(samples, dtype=dtype), timestamps_s=stamps,
+        return dv.NodeReading(samples_v=np.array(samples, dtype=dtype), timestamps_s=stamps,
                            flags=np.zeros(samples.shape, dtype=np.uint8), nodes=idx.copy())
 
     def state(self) -> MockState:
@@ -274,27 +255,27 @@ class MockBoard:
         return e
 
     def _apply(self, e: NDArray[np.int64], target: Array, req_p: NDArray[np.int64],
-               req_d: Array) -> ProgramResult:
+               req_d: Array) -> dv.ProgramResult:
         before = self._g[e].copy()
         after = np.clip(target, self._desc.g_min_s, self._desc.g_max_s)
-        status = np.full(len(e), ProgramStatus.OK, dtype=np.int8)
-        status[target > self._desc.g_max_s] = ProgramStatus.AT_MAX
-        status[target < self._desc.g_min_s] = ProgramStatus.AT_MIN
+        status = np.full(len(e), dv.ProgramStatus.OK, dtype=np.int8)
+        status[target > self._desc.g_max_s] = dv.ProgramStatus.AT_MAX
+        status[target < self._desc.g_min_s] = dv.ProgramStatus.AT_MIN
         status[after == before] = np.where(
-            status[after == before] == ProgramStatus.OK, ProgramStatus.NO_CHANGE,
+            status[after == before] == dv.ProgramStatus.OK, dv.ProgramStatus.NO_CHANGE,
             status[after == before])
         self._g[e] = after
         applied = (np.rint((after - before) / self._step).astype(np.int64) if self._step > 0
                    else np.zeros(len(e), dtype=np.int64))
         self._pulses_used += int(np.abs(applied).sum())
         lim = self._desc.limits
-        return ProgramResult(edges=e, requested_pulses=req_p, applied_pulses=applied,
+        return dv.ProgramResult(edges=e, requested_pulses=req_p, applied_pulses=applied,
                              requested_delta_s=req_d, g_before_s=before, g_after_s=after.copy(),
                              status=status, pulse_amplitude_v=lim.pulse_amplitude_max_v,
                              pulse_width_s=lim.pulse_width_max_s)
 
     def program_deltas(self, edges: NDArray[np.integer] | None, delta_g_s: Array
-                       ) -> ProgramResult:
+                       ) -> dv.ProgramResult:
         """Change the conductances by ``delta_g_s`` exactly (clipped at the bounds, flagged)."""
         self._record("program_deltas", edges=edges, delta_g_s=delta_g_s)
         self._check_open()
@@ -307,7 +288,7 @@ class MockBoard:
         return self._apply(e, self._g[e] + d, req, d.copy())
 
     def program_pulses(self, edges: NDArray[np.integer], pulses: NDArray[np.integer]
-                       ) -> ProgramResult:
+                       ) -> dv.ProgramResult:
         """Move each edge by whole pulses of ``pulse_step_s`` (limits checked first)."""
         self._record("program_pulses", edges=edges, pulses=pulses)
         self._check_open()
@@ -318,13 +299,7 @@ class MockBoard:
         p = np.asarray(pulses, dtype=np.int64)
         if p.shape != e.shape:
             raise ConfigError(f"pulses must have shape {e.shape}, got {p.shape}")
-        lim = self._desc.limits
-        if p.size and int(np.abs(p).max()) > lim.max_pulses_per_call:
-            raise LimitError(f"{int(np.abs(p).max())} pulses on one edge exceed "
-                             f"max_pulses_per_call={lim.max_pulses_per_call}")
-        if self._pulses_used + int(np.abs(p).sum()) > lim.max_pulses_per_run:
-            raise LimitError(f"the pulses would exceed max_pulses_per_run="
-                             f"{lim.max_pulses_per_run}")
+        check_pulse_budget(p, self._pulses_used, self._desc.limits)
         return self._apply(e, self._g[e] + p * self._step, p.copy(),
                            np.full(len(e), np.nan))
 
@@ -348,12 +323,6 @@ class MockBoard:
             self.safe_state()
             self._record("close")
         self._closed = True
-
-    def __enter__(self) -> MockBoard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 MOCK_OPTIONS = (
@@ -385,7 +354,7 @@ def make_mock_board(options: Mapping[str, Any], rng: np.random.Generator) -> Moc
         raise ConfigError(f"backend mock: g_init_s = {g_init:g} S must lie in [{lo:g}, {hi:g}] S")
     desc = describe_layered(
         sizes, name="mock board", backend="mock", g_min_s=lo, g_max_s=hi,
-        limits=SafetyLimits(v_input_max_v=10.0, i_nudge_max_a=1.0, beta_max_s=10.0),
+        limits=dv.SafetyLimits(v_input_max_v=10.0, i_nudge_max_a=1.0, beta_max_s=10.0),
         pulse_step_s=float(options["pulse_step_s"]),
         sample_dtype="<f4" if options["dtype"] == "float32" else "<f8",
         deterministic=True, supports_resistive_nudge=bool(options["resistive_nudge"]),

@@ -36,19 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from hwloop.device import (
-    BoardDescription,
-    CurrentNudge,
-    NodeReading,
-    Nudge,
-    ProgramResult,
-    ProgramStatus,
-    ResistiveNudge,
-    SafetyLimits,
-    check_inputs_within_limits,
-    check_nudge_for_inputs,
-    check_nudge_within_limits,
-)
+from hwloop import device as dv
 from hwloop.errors import ConfigError, LimitError, UnsupportedError
 from hwloop.layered import dense_block, layer_starts, layered_nodes
 from hwloop.plugins import Option, backend
@@ -60,8 +48,8 @@ Array = NDArray[np.floating]
 CArray = NDArray[np.floating] | NDArray[np.complexfloating]
 
 
-def _describe(net: nr.NonReciprocalNet, limits: SafetyLimits, info: dict[str, object]) -> (
-    BoardDescription
+def _describe(net: nr.NonReciprocalNet, limits: dv.SafetyLimits, info: dict[str, object]) -> (
+    dv.BoardDescription
 ):
     names, roles, clamps = layered_nodes(net.sizes)
     starts = layer_starts(net.sizes)
@@ -75,7 +63,7 @@ def _describe(net: nr.NonReciprocalNet, limits: SafetyLimits, info: dict[str, ob
         couplings.append(
             {"kind": c.kind, "drive_gain": c.drive_gain, "current_gain": c.current_gain}
         )
-    return BoardDescription(
+    return dv.BoardDescription(
         name="emulated non-reciprocal network",
         backend="nonreciprocal",
         node_names=tuple(names),
@@ -110,6 +98,8 @@ class NonReciprocalBoard(HeldSources):
             the relaxation time constants of :meth:`drive_sinusoid`.
     """
 
+    _complex_nudges = True  # current or resistive nudges, complex values allowed
+
     def __init__(
         self,
         net: nr.NonReciprocalNet,
@@ -117,7 +107,7 @@ class NonReciprocalBoard(HeldSources):
         *,
         read_noise_v: float = 0.0,
         write_noise: float = 0.0,
-        limits: SafetyLimits | None = None,
+        limits: dv.SafetyLimits | None = None,
         settle_time_s: float = 1e-3,
         sample_time_s: float = 1e-4,
         tol_a: float = 1e-13,
@@ -136,7 +126,7 @@ class NonReciprocalBoard(HeldSources):
         self._rng = rng
         self._sigma = float(read_noise_v)
         self._write_noise = float(write_noise)
-        self._limits = limits if limits is not None else SafetyLimits(
+        self._limits = limits if limits is not None else dv.SafetyLimits(
             v_input_max_v=1e4,
             i_nudge_max_a=1e3,
             beta_max_s=1e3,
@@ -161,19 +151,16 @@ class NonReciprocalBoard(HeldSources):
         self._free = self._desc.free_nodes
         self._clock_s = 0.0
         self._v_in: Array | None = None
-        self._nudge: Nudge | None = None
+        self._nudge: dv.Nudge | None = None
         self._state: CArray | None = None
         self._free_state: Array | None = None
         self._converged: NDArray[np.bool_] | None = None
         self._free_converged: NDArray[np.bool_] | None = None
         self._dirty = True
         self._closed = False
+        self._pulses_used = 0  # programmed by conductance deltas, never by pulses
 
     # ---------------------------------------------------------------- Describable
-    def describe(self) -> BoardDescription:
-        """The board description (topology, couplings, limits)."""
-        return self._desc
-
     @property
     def network(self) -> nr.NonReciprocalNet:
         """The underlying network (emulator only)."""
@@ -182,23 +169,11 @@ class NonReciprocalBoard(HeldSources):
     # ---------------------------------------------------------------- Biasable
     def apply_inputs(self, v_inputs: Array) -> None:
         """Set the input sources, ``(batch, n_inputs)`` V (checked against the limits)."""
-        self._check_open()
-        check_inputs_within_limits(v_inputs, self._limits, self._net.n_inputs)
-        v = np.array(v_inputs, dtype=np.float64, copy=True)
+        v = self._checked_inputs(v_inputs, np.float64)
         if self._v_in is None or self._v_in.shape != v.shape:
             self._nudge = None
         self._v_in = v
         self._free_state = None
-        self._dirty = True
-
-    def apply_nudge(self, nudge: Nudge | None) -> None:
-        """Apply (``None``: release) a current or resistive nudge; complex values allowed."""
-        self._check_open()
-        if nudge is not None:
-            check_nudge_for_inputs(
-                nudge, self._limits, self._v_in, self._net.n_outputs, complex_ok=True
-            )
-        self._nudge = nudge
         self._dirty = True
 
     def set_bias_currents(self, i_bias_a: Array) -> None:
@@ -226,21 +201,19 @@ class NonReciprocalBoard(HeldSources):
         Nudged solves start from the free fixed point (DR-5); examples whose
         Newton iteration did not converge are reported by :meth:`last_converged`.
         """
-        self._check_open()
-        if settle_time_s is not None and settle_time_s < 0:
-            raise ConfigError(f"settle_time_s={settle_time_s} must be >= 0")
+        wait_s = self._settle_time(settle_time_s)
         self._solve()
-        self._clock_s += self._settle_time_s if settle_time_s is None else float(settle_time_s)
+        self._clock_s += wait_s
 
     def _nudging(self) -> nr.Nudging | None:
         n = self._nudge
         if n is None:
             return None
-        if isinstance(n, ResistiveNudge):
+        if isinstance(n, dv.ResistiveNudge):
             beta = n.beta_s
             b: complex = complex(beta) if isinstance(beta, complex) else float(beta)
             return nr.Nudging(b, np.asarray(n.targets_v, dtype=np.float64))
-        assert isinstance(n, CurrentNudge)
+        assert isinstance(n, dv.CurrentNudge)
         return nr.Nudging(0.0, None, np.asarray(n.currents_a))
 
     def _ensure_free(self) -> Array:
@@ -267,36 +240,24 @@ class NonReciprocalBoard(HeldSources):
         self._dirty = False
 
     # ---------------------------------------------------------------- Readable
-    def read_nodes(
-        self, n_samples: int = 1, nodes: NDArray[np.integer] | None = None
-    ) -> NodeReading:
-        """Read node voltages ``n_samples`` times with Gaussian read noise, V."""
-        self._check_open()
-        if int(n_samples) != n_samples or n_samples < 1:
-            raise ConfigError(f"n_samples={n_samples} must be an integer >= 1")
-        idx = self._free if nodes is None else np.asarray(nodes, dtype=np.int64)
-        n_nodes = self._desc.n_nodes
-        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= n_nodes)):
-            raise ConfigError(f"node indices must lie in 0..{n_nodes - 1}")
-        self._solve()
+    def _sample(self, idx: NDArray[np.integer], n: int) -> dv.NodeReading:
+        """``n`` reads of nodes ``idx`` of the solved state, with Gaussian read noise, V."""
         assert self._v_in is not None and self._state is not None
         batch = self._v_in.shape[0]
-        full = np.zeros((batch, n_nodes), dtype=self._state.dtype)
+        full = np.zeros((batch, self._desc.n_nodes), dtype=self._state.dtype)
         full[:, : self._net.n_inputs] = self._v_in
         full[:, self._net.n_inputs : self._net.n_inputs + self._net.n_free] = self._state
         v_true = full[:, idx]
-        n = int(n_samples)
         samples: CArray = np.broadcast_to(v_true, (n, *v_true.shape)).copy()
         if self._sigma > 0:
             samples = samples + self._sigma * self._rng.standard_normal(samples.shape)
             if np.iscomplexobj(v_true):
                 samples = samples + 1j * self._sigma * self._rng.standard_normal(samples.shape)
-        order = np.arange(batch)[None, :] * n + np.arange(n)[:, None]
-        stamps = self._clock_s + (order + 1) * self._sample_time_s
+        stamps = self._sample_stamps(batch, n)
         self._clock_s += batch * n * self._sample_time_s
-        return NodeReading(
+        return dv.NodeReading(
             samples_v=samples,
-            timestamps_s=stamps.astype(np.float64),
+            timestamps_s=stamps,
             flags=np.zeros(samples.shape, dtype=np.uint8),
             nodes=idx,
         )
@@ -319,7 +280,7 @@ class NonReciprocalBoard(HeldSources):
 
     def program_pulses(
         self, edges: NDArray[np.integer], pulses: NDArray[np.integer]
-    ) -> ProgramResult:
+    ) -> dv.ProgramResult:
         """Not available: this emulator is programmed by conductance deltas.
 
         The arguments are validated first (a malformed call is a ``ConfigError``).
@@ -333,7 +294,9 @@ class NonReciprocalBoard(HeldSources):
             "the non-reciprocal emulator has no pulse granularity; use program_deltas"
         )
 
-    def program_deltas(self, edges: NDArray[np.integer] | None, delta_g_s: Array) -> ProgramResult:
+    def program_deltas(
+        self, edges: NDArray[np.integer] | None, delta_g_s: Array
+    ) -> dv.ProgramResult:
         """Change conductances by ``delta_g_s`` (with write noise), S; cut at 0 S."""
         self._check_open()
         d = np.asarray(delta_g_s, dtype=np.float64)
@@ -349,13 +312,13 @@ class NonReciprocalBoard(HeldSources):
         if self._write_noise > 0:
             done = d * (1.0 + self._write_noise * self._rng.standard_normal(d.shape))
         g1 = g0 + done
-        status = np.where(g1 < 0.0, ProgramStatus.AT_MIN, ProgramStatus.OK).astype(np.int8)
+        status = np.where(g1 < 0.0, dv.ProgramStatus.AT_MIN, dv.ProgramStatus.OK).astype(np.int8)
         g1 = np.maximum(g1, 0.0)
         self._net.g_flat[idx] = g1
         self._free_state = None
         self._dirty = True
         zeros = np.zeros(d.shape, dtype=np.int64)
-        return ProgramResult(
+        return dv.ProgramResult(
             edges=e,
             requested_pulses=zeros,
             applied_pulses=zeros,
@@ -445,7 +408,7 @@ class NonReciprocalBoard(HeldSources):
         n_periods: int,
         samples_per_period: int,
         settle_periods: int = 1,
-    ) -> NodeReading:
+    ) -> dv.NodeReading:
         """Drive the output pull ``beta(t) = r cos(2 pi f t)`` and sample the free nodes.
 
         The network starts at its free fixed point at ``t = 0`` (the beginning of
@@ -485,7 +448,7 @@ class NonReciprocalBoard(HeldSources):
         u0 = self._ensure_free()
         assert self._v_in is not None
         y = np.asarray(targets_v, dtype=np.float64)
-        check_nudge_within_limits(ResistiveNudge(r, y), self._limits, self._v_in.shape[0],
+        dv.check_nudge_within_limits(dv.ResistiveNudge(r, y), self._limits, self._v_in.shape[0],
                                   self._net.n_outputs, complex_ok=False)
         period = 1.0 / f
         m = int(n_periods) * int(samples_per_period)
@@ -499,7 +462,7 @@ class NonReciprocalBoard(HeldSources):
         self._clock_s += float(t[-1]) + period / int(samples_per_period)
         self._nudge = None
         self._dirty = True
-        return NodeReading(
+        return dv.NodeReading(
             samples_v=q,
             timestamps_s=stamps,
             flags=np.zeros(q.shape, dtype=np.uint8),

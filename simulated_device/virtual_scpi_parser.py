@@ -112,9 +112,7 @@ class ScpiCall:
         clamp_to: tuple[float, float] | None = None,
     ) -> float:
         """Parameter ``k`` as a number within ``[lo, hi]`` (MIN/MAX/DEF accepted)."""
-        if k >= len(self.params):
-            raise ScpiError(-109, "Missing parameter")
-        p = self.params[k].strip().upper()
+        p = self._present(k).upper()
         if p in ("MIN", "MINIMUM"):
             return lo
         if p in ("MAX", "MAXIMUM"):
@@ -135,9 +133,7 @@ class ScpiCall:
 
     def boolean(self, k: int) -> bool:
         """Parameter ``k`` as a boolean (ON/OFF/1/0)."""
-        if k >= len(self.params):
-            raise ScpiError(-109, "Missing parameter")
-        p = self.params[k].strip().upper()
+        p = self._present(k).upper()
         if p in ("ON", "1"):
             return True
         if p in ("OFF", "0"):
@@ -149,9 +145,7 @@ class ScpiCall:
 
     def choice(self, k: int, options: dict[str, str]) -> str:
         """Parameter ``k`` as one of ``options`` (mnemonic in mixed case -> value)."""
-        if k >= len(self.params):
-            raise ScpiError(-109, "Missing parameter")
-        p = self.params[k].strip().strip("\"'").upper()
+        p = self.string(k).upper()
         for spelled, value in options.items():
             if _mnemonic_match(p, spelled):
                 return value
@@ -159,9 +153,13 @@ class ScpiCall:
 
     def string(self, k: int) -> str:
         """Parameter ``k`` without its quotes."""
+        return self._present(k).strip("\"'")
+
+    def _present(self, k: int) -> str:
+        """Parameter ``k`` without surrounding white space; SCPI error -109 when missing."""
         if k >= len(self.params):
             raise ScpiError(-109, "Missing parameter")
-        return self.params[k].strip().strip("\"'")
+        return self.params[k].strip()
 
 
 Handler = Callable[[ScpiCall], str | None]

@@ -417,17 +417,23 @@ def energy_reference_at(c: Circuit, op: OperatingPoint) -> tuple[list[str], floa
     return [], float(e), None
 
 
+def random_sized_circuit(base: int, seed: int, max_diodes: int) -> Circuit:
+    """:func:`random_circuit` of 3..11 nodes and 1..``max_diodes`` diodes, drawn from
+    ``default_rng(base + seed)``; series resistors on even seeds."""
+    rng = np.random.default_rng(base + seed)
+    return random_circuit(
+        rng,
+        n_nodes=int(rng.integers(3, 12)),
+        n_diodes=int(rng.integers(1, max_diodes + 1)),
+        series_r=seed % 2 == 0,
+    )
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_shockley_kcl_on_random_circuits(seed: int) -> None:
     # odd seeds: no series resistors, so diode chains across sources may carry absurd
     # currents (kA..GA); the residual is then judged relative to the currents involved
-    rng = np.random.default_rng(2000 + seed)
-    c = random_circuit(
-        rng,
-        n_nodes=int(rng.integers(3, 12)),
-        n_diodes=int(rng.integers(1, 8)),
-        series_r=seed % 2 == 0,
-    )
+    c = random_sized_circuit(2000, seed, max_diodes=7)
     op = solve_op(parse_netlist(c.text))
     scale_a = assert_kcl(c, op, shockley_currents(c, op))
     assert op.max_residual_a <= 1e-12 + 1e-12 * scale_a
@@ -524,13 +530,7 @@ def assert_ideal_kkt(c: Circuit, op: OperatingPoint) -> None:
 
 @pytest.mark.parametrize("seed", range(30))
 def test_ideal_kkt_on_random_circuits(seed: int) -> None:
-    rng = np.random.default_rng(4000 + seed)
-    c = random_circuit(
-        rng,
-        n_nodes=int(rng.integers(3, 12)),
-        n_diodes=int(rng.integers(1, 10)),
-        series_r=seed % 2 == 0,
-    )
+    c = random_sized_circuit(4000, seed, max_diodes=9)
     try:
         op = solve_op(parse_netlist(c.text), diodes="ideal")
     except CircuitError as exc:

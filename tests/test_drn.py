@@ -161,12 +161,9 @@ def test_paired_input_shortcut_equals_full_product() -> None:
     paired = pixels_to_inputs(x, 50.0)
     unpaired = paired.copy()
     unpaired[:, 20:] *= 0.5  # breaks the +/- symmetry: the full product is used
-    a, _ = net.relax(paired, tol_v=1e-14, max_sweeps=10_000)
-    ref = qp_reference(net, paired)
-    assert np.max(np.abs(a[-1] - ref[-1])) < 1e-9
-    b, _ = net.relax(unpaired, tol_v=1e-14, max_sweeps=10_000)
-    ref_b = qp_reference(net, unpaired)
-    assert np.max(np.abs(b[-1] - ref_b[-1])) < 1e-9
+    for v_in in (paired, unpaired):
+        got, _ = net.relax(v_in, tol_v=1e-14, max_sweeps=10_000)
+        assert np.max(np.abs(got[-1] - qp_reference(net, v_in)[-1])) < 1e-9
 
 
 def test_warm_start_reaches_the_same_equilibrium_faster() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,13 @@ N_IN = 16
 
 def inputs(batch: int = 2, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-2.0, 2.0, size=(batch, N_IN))
+
+
+def read_once(board: Any, v_inputs: np.ndarray) -> None:
+    """Apply ``v_inputs`` (V), settle and read the nodes once (the sources are then on)."""
+    board.apply_inputs(v_inputs)
+    board.settle()
+    board.read_nodes(1)
 
 
 def events(board: object) -> str:
@@ -58,9 +66,7 @@ def test_serial_read_that_fails_every_attempt_still_ends_in_a_commanded_safe_sta
 def test_serial_board_that_never_answers_again_is_reported_on_one_uncut_line() -> None:
     board, vb = open_serial(3, ARCH, read_noise_v=0.0, timeout_s=0.15, retry_attempts=2)
     try:
-        board.apply_inputs(inputs())
-        board.settle()
-        board.read_nodes(1)
+        read_once(board, inputs())
         vb.set_faults(FaultConfig(stop_after_frames=0))
         with pytest.raises(TransportError):
             board.read_nodes(1)
@@ -152,15 +158,11 @@ def _fast_scpi_text() -> str:
 def test_scpi_smu_that_loses_two_replies_is_reconnected_and_switched_off() -> None:
     board, bench = open_scpi(6, ARCH, text=_fast_scpi_text())
     try:
-        board.apply_inputs(inputs())
-        board.settle()
-        board.read_nodes(1)
+        read_once(board, inputs())
         assert not bench.is_safe  # sources on
         bench.faults("smu").drop_replies = 2  # the query and its *IDN? resynchronisation
         with pytest.raises(InstrumentTimeoutError):
-            board.apply_inputs(inputs(2, seed=5))
-            board.settle()
-            board.read_nodes(1)
+            read_once(board, inputs(2, seed=5))
         assert bench.is_safe, "the SMU outputs were left on"
         text = events(board)
         assert "'smu' (keithley2600" in text and "reconnected (attempt" in text, text
@@ -171,9 +173,7 @@ def test_scpi_smu_that_loses_two_replies_is_reconnected_and_switched_off() -> No
 def test_scpi_instrument_that_never_answers_leaves_the_others_safe_and_says_so() -> None:
     board, bench = open_scpi(6, ARCH, text=_fast_scpi_text())
     try:
-        board.apply_inputs(inputs())
-        board.settle()
-        board.read_nodes(1)
+        read_once(board, inputs())
         bench.faults("daq").dead = True
         with pytest.raises(InstrumentTimeoutError):
             board.read_nodes(1)
@@ -190,9 +190,7 @@ def test_scpi_instrument_that_never_answers_leaves_the_others_safe_and_says_so()
 def test_scpi_source_compliance_is_seen_when_a_separate_meter_reads_the_nodes() -> None:
     board, bench = open_scpi(6, ARCH)
     try:
-        board.apply_inputs(inputs(4))
-        board.settle()
-        board.read_nodes(1)
+        read_once(board, inputs(4))
         assert board.compliance_trips == 0
         bench.faults("smu").compliance = {bench.smu_channels[0]}
         with pytest.raises(LimitError, match="compliance tripped 4 times"):

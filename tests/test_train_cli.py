@@ -52,8 +52,13 @@ def _train_quietly(*argv: object) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+Capsys = pytest.CaptureFixture[str]
+Trained = tuple[Path, dict[str, Any], RunData]
+"""The trained run: its session file, the --json summary of train, and its data."""
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], RunData]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """One short real run: seed 0, 1,000 training examples, the full 1,000-digit test split."""
     path = tmp_path_factory.mktemp("run") / "run.h5"
     code, out, err = _train_quietly(*SHORT, "--seed", "0", "--out", path)
@@ -108,9 +113,7 @@ CONFIG_ERRORS: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
 
 
 @pytest.mark.parametrize("case", list(CONFIG_ERRORS))
-def test_bad_configuration_fails_at_once(
-    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_configuration_fails_at_once(case: str, tmp_path: Path, capsys: Capsys) -> None:
     argv, files, words = CONFIG_ERRORS[case]
     for name, text in files.items():
         if name.endswith("/"):
@@ -126,9 +129,7 @@ def test_bad_configuration_fails_at_once(
     assert sorted(tmp_path.rglob("*")) == before  # no run file, nothing else either
 
 
-def test_existing_out_is_kept_without_overwrite(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_existing_out_is_kept_without_overwrite(tmp_path: Path, capsys: Capsys) -> None:
     out_file = tmp_path / "run.h5"
     out_file.write_bytes(b"an earlier run")
     code, out, err = cli(capsys, "train", "--epochs", "1", "--out", out_file)
@@ -137,9 +138,7 @@ def test_existing_out_is_kept_without_overwrite(
     assert sorted(tmp_path.iterdir()) == [out_file]
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys: Capsys) -> None:
     code, out, err = cli(capsys, "train", "--dry-run", "--out", tmp_path / "run.h5")
     assert code == 0, err
     assert "Traceback" not in err
@@ -162,7 +161,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
 # --------------------------------------------------------------------------- a real short run
 
 
-def test_short_run_learns(trained: tuple[Path, dict[str, Any], RunData]) -> None:
+def test_short_run_learns(trained: Trained) -> None:
     path, summary, _ = trained
     assert summary["status"] == "completed"
     assert summary["epochs"] == 1
@@ -172,7 +171,7 @@ def test_short_run_learns(trained: tuple[Path, dict[str, Any], RunData]) -> None
     assert summary["wall_time_s"] > 0
 
 
-def test_run_file_contents(trained: tuple[Path, dict[str, Any], RunData]) -> None:
+def test_run_file_contents(trained: Trained) -> None:
     path, summary, run = trained
     assert run.attrs["status"] == "completed"
     assert run.attrs["reason"] == ""
@@ -230,10 +229,7 @@ def test_run_file_contents(trained: tuple[Path, dict[str, Any], RunData]) -> Non
     assert all(np.all(np.isfinite(v)) for v in run.metrics.values())
 
 
-def test_same_seed_same_conductances(
-    trained: tuple[Path, dict[str, Any], RunData], tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_same_seed_same_conductances(trained: Trained, tmp_path: Path, capsys: Capsys) -> None:
     _, summary, first = trained
     assert first.conductances_s is not None
     code, out, err = cli(capsys, "train", *SHORT, "--seed", "0", "--out", tmp_path / "again.h5")
@@ -256,9 +252,7 @@ def test_same_seed_same_conductances(
 # --------------------------------------------------------------------------- evaluate
 
 
-def test_evaluate_matches_the_run(
-    trained: tuple[Path, dict[str, Any], RunData], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_evaluate_matches_the_run(trained: Trained, capsys: Capsys) -> None:
     path, summary, _ = trained
     code, out, err = cli(capsys, "evaluate", path, "--dataset", "mnist-subset", "--json")
     assert code == 0, err
@@ -284,8 +278,8 @@ def _idx(arr: np.ndarray) -> bytes:
 
 
 def test_evaluate_on_npz_and_idx_directory(
-    trained: tuple[Path, dict[str, Any], RunData], tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    trained: Trained, tmp_path: Path,
+    capsys: Capsys,
 ) -> None:
     path, _, _ = trained
     code, out, _ = cli(capsys, "evaluate", path, "--dataset", "mnist-subset", "--json")
@@ -328,9 +322,7 @@ def test_evaluate_on_npz_and_idx_directory(
     assert last_json(out)["accuracy"] == reference["accuracy"]
 
 
-def test_evaluate_with_read_noise(
-    trained: tuple[Path, dict[str, Any], RunData], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_evaluate_with_read_noise(trained: Trained, capsys: Capsys) -> None:
     path, _, _ = trained
     code, out, _ = cli(capsys, "evaluate", path, "--dataset", "mnist-subset", "--json")
     clean = last_json(out)["accuracy"]
@@ -349,10 +341,7 @@ def test_evaluate_with_read_noise(
     assert last_json(out)["accuracy"] > noisy["accuracy"] + 0.1
 
 
-def test_evaluate_errors(
-    trained: tuple[Path, dict[str, Any], RunData], tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_evaluate_errors(trained: Trained, tmp_path: Path, capsys: Capsys) -> None:
     path, _, _ = trained
     missing = tmp_path / "missing.h5"
     assert_usage_error(*cli(capsys, "evaluate", missing, "--dataset", "mnist-subset"), missing)
@@ -380,9 +369,7 @@ def test_evaluate_errors(
 # --------------------------------------------------------------------------- config files
 
 
-def test_config_file_with_cli_overrides(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_config_file_with_cli_overrides(tmp_path: Path, capsys: Capsys) -> None:
     cfg_file = tmp_path / "train.toml"
     cfg_file.write_text(
         "# a small run\n"
@@ -420,8 +407,8 @@ def test_config_file_with_cli_overrides(
 
 
 def test_saved_configuration_reproduces_the_run(
-    trained: tuple[Path, dict[str, Any], RunData], tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    trained: Trained, tmp_path: Path,
+    capsys: Capsys,
 ) -> None:
     """The resolved TOML in a run file is itself a valid --config file."""
     _, _, run = trained
@@ -458,9 +445,7 @@ def test_console_script_reports_one_line(tmp_path: Path) -> None:
 
 
 
-def test_four_point_estimator_trains_and_replays(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_four_point_estimator_trains_and_replays(tmp_path: Path, capsys: Capsys) -> None:
     """A multi-point real stencil in training: four nudged phases recorded, replay exact."""
     out = tmp_path / "fp.h5"
     code, _, err = cli(capsys, "train", "--arch", "1568-16-10", "--epochs", "1",
@@ -478,7 +463,7 @@ def test_four_point_estimator_trains_and_replays(
 
 
 def test_resume_from_another_directory_finds_the_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capsys
 ) -> None:
     """A run trained on a data directory given relative to its cwd resumes from elsewhere."""
     from tests.test_datasets import fake_arrays, write_idx_set
