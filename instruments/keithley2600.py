@@ -41,6 +41,7 @@ from instruments.scpi_util import (
     VisaDriver,
     check_channels,
     check_count,
+    check_power_on,
     check_range,
     num,
     overflow_to_nan,
@@ -196,17 +197,36 @@ class Keithley2600(VisaDriver):
         if nplc is not None:
             self.nplc = check_range(self.name, "NPLC", nplc, *NPLC_RANGE, "PLC")
             parts += [f"{ch}.measure.nplc = {num(self.nplc)}" for ch in self.channels]
+        self.arm_restart_check()
         if parts:
             self.transport.write("; ".join(parts))
         self.check_errors()
 
-    def check_errors(self) -> None:
-        """Raise :class:`InstrumentError` with the first queued error, if any.
+    def arm_restart_check(self) -> None:
+        """Read (and so clear) the standard event register: its PON bit now means a restart.
 
-        ``print(errorqueue.count)``, then ``print(errorqueue.next())`` (errorqueue
-        functions, TSP command reference).
+        ``print(status.standard.event)`` (2600B reference manual, "Status model",
+        "Standard event register": bit 7 PON is set at power-on; reading an event
+        register clears it). Called by :meth:`configure` before the settings go out.
         """
-        n = int(self.transport.query("print(errorqueue.count)", parse=parse_float, idempotent=True))
+        self.transport.query("print(status.standard.event)", parse=parse_float, idempotent=True)
+
+    def check_errors(self) -> None:
+        """Raise :class:`InstrumentError` on a queued error or a restart of the instrument.
+
+        One ``print(errorqueue.count, status.standard.event)``, then, on errors,
+        ``print(errorqueue.next())`` (errorqueue functions, TSP command reference). A set
+        PON bit (bit 7 of the standard event register, armed by
+        :meth:`arm_restart_check`) means the instrument restarted since: its settings
+        (limits, NPLC, levels) are the defaults again and the writes since the last
+        check are lost, which its empty error queue would not show.
+        """
+        vals = self.transport.query(
+            "print(errorqueue.count, status.standard.event)",
+            parse=lambda t: parse_floats(t, "\t", 2), idempotent=True,
+        )
+        n = int(vals[0])
+        check_power_on(self.name, vals[1], "status.standard.event")
         if n > 0:
             err = self.transport.query("print(errorqueue.next())", idempotent=False).strip()
             raise InstrumentError(
