@@ -228,22 +228,31 @@ def _cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def _train_on_bench(board_file: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def _cli_on_bench(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run ``hwloop ARGV`` on a fresh 32-8-2 virtual SCPI bench (stopped also on failure).
+
+    Returns its stdout; the run must exit 0 and leave the bench safe.
+    """
     net = BenchNetwork({"arch": "32-8-2", "preset": "reram"}, np.random.default_rng(0))
     bench = VirtualScpiBench(net, bias_channels=True)
     bench.start()
     try:
         for name, res in bench.resources.items():
             monkeypatch.setenv(f"HWLOOP_{name.upper()}_RESOURCE", res)
-        code, stdout, stderr = _cli([
-            "train", "--backend", "board", "--board", str(board_file), "--dataset",
-            "mnist-01-4x4", "--nudge", "current", "--input-gain", "20", "--lr", "0.03",
-            "--lr-biases", "0.03", "--epochs", "1", "--train-limit", "24", "--test-limit", "12",
-            "--seed", "0", "--quiet", "--json", "--out", str(out)])
+        code, stdout, stderr = _cli(argv)
         assert code == 0, stderr
         assert bench.is_safe
     finally:
         bench.stop()
+    return stdout
+
+
+def _train_on_bench(board_file: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    stdout = _cli_on_bench([
+        "train", "--backend", "board", "--board", str(board_file), "--dataset",
+        "mnist-01-4x4", "--nudge", "current", "--input-gain", "20", "--lr", "0.03",
+        "--lr-biases", "0.03", "--epochs", "1", "--train-limit", "24", "--test-limit", "12",
+        "--seed", "0", "--quiet", "--json", "--out", str(out)], monkeypatch)
     return dict(json.loads(stdout.strip().splitlines()[-1]))
 
 
@@ -296,17 +305,7 @@ def test_the_readme_commands_train_and_replay_the_pymeasure_example(
     (tmp_path / "examples" / "boards").mkdir(parents=True)
     (tmp_path / "examples" / "boards" / PYMEASURE_EXAMPLE.name).write_text(
         PYMEASURE_EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
-    net = BenchNetwork({"arch": "32-8-2", "preset": "reram"}, np.random.default_rng(0))
-    bench = VirtualScpiBench(net, bias_channels=True)
-    bench.start()
-    try:
-        for name, res in bench.resources.items():
-            monkeypatch.setenv(f"HWLOOP_{name.upper()}_RESOURCE", res)
-        code, _, err = _cli(train)
-        assert code == 0, err
-        assert bench.is_safe
-    finally:
-        bench.stop()
+    _cli_on_bench(train, monkeypatch)
     with open_session(tmp_path / "pymeasure-run.h5") as s:
         assert s.status == "completed"
         insts = s.description.info["instruments"]
