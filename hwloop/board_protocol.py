@@ -65,6 +65,8 @@ __all__ = [
     "GetState",
     "Identify",
     "IdentifyReply",
+    "LastReply",
+    "LastReplyReply",
     "ProtocolError",
     "Pulse",
     "PulseReply",
@@ -133,6 +135,7 @@ class Command(enum.IntEnum):
     IDENTIFY = 0x01
     GET_STATE = 0x02
     SAFE_STATE = 0x03
+    LAST_REPLY = 0x04
     SET_INPUTS = 0x10
     SET_NUDGE_CURRENTS = 0x11
     SET_BIAS_CURRENTS = 0x12
@@ -146,6 +149,7 @@ IDEMPOTENT_COMMANDS: frozenset[Command] = frozenset(
         Command.IDENTIFY,
         Command.GET_STATE,
         Command.SAFE_STATE,
+        Command.LAST_REPLY,
         Command.READ_NODES,
         Command.READ_CONDUCTANCE,
     }
@@ -153,7 +157,7 @@ IDEMPOTENT_COMMANDS: frozenset[Command] = frozenset(
 """Commands a host may repeat after a lost reply without changing the outcome.
 
 ``SET_*`` and ``PULSE`` are not in the set: after a failed exchange the host
-re-reads the state (``GET_STATE`` / ``READ_CONDUCTANCE``) instead of resending.
+re-reads the state (``GET_STATE``; for ``PULSE``, ``LAST_REPLY``) instead of resending.
 """
 
 
@@ -695,6 +699,47 @@ class SafeState(_Empty, Request):
     """SAFE_STATE request (empty payload): every source to 0 and off."""
 
     COMMAND: ClassVar[Command] = Command.SAFE_STATE
+
+
+@dataclass(frozen=True)
+class LastReply(_Empty, Request):
+    """LAST_REPLY request (empty payload): the board's reply to its last non-idempotent request."""
+
+    COMMAND: ClassVar[Command] = Command.LAST_REPLY
+
+
+@dataclass(frozen=True)
+class LastReplyReply(Reply):
+    """LAST_REPLY reply: the reply frame the board sent to its last non-idempotent request.
+
+    Attributes:
+        frame: that reply (its sequence number echoes the request's; an error reply
+            too), or ``None`` when the board answered no non-idempotent request since it
+            started.
+    """
+
+    frame: Frame | None
+
+    def payload(self) -> bytes:
+        """The payload bytes: ``uint8 present`` [, ``uint16 seq``, ``uint8 command``, payload]."""
+        if self.frame is None:
+            return b"\x00"
+        return struct.pack("<BHB", 1, self.frame.seq, self.frame.command) + self.frame.payload
+
+    @classmethod
+    def parse(cls, payload: bytes | memoryview) -> Self:
+        """Read a payload (:class:`ProtocolError` on a layout mismatch)."""
+        r = _Reader(payload, "LAST_REPLY reply")
+        (present,) = r.unpack("B")
+        if present == 0:
+            r.end()
+            return cls(None)
+        if present != 1:
+            raise ProtocolError(f"LAST_REPLY reply: present byte {present} must be 0 or 1")
+        seq, command = r.unpack("HB")
+        if not command & REPLY_BIT:
+            raise ProtocolError(f"LAST_REPLY reply: command byte 0x{command:02X} is not a reply")
+        return cls(Frame(seq=seq, command=command, payload=bytes(payload[4:])))
 
 
 @dataclass(frozen=True)
@@ -1308,6 +1353,7 @@ REQUEST_TYPES: dict[Command, type[Request]] = {
     Command.IDENTIFY: Identify,
     Command.GET_STATE: GetState,
     Command.SAFE_STATE: SafeState,
+    Command.LAST_REPLY: LastReply,
     Command.SET_INPUTS: SetInputs,
     Command.SET_NUDGE_CURRENTS: SetNudgeCurrents,
     Command.SET_BIAS_CURRENTS: SetBiasCurrents,
@@ -1330,6 +1376,7 @@ REPLY_PARSERS: dict[Command, Callable[[bytes | memoryview], Reply]] = {
     Command.IDENTIFY: IdentifyReply.parse,
     Command.GET_STATE: StateReply.parse,
     Command.SAFE_STATE: Ack.parse,
+    Command.LAST_REPLY: LastReplyReply.parse,
     Command.SET_INPUTS: Ack.parse,
     Command.SET_NUDGE_CURRENTS: Ack.parse,
     Command.SET_BIAS_CURRENTS: Ack.parse,

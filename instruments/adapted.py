@@ -28,7 +28,7 @@ Example (the sources of a 2600B through PyMeasure, ``examples/boards``)::
 
 Actions are one line each, on a channel object (``channels[i]``, an attribute path
 of the instrument; ``""`` is the instrument itself) or, for ``identity``,
-``confirm`` and ``close``, on the instrument: an assignment ``path = X``, a call
+``setup``, ``confirm`` and ``close``, on the instrument: an assignment ``path = X``, a call
 ``path(X, ...)`` or, for a reading, a plain ``path``. ``X`` is a Python literal or
 the name ``value`` (the level to set, V or A); inside a string literal ``{value}``
 and ``{channel}`` are replaced by the level and the channel's name, so a driver's raw
@@ -307,7 +307,13 @@ class AdaptedInstrument:
             raise first
 
     def is_energised(self) -> bool:
-        """True when a channel's ``output_state`` equals ``output_on`` (undeclared: True)."""
+        """True when a channel's ``output_state`` equals ``output_on``.
+
+        An adapter without source actions (a meter) sources nothing: False. A source
+        without ``output_state`` / ``output_on``: True (it cannot say, so it is put safe).
+        """
+        if not (self.has("set_voltage") or self.has("set_current")):
+            return False
         if not self.has("output_state") or self._output_on is _NOTHING:
             return True
         return any(_same(self._run("output_state", t, channel=c), self._output_on)
@@ -316,6 +322,10 @@ class AdaptedInstrument:
     def confirm(self) -> None:
         """The ``confirm`` actions: a round trip answered after the earlier writes."""
         self._run("confirm", self.device)
+
+    def setup(self) -> None:
+        """The ``setup`` actions, once after opening (e.g. the meter's function and NPLC)."""
+        self._run("setup", self.device)
 
     def close(self) -> None:
         """Safe state, then the ``close`` actions (both attempted). Idempotent."""
@@ -366,6 +376,7 @@ class AdaptedInstrument:
         for s in range(n):
             stamps[s] = time.monotonic()
             for j, c in enumerate(idx):
+                self._run("select", self._targets[c], channel=c)
                 raw = self._run("read_voltage", self._targets[c], channel=c)
                 try:
                     samples[s, j] = float(raw)
@@ -386,8 +397,8 @@ def _same(reading: object, on: object) -> bool:
         return str(reading).strip() == str(on)
 
 
-_ACTION_KEYS = ("identity", "set_voltage", "set_current", "read_voltage", "safe_state",
-                "output_state", "confirm", "close")
+_ACTION_KEYS = ("identity", "setup", "set_voltage", "set_current", "select", "read_voltage",
+                "safe_state", "output_state", "confirm", "close")
 
 
 def _open(ctx: OpenContext) -> OpenedInstrument:
@@ -421,6 +432,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
             channel_objects=bool(ctx.option("channel_objects")),
         )
         ident = inst.identity()
+        inst.setup()
     except BaseException:
         _close_quietly(actions["close"], device)
         raise
@@ -464,8 +476,12 @@ KIND = InstrumentKind(
         KindOption("channel_objects", "bool", "", True,
                    "channels are attributes of the instrument (false: names for {channel})"),
         KindOption("identity", "str", "", None, "reading that identifies the instrument"),
+        KindOption("setup", "strlist", "", None,
+                   "actions run once on the instrument after it is opened"),
         KindOption("set_voltage", "strlist", "", None, "actions setting a channel's voltage"),
         KindOption("set_current", "strlist", "", None, "actions setting a channel's current"),
+        KindOption("select", "strlist", "", None,
+                   "actions on a channel before each read_voltage (e.g. close its scan channel)"),
         KindOption("read_voltage", "str", "", None, "reading of a channel's voltage, V"),
         KindOption("safe_state", "strlist", "", None, "actions putting a channel at 0 and off"),
         KindOption("output_state", "str", "", None, "reading of a channel's output state"),

@@ -267,19 +267,32 @@ class Keithley2400(su.SmuDriver):
 
 
 def _opc(d: Keithley2400) -> None:
-    """``*OPC?``: answered only after the earlier writes executed."""
-    d.transport.query("*OPC?", parse=su.parse_float, idempotent=True)
+    """``*OPC?;*ESR?``: answered only after the earlier writes executed; a restart raises.
+
+    ``*ESR?`` reads and clears the standard event status register (2400 manual, section
+    14 "Status structure": bit 7 PON, power on); a set PON bit means the instrument
+    restarted since the last read (:func:`_arm`): its settings and levels were lost.
+    """
+    vals = d.transport.query("*OPC?;*ESR?", parse=lambda t: su.parse_floats(t, ";", 2),
+                             idempotent=True)
+    su.check_power_on(d.name, vals[1], "*ESR?")
+
+
+def _arm(d: Keithley2400) -> Keithley2400:
+    """Read ``*ESR?`` once at connection, so that its PON bit later means a restart."""
+    d.transport.query("*ESR?", parse=su.parse_float, idempotent=True)
+    return d
 
 
 def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
-    d = kinds.on_visa(ctx, lambda t: Keithley2400(
+    d = kinds.on_visa(ctx, lambda t: _arm(Keithley2400(
         t,
         v_max_v=float(ctx.option("v_max_v")),
         i_max_a=float(ctx.option("i_max_a")),
         nplc=float(ctx.option("nplc")),
         line_frequency_hz=float(ctx.option("line_frequency_hz")),
         pulse_width_min_s=float(ctx.option("pulse_width_min_s")),
-    ))
+    )))
     return kinds.OpenedInstrument(
         identity=d.identity(),
         device=d,
@@ -292,8 +305,8 @@ def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
 
 
 def _open_pulser(ctx: kinds.OpenContext, window: kinds.PulseWindow) -> kinds.OpenedInstrument:
-    d = kinds.on_visa(ctx, lambda t: Keithley2400(t, nplc=float(ctx.option("nplc")),
-                                            pulse_width_min_s=window.width_min_s))
+    d = kinds.on_visa(ctx, lambda t: _arm(Keithley2400(
+        t, nplc=float(ctx.option("nplc")), pulse_width_min_s=window.width_min_s)))
     return kinds.OpenedInstrument(
         identity=d.identity(),
         device=d,

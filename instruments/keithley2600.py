@@ -171,17 +171,42 @@ class Keithley2600(su.SmuDriver):
                 "nplc": "measure.nplc"}
         parts = [f"{ch}.{attr[k]} = {su.num(x)}" for k, x in settings.items()
                  for ch in self.channels]
+        self.arm_restart_check()
         if parts:
             self.transport.write("; ".join(parts))
         self.check_errors()
 
-    def check_errors(self) -> None:
-        """Raise :class:`InstrumentError` with the first queued error, if any.
+    def arm_restart_check(self) -> None:
+        """Read (and so clear) the standard event register: its PON bit now means a restart.
 
-        ``print(errorqueue.count)``, then ``print(errorqueue.next())`` (errorqueue
-        functions, TSP command reference).
+        ``print(status.standard.event)`` (2600B reference manual, "Status model",
+        "Standard event register": bit 7 PON is set at power-on; reading an event
+        register clears it). Called by :meth:`configure` before the settings go out.
         """
-        su.check_tsp_errors(self, "check the command and the instrument's setup")
+        self.transport.query("print(status.standard.event)", parse=su.parse_float, idempotent=True)
+
+    def check_errors(self) -> None:
+        """Raise :class:`InstrumentError` on a queued error or a restart of the instrument.
+
+        One ``print(errorqueue.count, status.standard.event)``, then, on errors,
+        ``print(errorqueue.next())`` (errorqueue functions, TSP command reference). A set
+        PON bit (bit 7 of the standard event register, armed by
+        :meth:`arm_restart_check`) means the instrument restarted since: its settings
+        (limits, NPLC, levels) are the defaults again and the writes since the last
+        check are lost, which its empty error queue would not show.
+        """
+        vals = self.transport.query(
+            "print(errorqueue.count, status.standard.event)",
+            parse=lambda t: su.parse_floats(t, "\t", 2), idempotent=True,
+        )
+        n = int(vals[0])
+        su.check_power_on(self.name, vals[1], "status.standard.event")
+        if n > 0:
+            err = self.transport.query("print(errorqueue.next())", idempotent=False).strip()
+            raise InstrumentError(
+                f"{self.name}: instrument reports {n} error(s), first: {' '.join(err.split())};"
+                " check the command and the instrument's setup"
+            )
 
     def safe_state(self) -> None:
         """Every channel: levels to 0 V and 0 A, then output off (idempotent)."""

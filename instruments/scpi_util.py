@@ -24,6 +24,29 @@ OVERFLOW_THRESHOLD = 9.9e37
 is not a measurement (SCPI-99 vol. 1, 7.2.1.5; 2400 manual, status bit OFLO)."""
 
 
+PON_BIT = 0x80
+"""Power-on bit (PON, bit 7) of the IEEE 488.2 standard event status register: set when
+the instrument powers on, cleared when the register is read (``*ESR?``; 2600B:
+``status.standard.event``)."""
+
+
+def check_power_on(instrument: str, esr: float, register: str) -> None:
+    """Raise :class:`InstrumentRestartedError` when ``esr`` (a register read) has PON set.
+
+    The register was read once when the instrument was configured, so a PON bit now
+    means a restart since: the settings are the defaults again and the writes since the
+    last read are lost, which the (emptied) error queue does not show.
+    """
+    from instruments.visa_transport import InstrumentRestartedError
+
+    if int(esr) & PON_BIT:
+        raise InstrumentRestartedError(
+            f"{instrument}: the instrument restarted (power-on bit of {register} set): its"
+            " settings and the last levels were lost; check its power and mains supply, then"
+            " start a new run"
+        )
+
+
 def num(x: float) -> str:
     """A number as sent to an instrument: shortest round-trip form up to 9 digits."""
     return f"{float(x):.9g}"

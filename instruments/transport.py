@@ -50,6 +50,8 @@ from hwloop.board_protocol import (
     FrameFault,
     Identify,
     IdentifyReply,
+    LastReply,
+    LastReplyReply,
     ProtocolError,
     Reply,
     Request,
@@ -240,6 +242,7 @@ class SerialTransport:
         self._lock = threading.Lock()
         self._decoder = FrameDecoder()
         self._seq = 0
+        self._last_reply_said_not_executed = False
         self._closed = False
         # bytes left on a persistent line by an earlier session are not ours
         self._flush()
@@ -411,7 +414,8 @@ class SerialTransport:
             raise LinkError(f"the transport to {self.url} is closed; open a new one")
         cmd = request.COMMAND
         idempotent = cmd in IDEMPOTENT_COMMANDS
-        attempts = self.retry.attempts if idempotent else 1
+        # a PULSE is sent again only when LAST_REPLY shows the board never executed it
+        attempts = self.retry.attempts if idempotent or cmd == Command.PULSE else 1
         payload = request.payload()
         # a lost reply to a read is noticed after the planned work and retried; the reply
         # itself gets its transfer time at the line rate with a margin from its first byte
@@ -439,6 +443,19 @@ class SerialTransport:
                 last = t.why
                 if not idempotent:
                     ok = self._resync_locked() is not None
+                    if ok and cmd == Command.PULSE and attempt < attempts:
+                        kept = self._last_reply_locked(seq)
+                        if kept is not None:
+                            self.report_event(
+                                "warning", f"{cmd.name} (seq {seq}): {t.why}; LAST_REPLY shows "
+                                "the board executed it and gives its reply; continuing")
+                            return decode_reply(kept, cmd)
+                        if self._last_reply_said_not_executed:
+                            self.report_event(
+                                "retry", f"{cmd.name} (seq {seq}): {t.why}; LAST_REPLY shows the "
+                                "board never executed it (nothing applied); sending it again "
+                                f"(attempt {attempt + 1} of {attempts})")
+                            continue
                     raise UnconfirmedCommandError(
                         f"{cmd.name} (seq {seq}) was sent to {self.url} but {t.why}: the board "
                         "may or may not have applied it; it was not resent. Re-read the state "
@@ -466,6 +483,28 @@ class SerialTransport:
             f"(last: {last}); check the cable, the port and the board's power. "
             "The command only reads, so the board state is unchanged by it"
         )
+
+    def _last_reply_locked(self, seq: int) -> Frame | None:
+        """After a lost reply to request ``seq``: the board's kept reply to it, if it ran.
+
+        One LAST_REPLY exchange (idempotent, retried). Returns the kept reply frame when
+        its sequence number is ``seq`` (the board executed the request; the reply may be
+        an error reply). Sets :attr:`_last_reply_said_not_executed` when the board's
+        last non-idempotent reply is to another request, or it has none (``seq`` never
+        ran). A board without LAST_REPLY (UNKNOWN_COMMAND) or no answer: neither.
+        """
+        self._last_reply_said_not_executed = False
+        try:
+            rep = self._exchange_locked(LastReply(), 0.0, 0)
+        except (BoardError, BoardTimeoutError, ProtocolError) as e:
+            self.report_event("warning", f"LAST_REPLY after the lost reply to seq {seq} "
+                              f"failed: {e}")
+            return None
+        assert isinstance(rep, LastReplyReply)
+        if rep.frame is not None and rep.frame.seq == seq:
+            return rep.frame
+        self._last_reply_said_not_executed = True
+        return None
 
     def _resync_locked(self) -> IdentifyReply | None:
         """Flush, IDENTIFY with a fresh sequence number; the reply or None."""

@@ -77,6 +77,10 @@ class InstrumentError(HwloopError):
     """An instrument did not do what was asked (communication or state)."""
 
 
+class InstrumentRestartedError(InstrumentError):
+    """The instrument restarted during the run: the power-on bit of its event register is set."""
+
+
 class InstrumentTimeoutError(InstrumentError):
     """No (usable) reply within the timeout, also after the allowed retries."""
 

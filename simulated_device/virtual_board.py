@@ -233,6 +233,8 @@ class VirtualBoard:
         self.watchdog_trips = 0
         """Host-watchdog expiries that put the board in its safe state."""
         self._rule_reads: dict[str, float] = {}
+        self._last_reply: bp.Frame | None = None
+        """The reply to the last non-idempotent request answered (LAST_REPLY serves it)."""
         self._last_valid_rx = time.monotonic()
         self.url: str = ""
         """Where the board is served: ``socket://127.0.0.1:PORT`` or a ``/dev/pts/N`` path."""
@@ -324,16 +326,21 @@ class VirtualBoard:
             fired = fire_serial_rules(self._faults.rules, cmd, self.frames_received)
             early = self._rule_outcome(frame, fired)
             if early is not None:
+                if early and early[0][1]:
+                    self._keep_reply(cmd, early[0][1])
                 return early
             if self._take("silent", cmd):
                 return []
             if self._take("busy_replies", cmd):
-                return [(0.0, bp.encode_error(frame.seq, cmd, bp.ErrorCode.BUSY, "busy"))]
+                busy = bp.encode_error(frame.seq, cmd, bp.ErrorCode.BUSY, "busy")
+                self._keep_reply(cmd, busy)
+                return [(0.0, busy)]
             self._rule_reads = fired
             try:
                 out = self._execute(frame)
             finally:
                 self._rule_reads = {}
+            self._keep_reply(cmd, out)
             if self._take("drop_replies", cmd) or "drop" in fired:
                 return []
             delay = self._faults.reply_delay_s if self._take("delayed_replies", cmd) else 0.0
@@ -356,6 +363,15 @@ class VirtualBoard:
             self.replies_sent += 1
             return sends
 
+    def _keep_reply(self, cmd: int, reply: bytes) -> None:
+        """Keep the reply to a non-idempotent request (before any reply fault) for LAST_REPLY."""
+        try:
+            idempotent = bp.Command(cmd) in bp.IDEMPOTENT_COMMANDS
+        except ValueError:
+            return
+        if not idempotent:
+            self._last_reply = bp.decode_frame(reply)
+
     def _rule_outcome(
         self, frame: bp.Frame, fired: dict[str, float]
     ) -> list[tuple[float, bytes]] | None:
@@ -369,6 +385,7 @@ class VirtualBoard:
         if "reboot" in fired:
             self.go_safe()
             self.reboots += 1
+            self._last_reply = None  # a restart forgets the kept reply
             return []
         if "timeout" in fired:
             return []
@@ -433,6 +450,8 @@ class VirtualBoard:
         if isinstance(req, bp.SafeState):
             self.go_safe()
             return bp.Ack()
+        if isinstance(req, bp.LastReply):
+            return bp.LastReplyReply(self._last_reply)
         if isinstance(req, bp.SetInputs | bp.SetNudgeCurrents | bp.SetBiasCurrents):
             return self._set_levels(req)
         if isinstance(req, bp.ReadNodes):

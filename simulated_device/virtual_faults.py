@@ -82,8 +82,13 @@ class ReplyPlan:
             code = int(self.fired["error"]) or -300
             device.error(code, "Device-specific error; injected")
         if self.has("reboot"):
+            # a power cycle: settings to their defaults, the error queue empty and the
+            # standard event register at its power-on value (PON, bit 7, set; IEEE 488.2
+            # 11.5.1.1.2; 2600B manual "Standard event register": PON "set bit indicates
+            # that the instrument has been turned off and turned back on")
             device.reset()
             device.status.clear()
+            device.status.power_on()
             return []
         saved = (set(f.compliance), f.compliance_after_pulses, f.nan_readings,
                  f.overrange_readings)
@@ -150,7 +155,8 @@ SCPI_KINDS: dict[str, str] = {
     "stuck": "the matrix relays closed after the command stay closed (stuck relays)",
     "stop": "the instrument never answers again",
     "disconnect": "the connection drops (socket closed); the command is lost",
-    "reboot": "the instrument restarts: the command is lost, settings and errors reset",
+    "reboot": "the instrument restarts: the command is lost, settings and errors reset, "
+    "the power-on bit (PON) of the event register set",
 }
 """Fault kinds of the SCPI bench (``hwloop virtual-board --kind scpi --fault``)."""
 

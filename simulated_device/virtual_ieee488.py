@@ -63,6 +63,12 @@ class StatusModel:
         self.errors.clear()
         self.esr = 0
 
+    def power_on(self) -> None:
+        """The instrument was (re)started: PON set, masks at their power-on value 0."""
+        self.esr |= PON
+        self.ese = 0
+        self.sre = 0
+
     @property
     def stb(self) -> int:
         """The status byte (MSS computed from SRE)."""

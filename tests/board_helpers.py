@@ -97,9 +97,18 @@ read_v = 0.2
 
 
 def scpi_board_text(
-    arch: str = "16-8-4", *, v_input_max_v: float = 10.0, i_nudge_max_a: float = 2e-4
+    arch: str = "16-8-4", *, v_input_max_v: float = 10.0, i_nudge_max_a: float = 2e-4,
+    crosspoint_smu: str = "keithley2600",
 ) -> str:
-    """A board file for the virtual SCPI bench with bias channels (resources from the env)."""
+    """A board file for the virtual SCPI bench with bias channels (resources from the env).
+
+    ``crosspoint_smu``: the pulsing SMU behind the 707B, ``"keithley2600"`` (the 2601B,
+    ``HWLOOP_XSMU_RESOURCE``) or ``"keithley2400"`` (the 2400, ``HWLOOP_K2400_RESOURCE``).
+    """
+    smu_resource, smu_channel = {
+        "keithley2600": ("${HWLOOP_XSMU_RESOURCE}", 'smu_channel = "smua", '),
+        "keithley2400": ("${HWLOOP_K2400_RESOURCE}", ""),
+    }[crosspoint_smu]
     sizes = [int(s) for s in arch.split("-")]
     n_in, n_out, n_free = sizes[0], sizes[-1], sum(sizes[1:])
     return f"""
@@ -124,8 +133,8 @@ options = {{ n_channels = {n_free}, nplc = 0.01, range_v = 10.0, visa_library = 
 [instruments.crossbar]
 kind = "keithley707b+smu"
 resource = "${{HWLOOP_MATRIX_RESOURCE}}"
-smu_resource = "${{HWLOOP_XSMU_RESOURCE}}"
-options = {{ smu_channel = "smua", nplc = 0.01, visa_library = "@py" }}
+smu_resource = "{smu_resource}"
+options = {{ smu_kind = "{crosspoint_smu}", {smu_channel}nplc = 0.01, visa_library = "@py" }}
 
 [roles]
 inputs = "smu"
@@ -190,9 +199,13 @@ def open_serial(
 
 
 def open_scpi(
-    seed: int, arch: str = "16-8-4", *, text: str | None = None
+    seed: int, arch: str = "16-8-4", *, text: str | None = None,
+    crosspoint_smu: str = "keithley2600",
 ) -> tuple[ServedBoard, VirtualScpiBench]:
-    """A virtual SCPI bench (seeded, with bias channels) and a RealBoard on it."""
+    """A virtual SCPI bench (seeded, with bias channels) and a RealBoard on it.
+
+    ``crosspoint_smu``: see :func:`scpi_board_text` (ignored with ``text``).
+    """
     net = BenchNetwork({"arch": arch, "preset": "reram"}, np.random.default_rng(seed))
     bench = VirtualScpiBench(net, bias_channels=True)
     bench.start()
@@ -201,9 +214,11 @@ def open_scpi(
         "HWLOOP_DAQ_RESOURCE": bench.resources["daq"],
         "HWLOOP_MATRIX_RESOURCE": bench.resources["matrix"],
         "HWLOOP_XSMU_RESOURCE": bench.resources["xsmu"],
+        "HWLOOP_K2400_RESOURCE": bench.resources["k2400"],
     }
     try:
-        board = ServedBoard(parse_board_file(text or scpi_board_text(arch), env=env))
+        board = ServedBoard(parse_board_file(
+            text or scpi_board_text(arch, crosspoint_smu=crosspoint_smu), env=env))
     except BaseException:
         bench.stop()
         raise

@@ -118,6 +118,14 @@ EXPECTED: dict[str, tuple[int, bp.Command, bp.Request | bp.Reply, bool]] = {
         bp.ReadConductanceReply([5e-5]),
         True,
     ),
+    "last-reply-request": (8, bp.Command.LAST_REPLY, bp.LastReply(), False),
+    "last-reply-reply": (
+        8,
+        bp.Command.LAST_REPLY,
+        # the kept reply is the pulse-reply example's frame
+        bp.LastReplyReply(bp.Frame(5, 0xB0, bytes.fromhex("00 02000000 03000000 feffffff 00 01"))),
+        True,
+    ),
 }
 
 
@@ -157,6 +165,17 @@ def test_codec_matches_the_spec_example(name: str) -> None:
         assert same(bp.decode_reply(frame, cmd), msg)
     else:
         assert same(bp.decode_request(frame), msg)
+
+
+def test_last_reply_without_a_kept_reply_and_bad_layouts() -> None:
+    none = bp.encode_reply(9, bp.Command.LAST_REPLY, bp.LastReplyReply(None))
+    assert bp.decode_reply(bp.decode_frame(none), bp.Command.LAST_REPLY) == bp.LastReplyReply(None)
+    with pytest.raises(bp.ProtocolError, match="present byte 2"):
+        bp.LastReplyReply.parse(b"\x02")
+    with pytest.raises(bp.ProtocolError, match="not a reply"):
+        bp.LastReplyReply.parse(b"\x01\x05\x00\x30")  # a request's command byte
+    with pytest.raises(bp.ProtocolError, match="beyond its layout"):
+        bp.LastReplyReply.parse(b"\x00\x00")
 
 
 def test_the_documented_crc_is_zlib_crc32() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -227,22 +228,31 @@ def _cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def _train_on_bench(board_file: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def _cli_on_bench(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run ``hwloop ARGV`` on a fresh 32-8-2 virtual SCPI bench (stopped also on failure).
+
+    Returns its stdout; the run must exit 0 and leave the bench safe.
+    """
     net = BenchNetwork({"arch": "32-8-2", "preset": "reram"}, np.random.default_rng(0))
     bench = VirtualScpiBench(net, bias_channels=True)
     bench.start()
     try:
         for name, res in bench.resources.items():
             monkeypatch.setenv(f"HWLOOP_{name.upper()}_RESOURCE", res)
-        code, stdout, stderr = _cli([
-            "train", "--backend", "board", "--board", str(board_file), "--dataset",
-            "mnist-01-4x4", "--nudge", "current", "--input-gain", "20", "--lr", "0.03",
-            "--lr-biases", "0.03", "--epochs", "1", "--train-limit", "24", "--test-limit", "12",
-            "--seed", "0", "--quiet", "--json", "--out", str(out)])
+        code, stdout, stderr = _cli(argv)
         assert code == 0, stderr
         assert bench.is_safe
     finally:
         bench.stop()
+    return stdout
+
+
+def _train_on_bench(board_file: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    stdout = _cli_on_bench([
+        "train", "--backend", "board", "--board", str(board_file), "--dataset",
+        "mnist-01-4x4", "--nudge", "current", "--input-gain", "20", "--lr", "0.03",
+        "--lr-biases", "0.03", "--epochs", "1", "--train-limit", "24", "--test-limit", "12",
+        "--seed", "0", "--quiet", "--json", "--out", str(out)], monkeypatch)
     return dict(json.loads(stdout.strip().splitlines()[-1]))
 
 
@@ -257,10 +267,51 @@ def test_the_pymeasure_example_trains_as_hwloops_driver_does_and_replays(
     assert mine["final_train_accuracy"] == ref["final_train_accuracy"]
     with open_session(tmp_path / "pymeasure.h5") as a, open_session(tmp_path / "hwloop.h5") as b:
         assert b.description.info["instruments"]["smu"]["kind"] == "keithley2600"  # type: ignore[index]
+        assert b.description.info["instruments"]["daq"]["kind"] == "daq6510"  # type: ignore[index]
         ident = a.description.info["instruments"]["smu"]  # type: ignore[index]
         assert ident["kind"] == "python-class" and "Model 2602B" in ident["identity"]
+        meter = a.description.info["instruments"]["daq"]  # type: ignore[index]
+        assert meter["kind"] == "python-class" and "DAQ6510" in meter["identity"]
         np.testing.assert_allclose(a.checkpoint(-1).arrays["conductances_s"],
                                    b.checkpoint(-1).arrays["conductances_s"],
                                    rtol=1e-9)
     code, _, err = _cli(["replay", str(tmp_path / "pymeasure.h5")])
+    assert code == 0, err
+
+
+def _readme_line(start: str) -> list[str]:
+    """The README's command line that starts with ``start``, split, comment dropped."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    line = next(ln for ln in text.splitlines() if ln.startswith(start))
+    return shlex.split(line.split("  #", 1)[0])[1:]  # without the leading "hwloop"
+
+
+def test_the_readme_commands_train_and_replay_the_pymeasure_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's train and replay lines for the example, as written.
+
+    Only ``--train-limit`` / ``--test-limit`` are cut (400/200 would take minutes) and
+    the output goes to ``tmp_path``; the example file, dataset, gains and rates are the
+    README's.
+    """
+    train = _readme_line("hwloop train --backend board --board examples/boards/"
+                         "virtual-pymeasure.toml")
+    replay = _readme_line("hwloop replay pymeasure-run.h5")
+    assert train[train.index("--out") + 1] == replay[1] == "pymeasure-run.h5"
+    for opt, n in (("--train-limit", "16"), ("--test-limit", "8")):
+        train[train.index(opt) + 1] = n
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "examples" / "boards").mkdir(parents=True)
+    (tmp_path / "examples" / "boards" / PYMEASURE_EXAMPLE.name).write_text(
+        PYMEASURE_EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    _cli_on_bench(train, monkeypatch)
+    with open_session(tmp_path / "pymeasure-run.h5") as s:
+        assert s.status == "completed"
+        insts = s.description.info["instruments"]
+        assert isinstance(insts, dict)
+        kinds = {n: i["kind"] for n, i in insts.items()}
+    assert kinds == {"smu": "python-class", "daq": "python-class",
+                     "crossbar": "keithley707b+smu"}
+    code, _, err = _cli(replay)  # offline: no instrument is needed to replay
     assert code == 0, err

@@ -37,6 +37,7 @@ from protocols.datasets import Dataset, load_dataset
 from protocols.session import StopRequest, Terminated, deferred_interrupt
 from protocols.training import Trainer
 from simulated_device.virtual_board import FaultConfig, VirtualBoard
+from simulated_device.virtual_faults import FaultRule
 from tests.board_helpers import open_scpi, open_serial, serial_board_text
 from tests.procs import child, wait_until
 
@@ -345,12 +346,17 @@ def test_transient_faults_are_recovered_and_recorded(
     assert vb.is_safe
 
 
+NO_LAST_REPLY = (FaultRule("unknown-command", "LAST_REPLY", count=None),)
+"""A board whose firmware predates LAST_REPLY (it answers UNKNOWN_COMMAND)."""
+
 PERSISTENT: dict[str, tuple[FaultConfig, type[Exception], str]] = {
     "timeout": (FaultConfig(commands=READS, silent=100), BoardTimeoutError,
                 "no valid reply to READ_NODES"),
     "garbled": (FaultConfig(commands=READS, garble_replies=100), BoardTimeoutError,
                 "no valid reply to READ_NODES"),
-    "dropped-pulse-reply": (FaultConfig(commands=frozenset({Command.PULSE}), drop_replies=1),
+    # a board without LAST_REPLY cannot say whether the PULSE ran
+    "dropped-pulse-reply": (FaultConfig(commands=frozenset({Command.PULSE}), drop_replies=1,
+                                        rules=NO_LAST_REPLY),
                             UnconfirmedCommandError, "PULSE"),
     "compliance-repeated": (FaultConfig(compliance_on_set=100), LimitError,
                             "compliance tripped 4 times (the board file allows 3)"),
@@ -416,7 +422,8 @@ CLI_FAULTS: dict[str, tuple[FaultConfig, str, list[str]]] = {
     # case: (fault, words of the CLI's one-line error, words of a recorded event)
     "timeout": (FaultConfig(commands=READS, silent=1000), "no valid reply to READ_NODES",
                 ["retry", "wire: board tx READ_NODES"]),
-    "dropped-frame": (FaultConfig(commands=frozenset({Command.PULSE}), drop_replies=1),
+    "dropped-frame": (FaultConfig(commands=frozenset({Command.PULSE}), drop_replies=1,
+                                  rules=NO_LAST_REPLY),
                       "PULSE", ["UnconfirmedCommandError"]),
     "garbled-frame": (FaultConfig(commands=READS, garble_replies=1000),
                       "no valid reply to READ_NODES", ["warning", "bad_crc"]),

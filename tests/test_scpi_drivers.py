@@ -27,6 +27,7 @@ from instruments.visa_transport import (
     InstrumentError,
     InstrumentIdentityError,
     InstrumentReplyError,
+    InstrumentRestartedError,
     InstrumentStateError,
     InstrumentTimeoutError,
     InstrumentWriteError,
@@ -379,14 +380,32 @@ def test_2600_ranges_and_channel_names() -> None:
 def test_2600_configure_checks_errors() -> None:
     d, res = k2600(
         [
+            ("print(status.standard.event)", "1.28000e+02"),  # PON from power-on: armed
             ("smua.source.limiti = 0.01; smua.measure.nplc = 0.1", None),
-            ("print(errorqueue.count)", "1.00000e+00"),
+            ("print(errorqueue.count, status.standard.event)", "1.00000e+00\t0.00000e+00"),
             ("print(errorqueue.next())", "-2.85000e+02\tTSP Syntax error\t2.00000e+00\t1"),
         ],
         channels=("smua",),
     )
     with pytest.raises(InstrumentError, match="TSP Syntax error"):
         d.configure(current_limit_a=0.01, nplc=0.1)
+    res.done()
+
+
+def test_2600_restart_is_detected_by_the_power_on_bit() -> None:
+    """A set PON bit (bit 7 = 128 of ``status.standard.event``) after configure: restarted."""
+    d, res = k2600(
+        [
+            ("print(status.standard.event)", "1.28000e+02"),
+            ("smua.source.limiti = 0.01", None),
+            ("print(errorqueue.count, status.standard.event)", "0.00000e+00\t1.00000e+00"),
+            ("print(errorqueue.count, status.standard.event)", "0.00000e+00\t1.29000e+02"),
+        ],
+        channels=("smua",),
+    )
+    d.configure(current_limit_a=0.01)  # OPC (bit 0) alone is no restart
+    with pytest.raises(InstrumentRestartedError, match=r"restarted \(power-on bit"):
+        d.check_errors()
     res.done()
 
 

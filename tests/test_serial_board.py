@@ -35,11 +35,14 @@ from hwloop.board_protocol import (
     GetState,
     Identify,
     IdentifyReply,
+    LastReply,
+    Pulse,
     PulseReply,
     PulseStatus,
     ReadConductanceReply,
     ReadNodesMeanReply,
     ReadNodesSamplesReply,
+    SetInputs,
     StateReply,
     decode_frame,
     decode_reply,
@@ -61,6 +64,7 @@ from instruments.transport import (
 )
 from simulated_device.bench_network import BenchNetwork
 from simulated_device.virtual_board import FaultConfig, VirtualBoard
+from simulated_device.virtual_faults import FaultRule
 from tests.procs import child, wait_until
 from tests.test_board_protocol import IDENT, doc_frames
 
@@ -627,12 +631,76 @@ def test_a_set_without_reply_is_never_resent_and_the_state_reconciles(board: Boa
     assert vb.is_safe
 
 
-def test_a_pulse_with_a_damaged_reply_is_reconciled_by_reading_conductances(
+@pytest.mark.parametrize("kind", ["drop", "garble", "truncate", "crc-reply", "timeout"])
+def test_a_pulse_whose_reply_is_lost_is_reconciled_by_last_reply(kind: str) -> None:
+    """A lost PULSE reply: LAST_REPLY says whether the board executed that request.
+
+    Reference: a second virtual board with the same seed gets the same pulses without a
+    fault; the faulted board must end with the same conductances (the train applied
+    exactly once) and the driver must report the same applied counts. ``timeout`` loses
+    the request itself: LAST_REPLY shows it never ran, so it is sent again, once.
+    """
+    ref, hit = Board(seed=3), Board(seed=3)
+    try:
+        cps, counts = [0, 1, 2], [20, -20, 5]
+        want = ref.d.pulse_many(cps, counts, 1.0, 1e-6)
+        hit.vb.set_faults(FaultConfig(rules=(FaultRule(kind, "PULSE"),)))
+        got = hit.d.pulse_many(cps, counts, 1.0, 1e-6)
+        assert got.applied.tolist() == want.applied.tolist() == counts
+        assert got.status.tolist() == want.status.tolist()
+        np.testing.assert_array_equal(hit.vb.bench.board.network.g_flat,
+                                      ref.vb.bench.board.network.g_flat)
+        text = " | ".join(m for _, m in hit.events)
+        if kind == "timeout":  # the request was lost before the board saw it
+            assert hit.vb.command_counts[Command.PULSE] == 2
+            assert "LAST_REPLY shows the board never executed it" in text, text
+        else:
+            assert hit.vb.command_counts[Command.PULSE] == 1
+            assert "LAST_REPLY shows the board executed it" in text, text
+        assert hit.vb.command_counts[Command.LAST_REPLY] == 1
+    finally:
+        ref.close()
+        hit.close()
+
+
+def test_last_reply_after_a_restart_and_after_a_busy_reply() -> None:
+    """LAST_REPLY: nothing kept after a restart; an error reply is kept like any reply."""
+    vb = VirtualBoard(OPTS, seed=0)
+    try:
+        def ask(seq: int, req: Any) -> Any:
+            sends = vb.respond(decode_frame(encode_request(seq, req)))
+            return decode_reply(decode_frame(sends[-1][1]), req.COMMAND)
+
+        assert ask(1, LastReply()).frame is None  # nothing answered since start
+        vb.set_faults(FaultConfig(rules=(FaultRule("busy", "PULSE"),)))
+        with pytest.raises(BoardError, match="BUSY"):
+            ask(2, Pulse(np.array([0]), np.array([3]), 1.0, 1e-6))
+        kept = ask(3, LastReply()).frame
+        assert kept is not None and kept.seq == 2 and kept.is_error
+        with pytest.raises(BoardError, match="BUSY"):
+            decode_reply(kept, Command.PULSE)
+        ask(4, Identify())  # idempotent requests are not kept
+        assert ask(5, LastReply()).frame.seq == 2
+        vb.set_faults(FaultConfig(rules=(FaultRule("reboot", "SET_INPUTS"),)))
+        assert vb.respond(decode_frame(encode_request(6, SetInputs(np.array([0]),
+                                                                   np.array([0.1]))))) == []
+        assert ask(7, LastReply()).frame is None  # the restart forgot it
+    finally:
+        vb.close()
+
+
+def test_a_pulse_with_a_damaged_reply_on_a_board_without_last_reply_is_unconfirmed(
     board: Board,
 ) -> None:
+    """A board that answers LAST_REPLY with UNKNOWN_COMMAND: the host cannot tell.
+
+    The PULSE is not resent; re-reading the conductances shows it was applied.
+    """
     d, vb = board.d, board.vb
     g0 = d.read_conductance([0, 1], 0.2)
-    vb.set_faults(FaultConfig(garble_replies=1, commands=frozenset({Command.PULSE})))
+    vb.set_faults(FaultConfig(
+        garble_replies=1, commands=frozenset({Command.PULSE}),
+        rules=(FaultRule("unknown-command", "LAST_REPLY", count=None),)))
     with pytest.raises(UnconfirmedCommandError, match="PULSE"):
         d.pulse_many([0, 1], [30, 30], 1.0, 1e-6)
     assert vb.command_counts[Command.PULSE] == 1

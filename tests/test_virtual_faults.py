@@ -264,9 +264,12 @@ def test_scpi_stuck_relay_compliance_reboot_stop_disconnect(scpi: Any) -> None:
         s.write("smua.source.levelv = 0.3 smua.source.output = 1")
         assert s.query("print(smua.measure.i(), smua.source.compliance)").endswith("true")
         assert s.query("print(smua.source.compliance)") == "false"
+        assert s.query("*ESR?") == "128"  # PON: powered on since the last read
+        assert s.query("*ESR?") == "0"  # the read cleared it
         s.write("smua.source.levelv = 0.4 -- REBOOT-ME")
         assert s.query("print(smua.source.levelv, smua.source.output)") == \
             "0.00000e+00\t0.00000e+00"  # the reboot reset every setting
+        assert s.query("*ESR?") == "128"  # and set PON (bit 7) as a power-on does
         x.write("print(1) -- DROP-ME")
         with pytest.raises(pyvisa.errors.VisaIOError):
             x.query("*IDN?")  # the link is gone
@@ -327,3 +330,44 @@ def test_cli_help_lists_every_fault_kind(capsys: pytest.CaptureFixture[str]) -> 
     for kind in [*SERIAL_KINDS, *SCPI_KINDS]:
         assert f"  {kind} " in out
     assert Command.READ_NODES.name in out
+
+
+def test_hwloop_smu_drivers_detect_a_restart_on_a_write(scpi: Any) -> None:
+    """A reboot during a level write (the write lost, settings reset) raises at the check.
+
+    The 2600B driver reads ``status.standard.event`` and the 2400 driver ``*ESR?`` with
+    its confirmation; the power-on bit (128) set again means a restart.
+    """
+    from instruments.keithley2400 import KIND as K2400_KIND
+    from instruments.keithley2400 import Keithley2400, _arm, _opc
+    from instruments.keithley2600 import Keithley2600
+    from instruments.visa_transport import InstrumentRestartedError, VisaTransport
+
+    assert K2400_KIND.name == "keithley2400"
+    bench, rm = scpi
+    bench.faults("smu").rules.append(FaultRule("reboot", "levelv = 0.25", count=1))
+    bench.faults("k2400").rules.append(FaultRule("reboot", "VOLT:LEV 0.25", count=1))
+
+    def transport(name: str) -> VisaTransport:
+        return VisaTransport.open(bench.resources[name], resource_manager=rm, name=name,
+                                  timeout_s=2.0, resync_timeout_s=0.5, backoff_s=0.01)
+
+    s = Keithley2600(transport("smu"), ("smua", "smub"))
+    k = _arm(Keithley2400(transport("k2400"), nplc=0.1))
+    try:
+        s.configure(current_limit_a=1e-3, nplc=0.1)  # reads the power-on PON away first
+        s.set_voltages(np.array([0]), np.array([0.2]))
+        s.check_errors()  # no restart yet
+        s.set_voltages(np.array([0]), np.array([0.25]))  # lost in the reboot
+        with pytest.raises(InstrumentRestartedError, match="restarted"):
+            s.check_errors()
+        s.check_errors()  # reported once: the register read cleared PON
+        k.set_voltages(np.array([0]), np.array([0.2]))
+        _opc(k)
+        k.set_voltages(np.array([0]), np.array([0.25]))
+        with pytest.raises(InstrumentRestartedError, match=r"power-on bit of \*ESR\?"):
+            _opc(k)
+        _opc(k)
+    finally:
+        s.transport.close()
+        k.transport.close()

@@ -263,3 +263,26 @@ def test_hwloop_2400_driver_on_the_virtual_2400(rig: Rig) -> None:
         assert rig.bench.is_safe
     finally:
         k.close()  # (the resource manager is shared with the fixture, which closes it)
+
+
+def test_the_2400_as_the_crossbars_pulsing_smu_programs_and_reads_crosspoints() -> None:
+    """The contract backend ``board-scpi-2400``: the 707B routes, hwloop's 2400 driver
+    pulses and reads (the 2601B crosspoint SMU is switched off to prove it is unused)."""
+    from tests.board_helpers import open_scpi
+
+    board, bench = open_scpi(5, "4-3-2", crosspoint_smu="keithley2400")
+    try:
+        bench.faults("xsmu").dead = True  # any exchange with it would time out
+        ident = board.describe().info["instruments"]["crossbar"]["identity"]  # type: ignore[index]
+        assert "MODEL 2400" in ident.upper(), ident
+        g = board.read_conductances()
+        true = bench.with_lock(lambda: bench.network.board.network.g_flat.copy())
+        np.testing.assert_allclose(g, true, rtol=0.05)  # Ohm's law at the read voltage
+        res = board.program_pulses(np.array([0, 1]), np.array([20, -20]))
+        assert res.applied_pulses.tolist() == [20, -20]
+        after = bench.with_lock(lambda: bench.network.board.network.g_flat.copy())
+        assert after[0] > true[0] and after[1] < true[1]
+        np.testing.assert_array_equal(after[2:], true[2:])
+    finally:
+        board.close()
+    assert bench.is_safe

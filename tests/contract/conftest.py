@@ -46,6 +46,12 @@ def _board_scpi(rng: np.random.Generator) -> Device:
     return open_scpi(int(rng.integers(2**31)), "16-8-4")[0]
 
 
+def _board_scpi_2400(rng: np.random.Generator) -> Device:
+    from tests.board_helpers import open_scpi
+
+    return open_scpi(int(rng.integers(2**31)), "16-8-4", crosspoint_smu="keithley2400")[0]
+
+
 def _linear_response(state: Any) -> np.ndarray:
     """Every node's voltage on a scripted stand-in for the physics (V).
 
@@ -88,6 +94,9 @@ BACKENDS: dict[str, BoardFactory] = {
     "board-serial": _board_serial,
     # RealBoard over the virtual SCPI bench: 2600B SMUs, DAQ6510, 707B + pulsing SMU
     "board-scpi": _board_scpi,
+    # the same bench with the virtual 2400 (SCPI) as the 707B's pulsing SMU: hwloop's
+    # keithley2400 driver programs and reads every crosspoint
+    "board-scpi-2400": _board_scpi_2400,
     # non-reciprocal layered network (issue 7): Newton-exact, complex nudges
     "nonreciprocal": lambda rng: open_board(
         "nonreciprocal", {"arch": "16-8-6-4", "asymmetry": 0.3}, rng
@@ -132,7 +141,7 @@ def _open_replay() -> Device:
 # backends that cannot do resistive nudges (current sources on the outputs, no switched
 # pull resistors): the resistive-nudge physics test is skipped for them, explicitly; they
 # must still refuse a resistive nudge with UnsupportedError
-NO_RESISTIVE_NUDGE = {"board-serial", "board-scpi"}
+NO_RESISTIVE_NUDGE = {"board-serial", "board-scpi", "board-scpi-2400"}
 
 # backends whose reads and writes are exact (no noise): stricter checks apply
 EXACT = {"emulator-ideal", "nonreciprocal"}
