@@ -127,3 +127,37 @@ def test_alignment_is_refused_without_a_jacobian(
         "--alignment", "4", "--out", tmp_path / "m.h5",
     )
     assert_usage_error(code, out, err, "alignment", "Jacobian")
+
+
+def test_mean_one_mismatch_keeps_the_mean_feedback() -> None:
+    """``asymmetry_mean_one``: backward/forward ratio exp(s xi - s^2/2) has mean 1."""
+    s = 1.0
+    ratios = {}
+    for mean_one in (False, True):
+        net = nr.initialise((4, 60, 50, 40), np.random.default_rng(7), asymmetry=s,
+                            mean_one=mean_one)
+        r = np.concatenate([(net.backward(li) / net.forward(li).T).ravel() for li in (1, 2)])
+        ratios[mean_one] = r
+    # same draws: the two differ by exactly exp(-s^2/2)
+    np.testing.assert_allclose(ratios[True], ratios[False] * np.exp(-s * s / 2), rtol=1e-12)
+    r = ratios[True]
+    se = r.std(ddof=1) / np.sqrt(r.size)
+    assert abs(r.mean() - 1.0) < 4 * se, (r.mean(), se)
+    assert abs(np.log(r).mean() + s * s / 2) < 4 * s / np.sqrt(r.size)
+    board = open_board("nonreciprocal", {"arch": "6-5-4-3", "asymmetry": 1.0,
+                                         "asymmetry_mean_one": True}, np.random.default_rng(3))
+    assert isinstance(board, NonReciprocalBoard)
+    ref = nr.initialise((6, 5, 4, 3), np.random.default_rng(3), weight_gain=3.0, asymmetry=1.0,
+                        mean_one=True)
+    np.testing.assert_array_equal(board.network.g_flat, ref.g_flat)
+
+
+def test_mnist_7x7_is_the_block_mean_of_the_subset() -> None:
+    from protocols.datasets import load_dataset
+
+    big, small = load_dataset("mnist-subset"), load_dataset("mnist-7x7")
+    assert small.x_train.shape == (len(big.x_train), 7, 7)
+    np.testing.assert_array_equal(small.y_test, big.y_test)
+    i = 17
+    block = big.x_test[i, 8:12, 20:24].astype(float).mean()
+    assert small.x_test[i, 2, 5] == int(np.floor(block))
