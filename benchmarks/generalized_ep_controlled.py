@@ -121,46 +121,76 @@ def ci95(x: list[float]) -> tuple[float, float]:
     return float(a.mean()), half
 
 
+def _best(results: list[dict[str, Any]], arm: str, homeo: float, lr_grid: list[float]) -> tuple[
+    float, dict[int, float], int
+]:
+    """Best multiplier (by mean final training accuracy), its test accuracy (%) per seed,
+    and the number of failed runs of the arm."""
+    rs = [r for r in results if r["arm"] == arm and r["homeostasis"] == homeo]
+    failed = sum(1 for r in rs if not r["epochs"])
+
+    def train_acc(m: float) -> float:
+        tr = [r["epochs"][-1]["train_accuracy"] for r in rs if r["lr_mult"] == m and r["epochs"]]
+        return float(np.mean(tr)) if tr else -1.0
+
+    best = max(lr_grid, key=train_acc)
+    te = {r["seed"]: 100 * r["epochs"][-1]["test_accuracy"]
+          for r in rs if r["lr_mult"] == best and r["epochs"]}
+    return best, te, failed
+
+
+def _paired(a: dict[int, float], b: dict[int, float]) -> str:
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return "-"
+    mean, half = ci95([a[s] - b[s] for s in seeds])
+    return f"{mean:+.1f} ± {half:.1f}"
+
+
 def table(results: list[dict[str, Any]], lr_grid: list[float]) -> str:
-    """The findings table (Markdown) from the runs."""
+    """The findings table (Markdown) from the runs.
+
+    Differences are paired by seed (the same seed gives the same forward
+    initialisation and example order in every arm) with 95 % t intervals: against the
+    reciprocal arm with the same homeostasis setting, and homeostasis against none.
+    """
     lines = [
-        "| arm | homeostasis | L1 cos / size at start | L1 cos / size at end | best lr x "
-        "(by train acc) | test acc % at best (95 % CI) | test acc % per lr x "
+        "| arm | homeostasis | L1.. cos / size at start | L1.. cos / size at end | best lr x "
+        "(by train acc) | test acc % at best (95 % CI) | vs reciprocal (paired) | "
+        "homeostasis effect (paired) | test acc % per lr x "
         + " / ".join(f"{m:g}" for m in lr_grid) + " | failed |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(r["arm"], r["homeostasis"]) for r in results},
                   key=lambda k: (list(ARMS).index(k[0]), k[1]))
+    homeos = sorted({r["homeostasis"] for r in results})
     for arm, homeo in keys:
         rs = [r for r in results if r["arm"] == arm and r["homeostasis"] == homeo]
-        per_lr = {}
-        failed = 0
-        for m in lr_grid:
-            ok = [r for r in rs if r["lr_mult"] == m and r["epochs"]]
-            failed += sum(1 for r in rs if r["lr_mult"] == m and not r["epochs"])
-            tr = [r["epochs"][-1]["train_accuracy"] for r in ok]
-            te = [100 * r["epochs"][-1]["test_accuracy"] for r in ok]
-            per_lr[m] = (np.mean(tr) if tr else -1.0, te, len(ok))
-        best = max(lr_grid, key=lambda m: per_lr[m][0])
-        mean, half = ci95(per_lr[best][1])
-        al = [r["alignment"] for r in rs if r["alignment"]]
+        best, te, failed = _best(results, arm, homeo, lr_grid)
+        mean, half = ci95(list(te.values()))
+        ref = _paired(te, _best(results, "reciprocal", homeo, lr_grid)[1]) if (
+            arm != "reciprocal" and any(r["arm"] == "reciprocal" for r in results)) else "-"
+        eff = _paired(te, _best(results, arm, homeos[0], lr_grid)[1]) if homeo != homeos[0] else "-"
+        al = [r["alignment"] for r in rs if r["alignment"] and r["lr_mult"] == best]
 
         def fmt(idx: int, al: list[Any] = al) -> str:
             if not al:
                 return "-"
-            layers = len(al[0][idx][1])
             parts = []
-            for k in range(layers):
+            for k in range(len(al[0][idx][1])):
                 cos = np.mean([a[idx][1][k][0] for a in al])
                 size = np.mean([a[idx][1][k][1] for a in al])
-                parts.append(f"L{k + 1} {cos:.3f} / {size:.3g}")
+                parts.append(f"{cos:.3f} / {size:.3g}")
             return "; ".join(parts)
 
+        per_lr = []
+        for m in lr_grid:
+            acc = [100 * r["epochs"][-1]["test_accuracy"]
+                   for r in rs if r["lr_mult"] == m and r["epochs"]]
+            per_lr.append(f"{np.mean(acc):.1f}" if acc else "-")
         lines.append(
             f"| {arm} | {homeo:g} | {fmt(0)} | {fmt(-1)} | {best:g} | "
-            f"{mean:.1f} ± {half:.1f} (n={len(per_lr[best][1])}) | "
-            + " / ".join(f"{np.mean(per_lr[m][1]):.1f}" if per_lr[m][1] else "-"
-                         for m in lr_grid)
+            f"{mean:.1f} ± {half:.1f} | {ref} | {eff} | " + " / ".join(per_lr)
             + f" | {failed} |"
         )
     return "\n".join(lines)
@@ -188,8 +218,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--json", default=None, help="write every run here")
+    p.add_argument("--table-from", nargs="+", default=None, metavar="JSON",
+                   help="print the table of JSON files written by --json, merged (no runs)")
     a = p.parse_args(argv)
     lr_grid = [float(x) for x in a.lr_grid.split(",")]
+    if a.table_from:
+        runs_in: list[dict[str, Any]] = []
+        grid_in: set[float] = set()
+        for path in a.table_from:
+            with open(path) as f:
+                saved = json.load(f)
+            runs_in += saved["runs"]
+            grid_in |= {float(x) for x in saved["args"]["lr_grid"].split(",")}
+        print(table(runs_in, sorted(grid_in)))
+        return 0
     common = {
         "arch": a.arch, "dataset": a.dataset, "epochs": a.epochs,
         "train_limit": a.train_limit, "test_limit": a.test_limit,
