@@ -28,6 +28,7 @@ The true error needs the Jacobian, so the measurement needs a board that reports
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,7 @@ from numpy.typing import NDArray
 
 from hwloop.device import BoardDescription, Device
 from hwloop.errors import ConfigError
+from protocols.config import TrainConfig
 from protocols.engine import free_phase, nudged_phases
 from protocols.estimators import Stencil
 from protocols.homeostasis import JacobianProbe
@@ -158,3 +160,25 @@ def format_alignment(epoch: int, rows: list[LayerAlignment], n_examples: int) ->
         f"{r.size_ratio:.6g} (EP vs true error, {n_examples} examples)"
         for r in rows
     ]
+
+
+def for_replay(cfg: TrainConfig, deterministic: bool) -> TrainConfig:
+    """The recorded configuration as a replay re-runs it: without the alignment measurement.
+
+    The measurement happens between epochs and is not part of the recorded steps; on a
+    board without read noise (``deterministic``) it drew nothing from the run's
+    generator, so the steps replay without it.
+
+    Raises:
+        ConfigError: the run measured its alignment on a noisy board: those reads drew
+            from the run's generator, so its later steps cannot be reproduced.
+    """
+    if cfg.alignment == 0:
+        return cfg
+    if not deterministic:
+        raise ConfigError(
+            "this run measured its error alignment (--alignment) on a board with read "
+            "noise; those reads drew from the run's generator, so it cannot be replayed "
+            "(train without --alignment for a replayable run)"
+        )
+    return dataclasses.replace(cfg, alignment=0)

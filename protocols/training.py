@@ -632,7 +632,7 @@ class Trainer:
         start_epoch = 0 if resume_from is None else resume_from.epoch
         self.epochs_done = start_epoch
         bs = cfg.batch_size
-        if resume_from is None and self.steps_done == 0:
+        if self.steps_done == 0:  # also a resume from the first checkpoint, as the run did
             self._log_alignment(0)
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()

@@ -161,3 +161,18 @@ def test_mnist_7x7_is_the_block_mean_of_the_subset() -> None:
     i = 17
     block = big.x_test[i, 8:12, 20:24].astype(float).mean()
     assert small.x_test[i, 2, 5] == int(np.floor(block))
+
+
+def test_alignment_runs_replay_without_noise_and_are_refused_with_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train", "--backend", "nonreciprocal", "--arch", "32-6-5-2", "--dataset",
+            "mnist-01-4x4", "--epochs", "2", "--train-limit", "40", "--test-limit", "20",
+            "--alignment", "8", "--asymmetry", "0.5", "--quiet"]
+    clean, noisy = tmp_path / "clean.h5", tmp_path / "noisy.h5"
+    assert cli(capsys, *base, "--out", clean)[0] == 0
+    code, out, _ = cli(capsys, "replay", clean)
+    assert code == 0 and out.startswith("identical"), out
+    assert cli(capsys, *base, "--read-noise", "1e-4", "--out", noisy)[0] == 0
+    code, out, err = cli(capsys, "replay", noisy)
+    assert_usage_error(code, out, err, "alignment", "read noise", prefix="hwloop replay")
