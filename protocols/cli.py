@@ -56,6 +56,8 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "homeostasis": ("homeostasis", float, "Jacobian homeostasis strength lambda (nonreciprocal)"),
     "homeostasis_probes": ("homeostasis-probes", int,
                            "0: exact Jacobian; P: estimate it from P clamped-node probe pairs"),
+    "alignment": ("alignment", int,
+                  "log each hidden layer's EP-vs-true error alignment on N test examples"),
     "asymmetry": ("asymmetry", float, "alias of --backend-opt asymmetry=X"),
     "write_noise": ("write-noise", float, "alias of --backend-opt write_noise=X"),
     "fwd_gain": ("fwd-gain", float, "alias of --backend-opt fwd_gain=X"),

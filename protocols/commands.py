@@ -24,6 +24,7 @@ from hwloop.errors import ConfigError, HwloopError
 from hwloop.plugins import open_board, parse_option_assignments
 from hwloop.session import sigint_held
 from hwloop.sessionlog import Checkpoint, SessionWriter, check_session_path, open_session, repair
+from protocols.alignment import LayerAlignment
 from protocols.config import ALIASES, TrainConfig, config_toml, make_config, merge_options, resolve
 from protocols.datasets import Dataset, load_dataset
 from protocols.engine import StepRecord
@@ -72,6 +73,13 @@ def _header(cfg: TrainConfig, data: Dataset, trainer: Trainer, source: str, verb
     )
 
 
+def _alignment_text(entry: tuple[int, list[LayerAlignment]]) -> str:
+    """``alignment (epoch E) L1 cos 0.951 size 0.35, L2 ...`` for the epoch line."""
+    epoch, rows = entry
+    parts = ", ".join(f"L{r.layer} cos {r.cosine:.3f} size {r.size_ratio:.3g}" for r in rows)
+    return f"alignment (epoch {epoch}) {parts}"
+
+
 class _Progress:
     """The command line's observer: a progress bar per epoch and one line per epoch."""
 
@@ -108,6 +116,10 @@ class _Progress:
         line = _format_epoch(metrics, tr.cfg.epochs or 0)
         if tr.asymmetry_log and tr.asymmetry_log[-1][0] == metrics.epoch:
             line += f"  asymmetry {tr.asymmetry_log[-1][1]:.4g} S^2"
+        if tr.alignment_log and tr.alignment_log[-1][0] == metrics.epoch:
+            if len(tr.alignment_log) == 2:  # the state before training, once
+                line = _alignment_text(tr.alignment_log[0]) + "\n" + line
+            line += "  " + _alignment_text(tr.alignment_log[-1])
         print(line, file=sys.stderr)
 
     def close(self) -> None:
@@ -180,6 +192,12 @@ def _drive(
         "wall_time_s": wall,
         "out": str(writer.path),
     }
+    if trainer.alignment_log:
+        summary["alignment"] = [
+            {"epoch": ep, "layer": r.layer, "cosine": r.cosine, "size_ratio": r.size_ratio}
+            for ep, rows in trainer.alignment_log
+            for r in rows
+        ]
     if args.json:
         print(json.dumps(summary))
     else:
@@ -190,6 +208,9 @@ def _drive(
             f"{status}: {what} after {trainer.epochs_done} epoch(s) "
             f"({trainer.steps_done} steps) in {wall:.1f} s; session saved to {writer.path}"
         )
+        if trainer.alignment_log:
+            print(f"error alignment, first to last: {_alignment_text(trainer.alignment_log[0])}; "
+                  f"{_alignment_text(trainer.alignment_log[-1])}")
     return 0 if status in ("completed", "stopped") else 1
 
 

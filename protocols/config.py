@@ -122,6 +122,11 @@ class TrainConfig:
     P > 0: it estimates the Jacobian every step from P pairs of clamped-node probes, as
     a bench would (docs/estimators.md §4.2; needs a board that clamps nodes and reads their
     currents)."""
+    alignment: int = 0
+    """0: off; N > 0: before training and after every epoch, measure the angle and size
+    of each hidden layer's EP error vector against the true error on the first N test
+    examples (:mod:`protocols.alignment`; needs a board that reports its Jacobian) and
+    record it as ``info`` events."""
 
     def __post_init__(self) -> None:
         def pos(name: str, v: float | None, strict: bool = True) -> None:
@@ -179,6 +184,8 @@ class TrainConfig:
             raise ConfigError(
                 f"homeostasis_probes = {self.homeostasis_probes} must be >= 0 (0: exact Jacobian)"
             )
+        if self.alignment < 0:
+            raise ConfigError(f"alignment = {self.alignment} must be >= 0 (0: off)")
         if self.homeostasis_probes and not self.homeostasis:
             raise ConfigError("homeostasis_probes needs --homeostasis LAMBDA > 0; set both")
         if not 0 <= self.seed < 2**63:

@@ -22,11 +22,15 @@ Sources, by the name given to :func:`load_dataset`:
 * ``mnist-01-4x4``: the 0s and 1s of ``mnist-subset`` (same split), each image
   averaged over 7 x 7 blocks to 4 x 4 pixels: a two-class task small enough for a
   bench whose instruments carry a few dozen channels (32 inputs as +/- pairs).
+* ``mnist-7x7``: every class of ``mnist-subset`` (same split), each image averaged
+  over 4 x 4 blocks to 7 x 7 pixels (98 inputs): a ten-class task for networks small
+  enough to train many times in minutes (docs/generalized-ep.md, controlled experiment).
 * a path: a directory holding the four IDX files, or an ``.npz`` file with
   ``x`` and ``y`` (see :func:`load_npz_dataset`), which is all test split.
 
-Every dataset but ``mnist-01-4x4`` has images as ``uint8`` ``(n, 28, 28)`` (0 = background, 255 =
-full ink, as in the original files) and labels as ``uint8`` ``(n,)`` in 0..9.
+Every dataset but ``mnist-01-4x4`` and ``mnist-7x7`` has images as ``uint8``
+``(n, 28, 28)`` (0 = background, 255 = full ink, as in the original files) and labels
+as ``uint8`` ``(n,)`` in 0..9.
 Problems (missing or corrupt files, bad arguments) raise
 :class:`hwloop.errors.ConfigError` with a one-line message.
 """
@@ -61,7 +65,7 @@ __all__ = [
     "read_idx",
 ]
 
-DATASET_NAMES = ("mnist-subset", "mnist-01-4x4", "mnist", "fashion-mnist", "kmnist")
+DATASET_NAMES = ("mnist-subset", "mnist-01-4x4", "mnist-7x7", "mnist", "fashion-mnist", "kmnist")
 """Names accepted by :func:`load_dataset` (anything else is taken as a path)."""
 
 DATA_DIR_ENV = "HWLOOP_DATA_DIR"
@@ -465,6 +469,12 @@ def load_small_digits(test_fraction: float = 0.2, split_seed: int = 0) -> Datase
     return Dataset("mnist-01-4x4", xtr, ytr, xte, yte, "bundled subset, digits 0 and 1, 4x4")
 
 
+def _pool(x: U8, k: int) -> U8:
+    """``(n, 28, 28)`` images averaged over ``k x k`` blocks, floored to uint8."""
+    m = 28 // k
+    return np.asarray(x.reshape(-1, m, k, m, k).mean(axis=(2, 4)), dtype=np.uint8)
+
+
 def load_dataset(
     name_or_path: str | Path,
     *,
@@ -500,6 +510,12 @@ def load_dataset(
             return load_bundled_subset(test_fraction, split_seed)
         if name_or_path == "mnist-01-4x4":
             return load_small_digits(test_fraction, split_seed)
+        if name_or_path == "mnist-7x7":
+            d = load_bundled_subset(test_fraction, split_seed)
+            return Dataset(
+                "mnist-7x7", _pool(d.x_train, 4), d.y_train, _pool(d.x_test, 4), d.y_test,
+                "bundled subset, 4x4-block means (7x7 pixels)",
+            )
         if name_or_path in DATASET_NAMES:
             return _load_named(name_or_path, data_dir)
     path = Path(name_or_path).expanduser()

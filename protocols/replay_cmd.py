@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 
 from hwloop.errors import ConfigError
 from hwloop.sessionlog import Checkpoint, SessionFile, open_session
+from protocols.alignment import for_replay
 from protocols.config import TrainConfig, make_config, resolve
 from protocols.datasets import Dataset, load_dataset
 from protocols.estimators import ESTIMATORS, Stencil, make_estimator
@@ -235,7 +236,7 @@ def replay_session(
         ConfigError: the run cannot be replayed (stochastic rounding, no steps,
             bad ``steps``), or its dataset cannot be loaded.
     """
-    cfg = recorded_config(sf)
+    cfg = for_replay(recorded_config(sf), sf.description.deterministic)
     ckpt = sf.checkpoint(0)
     todo = _step_range(sf, ckpt.steps_done, steps)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)

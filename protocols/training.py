@@ -36,6 +36,7 @@ from hwloop.device import (
 from hwloop.errors import ConfigError
 from hwloop.plugins import backend_options_declared
 from hwloop.sessionlog import Checkpoint, LogOptions, SessionWriter, StepLayout, StepLog
+from protocols.alignment import LayerAlignment, format_alignment, measure_alignment
 from protocols.config import TrainConfig
 from protocols.datasets import Dataset
 from protocols.engine import Prepared, ReportsConvergence, StepRecord, free_phase, run_step
@@ -292,6 +293,14 @@ class Trainer:
                 device, self.desc, cfg.homeostasis / g0**2, cfg.homeostasis_probes,
                 cfg.samples, rng,
             )
+        if cfg.alignment > 0 and not isinstance(device, JacobianProbe):
+            raise ConfigError(
+                f"alignment needs a board that reports its Jacobian (an emulator); the "
+                f"{self.desc.backend!r} board does not: drop --alignment"
+            )
+        self.alignment_log: list[tuple[int, list[LayerAlignment]]] = []
+        """(epoch, per-hidden-layer alignment) before training (epoch 0) and at each epoch
+        end, when ``cfg.alignment > 0``."""
         self.asymmetry_log: list[tuple[int, float, float]] = []
         """(epoch, L_homeo in S^2, symmetry ratio) measured at each epoch end on a board
         that reports its Jacobian."""
@@ -608,6 +617,27 @@ class Trainer:
         print(f"warning: {message}", file=sys.stderr)
         self.pending_warnings.append(message)
 
+    def measure_alignment(self) -> list[LayerAlignment]:
+        """EP-vs-true error alignment per hidden layer on the first ``cfg.alignment`` examples.
+
+        Test examples (training ones if there is no test set), measured with the run's
+        estimator at ``+beta`` and ``cfg.samples`` samples per phase.
+        """
+        assert self.cfg.input_gain is not None
+        n = self.cfg.alignment
+        x, y = (self.x_test, self.y_test) if len(self.x_test) else (self.x_train, self.y_train)
+        return measure_alignment(
+            self.device,
+            self.estimator.stencil(self.beta_s),
+            encode_inputs(x[:n], self.cfg.input_gain, self.n_in),
+            one_hot(y[:n], self.n_out),
+            n_samples=self.cfg.samples,
+        )
+
+    def _log_alignment(self, epoch: int) -> None:
+        if self.cfg.alignment > 0:
+            self.alignment_log.append((epoch, self.measure_alignment()))
+
     def _log_asymmetry(self, epoch: int) -> None:
         m = self.measure_asymmetry()
         if m is not None:
@@ -633,6 +663,8 @@ class Trainer:
         start_epoch = 0 if resume_from is None else resume_from.epoch
         self.epochs_done = start_epoch
         bs = cfg.batch_size
+        if self.steps_done == 0:  # also a resume from the first checkpoint, as the run did
+            self._log_alignment(0)
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             first_batch = 0
@@ -693,6 +725,7 @@ class Trainer:
             )
             result.epochs.append(m)
             self._log_asymmetry(epoch + 1)
+            self._log_alignment(epoch + 1)
             self._accum = [0.0] * 6
             self.epochs_done = epoch + 1
             for ob in tuple(self.observers):
@@ -731,6 +764,8 @@ class SessionRecorder:
         self.trainer = trainer
         self.writer = writer
         self.every = trainer.log_options().checkpoint_every
+        self._aligned = 0
+        """Entries of the trainer's alignment log already recorded."""
 
     def step(self, rec: StepRecord) -> None:
         """Append the step and its warnings; checkpoint when due.
@@ -756,6 +791,10 @@ class SessionRecorder:
                 f"epoch {metrics.epoch}: jacobian asymmetry L_homeo = {l_homeo:.6g} S^2, "
                 f"symmetry ratio {ratio:.6f} (homeostasis lambda {tr.cfg.homeostasis:g})",
             )
+        for epoch, rows in tr.alignment_log[self._aligned :]:
+            for msg in format_alignment(epoch, rows, tr.cfg.alignment):
+                self.writer.event("info", tr.steps_done if epoch else 0, msg)
+        self._aligned = len(tr.alignment_log)
         self.writer.append_epoch(metrics.as_dict())
         self.writer.write_checkpoint(tr.checkpoint(metrics.epoch, 0, tr.order))
 

@@ -573,6 +573,7 @@ def initialise(
     bwd_gain: float = 1.0,
     i_s_a: float = 0.05,
     v_t_v: float = 0.2,
+    mean_one: bool = False,
 ) -> NonReciprocalNet:
     """A network with published-style initial conductances.
 
@@ -592,6 +593,10 @@ def initialise(
         bwd_gain: backward current gain of the hidden amplifiers.
         i_s_a: diode saturation current, A.
         v_t_v: diode thermal voltage, V.
+        mean_one: scale the mismatch factor to mean 1, ``exp(asymmetry * xi -
+            asymmetry^2 / 2)``, so that it changes each device's direction share but
+            not the backward array's mean conductance (default: median 1, mean
+            ``exp(asymmetry^2 / 2)``).
     """
     if not (weight_gain > 0 and asymmetry >= 0 and fwd_gain > 0 and bwd_gain > 0):
         raise ConfigError("weight_gain, fwd_gain, bwd_gain must be > 0 and asymmetry >= 0")
@@ -602,7 +607,9 @@ def initialise(
         wf = rng.uniform(0.05 * s, s, size=(sizes[li], sizes[li + 1]))
         parts.append(wf.ravel())
         if li >= 1:
-            wb = wf.T * np.exp(asymmetry * rng.standard_normal((sizes[li + 1], sizes[li])))
+            shift = asymmetry**2 / 2 if mean_one else 0.0
+            xi = rng.standard_normal((sizes[li + 1], sizes[li]))
+            wb = wf.T * np.exp(asymmetry * xi - shift)
             parts.append(wb.ravel())
     fg = np.full(n_layers, float(fwd_gain))
     bg = np.full(n_layers, float(bwd_gain))

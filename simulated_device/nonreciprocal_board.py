@@ -478,6 +478,9 @@ NONRECIPROCAL_OPTIONS = (
     Option("asymmetry", "float", "log-normal mismatch of each backward device from its "
            "forward partner at initialisation (0: reciprocal)", unit="1", default=0.0,
            min=0.0, max=10.0),
+    Option("asymmetry_mean_one", "bool", "scale that mismatch to mean 1 (exp(s xi - s^2/2)) "
+           "instead of median 1, so it changes directions but not the mean feedback",
+           default=False),
     Option("fwd_gain", "float", "forward voltage gain of the amplifiers between hidden layers",
            unit="1", default=1.0, min=0.0, min_exclusive=True, max=1e3),
     Option("bwd_gain", "float", "backward current gain of those amplifiers", unit="1",
@@ -523,6 +526,7 @@ def make_nonreciprocal_board(
         bwd_gain=num("bwd_gain"),
         i_s_a=num("i_s_a"),
         v_t_v=num("v_t_v"),
+        mean_one=bool(options["asymmetry_mean_one"]),
     )
     return NonReciprocalBoard(
         net,
