@@ -11,7 +11,8 @@ becomes a preset (``--backend-opt preset=PATH``).
 ``[read]`` keys (:data:`READ_KEYS`): ``sigma_v`` (additive Gaussian std per sample,
 V), ``relative`` (multiplicative std relative to ``|v|``), ``adc_bits`` (converter
 resolution, bits; absent: no quantisation), ``adc_range_v`` (converter full scale,
-V; ``inf``: none).
+V; ``inf``: none), ``slow_v`` (slow additive std, V: one draw per node per read,
+shared by its repeat samples; absent: 0).
 
 ``[write]`` keys (:data:`WRITE_KEYS`): ``g_min_s``, ``g_max_s`` (bounds, S),
 ``n_states`` (pulse states over the range; absent: continuous device),
@@ -32,7 +33,7 @@ from typing import Any
 from hwloop.errors import ConfigError
 
 READ_KEYS: dict[str, type] = {"sigma_v": float, "relative": float, "adc_bits": int,
-                              "adc_range_v": float}
+                              "adc_range_v": float, "slow_v": float}
 """``[read]`` keys and their types."""
 
 WRITE_KEYS: dict[str, type] = {

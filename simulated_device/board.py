@@ -68,7 +68,8 @@ def _describe_drn(
         g_scale_s=g_scale_s,
         info=info,
         sample_dtype=np.dtype(net.dtype).newbyteorder("<").str,
-        deterministic=model.read.sigma_v == 0.0 and model.read.relative == 0.0,
+        deterministic=(model.read.sigma_v == 0.0 and model.read.relative == 0.0
+                       and model.read.slow_v == 0.0),
     )
 
 
@@ -519,6 +520,9 @@ READ_OPTIONS = (
            min=0.0, max=1.0),
     Option("read_noise_relative", "float", "read noise relative to |v| per sample", unit="1",
            min=0.0, max=1.0),
+    Option("read_noise_slow_v", "float", "slow read noise: drawn once per node per read, "
+           "shared by its repeat samples (averaging does not reduce it)", unit="V",
+           min=0.0, max=1.0),
     Option("adc_bits", "int", "node converter resolution (0: no quantisation)", unit="bit",
            min=0, max=32),
     Option("adc_range_v", "float", "node converter full scale (inf: no range)", unit="V",
@@ -528,6 +532,7 @@ READ_OPTIONS = (
 (:class:`~simulated_device.read_noise.ReadNoise`); unset: the preset's value."""
 
 _READ_FIELDS = {"read_noise_v": "sigma_v", "read_noise_relative": "relative",
+                "read_noise_slow_v": "slow_v",
                 "adc_bits": "adc_bits", "adc_range_v": "adc_range_v"}
 
 WRITE_OPTIONS = (

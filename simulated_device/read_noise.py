@@ -1,7 +1,8 @@
 """Node-voltage read noise of the board emulator: the measurement chain of one read.
 
 :class:`ReadNoise` models what a bench's node meter adds to the true voltage:
-additive and relative Gaussian noise, the converter's range (samples beyond it are
+additive and relative Gaussian noise, a slow (low-frequency) additive term that stays
+constant during one read's repeat samples, the converter's range (samples beyond it are
 clamped and flagged ``OVERRANGE``) and ADC quantisation. Every random number comes
 from the :class:`numpy.random.Generator` passed in (one seeded generator per run).
 The conductance write model is separate (:mod:`simulated_device.write_model`); a
@@ -44,6 +45,11 @@ class ReadNoise:
         relative: multiplicative Gaussian std relative to ``|v|`` (finite, >= 0).
             The two Gaussian terms are independent, so one sample has std
             ``sqrt(sigma_v**2 + (relative * |v|)**2)``.
+        slow_v: std of an additive Gaussian term drawn once per node per read and
+            shared by that read's ``n_samples`` repeats, V (finite, >= 0): noise whose
+            correlation time is longer than one read burst (1/f-like, or a slowly
+            wandering reference). Averaging repeats does not reduce it: the mean of
+            ``N`` samples has variance ``sigma_v**2 / N + slow_v**2``.
         adc_bits: ADC resolution, bits (``None``: no quantisation; 2..32). Needs a
             finite ``adc_range_v``.
         adc_range_v: converter full scale, V (> 0, ``inf``: no range). Samples
@@ -59,6 +65,7 @@ class ReadNoise:
     relative: float = 0.0
     adc_bits: int | None = None
     adc_range_v: float = math.inf
+    slow_v: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -67,6 +74,7 @@ class ReadNoise:
         """Check the values; raise :class:`ConfigError` with a one-line message."""
         _finite_nonneg("ReadNoise", "sigma_v", self.sigma_v)
         _finite_nonneg("ReadNoise", "relative", self.relative)
+        _finite_nonneg("ReadNoise", "slow_v", self.slow_v)
         r = self.adc_range_v
         if not (isinstance(r, int | float) and not math.isnan(r) and r > 0):
             raise ConfigError(f"ReadNoise.adc_range_v={r!r} must be > 0 V (inf for no range)")
@@ -87,6 +95,7 @@ class ReadNoise:
         return (
             self.sigma_v == 0.0
             and self.relative == 0.0
+            and self.slow_v == 0.0
             and self.adc_bits is None
             and math.isinf(self.adc_range_v)
         )
@@ -103,7 +112,8 @@ class ReadNoise:
     ) -> tuple[NDArray[np.float64] | NDArray[np.complex128], NDArray[np.uint8]]:
         """Draw ``n_samples`` noisy samples of every true node voltage.
 
-        Order per sample: add noise, clamp to ``±adc_range_v`` (flag
+        Order per sample: add noise (the slow term is drawn once per element and
+        added to every repeat), clamp to ``±adc_range_v`` (flag
         ``OVERRANGE``), quantise with a uniform mid-tread quantiser
         (``LSB = 2 * range / 2**bits``; output codes ``-2**(bits-1) ..
         2**(bits-1) - 1``, so the top half-LSB below ``+range`` saturates at
@@ -166,6 +176,8 @@ class ReadNoise:
             samples = rng.standard_normal(shape)
             samples *= std
             samples += v
+        if self.slow_v > 0.0:
+            samples += self.slow_v * rng.standard_normal(shape[1:])
         flags = np.zeros(shape, dtype=np.uint8)
         r = self.adc_range_v
         if math.isfinite(r):

@@ -26,6 +26,7 @@ from simulated_device.device_models import PRESET_SOURCES, PRESETS, get_preset, 
 CASES: dict[str, tuple[Any, str, str, Any]] = {
     "read_noise_v": (2e-3, "read", "sigma_v", 2e-3),
     "read_noise_relative": (0.05, "read", "relative", 0.05),
+    "read_noise_slow_v": (1e-4, "read", "slow_v", 1e-4),
     "adc_bits": (12, "read", "adc_bits", 12),
     "adc_range_v": (5.0, "read", "adc_range_v", 5.0),
     "g_min_s": (2e-6, "write", "g_min_s", 2e-6),

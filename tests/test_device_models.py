@@ -84,6 +84,21 @@ class TestReadNoise:
         expected = sigma / math.sqrt(n_avg)
         assert_within(float(means.std(ddof=1)), expected, 5 * se_std(expected, means.size), "sem")
 
+    @pytest.mark.parametrize("n_avg", [1, 16, 256])
+    def test_slow_term_sets_a_floor_under_averaging(self, n_avg: int) -> None:
+        # var(mean of N) = sigma^2 / N + slow^2: the slow term is shared by the repeats
+        sigma, slow = 2e-3, 5e-4
+        rng = np.random.default_rng(21)
+        v = np.full((60, 50), 0.3)
+        samples, _ = ReadNoise(sigma_v=sigma, slow_v=slow).sample(v, n_avg, rng)
+        means = samples.mean(axis=0).ravel() - 0.3
+        expected = math.sqrt(sigma**2 / n_avg + slow**2)
+        assert_within(float(means.std(ddof=1)), expected, 5 * se_std(expected, means.size), "sem")
+        # within one read the repeats differ only by the white term
+        spread = samples.std(axis=0, ddof=1).ravel() if n_avg > 1 else None
+        if spread is not None:
+            assert_within(float(np.sqrt(np.mean(spread**2))), sigma, 0.05 * sigma, "repeat std")
+
     def test_relative_noise_scales_with_abs_v(self) -> None:
         rel = 0.01
         rng = np.random.default_rng(3)
@@ -212,6 +227,8 @@ class TestReadNoise:
             ({"sigma_v": -1e-3}, "sigma_v"),
             ({"sigma_v": math.nan}, "sigma_v"),
             ({"relative": -0.1}, "relative"),
+            ({"slow_v": -1e-4}, "slow_v"),
+            ({"slow_v": math.inf}, "slow_v"),
             ({"adc_range_v": 0.0}, "adc_range_v"),
             ({"adc_range_v": math.nan}, "adc_range_v"),
             ({"adc_bits": 1, "adc_range_v": 1.0}, "2..32"),
