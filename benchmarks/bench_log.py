@@ -36,6 +36,7 @@ import numpy as np
 
 from hwloop.plugins import open_board
 from hwloop.sessionlog import SessionWriter
+from protocols.commands import training_blas_threads
 from protocols.config import make_config, resolve
 from protocols.datasets import load_dataset
 from protocols.engine import StepRecord
@@ -197,7 +198,7 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in variants}
     sizes: dict[str, int] = {}
     shares: dict[str, list[float]] = {k: [] for k in variants}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, training_blas_threads():  # as hwloop train
         one_run(10, args.samples, args.batch, Path(tmp) / "warm.h5")  # imports, first-touch
         for _ in range(args.repeats):
             for name, log in variants.items():

@@ -18,6 +18,10 @@ interleaved over the configurations; the multiply-add count per example and the
 fraction of this machine's matmul peak (measured in the same run) put them in
 perspective.
 
+Every figure runs with the BLAS thread policy of ``hwloop train``
+(``protocols.commands.training_blas_threads``: one thread unless the environment sets
+a count). Each configuration's ``hwloop train`` figure is set against issue 14's target
+(``TARGETS``; the ratio is printed), and every median also as microseconds per step.
 Prints a table and, last, one JSON line. Usage::
 
     python benchmarks/bench_train.py [--quick] [--dtype float32] [--repeats 3]
@@ -41,6 +45,7 @@ from bench_drn import matmul_peak_flops
 
 from hwloop.plugins import open_board
 from hwloop.sessionlog import SessionWriter
+from protocols.commands import training_blas_threads
 from protocols.config import TrainConfig, resolve
 from protocols.datasets import load_dataset
 from protocols.engine import run_step
@@ -51,6 +56,9 @@ from protocols.programming import OpenLoopProgrammer
 from protocols.training import SessionRecorder, Trainer, backend_options
 
 MODELS = {"DRN-XS": ("1568-100-10", 100.0), "DRN-1H": ("1568-1024-10", 480.0)}
+TARGETS = {("DRN-XS", 4): 12_000, ("DRN-XS", 32): 60_000, ("DRN-1H", 4): 1_200,
+           ("DRN-1H", 32): 8_000}
+"""Issue 14's targets for ``hwloop train`` end to end (full logging, float32), examples/s."""
 BATCHES = (4, 32)
 DTYPES = ("float32", "float64")
 SWEEPS = 4
@@ -182,9 +190,10 @@ def main() -> None:
         for name, batch in configs:
             arch, gain = MODELS[name]
             r = runs[(name, batch)]
-            r["engine"].append(throughput(arch, gain, dt, batch, min_time, 1))
-            r["trainer"].append(trainer_rate(arch, batch, dt, log=False))
-            r["trainer_logged"].append(trainer_rate(arch, batch, dt, log=True))
+            with training_blas_threads():  # in-process figures: as hwloop train runs
+                r["engine"].append(throughput(arch, gain, dt, batch, min_time, 1))
+                r["trainer"].append(trainer_rate(arch, batch, dt, log=False))
+                r["trainer_logged"].append(trainer_rate(arch, batch, dt, log=True))
             r["hwloop_train"].append(cli_rate(arch, batch, dt))
     peak_after = matmul_peak_flops(dt)
     rows = []
@@ -192,20 +201,30 @@ def main() -> None:
         sizes = tuple(int(s) for s in MODELS[name][0].split("-"))
         macs = macs_per_example(sizes)
         med = {k: statistics.median(v) for k, v in runs[(name, batch)].items()}
+        target = TARGETS.get((name, batch))
         rows.append({"model": name, "dtype": dt, "batch": batch, "macs_per_example": macs,
                      **{f"{k}_examples_per_s": v for k, v in med.items()},
+                     **{f"{k}_us_per_step": 1e6 * batch / v for k, v in med.items()},
+                     "target_examples_per_s": target,
+                     "hwloop_train_over_target": med["hwloop_train"] / target if target else None,
                      "logging_overhead": med["trainer"] / med["trainer_logged"] - 1.0,
                      "engine_fraction_of_matmul_peak": med["engine"] * 2 * macs / peak,
                      "runs": runs[(name, batch)]})
     print(f"matmul peak ({dt}): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after; "
           f"medians of {args.repeats} runs, {STEPS} steps per epoch")
     print(f"{'model':8} {'batch':>5} {'engine':>10} {'trainer':>10} {'+log':>10} "
-          f"{'log cost':>9} {'hwloop train':>13} {'engine % peak':>14}")
+          f"{'log cost':>9} {'hwloop train':>13} {'target':>8} {'/target':>8} "
+          f"{'engine % peak':>14}")
     for r in rows:
+        over = r["hwloop_train_over_target"]
         print(f"{r['model']:8} {r['batch']:5d} {r['engine_examples_per_s']:10,.0f} "
               f"{r['trainer_examples_per_s']:10,.0f} {r['trainer_logged_examples_per_s']:10,.0f} "
               f"{100 * r['logging_overhead']:8.1f}% {r['hwloop_train_examples_per_s']:13,.0f} "
+              f"{r['target_examples_per_s'] or 0:8,} {over or 0:8.2f} "
               f"{100 * r['engine_fraction_of_matmul_peak']:13.1f}%")
+    print("examples/s, medians; per step (us): " + "; ".join(
+        f"{r['model']} b{r['batch']}: engine {r['engine_us_per_step']:.0f}, "
+        f"hwloop train {r['hwloop_train_us_per_step']:.0f}" for r in rows))
     print(json.dumps({"benchmark": "ep_training", "estimator": "centered", "sweeps": SWEEPS,
                       "steps_per_epoch": STEPS, "matmul_peak_flops": [peak, peak_after],
                       "rows": rows}))

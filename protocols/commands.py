@@ -8,11 +8,14 @@ Both are contributed to the ``hwloop`` dispatcher through the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +153,28 @@ def _final_safe_state(trainer: Trainer, writer: SessionWriter) -> HwloopError | 
     return err
 
 
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                         "BLIS_NUM_THREADS")
+"""Environment variables that set the BLAS thread count; any of them set: left alone."""
+
+
+@contextlib.contextmanager
+def training_blas_threads() -> Iterator[None]:
+    """One BLAS thread while a run trains, unless the environment sets a thread count.
+
+    An EP step is a chain of small products (batch 4-32 rows): a second BLAS thread
+    buys little on an idle machine and, on a shared one, costs up to 7x (threads
+    that wait for a core at every product). See DR-s2-perf-3.
+    """
+    if any(os.environ.get(v) for v in BLAS_THREAD_VARIABLES):
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def _drive(
     trainer: Trainer,
     writer: SessionWriter,
@@ -164,7 +189,8 @@ def _drive(
     t0 = time.perf_counter()
     status, reason = "failed", "unexpected error"
     try:
-        result = trainer.run(resume_from=resume_from)
+        with training_blas_threads():
+            result = trainer.run(resume_from=resume_from)
         status, reason = result.status, result.reason
     except KeyboardInterrupt as exc:
         status = "aborted"

@@ -800,8 +800,17 @@ def _node_ids(b: _Builder) -> tuple[list[str], list[NDArray[np.intp]]]:
     return names, out
 
 
-def _finish(b: _Builder, title: str) -> Netlist:
-    _check_duplicates(b)
+def _finish(
+    b: _Builder,
+    title: str,
+    nodes: tuple[list[str], list[NDArray[np.intp]]] | None = None,
+) -> Netlist:
+    """The :class:`Netlist` of ``b``; ``nodes`` (names, terminals per kind) if already mapped.
+
+    With ``nodes`` given (the vectorised reader), duplicate names have been checked too.
+    """
+    if nodes is None:
+        _check_duplicates(b)
     d = b.d
     n_d = len(d.names)
     is_a = np.empty(n_d)
@@ -823,7 +832,9 @@ def _finish(b: _Builder, title: str) -> Netlist:
         xti[j] = model.xti
         tnom[j] = model.tnom_c
     ohm = b.r.value_array()
-    names, (r_nodes, d_nodes, v_nodes, i_nodes, l_nodes, c_nodes) = _node_ids(b)
+    names, (r_nodes, d_nodes, v_nodes, i_nodes, l_nodes, c_nodes) = (
+        _node_ids(b) if nodes is None else nodes
+    )
     return Netlist(
         title=title,
         source=b.source,
@@ -852,6 +863,286 @@ def _finish(b: _Builder, title: str) -> Netlist:
     )
 
 
+# ---- vectorised reader: the whole text as one byte array ---------------------------------
+# It reads the common, well-formed netlist (ASCII, no continuation lines, no inline
+# comments, every statement of a kind R/V/I/C/L with the same field count) with numpy
+# over the bytes, making strings only for element names, values and distinct nodes.
+# For anything else (or anything it would reject) it returns None and the reader above
+# reads the text: that one produces the same Netlist and names the first bad line, so
+# errors and their line numbers are exactly those of the statement-by-statement reading.
+
+_LINE_BREAKS: Final = re.compile(r"[\r\x0b\x0c\x1c-\x1e]")  # splitlines' other breaks
+_BULK_KINDS: Final = "rvicl"
+
+
+def _token_strings(
+    a: NDArray[np.uint8], starts: NDArray[np.intp], ends: NDArray[np.intp]
+) -> list[str]:
+    """The tokens ``a[starts[k]:ends[k]]`` (in increasing order) as str, in one split.
+
+    Each token is taken with the (blank) byte after it, so one ``split`` separates them.
+    """
+    if not starts.size:
+        return []
+    lengths = ends + 1 - starts
+    offsets = np.cumsum(lengths) - lengths
+    picked = np.repeat(starts - offsets, lengths) + np.arange(int(offsets[-1] + lengths[-1]))
+    return a[picked].tobytes().decode("ascii").split()
+
+
+def _first_tokens(
+    a: NDArray[np.uint8], tok_start: NDArray[np.intp], line_start: NDArray[np.intp]
+) -> NDArray[np.intp]:
+    """Index of the first token at or after each line start (the next line's if blank)."""
+    if tok_start.size and np.all(a[line_start] > 32):  # no blank line, none indented
+        before = a[tok_start - 1]
+        before[0] = 10
+        first = np.flatnonzero(before == 10)
+        if first.size == line_start.size:
+            return first
+    return np.searchsorted(tok_start, line_start)
+
+
+_KEY_MASKS: Final = np.array(
+    [(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1], dtype=np.uint64
+)
+
+
+def _short_keys(
+    a: NDArray[np.uint8], starts: NDArray[np.intp], lengths: NDArray[np.intp]
+) -> NDArray[np.uint64]:
+    """Tokens of at most 8 bytes as little-endian uint64 (zero-padded), from two word reads."""
+    padded = np.zeros(-(-(a.size + 16) // 8) * 8, dtype=np.uint8)
+    padded[: a.size] = a
+    words = padded.view("<u8")
+    q = starts // 8
+    shift = ((starts % 8) * 8).astype(np.uint64)
+    lo = words[q] >> shift
+    hi = np.where(shift > 0, words[q + 1] << (np.uint64(64) - shift) % np.uint64(64), 0)
+    return (lo | hi.astype(np.uint64)) & _KEY_MASKS[lengths]
+
+
+def _node_keys(
+    a: NDArray[np.uint8], starts: NDArray[np.intp], lengths: NDArray[np.intp], extra: list[str]
+) -> NDArray[Any]:
+    """One exact, sortable key per terminal token (its bytes, zero-padded), then ``extra``'s."""
+    width = max(int(lengths.max(initial=1)), max(map(len, extra), default=1))
+    if width <= 8:
+        short = np.zeros(starts.size + len(extra), dtype=np.uint64)
+        short[: starts.size] = _short_keys(a, starts, lengths)
+        for k, name in enumerate(extra):
+            short[starts.size + k] = int.from_bytes(name.encode(), "little")
+        return short
+    m = np.zeros((starts.size + len(extra), -(-width // 8) * 8), dtype=np.uint8)
+    if starts.size:
+        top = m[: starts.size]
+        last = a.size - 1
+        for j in range(int(lengths.max())):
+            col = a[np.minimum(starts + j, last)]
+            col[lengths <= j] = 0
+            top[:, j] = col
+    for k, name in enumerate(extra):
+        m[starts.size + k, : len(name)] = np.frombuffer(name.encode(), dtype=np.uint8)
+    if m.shape[1] == 8:
+        return m.view("<u8").ravel()
+    return m.view(f"S{m.shape[1]}").ravel()
+
+
+def _fast_parse(low: str, source: str, title: str) -> Netlist | None:
+    """Read lower-cased netlist text vectorised, or None (see the comment above)."""
+    if "\r" in low:
+        low = low.replace("\r\n", "\n")
+    head = low.find("\n")
+    if head < 0 or _LINE_BREAKS.search(low, 0, head + 1) is not None:
+        return None
+    text = low[head + 1 :]
+    if not text.isascii():
+        return None
+    body = text.encode("ascii")
+    if not body.endswith(b"\n"):
+        body += b"\n"
+    if b";" in body or b"$" in body or b"\x7f" in body:
+        return None  # inline comments: the other reader
+    a = np.frombuffer(body, dtype=np.uint8)
+    line_end = np.flatnonzero(a == 10)
+    if np.count_nonzero(a < 32) != line_end.size + np.count_nonzero(a == 9):
+        return None  # other control characters (line breaks, NUL, ...): the other reader
+    n_lines = line_end.size
+    line_start = np.empty(n_lines, dtype=np.intp)
+    line_start[0] = 0
+    line_start[1:] = line_end[:-1] + 1
+    # tokens: maximal runs of bytes > 32 (space, tab and newline are the only others)
+    word = np.empty(a.size + 1, dtype=bool)
+    word[0] = False
+    np.greater(a, 32, out=word[1:])
+    edges = np.flatnonzero(word[1:] != word[:-1])
+    tok_start = edges[0::2]
+    tok_end = edges[1::2]
+    first_tok = _first_tokens(a, tok_start, line_start)
+    count = np.diff(np.append(first_tok, tok_start.size))
+    first_char = np.zeros(n_lines, dtype=np.uint8)
+    has = count > 0
+    first_char[has] = a[tok_start[first_tok[has]]]
+
+    keep = has
+    end = n_lines
+    control = -1
+    rare: list[int] = []
+    for k in np.flatnonzero(np.isin(first_char, _SPECIAL[1:].astype(np.uint8))).tolist():
+        t = int(first_tok[k])
+        w = body[int(tok_start[t]) : int(tok_end[t])]
+        if control >= 0:
+            if w == b".endc":
+                keep[control : k + 1] = False
+                control = -1
+        elif w[:1] == b"*":
+            keep[k] = False
+        elif w[:1] == b"+" or w == b".endc":
+            return None
+        elif w == b".control":
+            control = k
+        elif w == b".end":
+            end = k
+            break
+        else:
+            rare.append(k)
+    if control >= 0:
+        return None
+    keep[end:] = False
+    in_bulk = keep & np.isin(first_char, np.frombuffer(_BULK_KINDS.encode(), dtype=np.uint8))
+    rare = sorted(rare + np.flatnonzero(keep & ~in_bulk & (first_char != ord("."))).tolist())
+
+    lines = np.flatnonzero(in_bulk)  # body line indices (file line - 2), file order
+    kind = first_char[lines]
+    n_tok = count[lines]
+    sel = {c: np.flatnonzero(kind == ord(c)) for c in _BULK_KINDS}
+    for c in "vi":
+        five = sel[c][n_tok[sel[c]] == 5]
+        if five.size and five.size == sel[c].size:
+            dc = first_tok[lines[five]] + 3
+            s = tok_start[dc]
+            if not np.all((tok_end[dc] - s == 2) & (a[s] == ord("d")) & (a[s + 1] == ord("c"))):
+                return None
+            n_tok[five] = 4  # "dc" is not the value: the value is the last token
+    if not np.all(n_tok == 4):
+        return None  # fields the other reader reads one by one (and may reject)
+
+    b = _Builder(source)
+    try:  # (an error here may not be the first in file order: the other reader finds that)
+        for k in rare:
+            _statement(b, k + 2, body[int(line_start[k]) : int(line_end[k])].decode().strip())
+    except NetlistError:
+        return None
+    first = first_tok[lines]
+    last = first + count[lines] - 1
+    picked = np.empty(2 * lines.size, dtype=np.intp)  # name, value, name, value, ...
+    picked[0::2] = first
+    picked[1::2] = last
+    strings = _token_strings(a, tok_start[picked], tok_end[picked])
+    names = strings[0::2]
+    values = _numbers(strings[1::2])
+    if values is None:
+        return None
+    all_names = names + b.d.names
+    if len(set(all_names)) != len(all_names):
+        return None
+    for c in _BULK_KINDS:
+        idx = sel[c]
+        e: _Elements = getattr(b, c)
+        e.bulk = values[idx]
+        if c in "rcl" and not np.all(e.bulk > 0.0):
+            return None
+        if idx.size and int(idx[-1]) - int(idx[0]) + 1 == idx.size:  # (usually: one block)
+            e.names = names[int(idx[0]) : int(idx[-1]) + 1]
+        else:
+            e.names = list(map(names.__getitem__, idx.tolist()))
+    n1 = first + 1
+    return _finish(b, title, _fast_nodes(b, a, tok_start, tok_end, n1, lines, sel))
+
+
+def _index_keys(keys: NDArray[Any]) -> tuple[NDArray[Any], NDArray[np.intp]]:
+    """Sorted distinct keys and each key's index among them (``np.unique`` with inverse).
+
+    uint64 keys (never 0) go through a hash table (Fibonacci hashing): one scatter and
+    one gather over all keys, sorting only the distinct ones and the keys whose slot
+    another key took; other keys are sorted.
+    """
+    if keys.dtype != np.uint64 or keys.size < 4096:
+        distinct, inverse = np.unique(keys, return_inverse=True)
+        return distinct, inverse.ravel()
+    bits = min(max(int(keys.size).bit_length() - 1, 12), 20)
+    shift = np.uint64(64 - bits)
+    mult = np.uint64(0x9E3779B97F4A7C15)
+    slot = (keys * mult) >> shift
+    table = np.zeros(1 << bits, dtype=np.uint64)
+    table[slot] = keys
+    hit = table[slot] == keys
+    lost = keys[~hit]
+    distinct = np.unique(np.concatenate([table[table != 0], lost]))
+    d_slot = (distinct * mult) >> shift
+    owner = table[d_slot] == distinct
+    position = np.zeros(1 << bits, dtype=np.intp)
+    position[d_slot[owner]] = np.flatnonzero(owner)
+    inverse = position[slot]
+    inverse[~hit] = np.searchsorted(distinct, lost)
+    return distinct, inverse
+
+
+def _fast_nodes(
+    b: _Builder,
+    a: NDArray[np.uint8],
+    tok_start: NDArray[np.intp],
+    tok_end: NDArray[np.intp],
+    n1: NDArray[np.intp],
+    lines: NDArray[np.intp],
+    sel: dict[str, NDArray[np.intp]],
+) -> tuple[list[str], list[NDArray[np.intp]]]:
+    """Node names by first appearance (ground 0) and each kind's terminals, vectorised.
+
+    ``n1``: the token index of each bulk line's first terminal (the second follows it).
+    """
+    d = b.d
+    n = lines.size
+    term = np.empty(2 * n, dtype=np.intp)  # n1, n2 of each bulk line, in file order
+    term[0::2] = n1
+    term[1::2] = n1 + 1
+    starts = tok_start[term]
+    keys = _node_keys(a, starts, tok_end[term] - starts, [*_GROUND_ALIASES, *d.n1, *d.n2])
+    order_key = np.empty(keys.size, dtype=np.int64)  # 2 * line + side of each terminal
+    order_key[0 : 2 * n : 2] = lines * 2
+    order_key[1 : 2 * n : 2] = lines * 2 + 1
+    n_g = len(_GROUND_ALIASES)
+    order_key[2 * n : 2 * n + n_g] = -1
+    d_lines = np.asarray(d.lines, dtype=np.int64) - 2
+    order_key[2 * n + n_g :] = np.concatenate([d_lines * 2, d_lines * 2 + 1])
+    distinct, inverse = _index_keys(keys)
+    first = np.full(distinct.size, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, inverse, order_key)
+    ranked = np.argsort(first, kind="stable")
+    final = np.empty(distinct.size, dtype=np.intp)
+    final[ranked] = np.arange(distinct.size) - (n_g - 1)
+    final[first < 0] = 0  # ground and its alias
+    raw_names = distinct.view(np.uint8).reshape(distinct.size, -1)[ranked[n_g:]]
+    blank = np.full((raw_names.shape[0], 1), ord(" "), dtype=np.uint8)
+    spaced = np.hstack([np.where(raw_names == 0, ord(" "), raw_names), blank])
+    node_names = [GROUND, *spaced.astype(np.uint8).tobytes().decode("ascii").split()]
+    ids = final[inverse]
+    out: list[NDArray[np.intp]] = []
+    for c in "rdvilc":
+        if c == "d":
+            pair = np.empty((len(d.names), 2), dtype=np.intp, order="F")
+            pair[:, 0] = ids[2 * n + n_g : 2 * n + n_g + len(d.names)]
+            pair[:, 1] = ids[2 * n + n_g + len(d.names) :]
+        else:
+            idx = sel[c]
+            pair = np.empty((idx.size, 2), dtype=np.intp, order="F")
+            pair[:, 0] = ids[2 * idx]
+            pair[:, 1] = ids[2 * idx + 1]
+        pair.setflags(write=False)
+        out.append(pair)
+    return node_names, out
+
+
 def parse_netlist(text: str, source: str = "<netlist>") -> Netlist:
     """Parse SPICE-subset netlist text (see the module docstring for the subset).
 
@@ -869,8 +1160,14 @@ def parse_netlist(text: str, source: str = "<netlist>") -> Netlist:
     """
     first = text.split("\n", 1)[0].splitlines()  # (the title: no need to split it all)
     title = first[0].strip() if first else ""
-    b = _Builder(source)
     low = text.lower()
+    fast = _fast_parse(low, source, title)
+    return fast if fast is not None else _read_statements(low, source, title)
+
+
+def _read_statements(low: str, source: str, title: str) -> Netlist:
+    """Read lower-cased text statement by statement (bulk where it can): any netlist."""
+    b = _Builder(source)
     _build(b, *_statements(low.splitlines(), source, ";" in low or "$" in low))
     return _finish(b, title)
 

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwloop.errors import NetlistError
-from simulated_device.netlist import parse_netlist, parse_value, read_netlist
+from simulated_device import netlist as netlist_module
+from simulated_device.netlist import Netlist, parse_netlist, parse_value, read_netlist
 
 # --------------------------------------------------------------------------- values
 
@@ -328,6 +329,141 @@ def test_resistor_netlists_round_trip(
     for k, (a, b, *_) in enumerate(data):
         assert net.node_names[net.resistor_nodes[k, 0]] == f"n{a}"
         assert net.node_names[net.resistor_nodes[k, 1]] == (f"n{b}" if b else "0")
+
+
+# ------------------------------------------------- vectorised reader vs statement reader
+
+
+def _assert_same_netlist(x: Netlist, y: Netlist) -> None:
+    for f in dataclasses.fields(Netlist):
+        u, v = getattr(x, f.name), getattr(y, f.name)
+        if isinstance(u, np.ndarray):
+            assert u.dtype == v.dtype and u.shape == v.shape, f.name
+            np.testing.assert_array_equal(u, v, err_msg=f.name)
+            assert not u.flags.writeable and u.flags.f_contiguous == v.flags.f_contiguous
+        else:
+            assert u == v, f.name
+
+
+_NODES = ["0", "gnd", "GND", "a", "B", "in1", "n_2", "node_with_a_long_name", "x9"]
+_VALUES = ["1k", "2.2K", "1meg", "1e3", "5", ".5", "1.5e-3", "3.3u", "10kohm", "2mil"]
+_BAD_VALUES = ["-5", "0", "abc", "inf", "nan", "1e400", "1_0"]
+_ODD_LINES = [
+    "",
+    "   ",
+    "* comment",
+    "  * indented",
+    ".op",
+    ".options reltol=1e-3",
+    ".print all",
+    ".end",
+    ".END",
+    ".control\nop\nrun 5\n.endc",
+    "+ 5",
+    "r5 a b 1 ; c",
+    "r6 a b 1 $ c",
+    "q1 a b c m",
+    "x1 a b sub",
+    ".tran 1 2",
+    ".options temp=30",
+    ".endc",
+    ".control",
+    ".model dm d(is=1e-14 n=1)",
+    ".model DM D IS=2e-14",
+    ".model dx q()",
+    "r8 a b 1\u00b5",
+]
+
+
+def _random_statement(rng: np.random.Generator, clean: bool) -> str:
+    def pick(items: list[str]) -> str:
+        return items[int(rng.integers(len(items)))]
+
+    k = rng.random()
+    name = str(rng.integers(10**6)) if clean and rng.random() < 0.97 else pick(["1", "2", "x"])
+    values = _VALUES if clean else _VALUES + _BAD_VALUES
+    if k < 0.4:
+        fields = [pick(["r", "R"]) + name, pick(_NODES), pick(_NODES), pick(values)]
+        if rng.random() < 0.04:
+            fields.append("5")
+    elif k < 0.6:
+        fields = [pick(["v", "I"]) + name, pick(_NODES), pick(_NODES)]
+        fields += [pick(["dc", "DC", "ac"])] * int(rng.random() < 0.5) + [pick(values)]
+    elif k < 0.7:
+        fields = [pick(["c", "L"]) + name, pick(_NODES), pick(_NODES), pick(values)]
+    elif k < 0.8:
+        fields = ["d" + name, pick(_NODES), pick(_NODES), pick(["dm", "dx"])]
+        fields += [pick(values)] * int(rng.random() < 0.3)
+    elif clean and rng.random() < 0.8:
+        return ".model dm d(is=1e-14 n=1)"
+    else:
+        return pick(_ODD_LINES)
+    return pick(["", "", " "]) + pick([" ", " ", "\t", "   "]).join(fields)
+
+
+def _read_both(text: str) -> tuple[Netlist | str | None, Netlist | str]:
+    """(vectorised reader: Netlist, error or None for "not mine"; statement reader)."""
+    low = text.lower()
+    lines = text.split("\n", 1)[0].splitlines()
+    title = lines[0].strip() if lines else ""
+    fast: Netlist | str | None
+    ref: Netlist | str
+    try:
+        fast = netlist_module._fast_parse(low, "src", title)
+    except NetlistError as exc:
+        fast = str(exc)
+    try:
+        ref = netlist_module._read_statements(low, "src", title)
+    except NetlistError as exc:
+        ref = str(exc)
+    return fast, ref
+
+
+def test_vectorised_reader_equals_statement_reader_on_random_netlists() -> None:
+    """Whatever the vectorised reader accepts it reads exactly as the statement reader.
+
+    Random netlists (seeded) mixing good and bad statements, odd spacing, CRLF, a
+    non-ASCII title: the vectorised reader must return the identical Netlist, the
+    identical error, or None (it hands the text over); and it must take most clean ones.
+    """
+    rng = np.random.default_rng(20261208)
+    taken = clean_total = 0
+    for case in range(1500):
+        clean = case % 2 == 0
+        body = [_random_statement(rng, clean) for _ in range(int(rng.integers(0, 14)))]
+        title = ["Title", "T\u00e9st \u03a9", "a;b$c"][case % 3]
+        text = ["\n", "\r\n"][case % 5 == 0].join([title, *body]) + "\n" * (case % 4 != 0)
+        fast, ref = _read_both(text)
+        if fast is None:
+            continue
+        if isinstance(fast, str) or isinstance(ref, str):
+            assert fast == ref, text
+        else:
+            _assert_same_netlist(fast, ref)
+        taken += clean
+        clean_total += clean
+    assert taken > 0.25 * 750, f"vectorised reader took only {taken} clean netlists"
+
+
+@pytest.mark.parametrize("long_names", [False, True])
+def test_vectorised_reader_equals_statement_reader_on_large_netlists(long_names: bool) -> None:
+    """Thousands of elements (the hash-table node index), nodes over 8 characters or not."""
+    rng = np.random.default_rng(7 + long_names)
+    pool = ["0", "gnd"] + [
+        ("long_node_name_" if long_names and k % 3 == 0 else "n") + str(k) for k in range(2500)
+    ]
+    lines = ["big"]
+    for k in range(6000):
+        a, b = (pool[int(i)] for i in rng.integers(len(pool), size=2))
+        lines.append(f"r{k} {a} {b} {['1k', '2.5', '1e3', '3meg'][k % 4]}")
+        if k % 97 == 0:
+            lines.append(f"V{k} {a} 0 DC {rng.random()!r}")
+        if k % 301 == 0:
+            lines.append(f"d{k} {b} 0 dm")
+    lines.append(".model dm d(is=1e-14)")
+    fast, ref = _read_both("\n".join(lines))
+    assert isinstance(fast, Netlist) and isinstance(ref, Netlist)
+    _assert_same_netlist(fast, ref)
 
 
 # --------------------------------------------------------------------------- speed

@@ -430,11 +430,22 @@ def layout_and_options(f: h5py.File) -> tuple[StepLayout, LogOptions]:
     return layout, LogOptions(**json.loads(f.attrs["log_options_json"]))
 
 
+try:  # the same CRC-32 as zlib's (polynomial, init, values), with SIMD: over 10x faster
+    from zlib_ng.zlib_ng import crc32 as _crc32
+except ImportError:  # pragma: no cover - a dependency of hwloop
+    _crc32 = zlib.crc32
+
+
 def crc32_of(*arrays: NDArray[Any]) -> int:
-    """CRC-32 of the bytes of ``arrays`` in order (C order), as the index stores it."""
+    """CRC-32 of the bytes of ``arrays`` in order (C order), as the index stores it.
+
+    zlib's CRC-32 (``zlib.crc32`` gives the same value), computed by zlib-ng when it is
+    installed: at DRN-XS batch 32, N = 10 (0.4 MB a step) zlib's took 0.1-0.15 ms a
+    step, about 10 % of the engine's step.
+    """
     c = 0
     for a in arrays:
-        c = zlib.crc32(np.ascontiguousarray(a).data, c)  # the bytes in C order, no copy
+        c = _crc32(np.ascontiguousarray(a).data, c)  # the bytes in C order, no copy
     return c
 
 
