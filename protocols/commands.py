@@ -348,6 +348,46 @@ def _evaluation_data(
     return data, "test"
 
 
+READ_MARGIN = 0.05
+"""How far outside the board's range a stored conductance may lie and still be taken as a
+reading of a device at its bound, as a fraction of the range width (or of the largest
+stored value when ``g_max_s`` is infinite): a real board's checkpoint holds conductance
+*reads*, which carry read noise (DR-s2-records-1)."""
+
+
+def _programmable_targets(g_run: Any, desc: BoardDescription, run: str) -> Any:
+    """The stored conductances as programming targets within the board's range, S.
+
+    Values outside ``[g_min_s, g_max_s]`` by at most :data:`READ_MARGIN` are read noise of
+    a device at its bound: they are moved to the bound with one warning. Values further
+    out, or not finite, mean a damaged file or another device model: rejected.
+    """
+    g = np.asarray(g_run, dtype=np.float64)
+    lo, hi = desc.g_min_s, desc.g_max_s
+    if not np.all(np.isfinite(g)):
+        raise ConfigError(f"{run}: stored conductances are not finite; the run file is damaged")
+    width = (hi - lo) if np.isfinite(hi) else float(np.max(np.abs(g), initial=0.0))
+    below = lo - float(g.min(initial=lo))
+    above = float(g.max(initial=0.0)) - hi if np.isfinite(hi) else 0.0
+    excess = max(below, above, 0.0)
+    if excess > READ_MARGIN * width:
+        raise ConfigError(
+            f"{run}: stored conductances lie up to {excess:.3g} S outside the board's range "
+            f"[{lo:g}, {hi:g}] S; the run file is damaged or was written for another device "
+            "model"
+        )
+    if excess > 0:
+        n = int(np.count_nonzero((g < lo) | (g > hi)))
+        print(
+            f"hwloop evaluate: warning: {n} stored conductance(s) lie up to {excess:.3g} S "
+            f"outside the board's range [{lo:g}, {hi:g}] S (read noise of the recorded "
+            "conductance reads); they are programmed to the nearest bound",
+            file=sys.stderr,
+        )
+        g = np.clip(g, lo, hi)
+    return g
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Execute ``hwloop evaluate``."""
     with open_session(args.run) as sf:
@@ -381,13 +421,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         desc = device.describe()
         if desc.n_edges != len(g_run) or len(desc.bias_nodes) != len(b_run):
             raise ConfigError(f"{args.run}: stored parameters do not match architecture {cfg.arch}")
-        g = g_run
-        if not np.all(np.isfinite(g)) or g.min() < desc.g_min_s or g.max() > desc.g_max_s:
-            raise ConfigError(
-                f"{args.run}: stored conductances lie outside the board's range "
-                f"[{desc.g_min_s:g}, {desc.g_max_s:g}] S (or are not finite); the run file is "
-                "damaged or was written for another device model"
-            )
+        g = _programmable_targets(g_run, desc, args.run)
         device.program_deltas(None, g - device.read_conductances())
         device.set_bias_currents(b_run)
         assert cfg.input_gain is not None
