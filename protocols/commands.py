@@ -29,6 +29,7 @@ from protocols.datasets import Dataset, load_dataset
 from protocols.engine import StepRecord
 from protocols.plan import format_plan
 from protocols.preflight import check_first_step, choose_nudge
+from protocols.progress import StepProgress
 from protocols.session import StopRequest, Terminated, deferred_interrupt, safe_session
 from protocols.training import (
     CHECKPOINT_REQUIRED,
@@ -113,6 +114,44 @@ class _Progress:
             self.bar.close()
 
 
+class _Reverify:
+    """Progress of resume's re-run of the recorded steps after its checkpoint (stderr).
+
+    An exact resume re-runs the steps between its checkpoint and the last recorded one
+    and checks each against the file before it records new ones: a line when it starts,
+    progress while it runs (:class:`protocols.progress.StepProgress`) and a line when
+    every re-run step matched.
+    """
+
+    def __init__(self, trainer: Trainer, until: int, quiet: bool) -> None:
+        self.trainer, self.until, self.quiet = trainer, until, quiet
+        self.first = trainer.steps_done
+        if not quiet:
+            print(f"hwloop resume: re-running steps {self.first}..{until - 1} and verifying "
+                  "them against the recording", file=sys.stderr)
+        self.bar: StepProgress | None = StepProgress(
+            "hwloop resume: re-verifying", until - self.first, quiet=quiet)
+
+    def step(self, rec: StepRecord) -> None:
+        if self.bar is None:
+            return
+        done = self.trainer.steps_done - self.first
+        self.bar.update(done)
+        if self.trainer.steps_done >= self.until:
+            self.close()
+            if not self.quiet:
+                print(f"hwloop resume: re-verified {done} step(s): identical to the recording",
+                      file=sys.stderr)
+
+    def epoch(self, metrics: EpochMetrics) -> None:
+        """Nothing at an epoch end."""
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _final_safe_state(trainer: Trainer, writer: SessionWriter) -> HwloopError | None:
     """Put the board in its safe state while its events still reach the open session file.
 
@@ -147,6 +186,10 @@ def _drive(
     """Run the trainer with its observers (session file, progress); record the exit status."""
     progress = _Progress(trainer, args.quiet)
     trainer.observers += [session_observer(trainer, writer, verify_until), progress]
+    reverify = None
+    if verify_until > trainer.steps_done:
+        reverify = _Reverify(trainer, verify_until, args.quiet)
+        trainer.observers.append(reverify)
     t0 = time.perf_counter()
     status, reason = "failed", "unexpected error"
     try:
@@ -161,6 +204,8 @@ def _drive(
         raise
     finally:
         progress.close()
+        if reverify is not None:
+            reverify.close()
         unsafe = _final_safe_state(trainer, writer)  # logged while the file is open
         if unsafe is not None and status in ("completed", "stopped"):
             status, reason = "failed", str(unsafe)

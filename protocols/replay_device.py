@@ -65,7 +65,7 @@ from hwloop.device import (
     check_nudge_within_limits,
 )
 from hwloop.errors import ConfigError, HwloopError, UnsupportedError
-from hwloop.sessionlog import SessionError, SessionFile
+from hwloop.sessionlog import SessionError, SessionFile, StepBlock
 
 __all__ = [
     "DEFAULT_RTOL",
@@ -341,6 +341,8 @@ class ReplayDevice:
             )
         self.stop_step = end
         self._next = self.start_step
+        self._block: StepBlock | None = None
+        self._block_steps = session.block_steps()
         self._cur: _Step | None = None
         self._edge_group, self._bias_group = _groups(self._desc)
         self._free = np.asarray(session.free_nodes, dtype=np.int64)
@@ -522,6 +524,19 @@ class ReplayDevice:
 
     # ------------------------------------------------------------------ Biasable
 
+    def recorded(self, step: int) -> StepBlock:
+        """The block of recorded steps that holds ``step`` (read in bulk, then served).
+
+        Replay does no physics: reading the file is its cost, so the steps are read a
+        block at a time (about :data:`hwloop.sessionlog.reader.BLOCK_BYTES`), one read
+        per dataset, and each step's checksum is checked as it is served.
+        """
+        blk = self._block
+        if blk is None or not blk.lo <= step < blk.hi:
+            hi = max(step + 1, min(step + self._block_steps, self.stop_step))
+            blk = self._block = self._sf.block(step, min(hi, self._sf.steps_done))
+        return blk
+
     def apply_inputs(self, v_inputs: Array) -> None:
         """Start the next recorded step; the inputs (V) must be the recorded ones.
 
@@ -546,7 +561,8 @@ class ReplayDevice:
                 step=s,
                 operation="apply_inputs",
             )
-        crc, recorded = self._sf.step_checksum(s)
+        blk = self.recorded(s)
+        crc, recorded = blk.checksum(s)
         if crc != recorded:  # never serve a record that is not the one written
             raise ReplayDivergence(
                 f"step {s}: the recorded samples and inputs do not match their checksum "
@@ -555,18 +571,18 @@ class ReplayDevice:
                 step=s,
                 operation="checksum",
             )
-        data = self._sf.step_data(s)
+        data = blk.step_data(s)
         idx = data["index"]
-        counts = np.asarray(self._sf.h5["steps/n_samples"][s], dtype=np.int32)
+        counts = np.asarray(blk.n_samples(s), dtype=np.int32)
         st = _Step(
             step=s,
             epoch=int(idx["epoch"]),
             batch=int(idx["batch"]),
             n_examples=int(idx["n_examples"]),
             data=data,
-            readings=self._sf.readings(s),
+            readings=blk.readings(s),
             counts=counts,
-            rows=self._sf.programming(s),
+            rows=blk.programming(s),
             served=[0] * len(counts),
         )
         self._cur = st

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from hwloop.plugins import backend_names
 from hwloop.sessionlog import open_session
 from tests.board_helpers import scpi_board_text, serial_board_text
-from tests.procs import child, run_cli
+from tests.procs import child, run_cli, steps_recorded, wait_until
 
 ARCH = "32-8-2"
 COMMON = ["--dataset", "mnist-01-4x4", "--train-limit", "24", "--test-limit", "8",
@@ -140,3 +141,84 @@ def test_evaluate_takes_noisy_reads_at_a_bound_and_rejects_far_outside(
     g[1] = np.nan
     with pytest.raises(ConfigError, match="not finite"):
         _programmable_targets(g, desc, "r.h5")
+
+
+KILL_RUNS: dict[str, list[str]] = {
+    # fast backends: many short steps, so the kill lands well before the end
+    "emulator": ["--train-limit", "300", "--batch-size", "1", "--commit-every", "7"],
+    "nonreciprocal": ["--train-limit", "300", "--batch-size", "2", "--commit-every", "7"],
+    "mock": ["--train-limit", "300", "--batch-size", "1", "--commit-every", "7"],
+    # a bench step takes milliseconds: the default commit (every step)
+    "board-serial": ["--train-limit", "160", "--batch-size", "4"],
+    "board-scpi": ["--train-limit", "160", "--batch-size", "4"],
+}
+"""Options of the run that is killed (2 epochs), over those of :data:`RUNS`."""
+
+RESTORABLE = {"emulator", "nonreciprocal"}
+"""Backends whose state a checkpoint restores exactly: resume re-verifies the steps after it."""
+
+KILL_AFTER = 10
+"""The run is killed as soon as it has committed this many steps."""
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_a_killed_and_resumed_run_replays_identical(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL mid-run, ``hwloop resume``, then ``hwloop replay``: identical, no divergence.
+
+    The resumed part starts from the checkpoint (a restorable backend recomputes the
+    uncommitted tail) or from the board's re-read conductances (recorded in the resume
+    event and the checkpoint after it): replay follows the recording across the resume.
+    """
+    run = tmp_path / "killed.h5"
+    with backend_run(name, tmp_path) as opts:
+        argv = [*opts, *COMMON, *KILL_RUNS[name], "--epochs", "2", "--out", str(run)]
+        cmd = [sys.executable, "-m", "hwloop.cli", "train", *argv]
+        with child(cmd) as proc:  # killed with its group however the block ends
+            assert wait_until(lambda: steps_recorded(run) >= KILL_AFTER
+                              or proc.proc.poll() is not None)
+            proc.signal(signal.SIGKILL)
+            assert proc.wait() == -signal.SIGKILL, proc.text("stderr")
+        with open_session(run) as sf:
+            assert sf.status in ("running", "crashed")
+            killed_at = sf.steps_done
+            kill_opts = KILL_RUNS[name]
+            total = 2 * int(kill_opts[1]) // int(kill_opts[3])  # 2 epochs
+            assert KILL_AFTER <= killed_at < total
+
+        code, out, err = run_cli(capsys, "resume", run)
+        assert code == 0, err
+    if name in RESTORABLE:  # the committed steps after the checkpoint are re-run and checked
+        assert re.search(r"re-verified (\d+) step\(s\)", err), err
+    with open_session(run) as sf:
+        # a board that cannot restore its state keeps the steps it applied after the
+        # checkpoint and trains their examples again: more steps than the plain run
+        assert sf.status == "completed" and total <= sf.steps_done <= total + killed_at
+        assert len(sf.epochs()) == 2 and sf.integrity(full=True) == []
+        total = sf.steps_done
+        assert [e["kind"] for e in sf.events()].count("resume") == 1
+
+    code, out, err = run_cli(capsys, "replay", run)
+    assert code == 0, out + err
+    assert re.match(rf"identical: steps 0\.\.{total - 1} ", out), out
+
+
+def test_replay_shows_progress_unless_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into a pipe or a file (not a terminal) replay writes a line per interval, none quiet."""
+    import protocols.progress
+
+    run = tmp_path / "run.h5"
+    code, _, err = run_cli(capsys, "train", *RUNS["emulator"], *COMMON, "--epochs", "2",
+                           "--out", run)
+    assert code == 0, err
+    monkeypatch.setattr(protocols.progress, "LINE_EVERY_S", 0.0)  # a line per step
+    code, out, err = run_cli(capsys, "replay", run)
+    assert code == 0 and out.startswith("identical"), out + err
+    n = 2 * STEPS_PER_EPOCH
+    lines = [ln for ln in err.splitlines() if ln.startswith("hwloop replay: ")]
+    assert [ln.split()[2] for ln in lines] == [f"{k}/{n}" for k in range(n)], err
+    code, out, err = run_cli(capsys, "replay", "--quiet", run)
+    assert code == 0 and out.startswith("identical") and err == "", out + err
