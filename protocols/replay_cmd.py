@@ -123,9 +123,11 @@ def locate_examples(
     assert cfg.input_gain is not None
     x = data.pixels("train")
     y = data.y_train.astype(np.int64)
+    encode_inputs(x[:1], cfg.input_gain, n_inputs)  # refuses a board that does not fit
+    n_px = x.shape[1]  # the first n_px inputs are gain * pixels, the rest (if any) their negation
     table: dict[bytes, list[int]] = {}
-    for a in range(0, len(x), 4096):
-        enc = encode_inputs(x[a : a + 4096], cfg.input_gain, n_inputs).astype(np.float32)
+    for a in range(0, len(x), 1024):
+        enc = (cfg.input_gain * x[a : a + 1024]).astype(np.float32)  # as encode_inputs' cast
         for i, row in enumerate(enc):
             table.setdefault(_row_digest(row), []).append(a + i)
     votes: dict[int, Counter[int]] = {}
@@ -136,7 +138,7 @@ def locate_examples(
         inputs = np.asarray(step_data["inputs_v"], dtype=np.float32)
         targets = np.asarray(step_data["nudge_values"][1]) if resistive else None
         for j, ex in enumerate(examples[s]):
-            cands = table.get(_row_digest(inputs[j]))
+            cands = table.get(_row_digest(inputs[j, :n_px]))
             if not cands:
                 unmatched.setdefault(int(ex), inputs[j].copy())
                 continue

@@ -345,6 +345,8 @@ class ReplayDevice:
         self._block_steps = session.block_steps()
         self._cur: _Step | None = None
         self._edge_group, self._bias_group = _groups(self._desc)
+        self._all_edges = np.arange(self._desc.n_edges, dtype=np.int64)
+        self._all_edges.flags.writeable = False
         self._free = np.asarray(session.free_nodes, dtype=np.int64)
         self._summary = session.options.samples == "summary"
         self._inputs_live = False
@@ -819,13 +821,23 @@ class ReplayDevice:
             )
 
     def _row_lookup(
-        self, st: _Step, e: NDArray[np.int64]
+        self, st: _Step, e: NDArray[np.int64], *, every_edge: bool = False
     ) -> tuple[NDArray[np.bool_], NDArray[np.intp]]:
-        """For each addressed edge: has it a record row, and which."""
+        """For each addressed edge: has it a record row, and which (the last, if several).
+
+        ``every_edge``: ``e`` is ``0..n_edges-1``, looked up by scattering the rows.
+        """
         rows = st.rows
         if not len(rows):
             return np.zeros(len(e), dtype=bool), np.zeros(len(e), dtype=np.intp)
         rec_edges = np.asarray(rows["edge"], dtype=np.int64)
+        if (every_edge and rec_edges[0] >= 0 and rec_edges[-1] < len(e)
+                and np.all(np.diff(rec_edges) > 0)):  # one row per edge, in order
+            has = np.zeros(len(e), dtype=bool)
+            row = np.zeros(len(e), dtype=np.intp)
+            has[rec_edges] = True
+            row[rec_edges] = np.arange(len(rec_edges))
+            return has, row
         order = np.argsort(rec_edges, kind="stable")
         pos = np.searchsorted(rec_edges[order], e)
         pos = np.clip(pos, 0, len(order) - 1)
@@ -881,7 +893,7 @@ class ReplayDevice:
         if edges is None:
             if d.shape != (n,):
                 raise ConfigError(f"delta_g_s must have shape ({n},) for all edges")
-            e_all = np.arange(n, dtype=np.int64)
+            e_all = self._all_edges
             e = None
         else:
             e_all = self._check_edges(edges)
@@ -890,14 +902,14 @@ class ReplayDevice:
                 raise ConfigError("delta_g_s must have one value per edge")
         if not np.all(np.isfinite(d)):
             raise ConfigError("requested conductance changes contain NaN or inf")
-        has, row = self._row_lookup(st, e_all)
-        g_before = self._g[e_all]
+        has, row = self._row_lookup(st, e_all, every_edge=e is None)
+        g_before = self._g.copy() if e is None else self._g[e_all]
         if first:
             self._check_edge_set(op, st, e_all)
             verify = _verify_rows(st.rows)
             # write-verify asks for target - g: exact except where the target was cut at a
             # bound, and up to float64 rounding of g
-            sel = np.ones(len(e_all), dtype=bool)
+            sel: NDArray[np.bool_] | slice = slice(None)  # every addressed edge
             atol: NDArray[np.float64] | float = 0.0
             if verify:
                 reason = np.asarray(st.rows["reason"])[row]
@@ -906,10 +918,10 @@ class ReplayDevice:
             upd = st.data.get("update_g_s")
             if upd is not None:
                 rec = np.asarray(upd) if e is None else np.asarray(upd)[e_all]
+                groups = self._edge_group if e is None else self._edge_group[e_all]
                 self._compare(
                     op, "requested change of edge", "S", rec[sel], d[sel],
-                    groups=self._edge_group[e_all[sel]], rtol=self._rtol, atol=atol,
-                    labels=e_all[sel],
+                    groups=groups[sel], rtol=self._rtol, atol=atol, labels=e_all[sel],
                 )
             elif has.any() and not verify:
                 req = np.asarray(st.rows["requested_s"])[row[has]]
