@@ -168,6 +168,8 @@ def register_replay(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "largest recorded value (default 0: bit-identical after casting to the "
                    "recorded float32)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (a bar on a terminal, else a line every 10 s on stderr)")
     p.set_defaults(func=_later("protocols.replay_cmd", "run_replay"))
 
 

@@ -33,6 +33,7 @@ from protocols.datasets import Dataset, load_dataset
 from protocols.engine import StepRecord
 from protocols.plan import format_plan
 from protocols.preflight import check_first_step, choose_nudge
+from protocols.progress import StepProgress
 from protocols.session import StopRequest, Terminated, deferred_interrupt, safe_session
 from protocols.training import (
     CHECKPOINT_REQUIRED,
@@ -130,6 +131,44 @@ class _Progress:
             self.bar.close()
 
 
+class _Reverify:
+    """Progress of resume's re-run of the recorded steps after its checkpoint (stderr).
+
+    An exact resume re-runs the steps between its checkpoint and the last recorded one
+    and checks each against the file before it records new ones: a line when it starts,
+    progress while it runs (:class:`protocols.progress.StepProgress`) and a line when
+    every re-run step matched.
+    """
+
+    def __init__(self, trainer: Trainer, until: int, quiet: bool) -> None:
+        self.trainer, self.until, self.quiet = trainer, until, quiet
+        self.first = trainer.steps_done
+        if not quiet:
+            print(f"hwloop resume: re-running steps {self.first}..{until - 1} and verifying "
+                  "them against the recording", file=sys.stderr)
+        self.bar: StepProgress | None = StepProgress(
+            "hwloop resume: re-verifying", until - self.first, quiet=quiet)
+
+    def step(self, rec: StepRecord) -> None:
+        if self.bar is None:
+            return
+        done = self.trainer.steps_done - self.first
+        self.bar.update(done)
+        if self.trainer.steps_done >= self.until:
+            self.close()
+            if not self.quiet:
+                print(f"hwloop resume: re-verified {done} step(s): identical to the recording",
+                      file=sys.stderr)
+
+    def epoch(self, metrics: EpochMetrics) -> None:
+        """Nothing at an epoch end."""
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _final_safe_state(trainer: Trainer, writer: SessionWriter) -> HwloopError | None:
     """Put the board in its safe state while its events still reach the open session file.
 
@@ -186,6 +225,10 @@ def _drive(
     """Run the trainer with its observers (session file, progress); record the exit status."""
     progress = _Progress(trainer, args.quiet)
     trainer.observers += [session_observer(trainer, writer, verify_until), progress]
+    reverify = None
+    if verify_until > trainer.steps_done:
+        reverify = _Reverify(trainer, verify_until, args.quiet)
+        trainer.observers.append(reverify)
     t0 = time.perf_counter()
     status, reason = "failed", "unexpected error"
     try:
@@ -201,6 +244,8 @@ def _drive(
         raise
     finally:
         progress.close()
+        if reverify is not None:
+            reverify.close()
         unsafe = _final_safe_state(trainer, writer)  # logged while the file is open
         if unsafe is not None and status in ("completed", "stopped"):
             status, reason = "failed", str(unsafe)
@@ -434,6 +479,46 @@ def _evaluation_data(
     return data, "test"
 
 
+READ_MARGIN = 0.05
+"""How far outside the board's range a stored conductance may lie and still be taken as a
+reading of a device at its bound, as a fraction of the range width (or of the largest
+stored value when ``g_max_s`` is infinite): a real board's checkpoint holds conductance
+*reads*, which carry read noise (DR-s2-records-1)."""
+
+
+def _programmable_targets(g_run: Any, desc: BoardDescription, run: str) -> Any:
+    """The stored conductances as programming targets within the board's range, S.
+
+    Values outside ``[g_min_s, g_max_s]`` by at most :data:`READ_MARGIN` are read noise of
+    a device at its bound: they are moved to the bound with one warning. Values further
+    out, or not finite, mean a damaged file or another device model: rejected.
+    """
+    g = np.asarray(g_run, dtype=np.float64)
+    lo, hi = desc.g_min_s, desc.g_max_s
+    if not np.all(np.isfinite(g)):
+        raise ConfigError(f"{run}: stored conductances are not finite; the run file is damaged")
+    width = (hi - lo) if np.isfinite(hi) else float(np.max(np.abs(g), initial=0.0))
+    below = lo - float(g.min(initial=lo))
+    above = float(g.max(initial=0.0)) - hi if np.isfinite(hi) else 0.0
+    excess = max(below, above, 0.0)
+    if excess > READ_MARGIN * width:
+        raise ConfigError(
+            f"{run}: stored conductances lie up to {excess:.3g} S outside the board's range "
+            f"[{lo:g}, {hi:g}] S; the run file is damaged or was written for another device "
+            "model"
+        )
+    if excess > 0:
+        n = int(np.count_nonzero((g < lo) | (g > hi)))
+        print(
+            f"hwloop evaluate: warning: {n} stored conductance(s) lie up to {excess:.3g} S "
+            f"outside the board's range [{lo:g}, {hi:g}] S (read noise of the recorded "
+            "conductance reads); they are programmed to the nearest bound",
+            file=sys.stderr,
+        )
+        g = np.clip(g, lo, hi)
+    return g
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Execute ``hwloop evaluate``."""
     with open_session(args.run) as sf:
@@ -467,13 +552,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         desc = device.describe()
         if desc.n_edges != len(g_run) or len(desc.bias_nodes) != len(b_run):
             raise ConfigError(f"{args.run}: stored parameters do not match architecture {cfg.arch}")
-        g = g_run
-        if not np.all(np.isfinite(g)) or g.min() < desc.g_min_s or g.max() > desc.g_max_s:
-            raise ConfigError(
-                f"{args.run}: stored conductances lie outside the board's range "
-                f"[{desc.g_min_s:g}, {desc.g_max_s:g}] S (or are not finite); the run file is "
-                "damaged or was written for another device model"
-            )
+        g = _programmable_targets(g_run, desc, args.run)
         device.program_deltas(None, g - device.read_conductances())
         device.set_bias_currents(b_run)
         assert cfg.input_gain is not None

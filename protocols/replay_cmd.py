@@ -41,6 +41,7 @@ from protocols.alignment import for_replay
 from protocols.config import TrainConfig, make_config, resolve
 from protocols.datasets import Dataset, load_dataset
 from protocols.estimators import ESTIMATORS, Stencil, make_estimator
+from protocols.progress import StepProgress
 from protocols.replay_device import DEFAULT_RTOL, ReplayDevice, ReplayDivergence, compare_values
 from protocols.training import Trainer, encode_inputs
 from protocols.updates import ep_gradient
@@ -111,30 +112,34 @@ def locate_examples(
     and an example whose inputs match no image (a damaged record) takes the
     nearest image, so that the replay reports the difference.
     """
-    steps_ds = sf.h5["steps"]
-    index = sf.index()
-    examples = {
-        s: np.asarray(steps_ds["examples"][s][: int(index[s]["n_examples"])], dtype=np.int64)
-        for s in steps
-    }
+    recorded: dict[int, tuple[NDArray[np.int64], dict[str, Any]]] = {}
+    for lo in range(steps.start, steps.stop, sf.block_steps()):
+        blk = sf.block(lo, min(lo + sf.block_steps(), steps.stop))
+        for s in range(blk.lo, blk.hi):
+            d = blk.step_data(s)
+            recorded[s] = (np.asarray(d["examples"], dtype=np.int64), d)
+    examples = {s: recorded[s][0] for s in steps}
     if cfg.train_limit is None:
         return {int(e): int(e) for s in steps for e in examples[s]}
     assert cfg.input_gain is not None
     x = data.pixels("train")
     y = data.y_train.astype(np.int64)
+    encode_inputs(x[:1], cfg.input_gain, n_inputs)  # refuses a board that does not fit
+    n_px = x.shape[1]  # the first n_px inputs are gain * pixels, the rest (if any) their negation
     table: dict[bytes, list[int]] = {}
-    for a in range(0, len(x), 4096):
-        enc = encode_inputs(x[a : a + 4096], cfg.input_gain, n_inputs).astype(np.float32)
+    for a in range(0, len(x), 1024):
+        enc = (cfg.input_gain * x[a : a + 1024]).astype(np.float32)  # as encode_inputs' cast
         for i, row in enumerate(enc):
             table.setdefault(_row_digest(row), []).append(a + i)
     votes: dict[int, Counter[int]] = {}
     unmatched: dict[int, NDArray[np.float32]] = {}
     resistive = sf.layout.nudge_kind == "resistive" and sf.layout.phases > 1
     for s in steps:
-        inputs = np.asarray(steps_ds["inputs_v"][s], dtype=np.float32)
-        targets = np.asarray(steps_ds["nudge_values"][s][1]) if resistive else None
+        step_data = recorded[s][1]
+        inputs = np.asarray(step_data["inputs_v"], dtype=np.float32)
+        targets = np.asarray(step_data["nudge_values"][1]) if resistive else None
         for j, ex in enumerate(examples[s]):
-            cands = table.get(_row_digest(inputs[j]))
+            cands = table.get(_row_digest(inputs[j, :n_px]))
             if not cands:
                 unmatched.setdefault(int(ex), inputs[j].copy())
                 continue
@@ -185,17 +190,17 @@ def _where(row: Any) -> str:
 
 
 def _check_update(
-    sf: SessionFile, s: int, row: Any, replayed: Array | None, groups: NDArray[np.int64],
-    rtol: float,
+    step_data: dict[str, Any], s: int, row: Any, replayed: Array | None,
+    groups: NDArray[np.int64], rtol: float,
 ) -> None:
     """The replayed optimiser update against the recorded ``update_g_s`` (when logged).
 
     The replay board checks the programming calls; this also covers pulse and
     write-verify programming, whose calls do not carry the update itself.
     """
-    if "update_g_s" not in sf.h5["steps"] or replayed is None:
+    rec = step_data.get("update_g_s")
+    if rec is None or replayed is None:
         return
-    rec = np.asarray(sf.h5["steps/update_g_s"][s])
     cmp = compare_values(
         "requested change of edge", "S", rec, np.asarray(replayed), groups=groups, rtol=rtol
     )
@@ -223,14 +228,40 @@ def _check_learner_state(trainer: Trainer, ck: Checkpoint, s: int, row: Any) -> 
         )
 
 
+def _resume_checkpoints(sf: SessionFile, ck_rows: NDArray[np.void]) -> dict[int, int]:
+    """Step at which a resume without an exact board restore continued -> its checkpoint.
+
+    A board that cannot restore its state (a real bench, the mock) is resumed from the
+    last checkpoint's learner state (optimiser, programmer, generator) while the steps
+    committed after that checkpoint stay in the file and the board keeps its own
+    conductances; the next step continues from that checkpoint, not from the step
+    before it. The checkpoint is the last one taken at or before the resume's step and
+    before the resume event. An exact restore (the checkpoints hold the board state)
+    re-runs and verifies the lost steps, so its recording is continuous.
+    """
+    if any(n.startswith("board/") for n in sf.checkpoint_names()):
+        return {}
+    out: dict[int, int] = {}
+    for ev in sf.events():
+        if ev["kind"] != "resume":
+            continue
+        n, t = int(ev["step"]), float(ev["t_unix_s"])
+        ok = np.flatnonzero((ck_rows["steps_done"] <= n) & (ck_rows["t_unix_s"] <= t))
+        if len(ok):
+            out[n] = int(ok[-1])
+    return out
+
+
 def replay_session(
-    sf: SessionFile, *, steps: int | None = None, rtol: float = DEFAULT_RTOL
+    sf: SessionFile, *, steps: int | None = None, rtol: float = DEFAULT_RTOL,
+    quiet: bool = True,
 ) -> ReplayOutcome:
     """Re-run the recorded configuration against its own recording (see the module docstring).
 
     Besides the board-level checks of :class:`protocols.replay_device.ReplayDevice`, each
     replayed update is compared with the recorded ``update_g_s`` (when logged) and,
     at every checkpoint, the optimiser and programmer state with the recorded one.
+    Unless ``quiet``, progress goes to stderr (:class:`protocols.progress.StepProgress`).
 
     Raises:
         ConfigError: the run cannot be replayed (stochastic rounding, no steps,
@@ -263,9 +294,9 @@ def replay_session(
     rows = locate_examples(sf, cfg, data, todo, trainer.n_in)
     x_all = data.pixels("train")
     y_all = data.y_train.astype(np.int64)
-    steps_ds = sf.h5["steps"]
     ck_rows = sf.checkpoints()
     ck_at = {int(r["steps_done"]): i for i, r in enumerate(ck_rows)}
+    resumed_from = _resume_checkpoints(sf, ck_rows)
     edge_groups = np.zeros(sf.description.n_edges, dtype=np.int64)
     for k, blk in enumerate(sf.description.layers or ()):
         edge_groups[blk.edge_offset : blk.edge_offset + blk.n_edges] = k
@@ -273,25 +304,30 @@ def replay_session(
     outcome = ReplayOutcome(
         identical=False, first_step=todo.start, steps=len(todo), steps_replayed=0, rtol=rtol,
     )
+    progress = StepProgress("hwloop replay", len(todo), quiet=quiet)
     try:
         for s in todo:
-            row = steps_ds["index"][s]
+            progress.update(s - todo.start)
+            if s in resumed_from and s > ckpt.steps_done:
+                # the resumed run went on from this checkpoint's learner state
+                ck = sf.checkpoint(resumed_from[s])
+                trainer.restore(ck)
+                epoch = ck.epoch
+            step_data = device.recorded(s).step_data(s)
+            row = step_data["index"]
             while epoch < int(row["epoch"]):
                 trainer.optimiser.end_epoch()
                 epoch += 1
-            n_ex = int(row["n_examples"])
-            ex = np.asarray(steps_ds["examples"][s][:n_ex], dtype=np.int64)
+            ex = np.asarray(step_data["examples"], dtype=np.int64)
             idx = np.array([rows[int(e)] for e in ex], dtype=np.int64)
-            sign = recorded_sign(cfg.estimator, np.asarray(steps_ds["betas_s"][s]))
+            sign = recorded_sign(cfg.estimator, np.asarray(step_data["betas_s"]))
             trainer.steps_done = s
             rec = trainer.step(
                 x_all[idx], y_all[idx], examples=ex, epoch=epoch, batch=int(row["batch"]),
                 sign=sign,
             )
-            _check_update(
-                sf, s, row, None if rec.update is None else rec.update.delta_g_s, edge_groups,
-                rtol,
-            )
+            replayed = None if rec.update is None else rec.update.delta_g_s
+            _check_update(step_data, s, row, replayed, edge_groups, rtol)
             if s + 1 in ck_at and s + 1 > ckpt.steps_done:
                 ck = sf.checkpoint(ck_at[s + 1])
                 while epoch < ck.epoch:  # an epoch-end checkpoint: the decay came first
@@ -304,6 +340,7 @@ def replay_session(
     except ReplayDivergence as exc:
         outcome.divergence = exc
     finally:
+        progress.close()
         device.close()
     outcome.steps_replayed = device.stats.steps_completed
     outcome.stats = dict(device.stats.__dict__)
@@ -538,7 +575,7 @@ def run_replay(args: argparse.Namespace) -> int:
             r = reanalyse(sf, samples=args.samples, estimator=args.estimator, steps=args.steps)
             print(json.dumps(r) if args.json else _format_reanalysis(r))
             return 0
-        out = replay_session(sf, steps=args.steps, rtol=rtol)
+        out = replay_session(sf, steps=args.steps, rtol=rtol, quiet=args.quiet)
     st = out.stats
     if args.json:
         div = out.divergence

@@ -55,7 +55,7 @@ from numpy.typing import NDArray
 
 from hwloop import device as dv
 from hwloop.errors import ConfigError, HwloopError, UnsupportedError
-from hwloop.sessionlog import SessionError, SessionFile
+from hwloop.sessionlog import SessionError, SessionFile, StepBlock
 
 __all__ = [
     "DEFAULT_RTOL",
@@ -331,8 +331,12 @@ class ReplayDevice:
             )
         self.stop_step = end
         self._next = self.start_step
+        self._block: StepBlock | None = None
+        self._block_steps = session.block_steps()
         self._cur: _Step | None = None
         self._edge_group, self._bias_group = _groups(self._desc)
+        self._all_edges = np.arange(self._desc.n_edges, dtype=np.int64)
+        self._all_edges.flags.writeable = False
         self._free = np.asarray(session.free_nodes, dtype=np.int64)
         self._summary = session.options.samples == "summary"
         self._inputs_live = False
@@ -512,6 +516,19 @@ class ReplayDevice:
 
     # ------------------------------------------------------------------ Biasable
 
+    def recorded(self, step: int) -> StepBlock:
+        """The block of recorded steps that holds ``step`` (read in bulk, then served).
+
+        Replay does no physics: reading the file is its cost, so the steps are read a
+        block at a time (about :data:`hwloop.sessionlog.reader.BLOCK_BYTES`), one read
+        per dataset, and each step's checksum is checked as it is served.
+        """
+        blk = self._block
+        if blk is None or not blk.lo <= step < blk.hi:
+            hi = max(step + 1, min(step + self._block_steps, self.stop_step))
+            blk = self._block = self._sf.block(step, min(hi, self._sf.steps_done))
+        return blk
+
     def apply_inputs(self, v_inputs: Array) -> None:
         """Start the next recorded step; the inputs (V) must be the recorded ones.
 
@@ -536,7 +553,8 @@ class ReplayDevice:
                 step=s,
                 operation="apply_inputs",
             )
-        crc, recorded = self._sf.step_checksum(s)
+        blk = self.recorded(s)
+        crc, recorded = blk.checksum(s)
         if crc != recorded:  # never serve a record that is not the one written
             raise ReplayDivergence(
                 f"step {s}: the recorded samples and inputs do not match their checksum "
@@ -545,18 +563,18 @@ class ReplayDevice:
                 step=s,
                 operation="checksum",
             )
-        data = self._sf.step_data(s)
+        data = blk.step_data(s)
         idx = data["index"]
-        counts = np.asarray(self._sf.h5["steps/n_samples"][s], dtype=np.int32)
+        counts = np.asarray(blk.n_samples(s), dtype=np.int32)
         st = _Step(
             step=s,
             epoch=int(idx["epoch"]),
             batch=int(idx["batch"]),
             n_examples=int(idx["n_examples"]),
             data=data,
-            readings=self._sf.readings(s),
+            readings=blk.readings(s),
             counts=counts,
-            rows=self._sf.programming(s),
+            rows=blk.programming(s),
             served=[0] * len(counts),
         )
         self._cur = st
@@ -798,13 +816,23 @@ class ReplayDevice:
             )
 
     def _row_lookup(
-        self, st: _Step, e: NDArray[np.int64]
+        self, st: _Step, e: NDArray[np.int64], *, every_edge: bool = False
     ) -> tuple[NDArray[np.bool_], NDArray[np.intp]]:
-        """For each addressed edge: has it a record row, and which."""
+        """For each addressed edge: has it a record row, and which (the last, if several).
+
+        ``every_edge``: ``e`` is ``0..n_edges-1``, looked up by scattering the rows.
+        """
         rows = st.rows
         if not len(rows):
             return np.zeros(len(e), dtype=bool), np.zeros(len(e), dtype=np.intp)
         rec_edges = np.asarray(rows["edge"], dtype=np.int64)
+        if (every_edge and rec_edges[0] >= 0 and rec_edges[-1] < len(e)
+                and np.all(np.diff(rec_edges) > 0)):  # one row per edge, in order
+            has = np.zeros(len(e), dtype=bool)
+            row = np.zeros(len(e), dtype=np.intp)
+            has[rec_edges] = True
+            row[rec_edges] = np.arange(len(rec_edges))
+            return has, row
         order = np.argsort(rec_edges, kind="stable")
         pos = np.searchsorted(rec_edges[order], e)
         pos = np.clip(pos, 0, len(order) - 1)
@@ -862,7 +890,7 @@ class ReplayDevice:
         if edges is None:
             if d.shape != (n,):
                 raise ConfigError(f"delta_g_s must have shape ({n},) for all edges")
-            e_all = np.arange(n, dtype=np.int64)
+            e_all = self._all_edges
             e = None
         else:
             e_all = self._check_edges(edges)
@@ -871,14 +899,14 @@ class ReplayDevice:
                 raise ConfigError("delta_g_s must have one value per edge")
         if not np.all(np.isfinite(d)):
             raise ConfigError("requested conductance changes contain NaN or inf")
-        has, row = self._row_lookup(st, e_all)
-        g_before = self._g[e_all]
+        has, row = self._row_lookup(st, e_all, every_edge=e is None)
+        g_before = self._g.copy() if e is None else self._g[e_all]
         if first:
             self._check_edge_set(op, st, e_all)
             verify = _verify_rows(st.rows)
             # write-verify asks for target - g: exact except where the target was cut at a
             # bound, and up to float64 rounding of g
-            sel = np.ones(len(e_all), dtype=bool)
+            sel: NDArray[np.bool_] | slice = slice(None)  # every addressed edge
             atol: NDArray[np.float64] | float = 0.0
             if verify:
                 reason = np.asarray(st.rows["reason"])[row]
@@ -887,10 +915,10 @@ class ReplayDevice:
             upd = st.data.get("update_g_s")
             if upd is not None:
                 rec = np.asarray(upd) if e is None else np.asarray(upd)[e_all]
+                groups = self._edge_group if e is None else self._edge_group[e_all]
                 self._compare(
                     op, "requested change of edge", "S", rec[sel], d[sel],
-                    groups=self._edge_group[e_all[sel]], rtol=self._rtol, atol=atol,
-                    labels=e_all[sel],
+                    groups=groups[sel], rtol=self._rtol, atol=atol, labels=e_all[sel],
                 )
             elif has.any() and not verify:
                 req = np.asarray(st.rows["requested_s"])[row[has]]

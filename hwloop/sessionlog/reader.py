@@ -38,6 +38,7 @@ from hwloop.sessionlog.schema import (
 __all__ = [
     "READ_ERRORS",
     "SessionFile",
+    "StepBlock",
     "check_file",
     "first_line",
     "missing_objects",
@@ -50,6 +51,9 @@ GB of samples and inputs, s (else as many of the last steps as fit that budget).
 
 VERIFY_MIN_S = 10.0
 """Checking is always allowed this long, s."""
+
+BLOCK_BYTES = 16 << 20
+"""Step data a :meth:`SessionFile.block` read holds by default, bytes."""
 
 READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 """What h5py raises for a damaged or incomplete file."""
@@ -249,67 +253,40 @@ class SessionFile:
     def readings(self, step: int) -> list[NodeReading]:
         """The readings of each phase of ``step`` (summary files: one sample, the mean)."""
         self._check_step(step)
-        s = self._f["steps"]
-        n_ex = int(s["index"][step]["n_examples"])
-        n_samp = s["n_samples"][step]
-        out = []
-        cplx = self.layout.complex_samples
-        if self.options.samples == "raw":
-            samples = s["samples_v"][step]
-            imag = s["samples_imag_v"][step] if cplx else None
-            flags = s["flags"][step]
-            times = s["sample_time_s"][step]
-            for p in range(self.layout.phases):
-                k = int(n_samp[p])
-                out.append(
-                    NodeReading(
-                        samples_v=_phase(samples, imag, (slice(n_ex), p, slice(k)), True),
-                        timestamps_s=np.asarray(times[p, :k, :n_ex], dtype=np.float64),
-                        flags=np.moveaxis(flags[:n_ex, p, :k], 1, 0),
-                        nodes=self.free_nodes,
-                    )
-                )
-        else:
-            mean = s["mean_v"][step]
-            imag = s["mean_imag_v"][step] if cplx else None
-            fany = s["flags_any"][step]
-            for p in range(self.layout.phases):
-                out.append(
-                    NodeReading(
-                        samples_v=_phase(mean, imag, (slice(n_ex), p), False)[None],
-                        timestamps_s=np.zeros((1, n_ex)),
-                        flags=fany[None, :n_ex, p],
-                        nodes=self.free_nodes,
-                    )
-                )
-        return out
+        return self.block(step, step + 1).readings(step)
 
     def step_data(self, step: int) -> dict[str, Any]:
         """Inputs, nudges, betas, examples and updates of ``step``."""
         self._check_step(step)
-        s = self._f["steps"]
-        n_ex = int(s["index"][step]["n_examples"])
-        d: dict[str, Any] = {
-            "examples": s["examples"][step][:n_ex],
-            "inputs_v": s["inputs_v"][step][:n_ex],
-            "betas_s": s["betas_s"][step],
-            "nudge_values": s["nudge_values"][step][:, :n_ex],
-            "update_b_a": s["update_b_a"][step],
-            "index": s["index"][step],
-        }
-        if "update_g_s" in s:
-            d["update_g_s"] = s["update_g_s"][step]
-        if self.layout.complex_samples:  # complex nudges: betas and currents are complex
-            d["betas_s"] = d["betas_s"] + 1j * s["betas_imag_s"][step]
-            d["nudge_values"] = d["nudge_values"] + 1j * s["nudge_values_imag"][step][:, :n_ex]
-        return d
+        return self.block(step, step + 1).step_data(step)
 
     def programming(self, step: int) -> NDArray[np.void]:
         """The programming records of ``step``."""
         self._check_step(step)
-        row = self._f["steps/index"][step]
-        a, k = int(row["prog_row_start"]), int(row["prog_row_count"])
-        return np.asarray(self._f["programming/records"][a : a + k])
+        return self.block(step, step + 1).programming(step)
+
+    def block(self, lo: int, hi: int) -> StepBlock:
+        """Steps ``lo..hi-1`` read in bulk: one read per dataset (on first use), not per step.
+
+        Raises:
+            SessionError: the range is not within the complete steps.
+        """
+        if not 0 <= lo < hi <= self.steps_done:
+            raise SessionError(
+                f"{self.path}: steps {lo}..{hi - 1} are not recorded "
+                f"(steps 0..{self.steps_done - 1})"
+            )
+        return StepBlock(self, lo, hi)
+
+    def block_steps(self, budget_bytes: int = BLOCK_BYTES) -> int:
+        """How many steps a :meth:`block` of about ``budget_bytes`` of step data holds (>= 1)."""
+        s = self._f["steps"]
+        row: int = sum(
+            int(np.prod(d.shape[1:])) * int(d.dtype.itemsize)
+            for d in s.values()
+            if isinstance(d, h5py.Dataset) and d.ndim >= 1 and d.shape[0] >= self.steps_done
+        )
+        return max(1, int(budget_bytes) // max(1, row))
 
     def _check_step(self, step: int) -> None:
         if not 0 <= step < self.steps_done:
@@ -366,13 +343,7 @@ class SessionFile:
     def step_checksum(self, step: int) -> tuple[int, int]:
         """The CRC-32 of ``step``'s stored samples (means) and inputs, and the recorded one."""
         self._check_step(step)
-        s = self._f["steps"]
-        name = "samples_v" if self.options.samples == "raw" else "mean_v"
-        rec = int(s["index"][step]["crc32"])
-        if self.layout.complex_samples:
-            imag = s[IMAG_DATASETS[name]][step]
-            return crc32_of(s[name][step], imag, s["inputs_v"][step]), rec
-        return crc32_of(s[name][step], s["inputs_v"][step]), rec
+        return self.block(step, step + 1).checksum(step)
 
     def verify_checksums(self, *, full: bool = False) -> tuple[list[str], int]:
         """Check the recorded checksum and step number of the complete steps, newest first.
@@ -464,3 +435,119 @@ def open_session(path: str | Path) -> SessionFile:
         SessionError: missing, not HDF5, not an hwloop session, newer schema, damaged.
     """
     return SessionFile(path)
+
+
+class StepBlock:
+    """Steps ``lo..hi-1`` of a session file, each dataset read in one slice on first use.
+
+    Serving many consecutive steps (replay, re-analysis) from blocks costs one HDF5 read
+    per dataset per block instead of one per dataset per step. The arrays are those of
+    the file (samples V, times s, conductances S, currents A), row ``step - lo``.
+    """
+
+    def __init__(self, sf: SessionFile, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+        self._sf = sf
+        self._steps = sf.h5["steps"]
+        self._cache: dict[str, NDArray[Any]] = {}
+        self._prog: tuple[int, NDArray[np.void]] | None = None
+        self._has_updates = "update_g_s" in self._steps
+
+    def _get(self, name: str) -> NDArray[Any]:
+        a = self._cache.get(name)
+        if a is None:
+            a = self._cache[name] = np.asarray(self._steps[name][self.lo : self.hi])
+        return a
+
+    def _row(self, step: int) -> int:
+        if not self.lo <= step < self.hi:
+            raise SessionError(f"step {step} is not in the block of steps {self.lo}..{self.hi - 1}")
+        return step - self.lo
+
+    @property
+    def index(self) -> NDArray[np.void]:
+        """The index rows of the block."""
+        return self._get("index")
+
+    def n_samples(self, step: int) -> NDArray[Any]:
+        """Samples recorded per phase of ``step``."""
+        return np.asarray(self._get("n_samples")[self._row(step)])
+
+    def readings(self, step: int) -> list[NodeReading]:
+        """The readings of each phase of ``step`` (summary files: one sample, the mean)."""
+        r = self._row(step)
+        sf = self._sf
+        n_ex = int(self.index[r]["n_examples"])
+        n_samp = self.n_samples(step)
+        out = []
+        cplx = sf.layout.complex_samples
+        if sf.options.samples == "raw":
+            samples, flags = self._get("samples_v")[r], self._get("flags")[r]
+            imag = self._get("samples_imag_v")[r] if cplx else None
+            times = self._get("sample_time_s")[r]
+            for p in range(sf.layout.phases):
+                k = int(n_samp[p])
+                out.append(
+                    NodeReading(
+                        samples_v=_phase(samples, imag, (slice(n_ex), p, slice(k)), True),
+                        timestamps_s=np.asarray(times[p, :k, :n_ex], dtype=np.float64),
+                        flags=np.moveaxis(flags[:n_ex, p, :k], 1, 0),
+                        nodes=sf.free_nodes,
+                    )
+                )
+        else:
+            mean, fany = self._get("mean_v")[r], self._get("flags_any")[r]
+            imag = self._get("mean_imag_v")[r] if cplx else None
+            for p in range(sf.layout.phases):
+                out.append(
+                    NodeReading(
+                        samples_v=_phase(mean, imag, (slice(n_ex), p), False)[None],
+                        timestamps_s=np.zeros((1, n_ex)),
+                        flags=fany[None, :n_ex, p],
+                        nodes=sf.free_nodes,
+                    )
+                )
+        return out
+
+    def step_data(self, step: int) -> dict[str, Any]:
+        """Inputs, nudges, betas, examples and updates of ``step``."""
+        r = self._row(step)
+        n_ex = int(self.index[r]["n_examples"])
+        d: dict[str, Any] = {
+            "examples": self._get("examples")[r][:n_ex],
+            "inputs_v": self._get("inputs_v")[r][:n_ex],
+            "betas_s": self._get("betas_s")[r],
+            "nudge_values": self._get("nudge_values")[r][:, :n_ex],
+            "update_b_a": self._get("update_b_a")[r],
+            "index": self.index[r],
+        }
+        if self._has_updates:
+            d["update_g_s"] = self._get("update_g_s")[r]
+        if self._sf.layout.complex_samples:  # complex nudges: betas and currents are complex
+            d["betas_s"] = d["betas_s"] + 1j * self._get("betas_imag_s")[r]
+            d["nudge_values"] = d["nudge_values"] + 1j * self._get("nudge_values_imag")[r][
+                :, :n_ex]
+        return d
+
+    def programming(self, step: int) -> NDArray[np.void]:
+        """The programming records of ``step`` (one read of the block's records)."""
+        r = self._row(step)
+        if self._prog is None:
+            start, count = self.index["prog_row_start"], self.index["prog_row_count"]
+            used = count > 0
+            a = int(start[used].min()) if used.any() else 0
+            b = int((start + count)[used].max()) if used.any() else 0
+            self._prog = (a, np.asarray(self._sf.h5["programming/records"][a:b]))
+        a0, rows = self._prog
+        a, k = int(self.index[r]["prog_row_start"]), int(self.index[r]["prog_row_count"])
+        return rows[a - a0 : a - a0 + k] if k else rows[:0]
+
+    def checksum(self, step: int) -> tuple[int, int]:
+        """The CRC-32 of ``step``'s stored samples (means) and inputs, and the recorded one."""
+        r = self._row(step)
+        name = "samples_v" if self._sf.options.samples == "raw" else "mean_v"
+        rec = int(self.index[r]["crc32"])
+        if self._sf.layout.complex_samples:
+            imag = self._get(IMAG_DATASETS[name])[r]
+            return crc32_of(self._get(name)[r], imag, self._get("inputs_v")[r]), rec
+        return crc32_of(self._get(name)[r], self._get("inputs_v")[r]), rec
