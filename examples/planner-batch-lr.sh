@@ -5,7 +5,8 @@
 # 1,000 test examples; 2 seeds; sigma in factor-2 steps around the planner's 1.5e-3 V.
 # Four stores (one per batch size x learning rate), each printing its measured limit.
 #   bash examples/planner-batch-lr.sh OUTDIR [SWEEP OPTIONS]
-# (measured: about 6 min on a busy 2-core machine with nice -n 10). Re-running runs nothing.
+# (measured: 8.4 min on a busy 2-core machine with nice -n 10; print the tables with
+# python examples/planner-batch-lr-table.py OUTDIR). Re-running runs nothing.
 set -euo pipefail
 out=${1:?usage: $0 OUTDIR [SWEEP OPTIONS]}
 shift

@@ -72,8 +72,11 @@ EVIDENCE: tuple[tuple[str, str, str], ...] = (
     ("the limit does not depend on the dataset", "NOT supported",
      "docs/uncertainty.md, The reproduction, claim 3: Fashion-MNIST's limit measured 2.2-2.7x "
      "lower than MNIST's at an equal prediction; use --margin 0.5 or measure"),
-    ("the limit does not depend on batch size or learning rate", "UNTESTED",
-     "docs/uncertainty.md, The planner against batch size and learning rate"),
+    ("the limit does not depend on batch size or learning rate", "NOT supported",
+     "docs/uncertainty.md, The planner against batch size and learning rate: right at "
+     "batch 4, lr 0.006 (1.04x); measured limit grows about as sqrt(batch / lr), 3.4x "
+     "at batch 16, lr 0.002, so conservative for larger batches or smaller lr, too high "
+     "for smaller batches or larger lr"),
 )
 
 
