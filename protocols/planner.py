@@ -62,6 +62,29 @@ from protocols.training import backend_options, encode_inputs, one_hot
 # ----------------------------------------------------------------------------- pure arithmetic
 
 
+#: What the prediction assumes beyond its arithmetic, whether this project's measurements
+#: support it, and where (claim, status, evidence). Printed by ``hwloop plan``; keep in step
+#: with docs/uncertainty.md.
+EVIDENCE: tuple[tuple[str, str, str], ...] = (
+    ("the limit scales as sqrt(N) (noise-free ADC, independent samples)", "supported",
+     "docs/uncertainty.md, The reproduction, claim 2: limits within 16 % in sigma/sqrt(N) over "
+     "N = 1, 10, 100, with white Gaussian reads"),
+    ("reads are white, unbiased and dithered (what sqrt(N) needs)", "NOT checked by plan",
+     "docs/uncertainty.md, A sigma/sqrt(N) test that could fail: a slow read term s floors the "
+     "error at its own size after (sigma/s)^2 repeats, an undithered ADC near its "
+     "quantisation error, and drift during the reads makes large N worse; "
+     "measure them with hwloop characterize"),
+    ("the limit does not depend on the dataset", "NOT supported",
+     "docs/uncertainty.md, The reproduction, claim 3: Fashion-MNIST's limit measured 2.2-2.7x "
+     "lower than MNIST's at an equal prediction; use --margin 0.5 or measure"),
+    ("the limit does not depend on batch size or learning rate", "NOT supported",
+     "docs/uncertainty.md, The planner against batch size and learning rate: right at "
+     "batch 4, lr 0.006 (1.04x); measured limit grows about as sqrt(batch / lr), 3.4x "
+     "at batch 16, lr 0.002, so conservative for larger batches or smaller lr, too high "
+     "for smaller batches or larger lr"),
+)
+
+
 def effective_displacement(
     displacements_v: Mapping[float, np.ndarray], coeffs: Mapping[float, float]
 ) -> np.ndarray:
@@ -367,8 +390,7 @@ def predict(
         + "; they change during training",
         f"limit: per-example SNR d_eff/(sigma/sqrt(N)) = {snr_c:g} in the limiting layer "
         "(d_eff = |sum c_i dv_i| / sqrt(sum c_i^2), mean over nodes and examples)",
-        "the limit scales with beta and sqrt(N) and does not depend on the dataset "
-        "(docs/physics.md §6.4)",
+        *(f"{claim}: {status} ({evidence})" for claim, status, evidence in EVIDENCE),
         "timings: one phase = settle + N reads of the batch; one step = phases + one "
         "bulk programming call; evaluation and logging not included",
     ]

@@ -140,3 +140,25 @@ def test_plan_through_the_virtual_serial_board(
         assert abs(n - q) < 3 * f, (q, n, f)
     assert noisy["sigma_c_v"] == pytest.approx(min(eff_n))
     assert not any("WARNING" in a for a in noisy["assumptions"])
+
+
+def test_plan_names_each_assumption_with_what_the_data_say(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["plan", "--arch", "1568-100-10", "--examples", "4"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assumptions = out[out.index("assumptions:"):]
+    # the assumption the project's own data contradict is named as such, with its evidence
+    line = next(ln for ln in assumptions.splitlines() if "does not depend on the dataset" in ln)
+    assert "NOT supported" in line and "Fashion-MNIST" in line and "docs/uncertainty.md" in line
+    sqrt_line = next(ln for ln in assumptions.splitlines() if "sqrt(N)" in ln and "scales" in ln)
+    assert ": supported (" in sqrt_line
+    batch_line = next(ln for ln in assumptions.splitlines() if "batch size" in ln)
+    assert "NOT supported" in batch_line and "docs/uncertainty.md" in batch_line
+    # every pointer names a section that exists in the document
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "uncertainty.md").read_text()
+    for pointer in ("The reproduction", "The planner against batch size and learning rate",
+                    "A sigma/sqrt(N) test that could fail"):
+        assert f"docs/uncertainty.md, {pointer}" in assumptions
+        assert f"\n## {pointer}" in doc
