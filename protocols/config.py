@@ -74,6 +74,10 @@ class TrainConfig:
     ``1e-6 g_scale_s`` on a continuous device). Accumulated changes within it are
     carried to the next step, not programmed."""
     wv_max_iterations: int = 20
+    wv_refresh_every: int = 0
+    """Write-verify against held targets, with a refresh pass over every edge every N
+    steps (>= 0; 0: off). Counteracts drift: each verify pulls a drifted device back
+    to the conductance training intended."""
     dtype: DTypeName = "float32"
     """Arithmetic precision of the run's host-side arrays (gradients, updates); also
     passed to a backend that declares a ``dtype`` option and is not given one."""
@@ -156,6 +160,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"{name} = {v} must be >= 1")
+        if self.wv_refresh_every < 0:
+            raise ConfigError(
+                f"wv_refresh_every = {self.wv_refresh_every} must be >= 0 steps (0: off)"
+            )
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every = {self.checkpoint_every} must be >= 0 (0: auto)")
         if self.commit_every < 0:
