@@ -133,10 +133,10 @@ def test_drift_costs_open_loop_accuracy_and_write_verify_recovers_it(
 ) -> None:
     """Same seeds and schedule (3 seeds, test set of 500: binomial s.e. ~2 points).
 
-    Measured at this change: open loop 0.65, 0.59, 0.65 without drift and 0.23, 0.25,
-    0.43 with it; write-verify with drift 0.65, 0.59, 0.69 (write-verify without drift
-    0.64, 0.65, 0.68). Open loop's nominal pulses meet drifted, soft-bounded devices
-    whose real step differs from the nominal one; write-verify reads them first.
+    Measured at this change: open loop 0.632, 0.586, 0.658 without drift and 0.368,
+    0.422, 0.368 with it; write-verify with drift 0.564, 0.628, 0.616 (write-verify
+    without drift 0.630, 0.638, 0.664; with held targets and a refresh every 10 steps
+    0.586, 0.682, 0.578). Write-verify recovers most of the loss, not all of it.
     """
     seeds = (0, 1, 2)
     ol = np.array([_mnist(tmp_path, capsys, s, "--programming", "open-loop") for s in seeds])
@@ -146,6 +146,6 @@ def test_drift_costs_open_loop_accuracy_and_write_verify_recovers_it(
                      for s in seeds])
     got = {"open-loop": ol, "open-loop drift": ol_d, "write-verify drift": wv_d}
     assert ol.min() > 0.45, got  # trains without drift (chance 0.1)
-    assert ol_d.mean() < ol.mean() - 0.15, got  # drift costs (measured 0.33)
+    assert ol_d.mean() < ol.mean() - 0.15, got  # drift costs (measured 0.24)
     assert np.all(wv_d > ol_d + 0.05), got  # write-verify recovers on every seed ...
     assert wv_d.mean() - ol_d.mean() > 0.5 * (ol.mean() - ol_d.mean()), got  # ... over half
