@@ -5,7 +5,7 @@ a table of final test accuracy: mean, sample standard deviation, 95 % t-interval
 the paired difference of each arm against ``reram open-loop`` (same seeds, same
 schedule). Arms are CLI argument lists; add your own with ``--arm NAME='ARGS'``.
 
-    python benchmarks/compare_programming.py --epochs 5            # 9 arms, 3 seeds
+    python benchmarks/compare_programming.py --epochs 5            # 12 arms, 3 seeds
     python benchmarks/compare_programming.py --seeds 0 1 2 3 4 --epochs 5 \
         --arm "wv 2 steps=--device-preset reram --programming write-verify --wv-tolerance 2e-6"
 """
@@ -27,6 +27,11 @@ DRIFT_NU = 0.2
 """Drift exponent of the drift arms (``g = g_prog ((t + t0)/t0)^-nu``, t0 20 s)."""
 STRONG_DRIFT_NU = 0.5
 """Drift exponent of the strong-drift arms."""
+BENCH_DRIFT = ["--backend-opt", "drift_nu=0.1", "--backend-opt", "drift_nu_d2d=0.05",
+               "--backend-opt", "drift_t0_s=1", "--backend-opt", "sample_time_s=0.05"]
+"""The "reram with drift" arms: PCM-like relaxation (nu 0.1, device-to-device spread 0.05,
+t0 1 s) on a bench that takes 50 ms per sample (a switch matrix and a DMM), so a run
+lasts minutes of board time: many times t0."""
 HIGH_WRITE_NOISE = 0.1
 """Write noise of the high-write-noise arms, fraction of the conductance range."""
 
@@ -44,6 +49,13 @@ ARMS: dict[str, list[str]] = {
     "reram strong drift write-verify": ["--device-preset", "reram", "--programming",
                                         "write-verify", "--backend-opt",
                                         f"drift_nu={STRONG_DRIFT_NU}"],
+    "reram with drift open-loop": ["--device-preset", "reram", "--programming", "open-loop",
+                                   *BENCH_DRIFT],
+    "reram with drift write-verify": ["--device-preset", "reram", "--programming",
+                                      "write-verify", *BENCH_DRIFT],
+    "reram with drift write-verify refresh": ["--device-preset", "reram", "--programming",
+                                              "write-verify", "--wv-refresh-every", "10",
+                                              *BENCH_DRIFT],
     # apparent write noise 5x the preset's (10 % of the range instead of 2 %)
     "reram high write-noise open-loop": ["--device-preset", "reram", "--programming",
                                          "open-loop", "--backend-opt",
@@ -59,6 +71,8 @@ REFERENCE = {
     "reram strong drift open-loop": "reram open-loop",
     "reram strong drift write-verify": "reram write-verify",
     "reram high write-noise write-verify": "reram high write-noise open-loop",
+    "reram with drift write-verify": "reram with drift open-loop",
+    "reram with drift write-verify refresh": "reram with drift open-loop",
 }
 """Each arm's own reference for a second paired difference (what drift costs, what
 write-verify recovers under high write noise)."""

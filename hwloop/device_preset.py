@@ -19,7 +19,8 @@ shared by its repeat samples; absent: 0).
 ``bound_mode`` (``"hard"`` or ``"soft"``), ``c2c``, ``d2d``, ``up_down``,
 ``up_down_d2d``, ``bounds_d2d``, ``write_noise`` (fraction of the range),
 ``stuck_fraction``, ``read_relative`` (conductance read noise, relative),
-``drift_nu`` (power-law drift exponent), ``drift_t0_s`` (drift reference time, s).
+``drift_nu`` (power-law drift exponent), ``drift_t0_s`` (drift reference time, s),
+``drift_nu_d2d`` (device-to-device std of the drift exponent).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ WRITE_KEYS: dict[str, type] = {
     "g_min_s": float, "g_max_s": float, "n_states": float, "bound_mode": str, "c2c": float,
     "d2d": float, "up_down": float, "up_down_d2d": float, "bounds_d2d": float,
     "write_noise": float, "stuck_fraction": float, "read_relative": float, "drift_nu": float,
-    "drift_t0_s": float,
+    "drift_t0_s": float, "drift_nu_d2d": float,
 }
 """``[write]`` keys and their types."""
 

@@ -17,6 +17,9 @@ fixed inputs (random pixels in [0, 1] times the input gain, seeded):
 * **programming precision**: a small ``program_deltas`` change on random edges
   (then undone): achieved vs requested; and, when the board declares a pulse step,
   one ``+1`` pulse per edge: achieved steps relative to ``pulse_step_s``.
+* **cycle-to-cycle spread** (:func:`measure_c2c`): alternating single pulses on the
+  programming edges, each state read several times; the per-pulse noise is separated
+  from read and write noise by the steps' lag-1 covariance, with its standard error.
 * **drift**: conductances of freshly written edges before and after a wait
   (``settle(drift_time_s)``) when the backend has a clock (``clock_s``); the power-law
   exponent ``nu`` for a given ``t0`` (``--drift-t0``) with its standard error;
@@ -212,6 +215,104 @@ def measure_programming(
     return out
 
 
+def _c2c_moments(n_pulses: int) -> tuple[Array, Array, Array, Array]:
+    """Design of the alternating-pulse c2c probe with ``n_pulses`` (even) steps.
+
+    Returns ``(P, BBt, L, W)``: the projector removing each direction's mean from the
+    steps, the step covariance of a white per-state error (``d = B g``), the lag-1
+    operator, and the two rows that average the up and the down steps.
+    """
+    k = n_pulses
+    up = np.arange(k) % 2 == 0
+    w = np.stack([up / up.sum(), ~up / (~up).sum()]).astype(np.float64)
+    proj = np.eye(k) - (np.outer(up, w[0]) + np.outer(~up, w[1]))
+    b = np.zeros((k, k + 1))
+    b[np.arange(k), np.arange(k)] = -1.0
+    b[np.arange(k), np.arange(k) + 1] = 1.0
+    return proj, b @ b.T, np.eye(k, k=1), w
+
+
+def measure_c2c(
+    device: Device, n_edges: int, rng: np.random.Generator, *, n_pulses: int = 40,
+    reads: int = 4,
+) -> dict[str, Any] | str:
+    """Cycle-to-cycle spread of one pulse's step, with read and write noise separated out.
+
+    ``n_edges`` random edges are brought to mid-range and given ``n_pulses`` single
+    pulses alternating up and down (so each device stays where it is and its up and
+    down steps keep their means), each state read ``reads`` times. A device's steps
+    ``d_k = g_{k+1} - g_k`` then carry the pulse's own noise (variance ``c^2``, white)
+    and the difference of two per-state errors (read noise, and write noise redrawn at
+    each write: variance ``sigma^2`` each, so ``d`` has a lag-1 covariance of
+    ``-sigma^2``). With each direction's mean removed (projector ``P``), the sum of
+    squares and the lag-1 sum have expectations linear in ``(c^2, sigma^2)``; solving
+    them per device separates the two. ``c2c = sqrt(sum c_i^2 / sum mu_i^2)`` with
+    ``mu_i^2`` the device's mean squared step (up and down), corrected for the variance
+    of its estimate; ``c2c_se`` is the jackknife over devices. Device-to-device spread
+    of the step drops out (each device is normalised by its own step). The edges are
+    restored afterwards. Needs ``pulse_step_s > 0``.
+    """
+    desc = device.describe()
+    step_s = float(desc.pulse_step_s)
+    if step_s <= 0:
+        return "skipped: the board declares no pulse step (pulse_step_s = 0)"
+    if n_pulses < 4 or n_pulses % 2 or reads < 1:
+        raise ConfigError("the c2c probe needs an even number of pulses >= 4 and reads >= 1")
+    k = min(n_edges, desc.n_edges)
+    edges = np.sort(rng.choice(desc.n_edges, size=k, replace=False)).astype(np.int64)
+
+    def read() -> Array:
+        acc = np.zeros(k)
+        for _ in range(reads):
+            acc += np.asarray(device.read_conductances(edges), dtype=np.float64)
+        return acc / reads
+
+    g_start = read()
+    mid = 0.5 * (float(desc.g_min_s) + float(desc.g_max_s))
+    if math.isfinite(mid):
+        device.program_deltas(edges, mid - g_start)
+    g = np.empty((n_pulses + 1, k))
+    g[0] = read()
+    for j in range(n_pulses):
+        device.program_pulses(edges, np.full(k, 1 if j % 2 == 0 else -1, dtype=np.int64))
+        g[j + 1] = read()
+    for _ in range(10):  # back where they were, to within about a pulse (soft bounds)
+        off = g_start - read()
+        if np.all(np.abs(off) < step_s):
+            break
+        device.program_deltas(edges, off)
+    d = np.diff(g, axis=0)  # (n_pulses, k)
+    proj, bbt, lag, w = _c2c_moments(n_pulses)
+    r = proj @ d
+    s0 = np.sum(r * r, axis=0)
+    s1 = np.sum(r[:-1] * r[1:], axis=0)
+    pp = proj @ proj.T
+    a = np.array([[np.trace(pp), np.trace(proj @ bbt @ proj.T)],
+                  [np.trace(lag @ pp), np.trace(lag @ proj @ bbt @ proj.T)]])
+    c2, sig2 = np.linalg.solve(a, np.stack([s0, s1]))  # per device, S^2
+    mu = w @ d  # (2, k): mean up and mean down step
+    var_mu = np.stack([c2 * (wi @ wi) + sig2 * (wi @ bbt @ wi) for wi in w])
+    mu2 = np.mean(mu**2 - var_mu, axis=0)
+    moving = np.abs(mu).min(axis=0) > 0.1 * step_s  # stuck devices and bounds excluded
+    c2, mu2, sig2 = c2[moving], mu2[moving], sig2[moving]
+    m = int(moving.sum())
+    if m < 3:
+        return "skipped: fewer than 3 edges responded to single pulses"
+    ratio = float(c2.sum() / mu2.sum())
+    jack = np.array([(c2.sum() - c2[i]) / (mu2.sum() - mu2[i]) for i in range(m)])
+    ratio_se = math.sqrt((m - 1) / m * float(np.sum((jack - jack.mean()) ** 2)))
+    c2c = math.sqrt(max(ratio, 0.0))
+    return {
+        "n_edges": m,
+        "pulses_per_edge": n_pulses,
+        "reads_per_state": reads,
+        "c2c": c2c,
+        "c2c_se": ratio_se / (2 * c2c) if c2c > 0 else math.sqrt(ratio_se),
+        "per_state_noise_s": math.sqrt(max(float(np.mean(sig2)), 0.0)),
+        "step_mean_s": float(np.sqrt(np.mean(mu2))),
+    }
+
+
 def measure_drift(
     device: Device, v_in: Array, wait_s: float, t0_s: float = 20.0, n_edges: int = 256
 ) -> dict[str, Any] | str:
@@ -287,6 +388,7 @@ def characterize(
     drift_t0_s: float = 20.0,
     seed: int = 0,
     adc_lsb_v: float = 0.0,
+    c2c_pulses: int = 100,
 ) -> dict[str, Any]:
     """Run every measurement; return the report (arrays under ``_``-keys for plotting).
 
@@ -344,6 +446,8 @@ def characterize(
         report["conductance_read_noise"] = measure_conductance_noise(device, g_repeats)
         report["programming"] = measure_programming(
             device, program_edges, rng, pulses=program_pulses, rel_step=program_step)
+        report["programming"]["c2c"] = measure_c2c(device, program_edges, rng,
+                                                   n_pulses=c2c_pulses)
         report["drift"] = measure_drift(device, v_in, drift_time_s, drift_t0_s)
         report["timings_s"] = measure_timings(device, v_in)
     return report
@@ -365,6 +469,12 @@ def programming_text(prog: Mapping[str, Any]) -> str:
     one = (f"; one pulse: mean step {pulse['step_mean_s']:.3g} S, spread "
            f"{pulse['step_relative_std']:.3g} steps (write and read noise included)"
            if isinstance(pulse, dict) else "")
+    c2c = prog.get("c2c")
+    if isinstance(c2c, dict):
+        one += (f"; cycle-to-cycle c2c {c2c['c2c']:.3g} +- {c2c['c2c_se']:.2g} of a step "
+                f"(read and write noise separated: {c2c['per_state_noise_s']:.3g} S per "
+                f"state; {c2c['pulses_per_edge']} alternating pulses on {c2c['n_edges']} "
+                "edges)")
     return (f"programming ({gran}): {probe} on {prog['n_edges']} edges: achieved/requested "
             f"- 1 mean {prog['error_relative_mean']:+.3g}, rms {prog['error_relative_rms']:.3g} "
             f"({prog['error_s_rms']:.3g} S){one}")
@@ -423,11 +533,12 @@ def preset_toml(report: Mapping[str, Any], adc_lsb_v: float = 0.0) -> str:
         notes["write.n_states"] = (f"pulse granularity {desc.pulse_step_s:.4g} S per pulse "
                                    "(the board's pulse_step_s)")
         write["bound_mode"] = "hard"
-        pulse = prog.get("pulse")
-        if isinstance(pulse, dict):
-            write["c2c"] = float(pulse["step_relative_std"])
-            notes["write.c2c"] = ("std of one pulse's step / nominal step: c2c, d2d, write "
-                                  "and read noise together (an upper bound on c2c)")
+        c2c = prog.get("c2c")
+        if isinstance(c2c, dict):
+            write["c2c"] = float(c2c["c2c"])
+            notes["write.c2c"] = (f"cycle-to-cycle std of one pulse's step / its mean, "
+                                  f"+- {c2c['c2c_se']:.2g} (read and write noise separated "
+                                  "by alternating pulses)")
     g = report["conductance_read_noise"]
     write["read_relative"] = float(g["std_relative_median"])
     drift = report["drift"]

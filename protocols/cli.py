@@ -43,6 +43,9 @@ _TRAIN_FLAGS: dict[str, tuple[str, Any, str]] = {
     "device_preset": ("device-preset", str, "alias of --backend-opt preset=NAME"),
     "programming": ("programming", str, "open-loop (default) or write-verify"),
     "wv_tolerance": ("wv-tolerance", float, "write-verify tolerance, S"),
+    "wv_refresh_every": ("wv-refresh-every", int,
+                         "write-verify against held targets, re-verifying every edge every "
+                         "N steps (counteracts drift; 0: off)"),
     "sweeps": ("sweeps", int, "alias of --backend-opt n_sweeps=N"),
     "dtype": ("dtype", str, "precision of the run: float32 (default) or float64"),
     "seed": ("seed", int, "random seed"),

@@ -82,6 +82,10 @@ class TrainConfig:
     ``1e-6 g_scale_s`` on a continuous device). Accumulated changes within it are
     carried to the next step, not programmed."""
     wv_max_iterations: int = 20
+    wv_refresh_every: int = 0
+    """Write-verify against held targets, with a refresh pass over every edge every N
+    steps (>= 0; 0: off). Counteracts drift: each verify pulls a drifted device back
+    to the conductance training intended."""
     dtype: DTypeName = "float32"
     """Arithmetic precision of the run's host-side arrays (gradients, updates); also
     passed to a backend that declares a ``dtype`` option and is not given one."""
@@ -170,6 +174,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ConfigError(f"{name} = {v} must be >= 1")
+        if self.wv_refresh_every < 0:
+            raise ConfigError(
+                f"wv_refresh_every = {self.wv_refresh_every} must be >= 0 steps (0: off)"
+            )
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every = {self.checkpoint_every} must be >= 0 (0: auto)")
         if self.commit_every < 0:
@@ -250,17 +258,37 @@ def published_defaults(arch: str, dataset: str) -> tuple[dict[str, Any], str]:
     # saturates at it (its nodes sit at the clamps), so the gain shrinks with sqrt(N) below
     # 100 units: 20 V at N = 4, 40 V at N = 16 (measured: 1568-16-10 reaches 6 % at
     # 100 V and 34 % at 40 V after 100 steps)
-    n_hidden = int(arch_key.split("-")[1]) if len(arch_key.split("-")) > 2 else 100
+    sizes = arch_key.split("-")
+    n_hidden = int(sizes[1]) if len(sizes) > 2 else 100
     gain = 100.0 * min(1.0, math.sqrt(n_hidden / 100.0))
+    # An output node's total conductance grows as sqrt(fan-in) (U(-s, s) with s = 1/sqrt
+    # of it, clipped at 0), and a bias step moves its voltage by lr_b x gradient / G with a
+    # gradient itself ~1/G: the output biases' rate shrinks as fan-in/100 below 100 units.
+    # Below 16 units an output node can lose every conductance (each starts at 0 with
+    # probability 1/2; 2^-N per node) and a bias current then drives it without bound (the
+    # run stops on the nudge-current limit): the output biases stay at 0 there.
+    # Measured (seed 0): 1568-4-10 at chance before, 20.0 % with the defaults (4000
+    # examples, 10 epochs); N = 8..32 unchanged within noise over 100 steps.
+    n_last = int(sizes[-2]) if len(sizes) > 2 else 100
+    lr_b: tuple[float, ...] = (0.006,)
+    if n_last < 100:
+        out_rate = 0.0 if n_last < 16 else 0.006 * n_last / 100.0
+        lr_b = (0.006,) * (len(sizes) - 2) + (out_rate,)
     generic = dict(
         input_gain=gain,
         beta=1.0,
         lr_weights=(0.006,),
-        lr_biases=(0.006,),
+        lr_biases=lr_b,
         epochs=10,
         **_FAST_COMMON,
     )
     note = "" if gain == 100.0 else f", input gain {gain:g} V = 10 V x sqrt({n_hidden} hidden)"
+    if 16 <= n_last < 100:
+        note += (f", output bias learning rate {lr_b[-1]:g} = 0.006 x {n_last}/100 "
+                 "(fan-in of the output layer)")
+    elif n_last < 16:
+        note += (f", output biases not learned ({n_last} < 16 units into the output layer: "
+                 "an output node can lose every conductance)")
     return generic, f"generic defaults (no published settings for this architecture{note})"
 
 

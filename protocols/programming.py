@@ -307,6 +307,13 @@ class WriteVerifyProgrammer(_CarriesResidual):
         warn: called once with a one-line message when the configuration makes
             updates vanish (``IDLE_STEPS_WARNING`` consecutive steps that requested
             changes but programmed no edge).
+        refresh_every: ``0`` (default): each addressed edge's target is its read
+            conductance plus its accumulated change. ``N >= 1``: the programmer holds
+            every edge's *intended* conductance (the board's first read plus every
+            change asked for since), verifies addressed edges against it, so a
+            device that drifted since its last write is pulled back, and every
+            ``N`` steps re-reads every edge and re-programs those that left the
+            window (a refresh pass against drift).
     """
 
     tolerance_s: float | None = None
@@ -316,7 +323,12 @@ class WriteVerifyProgrammer(_CarriesResidual):
     patience: int = 3
     verify_reads: int = 1
     warn: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    refresh_every: int = 0
     _residual: Array | None = field(default=None, repr=False)
+    _g_known: Array | None = field(default=None, repr=False)
+    """Held targets only: ``(n_edges,)`` each edge's last read conductance, S; the
+    intended conductance is this plus the residual."""
+    _steps: int = field(default=0, repr=False)
     _idle_steps: int = field(default=0, repr=False)
     _warned: bool = field(default=False, repr=False)
 
@@ -332,6 +344,29 @@ class WriteVerifyProgrammer(_CarriesResidual):
             raise ConfigError(
                 "write-verify iterations, pulses per iteration and reads must be >= 1"
             )
+        if self.refresh_every < 0:
+            raise ConfigError(
+                f"write-verify refresh_every = {self.refresh_every} must be >= 0 steps "
+                "(0: no held targets, no refresh)"
+            )
+
+    def state(self, n_edges: int) -> dict[str, Array]:
+        """Residual, and with held targets the last reads and the step count."""
+        out = super().state(n_edges)
+        if self.refresh_every > 0:
+            known = self._g_known
+            out["g_known_s"] = np.zeros(n_edges) if known is None else known.copy()
+            out["has_g_known"] = np.array([known is not None])
+            out["steps"] = np.array([self._steps], dtype=np.int64)
+        return out
+
+    def load_state(self, state: dict[str, Array]) -> None:
+        """Restore :meth:`state`."""
+        super().load_state(state)
+        if self.refresh_every > 0:
+            has = bool(np.asarray(state["has_g_known"])[0])
+            self._g_known = np.array(state["g_known_s"], dtype=np.float64) if has else None
+            self._steps = int(np.asarray(state["steps"])[0])
 
     def _read(self, device: Device, edges: NDArray[np.int64]) -> Array:
         acc = device.read_conductances(edges)
@@ -365,11 +400,21 @@ class WriteVerifyProgrammer(_CarriesResidual):
         delta = np.asarray(update.delta_g_s, dtype=np.float64)
         want = delta if self._residual is None else delta + self._residual
         thresh = max(self.min_delta_s, tol)
-        edges = np.flatnonzero(np.abs(want) > thresh)
+        hold = self.refresh_every > 0
+        if hold and self._g_known is None:  # the intended state starts as the board's
+            self._g_known = self._read(device, np.arange(desc.n_edges, dtype=np.int64))
+        self._steps += 1
+        if hold and self._steps % self.refresh_every == 0:
+            edges = np.arange(desc.n_edges, dtype=np.int64)  # refresh: verify every edge
+        else:
+            edges = np.flatnonzero(np.abs(want) > thresh)
         residual = want.copy()  # edges not addressed carry everything
         k = len(edges)
         g = self._read(device, edges)
-        target = g + want[edges]
+        if self._g_known is not None:  # against the held target: drift is undone too
+            target = self._g_known[edges] + want[edges]
+        else:
+            target = g + want[edges]
         reason = np.full(k, Reason.CONVERGED, dtype=np.int8)
         beyond = (target > desc.g_max_s) | (target < desc.g_min_s)
         target = np.clip(target, desc.g_min_s, desc.g_max_s)
@@ -408,6 +453,8 @@ class WriteVerifyProgrammer(_CarriesResidual):
         carried = np.where(reason == Reason.NO_RESPONSE, 0.0, err)
         residual[edges] = carried
         self._residual = residual
+        if self._g_known is not None:
+            self._g_known[edges] = g
         self._note_idle(bool(np.any(want)), k, tol)
         if new_bias is not None:
             device.set_bias_currents(new_bias)

@@ -278,6 +278,7 @@ class Trainer:
                 tolerance_s=cfg.wv_tolerance,
                 max_iterations=cfg.wv_max_iterations,
                 warn=self._warn,
+                refresh_every=cfg.wv_refresh_every,
             )
         self.learner = _Learner(self.optimiser, programmer, rng)
         if cfg.homeostasis > 0:

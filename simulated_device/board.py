@@ -131,7 +131,7 @@ class EmulatedBoard(HeldSources):
         self._settle_time_s = float(settle_time_s)
         self._sample_time_s = float(sample_time_s)
         self._pulse_time_s = float(pulse_time_s)
-        self._drifts = model.write.drift_nu > 0
+        self._drifts = model.write.drift_nu > 0 or model.write.drift_nu_d2d > 0
         self._desc = _describe_drn(
             net,
             model,
@@ -563,6 +563,8 @@ WRITE_OPTIONS = (
            unit="1", min=0.0, max=1.0),
     Option("drift_t0_s", "float", "drift reference time t0", unit="s", min=0.0,
            min_exclusive=True, max=1e9),
+    Option("drift_nu_d2d", "float", "device-to-device std of the drift exponent (absolute)",
+           unit="1", min=0.0, max=1.0),
 )
 """Emulator options that set a field of the preset's write model
 (:class:`~simulated_device.write_model.WriteModel`); unset: the preset's value."""

@@ -62,7 +62,8 @@ time that device is written and clipped to its bounds.
 
 Random-number draw order (fixed, for bit-identical reproduction): construction
 draws step d2d, asymmetry d2d, ``g_max`` d2d, ``g_min`` d2d, then the stuck
-mask, each only when its parameter is non-zero. A write draws c2c noise, then
+mask, then the drift exponents (``drift_nu_d2d``), each only when its parameter is
+non-zero. A write draws c2c noise, then
 write noise, one number per written device each, only when non-zero.
 """
 
@@ -133,6 +134,10 @@ class WriteModel:
         drift_nu: power-law drift exponent: ``g(t) = g_prog ((t + t0)/t0)**-nu``
             with ``t`` the time since the device was last programmed (>= 0).
         drift_t0_s: drift reference time ``t0``, s (> 0).
+        drift_nu_d2d: device-to-device std of the drift exponent, absolute (>= 0):
+            each device drifts with its own ``max(drift_nu + drift_nu_d2d xi, 0)``.
+            A spread of exponents is what makes drift change the *ratios* of
+            conductances (a common power law scales every device alike).
 
     Raises:
         ConfigError: at construction (via :meth:`validate`) for an invalid value.
@@ -153,6 +158,7 @@ class WriteModel:
     read_relative: float = 0.0
     drift_nu: float = 0.0
     drift_t0_s: float = 20.0
+    drift_nu_d2d: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -177,6 +183,7 @@ class WriteModel:
             "write_noise",
             "read_relative",
             "drift_nu",
+            "drift_nu_d2d",
         ):
             _finite_nonneg(w, name, getattr(self, name))
         ud = self.up_down
@@ -362,7 +369,11 @@ class DeviceArray:
         buf[...] = persistent
         self.g_s: NDArray[np.floating] = buf
         """``(n,)`` apparent conductances, S (the buffer passed as ``out``, updated in place)."""
-        self._drift = model.drift_nu > 0
+        self._drift = model.drift_nu > 0 or model.drift_nu_d2d > 0
+        nu: Param = model.drift_nu
+        if model.drift_nu_d2d > 0:
+            nu = np.maximum(model.drift_nu + model.drift_nu_d2d * rng.standard_normal(n), 0.0)
+        self._nu: Param = nu
         self._persistent_stale = False
         self._dense_exact = (
             model.is_continuous
@@ -751,7 +762,8 @@ class DeviceArray:
         ``g(t) = g_prog ((t + t0)/t0)**-nu`` for the apparent and the persistent
         conductance, with ``t`` the time since the device was last written (or
         since construction) and ``g_prog`` the value just after that write. Not
-        clipped to the bounds. No-op when ``drift_nu == 0``; stuck devices do
+        clipped to the bounds. ``nu`` is per device with ``drift_nu_d2d > 0``.
+        No-op without drift (``drift_nu == drift_nu_d2d == 0``); stuck devices do
         not drift.
 
         Raises:
@@ -764,7 +776,7 @@ class DeviceArray:
             return
         m = self._model
         self._t_since_s += dt_s
-        f = ((self._t_since_s + m.drift_t0_s) / m.drift_t0_s) ** (-m.drift_nu)
+        f = ((self._t_since_s + m.drift_t0_s) / m.drift_t0_s) ** (-self._nu)
         if self._any_stuck:
             f[self.stuck] = 1.0
         np.multiply(self._persistent_prog, f, out=self._persistent)

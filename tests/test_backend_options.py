@@ -43,6 +43,7 @@ CASES: dict[str, tuple[Any, str, str, Any]] = {
     "g_read_relative": (0.03, "write", "read_relative", 0.03),
     "drift_nu": (0.06, "write", "drift_nu", 0.06),
     "drift_t0_s": (5.0, "write", "drift_t0_s", 5.0),
+    "drift_nu_d2d": (0.02, "write", "drift_nu_d2d", 0.02),
 }
 
 

@@ -12,7 +12,7 @@ import pytest
 from hwloop.cli import main
 from hwloop.errors import ConfigError
 from hwloop.plugins import open_board
-from protocols.characterize import characterize, fit_read_noise, measure_drift
+from protocols.characterize import characterize, fit_read_noise, measure_c2c, measure_drift
 from simulated_device.noise_model import emulator_options
 
 
@@ -287,3 +287,40 @@ def test_a_sub_pulse_step_is_warned_about_and_options_are_exclusive() -> None:
                      program_step=0.05, program_pulses=3)
     with pytest.raises(ConfigError, match="pulse step"):
         characterize("emulator", {"arch": "1568-20-10"}, repeats=2, program_pulses=3)
+
+
+@pytest.mark.parametrize(("opts", "max_se"), [
+    # the reram preset: soft bounds, d2d 0.3, write noise 2 % of the range (2 steps) and
+    # 1 % read noise: both far larger than one pulse's own noise (0.3 of a step)
+    ({"preset": "reram"}, 0.06),
+    ({"preset": "reram", "bound_mode": "hard"}, 0.08),
+    ({"preset": "reram", "c2c": 0.6}, 0.06),
+    # without read and write noise the estimate is tight (hard bounds: no model bias)
+    ({"preset": "reram", "bound_mode": "hard", "write_noise": 0.0, "g_read_relative": 0.0},
+     0.01),
+])
+def test_c2c_separates_read_and_write_noise(opts: dict[str, Any], max_se: float) -> None:
+    board = open_board("emulator", {"arch": "1568-8-10", **opts}, np.random.default_rng(3))
+    want = float(opts.get("c2c", 0.3))
+    r = measure_c2c(board, 2000, np.random.default_rng(0), n_pulses=100)
+    assert isinstance(r, dict)
+    assert 0 < r["c2c_se"] < max_se, r
+    assert abs(r["c2c"] - want) < 3 * r["c2c_se"], r  # within 3 standard errors
+    # the old probe's spread of one step (read, write noise and d2d included) is no estimate
+    if opts.get("write_noise", 0.02) > 0:
+        assert r["per_state_noise_s"] > 1.5 * r["step_mean_s"]  # 2 steps of write noise
+    board.close()
+
+
+def test_c2c_probe_restores_the_edges_and_needs_a_pulse_step() -> None:
+    board = open_board("emulator", {"arch": "32-8-2", "preset": "reram", "write_noise": 0.0,
+                                    "g_read_relative": 0.0}, np.random.default_rng(1))
+    g = board.read_conductances()
+    measure_c2c(board, 64, np.random.default_rng(0), n_pulses=10)
+    step = board.describe().pulse_step_s
+    moved = np.abs(board.read_conductances() - g)[~board.devices.stuck]
+    assert np.median(moved) < step and np.mean(moved < 3 * step) > 0.9  # back, about
+    ideal = open_board("emulator", {"arch": "32-8-2"}, np.random.default_rng(1))
+    assert "skipped" in str(measure_c2c(ideal, 64, np.random.default_rng(0)))
+    with pytest.raises(ConfigError, match="even number of pulses"):
+        measure_c2c(board, 64, np.random.default_rng(0), n_pulses=5)

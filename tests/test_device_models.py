@@ -679,6 +679,29 @@ class TestDeviceArrayMisc:
         np.testing.assert_allclose(dev.g_s[1:], g0[1:] * (200.0 / 20.0) ** -nu, rtol=1e-14)
         np.testing.assert_allclose(dev.g_persistent_s, dev.g_s, rtol=1e-15)
 
+    def test_drift_exponent_spread_between_devices(self) -> None:
+        """Each device drifts by its own exponent ``max(nu + nu_d2d xi, 0)``."""
+        nu, sd, t0 = 0.1, 0.05, 1.0
+        g0 = np.full(4000, 50e-6)
+        dev = DeviceArray(pulsed(drift_nu=nu, drift_nu_d2d=sd, drift_t0_s=t0), g0,
+                          np.random.default_rng(7))
+        dev.advance_time(99.0)
+        nu_dev = -np.log(dev.g_s / g0) / np.log(100.0)  # each device's exponent, exactly
+        # the same draws, made independently (construction draws only this, in this order)
+        want = np.maximum(nu + sd * np.random.default_rng(7).standard_normal(4000), 0.0)
+        np.testing.assert_allclose(nu_dev, want, rtol=1e-12, atol=1e-15)
+        # mean and spread as configured within 4 standard errors (n = 4000; clipping at 0
+        # is 2.3 % of the draws and shifts the moments by < 1e-3)
+        assert abs(nu_dev.mean() - nu) < 4 * sd / np.sqrt(4000) + 1e-3
+        assert abs(nu_dev.std(ddof=1) - sd) < 4 * sd / np.sqrt(2 * 3999) + 1e-3
+        # a spread with drift_nu = 0 still drifts the devices with a positive draw
+        half = DeviceArray(pulsed(drift_nu_d2d=0.1), np.full(100, 5e-5),
+                           np.random.default_rng(1))
+        half.advance_time(10.0)
+        assert np.any(half.g_s < 5e-5) and np.any(half.g_s == 5e-5)
+        with pytest.raises(ConfigError, match="drift_nu_d2d"):
+            pulsed(drift_nu_d2d=-0.1)
+
     def test_no_drift_is_a_no_op(self) -> None:
         dev = DeviceArray(pulsed(), np.full(3, 5e-5), np.random.default_rng())
         buf = dev.g_s

@@ -400,3 +400,51 @@ def test_the_measurement_plan_of_a_cauchy_stencil_runs_complex_nudges_in_the_eng
     v, yy = data()
     with pytest.raises(UnsupportedError, match="complex-valued nudges"):
         dry_run(measurement_plan(st.betas_s), real.describe(), v, yy)
+
+
+def test_write_verify_with_held_targets_undoes_drift() -> None:
+    """``refresh_every``: verify against the intended conductance, refresh every N steps."""
+    board = small_board("reram", drift_nu=0.1, drift_t0_s=1.0, g_read_relative=0.0)
+    desc = board.describe()
+    n, step = desc.n_edges, desc.pulse_step_s
+    zero_b = np.zeros(len(desc.bias_nodes))
+    live = ~board.devices.stuck
+    mid = 0.5 * (desc.g_min_s + desc.g_max_s)
+    board.program_deltas(np.arange(n), mid - board.read_conductances())
+    g_start = board.read_conductances()
+    rng = np.random.default_rng(2)
+    held = WriteVerifyProgrammer(refresh_every=3)
+    plain = WriteVerifyProgrammer()
+    nothing = Update(np.zeros(n), zero_b)
+    held.program(board, nothing, rng)  # step 1: the intended state is the board's
+    board.wait(100.0)  # drifts every device by (101)^-0.1 = 0.63
+    drifted = board.read_conductances()
+    lost = g_start - drifted
+    assert np.all(lost[live] > 5 * step)
+    # plain write-verify asked for nothing addresses nothing: the drift stays
+    assert plain.program(board, nothing, rng).edges.size == 0
+    # held targets: an edge addressed by a request is verified against intended + request
+    delta = np.zeros(n)
+    delta[0] = 2 * step
+    r = held.program(board, Update(delta, zero_b), rng)  # step 2
+    assert r.edges.tolist() == [0]
+    assert r.target_s[0] == pytest.approx(g_start[0] + 2 * step)
+    if live[0] and r.reason[0] == Reason.CONVERGED:
+        assert abs(board.read_conductances(np.array([0]))[0] - r.target_s[0]) <= step
+    # step 3 is a refresh: every edge is read and the drifted ones are pulled back
+    r3 = held.program(board, nothing, rng)
+    assert r3.edges.tolist() == list(range(n))
+    ok = live & (r3.reason == Reason.CONVERGED)
+    assert ok.mean() > 0.9
+    want = g_start.copy()
+    want[0] += 2 * step
+    assert np.all(np.abs(board.read_conductances()[ok] - want[ok]) <= step * (1 + 1e-9))
+    # its state survives a checkpoint round trip
+    st = held.state(n)
+    assert int(st["steps"][0]) == 3 and bool(st["has_g_known"][0])
+    again = WriteVerifyProgrammer(refresh_every=3)
+    again.load_state(st)
+    assert again._steps == 3
+    np.testing.assert_array_equal(again._g_known, held._g_known)
+    with pytest.raises(ConfigError, match="refresh_every"):
+        WriteVerifyProgrammer(refresh_every=-1)

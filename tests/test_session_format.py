@@ -36,8 +36,8 @@ TINY = [
     "--arch", "1568-100-10", "--epochs", "1", "--batch-size", "32", "--train-limit", "64",
     "--test-limit", "32", "--samples", "2", "--read-noise", "0.01", "--quiet",
 ]
-PRESENCE = {"always", "raw", "summary", "updates", "layered", "emulator", "drift", "complex",
-            "complex-raw", "complex-summary"}
+PRESENCE = {"always", "raw", "summary", "updates", "layered", "emulator", "drift", "refresh",
+            "complex", "complex-raw", "complex-summary"}
 
 TEXT_DATASETS = {"/device/node_names", "/device/node_roles", "/device/node_clamps"}
 """String datasets: their units say what the text is."""
@@ -81,7 +81,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         mp.setattr(board_module, "get_preset", _drifting(board_module.get_preset))
         _train(out["drift"], "--device-preset", "reram", "--programming", "write-verify",
                "--log-updates", "off", "--log-programming", "all", "--sem-target", "0.005",
-               "--max-samples", "4")
+               "--max-samples", "4", "--wv-refresh-every", "5")
     return out
 
 
@@ -257,6 +257,7 @@ def test_presence_column(files: dict[str, Path], doc: Doc) -> None:
                 "layered": "layers" in f["device"],
                 "emulator": f["device"].attrs["backend"] == "emulator",
                 "drift": name == "drift",
+                "refresh": name == "drift",
                 "complex": name.startswith("complex"),
                 "complex-raw": name == "complex",
                 "complex-summary": name == "complex-summary",
