@@ -203,7 +203,7 @@ def training_blas_threads() -> Iterator[None]:
 
     An EP step is a chain of small products (batch 4-32 rows): a second BLAS thread
     buys little on an idle machine and, on a shared one, costs up to 7x (threads
-    that wait for a core at every product). See DR-s2-perf-3.
+    that wait for a core at every product). See DR-58.
     """
     if any(os.environ.get(v) for v in BLAS_THREAD_VARIABLES):
         yield
@@ -483,7 +483,7 @@ READ_MARGIN = 0.05
 """How far outside the board's range a stored conductance may lie and still be taken as a
 reading of a device at its bound, as a fraction of the range width (or of the largest
 stored value when ``g_max_s`` is infinite): a real board's checkpoint holds conductance
-*reads*, which carry read noise (DR-s2-records-1)."""
+*reads*, which carry read noise (DR-59)."""
 
 
 def _programmable_targets(g_run: Any, desc: BoardDescription, run: str) -> Any:

@@ -318,7 +318,7 @@ def run_step(
             phases = [rec.mean_v(p) for p in step.phases]
             coeffs = step.coeffs if sign == 1.0 else tuple(c * sign for c in step.coeffs)
             # separate forward/backward arrays, or complex (Cauchy) phases: the local rule
-            # from the error vector Re sum c_i v_i (DR-s2-cauchy-1)
+            # from the error vector Re sum c_i v_i (DR-49)
             if directed or any(isinstance(c, complex) for c in coeffs):
                 rec.gradient = stencil_gradient(
                     desc, v_inputs, rec.mean_v(0), phases, coeffs, dtype=dtype
