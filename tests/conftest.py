@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,15 @@ from hypothesis import settings
 # with three CPU-bound processes beside the suite), so it is off for the whole suite.
 settings.register_profile("hwloop", deadline=None)
 settings.load_profile("hwloop")
+
+# A suite started in the background by a non-interactive shell (`pytest ... &`, nohup, a
+# CI runner's job) inherits SIGINT ignored, and so does every child it starts: then no
+# Ctrl-C test can interrupt anything (a virtual board served by a child never exits, a
+# raised SIGINT is dropped). The tests of Ctrl-C behaviour need Python's own handler
+# here and the default disposition in their children (a Python handler becomes SIG_DFL
+# across exec), whatever shell started the suite.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
 
