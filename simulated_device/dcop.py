@@ -383,24 +383,23 @@ def _independent_set(adj: BoolArray) -> BoolArray:
 # --------------------------------------------------------------------------- assembly
 
 
+@dataclasses.dataclass(eq=False)
 class _Quadratic:
-    """The quadratic part ``1/2 x^T H x + h^T x`` over the free unknowns (sparse H)."""
+    """The quadratic part ``1/2 x^T H x + h^T x`` over the free unknowns (sparse H).
 
-    def __init__(
-        self,
-        m: int,
-        diag: FloatArray,
-        rows: IntArray,
-        cols: IntArray,
-        vals: FloatArray,
-        h: FloatArray,
-    ) -> None:
-        self.m = m
-        self.h = h
-        self.diag = diag
-        self.rows = rows
-        self.cols = cols
-        self.vals = vals
+    ``diag`` the diagonal of H, S; ``rows``/``cols``/``vals`` its off-diagonal entries
+    (COO), S; ``h`` the linear term, A; ``matrix`` H as CSR (built from them).
+    """
+
+    m: int
+    diag: FloatArray
+    rows: IntArray
+    cols: IntArray
+    vals: FloatArray
+    h: FloatArray
+    matrix: scipy.sparse.csr_matrix = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
         self.matrix = self.assemble(np.zeros(0), np.zeros(0, np.intp), np.zeros(0, np.intp))
 
     def assemble(self, extra_g: FloatArray, ea: IntArray, eb: IntArray) -> scipy.sparse.csr_matrix:
