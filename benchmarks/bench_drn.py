@@ -20,6 +20,7 @@ import statistics
 import time
 
 import numpy as np
+from _common import median_rate
 
 from simulated_device.drn import DRN, pixels_to_inputs
 
@@ -45,19 +46,8 @@ def matmul_peak_flops(dtype: str, n: int = 2048, repeats: int = 7) -> float:
 
 def throughput(net: DRN, v_in: np.ndarray, min_time_s: float, repeats: int) -> float:
     """Median examples/s of ``repeats`` timed blocks of free-phase solves."""
-    batch = v_in.shape[0]
-    net.relax(v_in, n_sweeps=SWEEPS)  # warm caches
-    t0 = time.perf_counter()
-    net.relax(v_in, n_sweeps=SWEEPS)
-    one = max(time.perf_counter() - t0, 1e-7)
-    inner = max(1, int(min_time_s / one))
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            net.relax(v_in, n_sweeps=SWEEPS)
-        rates.append(inner * batch / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    return median_rate(lambda: net.relax(v_in, n_sweeps=SWEEPS), v_in.shape[0], min_time_s,
+                       repeats)
 
 
 def main() -> None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -55,19 +54,8 @@ from _common import median_time
 
 from simulated_device.dcop import DiodeMode, OperatingPoint, prepare_op, solve_op
 from simulated_device.netlist import Netlist, read_netlist
+from simulated_device.ngspice import OP_CONTROL, parse_op_print
 
-CONTROL = """.options reltol=1e-12 abstol=1e-18 vntol=1e-12 gmin=0
-.control
-set numdgt=16
-op
-print all
-quit 0
-.endc
-.end
-"""
-_LINE = re.compile(
-    r"^\s*(?:v\(([^)\s]+)\)|([^\s=#]+))\s*=\s*([-+]?[0-9.]+(?:e[-+]?\d+)?)\s*$", re.I
-)
 AGREE_V = 1e-6
 
 
@@ -94,7 +82,7 @@ def drn_xs_netlist(seed: int, gain: float = 100.0) -> tuple[str, int]:
         n_res += len(ohm)
     lines += [f"DH{j} 0 h{j} DH" if j < 50 else f"DH{j} h{j} 0 DH" for j in range(100)]
     lines.append(".model DH D(IS=1e-14 N=1)")
-    return "\n".join(lines) + "\n" + CONTROL, n_res
+    return "\n".join(lines) + "\n" + OP_CONTROL, n_res
 
 
 def run_timed(cmd: list[str], repeats: int) -> tuple[float, float]:
@@ -127,12 +115,7 @@ C1 a 0 1u
 
 def ngspice_voltages(path: Path) -> dict[str, float]:
     res = subprocess.run(["ngspice", "-b", str(path)], capture_output=True, text=True, check=True)
-    out: dict[str, float] = {}
-    for line in res.stdout.splitlines():
-        m = _LINE.match(line)
-        if m:
-            out[(m.group(1) or m.group(2)).lower()] = float(m.group(3))
-    return out
+    return parse_op_print(res.stdout)
 
 
 def ideal_kkt(net: Netlist, op: OperatingPoint) -> tuple[float, float, float]:

@@ -36,11 +36,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
+from _common import median_rate
 from bench_drn import matmul_peak_flops
 
 from hwloop.plugins import open_board
@@ -109,18 +109,7 @@ def throughput(arch: str, gain: float, dtype: str, batch: int, min_time_s: float
         run_step(plan, board, v_all[s], y[s], learner, dtype=np.dtype(dtype))
         i += 1
 
-    step()
-    t0 = time.perf_counter()
-    step()
-    one = max(time.perf_counter() - t0, 1e-6)
-    inner = max(2, int(min_time_s / one))
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            step()
-        rates.append(inner * batch / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    return median_rate(step, batch, min_time_s, repeats, min_calls=2)
 
 
 STEPS = 250

@@ -91,6 +91,7 @@ __all__ = [
     "encode_frame",
     "encode_reply",
     "encode_request",
+    "int_vector",
 ]
 
 # ---------------------------------------------------------------------------
@@ -597,14 +598,21 @@ def _str8(s: str, what: str) -> bytes:
     return bytes([len(raw)]) + raw
 
 
-def _index_array(values: ArrayLike, what: str, upper: int) -> IntArray:
-    """1-D int64 copy of ``values`` with every element in ``0..upper``."""
+def int_vector(
+    values: ArrayLike, what: str, error: type[HwloopError] = ProtocolError
+) -> IntArray:
+    """1-D int64 copy of ``values``; ``error`` naming ``what`` when not 1-D or not integers."""
     a = np.asarray(values)
     if a.ndim != 1:
-        raise ProtocolError(f"{what} must be a 1-D array, got shape {a.shape}")
+        raise error(f"{what} must be a 1-D array, got shape {a.shape}")
     if a.size and not np.issubdtype(a.dtype, np.integer):
-        raise ProtocolError(f"{what} must be integers, got dtype {a.dtype}")
-    out = a.astype(np.int64)
+        raise error(f"{what} must be integers, got dtype {a.dtype}")
+    return a.astype(np.int64)
+
+
+def _index_array(values: ArrayLike, what: str, upper: int) -> IntArray:
+    """1-D int64 copy of ``values`` with every element in ``0..upper``."""
+    out = int_vector(values, what)
     if out.size and (int(out.min()) < 0 or int(out.max()) > upper):
         raise ProtocolError(f"{what} must lie in 0..{upper}")
     out.setflags(write=False)

@@ -61,12 +61,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from numpy.typing import NDArray
 
 from hwloop.device import SafetyLimits
 from hwloop.errors import ConfigError
 from hwloop.layered import LayerSizes, default_g_scale_s, parse_arch
 from instruments.kinds import InstrumentKind, installed_kind_names, installed_kinds, load_kind
+from instruments.roles import FloatArray, IntArray
 
 __all__ = [
     "BoardFile",
@@ -81,9 +81,6 @@ __all__ = [
     "load_board_file",
     "parse_board_file",
 ]
-
-IntArray = NDArray[np.int64]
-FloatArray = NDArray[np.float64]
 
 _REQUIRED_ROLES = ("inputs", "nudges", "meter", "crosspoints")
 _ROLES = ("inputs", "nudges", "biases", "meter", "crosspoints")

@@ -189,13 +189,10 @@ def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
     def opc() -> None:
         d.transport.query("*OPC?", parse=su.parse_float, idempotent=True)
 
-    return kinds.OpenedInstrument(
-        identity=d.identity(),
-        device=d,
+    return kinds.opened_on_visa(
+        d,
         roles=kinds.RoleDrivers(meter=d),
         channel_counts={"meter": len(nums)},
-        hard_close=d.transport.close,
-        reconnect=d.transport.reconnect,
         confirm=opc,
         v_read_range_v=float("inf") if d.range_v is None else float(d.range_v),
     )

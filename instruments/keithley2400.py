@@ -293,13 +293,10 @@ def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
         line_frequency_hz=float(ctx.option("line_frequency_hz")),
         pulse_width_min_s=float(ctx.option("pulse_width_min_s")),
     )))
-    return kinds.OpenedInstrument(
-        identity=d.identity(),
-        device=d,
+    return kinds.opened_on_visa(
+        d,
         roles=kinds.RoleDrivers(inputs=d, nudges=d, biases=d, meter=d),
         channel_counts={"inputs": 1, "nudges": 1, "biases": 1, "meter": 1},
-        hard_close=d.transport.close,
-        reconnect=d.transport.reconnect,
         confirm=lambda: _opc(d),
     )
 
@@ -307,16 +304,7 @@ def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
 def _open_pulser(ctx: kinds.OpenContext, window: kinds.PulseWindow) -> kinds.OpenedInstrument:
     d = kinds.on_visa(ctx, lambda t: _arm(Keithley2400(
         t, nplc=float(ctx.option("nplc")), pulse_width_min_s=window.width_min_s)))
-    return kinds.OpenedInstrument(
-        identity=d.identity(),
-        device=d,
-        roles=kinds.RoleDrivers(),
-        channel_counts={},
-        hard_close=d.transport.close,
-        reconnect=d.transport.reconnect,
-        confirm=lambda: _opc(d),
-        pulser=d,
-    )
+    return kinds.opened_on_visa(d, confirm=lambda: _opc(d), pulser=d)
 
 
 KIND = kinds.InstrumentKind(

@@ -503,13 +503,10 @@ def _open(ctx: kinds.OpenContext) -> kinds.OpenedInstrument:
         )
 
     n = len(chans)
-    return kinds.OpenedInstrument(
-        identity=d.identity(),
-        device=d,
+    return kinds.opened_on_visa(
+        d,
         roles=kinds.RoleDrivers(inputs=d, nudges=d, biases=d, meter=d),
         channel_counts={"inputs": n, "nudges": n, "biases": n, "meter": n},
-        hard_close=d.transport.close,
-        reconnect=d.transport.reconnect,
         confirm=d.check_errors,  # TSP executes in order; also raises a queued error
         configure=configure,
     )
@@ -528,13 +525,8 @@ def _open_pulser(ctx: kinds.OpenContext, window: kinds.PulseWindow) -> kinds.Ope
 
     pulser = kinds.on_visa(ctx, build)
     d = pulser.parent
-    return kinds.OpenedInstrument(
-        identity=d.identity(),
-        device=d,
-        roles=kinds.RoleDrivers(),
-        channel_counts={},
-        hard_close=d.transport.close,
-        reconnect=d.transport.reconnect,
+    return kinds.opened_on_visa(
+        d,
         confirm=d.check_errors,
         configure=lambda lim: d.configure(current_limit_a=lim.compliance_a),
         pulser=pulser,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -55,10 +55,12 @@ __all__ = [
     "PulseWindow",
     "RoleDrivers",
     "SourceLevels",
+    "VisaInstrument",
     "installed_kind_names",
     "installed_kinds",
     "load_kind",
     "on_visa",
+    "opened_on_visa",
 ]
 
 GROUP = "hwloop.instruments"
@@ -143,6 +145,10 @@ def _nothing() -> None:
     return None
 
 
+def _no_limits(_lim: SafetyLimits) -> None:
+    return None
+
+
 @dataclass
 class OpenedInstrument:
     """An instrument as its kind opened it.
@@ -174,7 +180,7 @@ class OpenedInstrument:
     channel_counts: Mapping[str, int]
     hard_close: Callable[[], None]
     confirm: Callable[[], None] = _nothing
-    configure: Callable[[SafetyLimits], None] = field(default=lambda _lim: None)
+    configure: Callable[[SafetyLimits], None] = _no_limits
     read_levels: Callable[[], SourceLevels] | None = None
     v_read_range_v: float = math.inf
     pulser: PulsingSmu | None = None
@@ -313,6 +319,41 @@ def on_visa(ctx: OpenContext, build: Callable[[VisaTransport], D]) -> D:
     except BaseException:
         t.close()
         raise
+
+
+class VisaInstrument(Instrument, Protocol):
+    """An instrument driven over one VISA connection (:func:`on_visa`)."""
+
+    transport: VisaTransport
+
+
+def opened_on_visa(
+    d: VisaInstrument,
+    *,
+    confirm: Callable[[], None],
+    roles: RoleDrivers | None = None,
+    channel_counts: Mapping[str, int] | None = None,
+    configure: Callable[[SafetyLimits], None] = _no_limits,
+    v_read_range_v: float = math.inf,
+    pulser: PulsingSmu | None = None,
+) -> OpenedInstrument:
+    """:class:`OpenedInstrument` of the VISA driver ``d``.
+
+    Its identity is read now; hard close and reconnect go through its connection.
+    ``roles`` None: no role (a matrix's pulser); ``configure``: as in OpenedInstrument.
+    """
+    return OpenedInstrument(
+        identity=d.identity(),
+        device=d,
+        roles=RoleDrivers() if roles is None else roles,
+        channel_counts={} if channel_counts is None else channel_counts,
+        hard_close=d.transport.close,
+        reconnect=d.transport.reconnect,
+        confirm=confirm,
+        configure=configure,
+        v_read_range_v=v_read_range_v,
+        pulser=pulser,
+    )
 
 
 def _group() -> dict[str, EntryPoint]:

@@ -64,6 +64,7 @@ from hwloop.board_protocol import (
     SetInputs,
     SetNudgeCurrents,
     StateReply,
+    int_vector,
 )
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError, LimitError
@@ -611,12 +612,7 @@ class BiasCurrentSource:
 
 
 def _indices(values: ArrayLike, n: int, what: str, *, unique: bool = True) -> IntArray:
-    a = np.asarray(values)
-    if a.ndim != 1:
-        raise ConfigError(f"{what} numbers must be a 1-D array, got shape {a.shape}")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        raise ConfigError(f"{what} numbers must be integers, got dtype {a.dtype}")
-    out = a.astype(np.int64)
+    out = int_vector(values, f"{what} numbers", ConfigError)
     if out.size:
         lo, hi = int(out.min()), int(out.max())
         if lo < 0 or hi >= n:

@@ -63,6 +63,7 @@ from hwloop.session import sigint_held
 
 __all__ = [
     "BoardTimeoutError",
+    "ClosesOnce",
     "ExchangeRecord",
     "LinkError",
     "RetryPolicy",
@@ -189,7 +190,30 @@ class _NoReplyError(Exception):
         self.why = why
 
 
-class SerialTransport:
+class ClosesOnce:
+    """A link whose ``close()`` closes its resource once, under the link's lock."""
+
+    _lock: threading.Lock
+    _closed: bool
+
+    def _close_once(
+        self,
+        close: Callable[[], None],
+        errors: tuple[type[Exception], ...],
+        warn: Callable[[Exception], None],
+    ) -> None:
+        """Call ``close`` unless closed already; an exception of ``errors`` goes to ``warn``."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                close()
+            except errors as exc:  # closing must not raise
+                warn(exc)
+
+
+class SerialTransport(ClosesOnce):
     """Request/reply exchanges with a hwloop board over one serial port.
 
     Args:
@@ -389,14 +413,8 @@ class SerialTransport:
 
     def close(self) -> None:
         """Close the port. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._port.close()
-            except OSError as e:  # closing must not raise
-                self.report_event("warning", f"closing {self.url}: {e}")
+        self._close_once(self._port.close, (OSError,),
+                         lambda e: self.report_event("warning", f"closing {self.url}: {e}"))
 
     def __enter__(self) -> SerialTransport:
         return self

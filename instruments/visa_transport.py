@@ -47,6 +47,7 @@ from pyvisa.errors import VisaIOError
 
 from hwloop.errors import HwloopError
 from hwloop.session import sigint_held
+from instruments.transport import ClosesOnce
 
 __all__ = [
     "EventSink",
@@ -169,7 +170,7 @@ _RETRYABLE: tuple[type[Exception], ...] = (ValueError, *_IO_ERRORS)
 _FLUSH_ERRORS: tuple[type[Exception], ...] = (NotImplementedError, *_IO_ERRORS)
 
 
-class VisaTransport:
+class VisaTransport(ClosesOnce):
     """One message-based instrument connection (see the module docstring).
 
     Args:
@@ -443,14 +444,10 @@ class VisaTransport:
 
     def close(self) -> None:
         """Close the session (idempotent). The driver puts the instrument safe first."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._res.close()
-            except _IO_ERRORS as exc:
-                self._event("warning", f"{self.name}: error while closing ({_one_line(exc)})")
+        self._close_once(
+            self._res.close, _IO_ERRORS,
+            lambda e: self._event("warning", f"{self.name}: error while closing ({_one_line(e)})"),
+        )
 
     # ------------------------------------------------------------------ internals
     def _check_open(self) -> None:

@@ -383,24 +383,23 @@ def _independent_set(adj: BoolArray) -> BoolArray:
 # --------------------------------------------------------------------------- assembly
 
 
+@dataclasses.dataclass(eq=False)
 class _Quadratic:
-    """The quadratic part ``1/2 x^T H x + h^T x`` over the free unknowns (sparse H)."""
+    """The quadratic part ``1/2 x^T H x + h^T x`` over the free unknowns (sparse H).
 
-    def __init__(
-        self,
-        m: int,
-        diag: FloatArray,
-        rows: IntArray,
-        cols: IntArray,
-        vals: FloatArray,
-        h: FloatArray,
-    ) -> None:
-        self.m = m
-        self.h = h
-        self.diag = diag
-        self.rows = rows
-        self.cols = cols
-        self.vals = vals
+    ``diag`` the diagonal of H, S; ``rows``/``cols``/``vals`` its off-diagonal entries
+    (COO), S; ``h`` the linear term, A; ``matrix`` H as CSR (built from them).
+    """
+
+    m: int
+    diag: FloatArray
+    rows: IntArray
+    cols: IntArray
+    vals: FloatArray
+    h: FloatArray
+    matrix: scipy.sparse.csr_matrix = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
         self.matrix = self.assemble(np.zeros(0), np.zeros(0, np.intp), np.zeros(0, np.intp))
 
     def assemble(self, extra_g: FloatArray, ea: IntArray, eb: IntArray) -> scipy.sparse.csr_matrix:
@@ -693,20 +692,33 @@ class _SparseSystem:
 _System = _DenseSystem | _SparseSystem
 
 
-def _dense_system(
-    netlist: Netlist,
-    grp: _Groups,
-    ra: IntArray,
-    rb: IntArray,
-    g: FloatArray,
-    gc: FloatArray,
-    lin: FloatArray,
-    da: IntArray,
-    dc: IntArray,
-    moving: IntArray,
-    ideal: bool,
-) -> tuple[_DenseSystem, IntArray, IntArray, IntArray]:
+@dataclasses.dataclass(frozen=True)
+class _Stamps:
+    """The netlist's resistors, current sources and diodes over the unknowns of ``grp``.
+
+    ``ra``/``rb`` and ``da``/``dc`` are resistor ends and diode anode/cathode as unknown
+    indices (``grp.m``: a fixed node); ``g`` conductances, S; ``gc`` the current each
+    resistor carries at x = 0, A; ``lin`` the source currents into each unknown, A;
+    ``moving`` the diodes whose ends differ; ``ideal`` ideal (switch) diodes.
+    """
+
+    netlist: Netlist
+    grp: _Groups
+    ra: IntArray
+    rb: IntArray
+    g: FloatArray
+    gc: FloatArray
+    lin: FloatArray
+    da: IntArray
+    dc: IntArray
+    moving: IntArray
+    ideal: bool
+
+
+def _dense_system(st: _Stamps) -> tuple[_DenseSystem, IntArray, IntArray, IntArray]:
     """Assemble, check and reorder (I first) the dense system; return it and var, da, dc."""
+    grp, ra, rb, g, gc, lin = st.grp, st.ra, st.rb, st.g, st.gc, st.lin
+    da, dc, moving, ideal = st.da, st.dc, st.moving, st.ideal
     m = grp.m
     m1 = m + 1
     key = ra * m1 + rb
@@ -732,7 +744,7 @@ def _dense_system(
         anchored[c[fc & ~fa]] = True
         adj[a[both], c[both]] = True
         adj[c[both], a[both]] = True
-    _check_connected_dense(netlist, grp, adj, anchored, ideal)
+    _check_connected_dense(st.netlist, grp, adj, anchored, ideal)
 
     var = grp.var
     n_i = 0
@@ -751,25 +763,15 @@ def _dense_system(
     return _DenseSystem(hmat, h, inc, n_i), var, da, dc
 
 
-def _sparse_system(
-    netlist: Netlist,
-    grp: _Groups,
-    ra: IntArray,
-    rb: IntArray,
-    g: FloatArray,
-    gc: FloatArray,
-    lin: FloatArray,
-    da: IntArray,
-    dc: IntArray,
-    moving: IntArray,
-    ideal: bool,
-) -> _SparseSystem:
+def _sparse_system(st: _Stamps) -> _SparseSystem:
     """Assemble and check the sparse system."""
+    grp, ra, rb, g, gc, lin = st.grp, st.ra, st.rb, st.g, st.gc, st.lin
+    da, dc, ideal = st.da, st.dc, st.ideal
     m = grp.m
     m1 = m + 1
     r_edges = (ra, rb, *_split_edges(ra, rb, m))
     edges = [r_edges] if ideal else [r_edges, (da, dc, *_split_edges(da, dc, m))]
-    _check_connected(netlist, grp, edges, ideal)
+    _check_connected(st.netlist, grp, edges, ideal)
     same = ra == rb  # both ends fixed or in one source group: no effect on the unknowns
     gw = np.where(same, 0.0, g) if same.any() else g
     gcw = np.where(same, 0.0, gc) if same.any() else gc
@@ -784,7 +786,7 @@ def _sparse_system(
         np.concatenate([-g[both], -g[both]]),
         h,
     )
-    return _SparseSystem(quad, _Incidence(da[moving], dc[moving], m))
+    return _SparseSystem(quad, _Incidence(da[st.moving], dc[st.moving], m))
 
 
 # --------------------------------------------------------------------------- Shockley
@@ -1258,13 +1260,12 @@ class PreparedOp:
         dn = netlist.diode_nodes
         da, dc = var[dn[:, 0]], var[dn[:, 1]]
         moving = np.flatnonzero(da != dc)
+        stamps = _Stamps(netlist, grp, ra, rb, g, gc, lin, da, dc, moving, ideal)
         system: _System
         if m <= DENSE_MAX_UNKNOWNS:
-            system, var, da, dc = _dense_system(
-                netlist, grp, ra, rb, g, gc, lin, da, dc, moving, ideal
-            )
+            system, var, da, dc = _dense_system(stamps)
         else:
-            system = _sparse_system(netlist, grp, ra, rb, g, gc, lin, da, dc, moving, ideal)
+            system = _sparse_system(stamps)
 
         is_t = saturation_current_a(netlist, temperature_c)
         nvt = netlist.diode_n * thermal_voltage_v(temperature_c)

@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.errors import ConfigError
-from hwloop.layered import n_excitatory, parse_arch
+from hwloop.layered import LayerSizes, n_excitatory, parse_arch
 
 __all__ = ["DRN", "SolveStats", "n_excitatory", "parse_arch", "pixels_to_inputs"]
 
@@ -68,7 +68,7 @@ class SolveStats:
     max_change_v: float
 
 
-class DRN:
+class DRN(LayerSizes):
     """A deep resistive network with its conductances, biases and solver.
 
     The weights are views into one flat buffer (``g_flat``) so that the board's
@@ -86,7 +86,7 @@ class DRN:
     def __init__(self, layer_sizes: tuple[int, ...], g_flat: Array, biases: Array) -> None:
         if len(layer_sizes) < 2:
             raise ConfigError("a DRN needs an input and an output layer")
-        self.layer_sizes = tuple(int(n) for n in layer_sizes)
+        self.sizes = tuple(int(n) for n in layer_sizes)
         n_w = sum(a * b for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:], strict=True))
         if g_flat.shape != (n_w,):
             raise ConfigError(f"DRN: expected {n_w} conductances, got shape {g_flat.shape}")
@@ -136,14 +136,9 @@ class DRN:
         return cls(sizes, g, np.zeros(sum(sizes[1:]), dtype=dtype))
 
     @property
-    def n_inputs(self) -> int:
-        """Number of input nodes."""
-        return self.layer_sizes[0]
-
-    @property
-    def n_outputs(self) -> int:
-        """Number of output nodes."""
-        return self.layer_sizes[-1]
+    def layer_sizes(self) -> tuple[int, ...]:
+        """``(n_inputs, n_hidden_1, ..., n_outputs)`` (the mixin's ``sizes``)."""
+        return self.sizes
 
     @property
     def n_free_layers(self) -> int:

@@ -42,6 +42,22 @@ max_compliance_trips = 3
 """
 
 
+def board_head(name: str, arch: str, board_extra: str = "") -> str:
+    """The ``[board]`` and ``[network]`` sections of a test board file (1-100 uS devices).
+
+    ``board_extra``: more ``[board]`` lines, each ending in a newline.
+    """
+    return f"""
+[board]
+name = "{name}"
+{board_extra}
+[network]
+arch = "{arch}"
+g_min_s = 1e-6
+g_max_s = 100e-6
+"""
+
+
 def serial_board_text(
     arch: str = "16-8-4",
     *,
@@ -58,16 +74,7 @@ def serial_board_text(
         "inputs = { first = 0 }\nnudges = { first = 0 }\nbiases = { first = 0 }\n"
         "meter = { first = 0 }\ncrosspoints = { first = 0 }\n"
     )
-    return f"""
-[board]
-name = "test serial board"
-ramp_step_time_s = 0.0
-
-[network]
-arch = "{arch}"
-g_min_s = 1e-6
-g_max_s = 100e-6
-
+    return board_head("test serial board", arch, "ramp_step_time_s = 0.0\n") + f"""
 [instruments.board]
 kind = "serial-board"
 url = "${{HWLOOP_BOARD_URL}}"
@@ -111,15 +118,7 @@ def scpi_board_text(
     }[crosspoint_smu]
     sizes = [int(s) for s in arch.split("-")]
     n_in, n_out, n_free = sizes[0], sizes[-1], sum(sizes[1:])
-    return f"""
-[board]
-name = "test SCPI bench"
-
-[network]
-arch = "{arch}"
-g_min_s = 1e-6
-g_max_s = 100e-6
-
+    return board_head("test SCPI bench", arch) + f"""
 [instruments.smu]
 kind = "keithley2600"
 resource = "${{HWLOOP_SMU_RESOURCE}}"

@@ -27,7 +27,7 @@ from instruments.adapted import Action
 from instruments.board_file import parse_board_file
 from simulated_device.bench_network import BenchNetwork
 from simulated_device.virtual_scpi import VirtualScpiBench
-from tests.board_helpers import open_scpi
+from tests.board_helpers import board_head, open_scpi
 
 pytest.importorskip("pymeasure")  # in the test extra; the adapter itself needs no PyMeasure
 pytestmark = pytest.mark.filterwarnings(  # PyMeasure's own notice about its 2600 class
@@ -64,15 +64,7 @@ resource = "${HWLOOP_SMU_RESOURCE}"
 options = { n_channels = 2, nplc = 0.01, visa_library = "@py" }
 """
 
-REST = """
-[board]
-name = "byod"
-
-[network]
-arch = "1-4-1"
-g_min_s = 1e-6
-g_max_s = 100e-6
-
+REST = board_head("byod", "1-4-1") + """
 [instruments.daq]
 kind = "daq6510"
 resource = "${HWLOOP_DAQ_RESOURCE}"

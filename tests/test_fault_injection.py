@@ -170,8 +170,11 @@ def run_scpi(specs: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str
     return Outcome(code, err, status, reason, events, rules, safe, dead, stuck)
 
 
-def check_outcome(o: Outcome) -> None:
-    """The rules every faulted run obeys (see the module docstring)."""
+def check_outcome(o: Outcome, *, fired: int | None = None) -> None:
+    """The rules every faulted run obeys (see the module docstring); ``fired``: the
+    number of times the faults must have fired (None: not checked)."""
+    if fired is not None:
+        assert o.fired == fired, (o.fired, o.events)
     assert "Traceback" not in o.err and "event sink failed" not in o.err, o.err
     cli = o.err.split("\nboard log:")[0]
     errors = [ln for ln in cli.splitlines() if re.match(r"hwloop \S+: error: ", ln)]
@@ -198,18 +201,44 @@ def check_outcome(o: Outcome) -> None:
     else:
         assert o.safe, f"an instrument that still answers was left energised: {o}"
 
+@dataclass
+class Runs:
+    """:func:`run_serial` and :func:`run_scpi` bound to one test's fixtures."""
+
+    tmp_path: Path
+    capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch
+
+    def serial(self, specs: list[str], *, subdir: str = "", retry_attempts: int = 3) -> Outcome:
+        """:func:`run_serial` in ``tmp_path / subdir``."""
+        workdir = self.tmp_path / subdir
+        workdir.mkdir(exist_ok=True)
+        return run_serial(specs, workdir, self.capsys, self.monkeypatch,
+                          retry_attempts=retry_attempts)
+
+    def scpi(self, specs: list[str]) -> Outcome:
+        """:func:`run_scpi` in ``tmp_path``."""
+        return run_scpi(specs, self.tmp_path, self.capsys, self.monkeypatch)
+
+
+@pytest.fixture
+def runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Runs:
+    """The faulted runs of one test."""
+    return Runs(tmp_path, capsys, monkeypatch)
+
 
 # ------------------------------------------------------------------ the final safe state
 
 def test_unconfirmed_final_safe_state_is_recorded_before_the_file_closes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    runs: Runs
 ) -> None:
     # the first SAFE_STATE after the opening exchanges is the final one: the board stops
     # answering there, once training and evaluation are done
-    o = run_serial(["stop,command=SAFE_STATE,after=20"], tmp_path, capsys, monkeypatch,
+    o = runs.serial(["stop,command=SAFE_STATE,after=20"],
                    retry_attempts=2)
-    assert o.fired == 1
-    check_outcome(o)
+    check_outcome(o, fired=1)
     assert o.code == 2 and o.status == "failed", (o.code, o.status, o.err)
     assert o.reason.startswith("the safe state could not be confirmed for 'board'"), o.reason
     (line,) = [ln for ln in o.err.splitlines() if ln.startswith("hwloop train: error:")]
@@ -259,8 +288,7 @@ REPLY_LOST = ("timeout", "drop", "delay", "garble", "truncate", "crc-reply")
 
 @pytest.mark.parametrize("kind", list(SERIAL_KINDS))
 def test_serial_fault_on_every_command(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    kind: str, runs: Runs
 ) -> None:
     # a transient fault twice in a row on each command but PULSE (count=2: a read's third
     # attempt, a SET's GET_STATE reconciliation); any other kind once per command: the
@@ -268,7 +296,7 @@ def test_serial_fault_on_every_command(
     transient = kind in SERIAL_TRANSIENT
     count = 2 if transient and kind != "delay" else 1
     specs = [s for s in _serial_specs(kind, count) if "=PULSE," not in s]
-    o = run_serial(specs, tmp_path, capsys, monkeypatch)
+    o = runs.serial(specs)
     assert o.fired >= 1, "the fault never fired: the run did not send the command"
     check_outcome(o)
     if transient:
@@ -282,13 +310,10 @@ def test_serial_fault_on_every_command(
 
 @pytest.mark.parametrize("kind", [k for k in SERIAL_KINDS if k not in ("nan", "overrange")])
 def test_serial_fault_on_pulse(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    kind: str, runs: Runs
 ) -> None:
-    o = run_serial([f"{kind},command=PULSE,after=10{VALUES.get(kind, '')}"], tmp_path, capsys,
-                   monkeypatch)
-    assert o.fired == 1
-    check_outcome(o)
+    o = runs.serial([f"{kind},command=PULSE,after=10{VALUES.get(kind, '')}"])
+    check_outcome(o, fired=1)
     assert o.noticed(), o.events
     if kind in ("busy", "crc-request", "length-request"):  # nothing applied: sent again
         assert o.code == 0, o.err
@@ -305,8 +330,7 @@ def test_serial_fault_on_pulse(
         assert ("sending it again" in said[0]) == (not ran), said
         assert o.commands["LAST_REPLY"] == 1, o.commands
         # the same run without the fault sends as many PULSE frames (one more when resent)
-        (tmp_path / "ref").mkdir()
-        ref = run_serial([], tmp_path / "ref", capsys, monkeypatch)
+        ref = runs.serial([], subdir="ref")
         assert ref.code == 0 and "LAST_REPLY" not in ref.commands
         assert o.commands["PULSE"] == ref.commands["PULSE"] + (0 if ran else 1), (
             o.commands, ref.commands)
@@ -314,12 +338,11 @@ def test_serial_fault_on_pulse(
 
 @pytest.mark.parametrize("kind", ["drop", "timeout"])
 def test_lost_pulse_reply_on_a_board_without_last_reply_stops_the_run(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    kind: str, runs: Runs
 ) -> None:
     """Firmware without LAST_REPLY (UNKNOWN_COMMAND): applied or not is unknown, so stop."""
-    o = run_serial([f"{kind},command=PULSE,after=10", "unknown-command,command=LAST_REPLY,"
-                    "count=inf"], tmp_path, capsys, monkeypatch)
+    o = runs.serial([f"{kind},command=PULSE,after=10", "unknown-command,command=LAST_REPLY,"
+                    "count=inf"])
     check_outcome(o)
     assert o.code == 2 and "PULSE (seq" in o.err and "reconcile" in o.err, o.err
     assert o.commands["LAST_REPLY"] == 1
@@ -327,10 +350,9 @@ def test_lost_pulse_reply_on_a_board_without_last_reply_stops_the_run(
 
 @pytest.mark.parametrize("kind", ["timeout", "garble", "busy", "crc-request", "truncate"])
 def test_serial_fault_at_a_rate_on_any_command(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    kind: str, runs: Runs
 ) -> None:
-    o = run_serial([f"{kind},count=inf,rate=0.1,after=10"], tmp_path, capsys, monkeypatch)
+    o = runs.serial([f"{kind},count=inf,rate=0.1,after=10"])
     assert o.fired >= 3, o.fired
     check_outcome(o)
     assert o.code == 0, o.err  # 0.1 per exchange: three in a row (a read's last try) is rare
@@ -341,12 +363,10 @@ def test_serial_fault_at_a_rate_on_any_command(
 @pytest.mark.parametrize("kind", ["stop", "disconnect", "reboot", "internal", "out-of-range"])
 @pytest.mark.parametrize("command", ["SET_NUDGE_CURRENTS", "READ_CONDUCTANCE"])
 def test_serial_fatal_fault_mid_run(
-    kind: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    kind: str, command: str, runs: Runs
 ) -> None:
-    o = run_serial([f"{kind},command={command},after=40"], tmp_path, capsys, monkeypatch)
-    assert o.fired == 1
-    check_outcome(o)
+    o = runs.serial([f"{kind},command={command},after=40"])
+    check_outcome(o, fired=1)
     assert o.noticed(), o.events
 
 
@@ -383,12 +403,11 @@ def test_the_suite_covers_every_scpi_fault_kind() -> None:
 
 @pytest.mark.parametrize("kind", list(SCPI_KINDS))
 def test_scpi_fault_on_every_command(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    kind: str, runs: Runs
 ) -> None:
     # one rule per (instrument, command), once each: the first fault that ends the run
     # ends it in the safe state; the others never fire
-    o = run_scpi(_scpi_specs(kind), tmp_path, capsys, monkeypatch)
+    o = runs.scpi(_scpi_specs(kind))
     assert o.fired >= 1, "the fault never fired: the run did not send the command"
     check_outcome(o)
     if o.status:
@@ -398,12 +417,10 @@ def test_scpi_fault_on_every_command(
 @pytest.mark.parametrize("kind", ["stop", "disconnect", "reboot", "timeout"])
 @pytest.mark.parametrize("instrument", ["smu", "daq", "matrix"])
 def test_scpi_instrument_fault_mid_run(
-    kind: str, instrument: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    kind: str, instrument: str, runs: Runs
 ) -> None:
-    o = run_scpi([f"{kind},instrument={instrument},after=20"], tmp_path, capsys, monkeypatch)
-    assert o.fired == 1
-    check_outcome(o)
+    o = runs.scpi([f"{kind},instrument={instrument},after=20"])
+    check_outcome(o, fired=1)
     if kind == "timeout" and o.code == 0:
         # exchange 21 of this instrument is a write: it was executed and expects no reply
         assert o.status == "completed"
@@ -415,8 +432,7 @@ def test_scpi_instrument_fault_mid_run(
 
 @pytest.mark.parametrize("after", [5, 40])
 def test_scpi_smu_restart_during_a_level_write_ends_the_run(
-    after: int, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    after: int, runs: Runs
 ) -> None:
     """The SMU reboots on a level write (the write lost, every setting at its default).
 
@@ -424,10 +440,8 @@ def test_scpi_smu_restart_during_a_level_write_ends_the_run(
     register shows it: the run ends with one line naming the restart, the SMU safe, and
     the session file records the fault.
     """
-    o = run_scpi([f"reboot,instrument=smu,command=OUTPUT_ON,after={after}"], tmp_path, capsys,
-                 monkeypatch)
-    assert o.fired == 1
-    check_outcome(o)
+    o = runs.scpi([f"reboot,instrument=smu,command=OUTPUT_ON,after={after}"])
+    check_outcome(o, fired=1)
     assert o.code == 2 and "smu: the instrument restarted" in o.err, o.err
     assert o.status == "failed" and "restarted" in o.reason, o.reason
     msgs = [e["message"] for e in o.noticed()]
@@ -437,10 +451,9 @@ def test_scpi_smu_restart_during_a_level_write_ends_the_run(
 
 @pytest.mark.parametrize("kind", ["garble", "error"])
 def test_scpi_fault_at_a_rate_on_any_command(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    kind: str, runs: Runs
 ) -> None:
-    o = run_scpi([f"{kind},count=inf,rate=0.02,after=5"], tmp_path, capsys, monkeypatch)
+    o = runs.scpi([f"{kind},count=inf,rate=0.02,after=5"])
     assert o.fired >= 1
     check_outcome(o)
     if o.status:  # the file exists (the fault came after the first checkpoint's reads)

@@ -26,6 +26,7 @@ from instruments import roles
 from instruments.board_file import parse_board_file
 from instruments.kinds import GROUP, installed_kind_names, installed_kinds, load_kind
 from instruments.real_board import RealBoard
+from tests.board_helpers import board_head
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = "hwloop_throwaway_rig"
@@ -122,15 +123,7 @@ KIND = InstrumentKind(
 )
 '''
 
-BOARD = """
-[board]
-name = "throwaway"
-
-[network]
-arch = "2-2-2"
-g_min_s = 1e-6
-g_max_s = 100e-6
-
+BOARD = board_head("throwaway", "2-2-2") + """
 [instruments.rig]
 kind = "throwaway-rig"
 url = "mem://rig"

@@ -23,6 +23,7 @@ import scipy.constants
 
 from simulated_device.dcop import solve_op
 from simulated_device.netlist import parse_netlist
+from simulated_device.ngspice import OP_CONTROL, parse_op_print
 from tests.procs import DEADLINE_S
 from tests.test_dcop import random_circuit
 
@@ -34,19 +35,6 @@ pytestmark = [
     ),
 ]
 
-CONTROL = """.options reltol=1e-12 abstol=1e-18 vntol=1e-12 gmin=0
-.control
-set numdgt=16
-op
-print all
-quit 0
-.endc
-.end
-"""
-# "v(1) = 5.0e+00" for numeric node names, "n3 = 6.9e-01" for the others
-_LINE = re.compile(
-    r"^\s*(?:v\(([^)\s]+)\)|([^\s=#]+))\s*=\s*([-+]?[0-9.]+(?:e[-+]?\d+)?)\s*$", re.I
-)
 _NGSPICE_KOVERQ = 1.38064852e-23 / 1.6021766208e-19  # ngspice-39 const.h (CODATA 2014)
 
 
@@ -59,12 +47,7 @@ def run_ngspice(deck: str, workdir: Path, name: str) -> dict[str, float]:
         check=False,
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    volts: dict[str, float] = {}
-    for line in res.stdout.splitlines():
-        m = _LINE.match(line)
-        if m:
-            volts[(m.group(1) or m.group(2)).lower()] = float(m.group(3))
-    return volts
+    return parse_op_print(res.stdout)
 
 
 def _decks(seed: int, count: int) -> list[str]:
@@ -77,7 +60,7 @@ def _decks(seed: int, count: int) -> list[str]:
             n_diodes=int(rng.integers(1, 8)),
             n_isources=int(rng.integers(0, 3)),
         )
-        decks.append(c.text + CONTROL)
+        decks.append(c.text + OP_CONTROL)
     return decks
 
 
@@ -102,7 +85,7 @@ def _drn_deck(seed: int, n_in: int = 64, n_hidden: int = 16, n_out: int = 4) -> 
         lines.append(f"D{j} 0 h{j} DH" if j < n_hidden // 2 else f"D{j} h{j} 0 DH")
     lines += [f"RL{j} o{j} 0 1meg" for j in range(n_out)]
     lines.append(".model DH D(IS=1e-14 N=1)")
-    return "\n".join(lines) + "\n" + CONTROL
+    return "\n".join(lines) + "\n" + OP_CONTROL
 
 
 def _compare(deck: str, ng: dict[str, float], temperature_c: float = 27.0) -> float:

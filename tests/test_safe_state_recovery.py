@@ -9,7 +9,6 @@ what the host believes.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ from instruments.transport import BoardTimeoutError, TransportError
 from instruments.visa_transport import InstrumentTimeoutError
 from simulated_device.virtual_board import FaultConfig
 from tests.board_helpers import open_scpi, open_serial, scpi_board_text, serial_board_text
+from tests.procs import wait_until
 
 ARCH = "16-8-4"
 N_IN = 16
@@ -82,16 +82,7 @@ def test_serial_board_that_never_answers_again_is_reported_on_one_uncut_line() -
         assert msg.endswith("its link is closed on close()"), msg
     finally:
         board.close()  # raises nothing more: the fault was already reported
-    assert wait_for(lambda: vb.is_safe, 10.0)  # the board's own go-safe-on-disconnect rule
-
-
-def wait_for(cond: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return bool(cond())  # type: ignore[operator]
+    assert wait_until(lambda: vb.is_safe, 10.0)  # the board's own go-safe-on-disconnect rule
 
 
 @pytest.mark.parametrize("fault", ["busy", "silent"])
