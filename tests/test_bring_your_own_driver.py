@@ -312,6 +312,6 @@ def test_the_readme_commands_train_and_replay_the_pymeasure_example(
         assert isinstance(insts, dict)
         kinds = {n: i["kind"] for n, i in insts.items()}
     assert kinds == {"smu": "python-class", "daq": "python-class",
-                     "crossbar": "keithley707b+smu"}
+                     "crossbar": "python-class+smu"}
     code, _, err = _cli(replay)  # offline: no instrument is needed to replay
     assert code == 0, err
