@@ -38,6 +38,17 @@ names only and every action runs on the instrument, e.g.
 as code: only attribute access, assignment and calls with literal arguments run.
 Levels beyond ``v_max_v`` / ``i_max_a`` are refused before anything is sent (many
 drivers silently truncate out-of-range values; hwloop never clips).
+
+The ``python-class+smu`` kind plays the crosspoint role with two such instances: a
+switch matrix (``resource``; ``channels`` are the crosspoint names, one per board
+crosspoint; ``close_crosspoint`` / ``open_crosspoint`` on ``{channel}``,
+``closed_crosspoints`` reading the closed ones back, ``safe_state`` opening every relay)
+and a pulsing SMU (``smu_resource``; options ``smu_class``, ``smu_kwargs``, ...;
+``smu_pulse`` gets ``value`` / ``{value}`` (V), ``{width}`` (s) and ``{count}`` and reads
+the pulses applied, ``smu_read_current`` gets the read voltage and reads the current, A).
+Routing, the single-route guard, the read-back and the order SMU-off-then-relays are
+hwloop's (:class:`~instruments.keithley707b.SwitchedCrosspoints`); an action's reading is
+the last non-``None`` value of its list.
 """
 
 from __future__ import annotations
