@@ -677,6 +677,13 @@ _PULSER_KEYS = ("identity", "setup", "pulse", "read_current", "safe_state", "out
 
 def _open_crosspoints(ctx: OpenContext) -> OpenedInstrument:
     lim = ctx.limits
+    where = f"[instruments.{ctx.name}.options]"
+    missing = [k for k in ("channels", "close_crosspoint", "open_crosspoint",
+                           "closed_crosspoints", "smu_pulse", "smu_read_current")
+               if not ctx.option(k)]
+    if missing:
+        raise ConfigError(f"{where} has no {', '.join(missing)}; declare them (see "
+                          "'hwloop instruments python-class+smu')")
     names = tuple(str(c) for c in ctx.option("channels"))
     matrix, m_ident, m_close = _build(
         ctx, "", ctx.address, _MATRIX_KEYS,

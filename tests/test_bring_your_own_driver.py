@@ -175,6 +175,16 @@ def test_pymeasure_driven_crosspoints_program_and_read_as_hwloops_driver_does() 
     assert g[0] > g0[0] * 1.001 and g[3] < g0[3] / 1.001, (g0, g)
 
 
+def test_a_crosspoint_adapter_without_its_pulse_actions_is_a_one_line_error_at_open() -> None:
+    part = _example_crossbar()
+    part = part[:part.index("smu_pulse =")] + part[part.index("smu_read_current ="):]
+    with pytest.raises(ConfigError) as info:
+        board, _ = open_scpi(21, ARCH, text=_with_crossbar(byod_text(), part))
+        board.close()
+    msg = str(info.value)
+    assert "has no smu_pulse" in msg and "\n" not in msg, msg
+
+
 def test_the_crosspoint_adapter_refuses_a_pulse_before_any_relay_closes() -> None:
     text = _with_crossbar(byod_text(), _example_crossbar(**{
         "smu_v_max_v = 40.0": "smu_v_max_v = 0.5"}))
