@@ -38,6 +38,17 @@ names only and every action runs on the instrument, e.g.
 as code: only attribute access, assignment and calls with literal arguments run.
 Levels beyond ``v_max_v`` / ``i_max_a`` are refused before anything is sent (many
 drivers silently truncate out-of-range values; hwloop never clips).
+
+The ``python-class+smu`` kind plays the crosspoint role with two such instances: a
+switch matrix (``resource``; ``channels`` are the crosspoint names, one per board
+crosspoint; ``close_crosspoint`` / ``open_crosspoint`` on ``{channel}``,
+``closed_crosspoints`` reading the closed ones back, ``safe_state`` opening every relay)
+and a pulsing SMU (``smu_resource``; options ``smu_class``, ``smu_kwargs``, ...;
+``smu_pulse`` gets ``value`` / ``{value}`` (V), ``{width}`` (s) and ``{count}`` and reads
+the pulses applied, ``smu_read_current`` gets the read voltage and reads the current, A).
+Routing, the single-route guard, the read-back and the order SMU-off-then-relays are
+hwloop's (:class:`~instruments.keithley707b.SwitchedCrosspoints`); an action's reading is
+the last non-``None`` value of its list.
 """
 
 from __future__ import annotations
@@ -46,15 +57,16 @@ import ast
 import importlib
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError, HwloopError, LimitError
+from instruments.keithley707b import MatrixWithSmu, SwitchedCrosspoints
 from instruments.kinds import (
     InstrumentKind,
     KindOption,
@@ -62,9 +74,20 @@ from instruments.kinds import (
     OpenedInstrument,
     RoleDrivers,
 )
-from instruments.roles import CurrentSourceRole, MeterRole, VoltageSourceRole
+from instruments.roles import CrosspointRole, CurrentSourceRole, MeterRole, VoltageSourceRole
+from instruments.visa_transport import InstrumentStateError
 
-__all__ = ["KIND", "Action", "AdaptedInstrument", "instrument_kind", "load_class"]
+__all__ = [
+    "CROSSPOINT_KIND",
+    "KIND",
+    "Action",
+    "AdaptedInstrument",
+    "AdaptedMatrix",
+    "AdaptedPulser",
+    "crosspoint_kind",
+    "instrument_kind",
+    "load_class",
+]
 
 FloatArray = NDArray[np.float64]
 
@@ -120,13 +143,16 @@ class Action:
             return cls(text, _path(node.value, text, where), "get")
         raise _bad(text, where)
 
-    def run(self, target: object, value: float | None = None, channel: str = "") -> Any:
+    def run(self, target: object, value: float | None = None, channel: str = "",
+            fields: Mapping[str, float | int] | None = None) -> Any:
         """Perform the action on ``target``.
 
         Args:
             target: the object the path starts from.
             value: the level, for ``value`` arguments and ``{value}`` in strings.
             channel: the channel's name, for ``{channel}`` in strings.
+            fields: further ``{name}`` replacements in strings (a pulse's ``{width}``, s,
+                and ``{count}``).
         """
         obj = target
         for name in self.path[:-1]:
@@ -139,6 +165,8 @@ class Action:
             if isinstance(x, str):
                 if "{value}" in x:
                     x = x.replace("{value}", "nil" if value is None else format(value, ".12g"))
+                for k, f in (fields or {}).items():
+                    x = x.replace("{" + k + "}", format(f, ".12g"))
                 return x.replace("{channel}", channel)
             return x
 
@@ -191,8 +219,8 @@ def _actions(value: object, where: str) -> tuple[Action, ...]:
     return tuple(Action.parse(str(t), where) for t in items)
 
 
-def load_class(spec: str) -> type:
-    """The class named ``module:Class`` or ``module.Class``.
+def load_class(spec: str, key: str = "class") -> type:
+    """The class named ``module:Class`` or ``module.Class`` (option ``key`` in messages).
 
     Raises:
         ConfigError: it cannot be imported (one line naming it and the fix).
@@ -204,11 +232,11 @@ def load_class(spec: str) -> type:
         cls = getattr(importlib.import_module(module), name) if module and name else None
     except (ImportError, AttributeError) as exc:
         raise ConfigError(
-            f"options.class = {spec!r} cannot be imported ({' '.join(str(exc).split())}); "
+            f"options.{key} = {spec!r} cannot be imported ({' '.join(str(exc).split())}); "
             "install the package that provides it or fix the name"
         ) from None
     if not isinstance(cls, type):
-        raise ConfigError(f"options.class = {spec!r} is not a class; write 'module:Class'")
+        raise ConfigError(f"options.{key} = {spec!r} is not a class; write 'module:Class'")
     return cls
 
 
@@ -265,12 +293,13 @@ class AdaptedInstrument:
         return len(self._targets)
 
     def _run(self, key: str, target: object, value: float | None = None,
-             channel: int | None = None) -> Any:
+             channel: int | None = None, fields: Mapping[str, float | int] | None = None) -> Any:
         out = None
         name = "" if channel is None else self._paths[channel]
         for act in self._a.get(key, ()):
             try:
-                out = act.run(target, value, name)
+                got = act.run(target, value, name, fields)
+                out = out if got is None else got
             except HwloopError:
                 raise
             except Exception as exc:  # the lab's driver raises its own types
@@ -401,41 +430,61 @@ _ACTION_KEYS = ("identity", "setup", "set_voltage", "set_current", "select", "re
                 "safe_state", "output_state", "confirm", "close")
 
 
-def _open(ctx: OpenContext) -> OpenedInstrument:
-    spec = ctx.option("class")
+_A = TypeVar("_A", bound="AdaptedInstrument")
+
+
+def _build(
+    ctx: OpenContext, prefix: str, address: str, keys: Sequence[str],
+    make: Callable[[object, dict[str, tuple[Action, ...]]], _A],
+) -> tuple[_A, str, Callable[[], None]]:
+    """Open one instance of a lab's class from the options ``{prefix}class`` etc.
+
+    Returns:
+        ``(adapter, identity, hard_close)``; the instance is released again when its
+        identity or setup fails.
+    """
+    spec = ctx.option(prefix + "class")
     if not spec:
-        raise ConfigError(f"instrument {ctx.name!r} (python-class) has no options.class; "
+        raise ConfigError(f"instrument {ctx.name!r} has no options.{prefix}class; "
                           "name the driver class as 'module:Class'")
-    cls = load_class(str(spec))
+    cls = load_class(str(spec), prefix + "class")
     where = f"[instruments.{ctx.name}.options]"
-    actions = {k: _actions(ctx.option(k), f"{where} {k}") for k in _ACTION_KEYS}
+    actions = {k: _actions(ctx.option(prefix + k), f"{where} {prefix}{k}") for k in keys}
     if not actions["safe_state"]:
-        raise ConfigError(f"{where} has no safe_state; declare the actions that put a channel "
-                          "at 0 and off (hwloop puts every instrument safe on every exit)")
-    kwargs = dict(ctx.option("kwargs") or {})
-    address_arg = str(ctx.option("address_arg"))
+        raise ConfigError(f"{where} has no {prefix}safe_state; declare the actions that put it "
+                          "safe (hwloop puts every instrument safe on every exit)")
+    kwargs = dict(ctx.option(prefix + "kwargs") or {})
+    address_arg = str(ctx.option(prefix + "address_arg"))
     try:
-        device = (cls(**{address_arg: ctx.address}, **kwargs) if address_arg
-                  else cls(ctx.address, **kwargs))
+        device = (cls(**{address_arg: address}, **kwargs) if address_arg
+                  else cls(address, **kwargs))
     except Exception as exc:
         raise HwloopError(
-            f"instrument {ctx.name!r}: {cls.__name__}({ctx.address!r}) failed: "
+            f"instrument {ctx.name!r}: {cls.__name__}({address!r}) failed: "
             f"{type(exc).__name__}: {' '.join(str(exc).split())}; check the address and "
-            "options.kwargs"
+            f"options.{prefix}kwargs"
         ) from None
-    on = ctx.option("output_on")
     try:
-        inst = AdaptedInstrument(
-            ctx.label, device, tuple(ctx.option("channels")), actions,
-            v_max_v=float(ctx.option("v_max_v")), i_max_a=float(ctx.option("i_max_a")),
-            output_on=_NOTHING if on is None else on,
-            channel_objects=bool(ctx.option("channel_objects")),
-        )
+        inst = make(device, actions)
         ident = inst.identity()
         inst.setup()
     except BaseException:
         _close_quietly(actions["close"], device)
         raise
+    return inst, ident, lambda: _close_quietly(actions["close"], device)
+
+
+def _open(ctx: OpenContext) -> OpenedInstrument:
+    on = ctx.option("output_on")
+    inst, ident, hard_close = _build(
+        ctx, "", ctx.address, _ACTION_KEYS,
+        lambda device, actions: AdaptedInstrument(
+            ctx.label, device, tuple(ctx.option("channels")), actions,
+            v_max_v=float(ctx.option("v_max_v")), i_max_a=float(ctx.option("i_max_a")),
+            output_on=_NOTHING if on is None else on,
+            channel_objects=bool(ctx.option("channel_objects")),
+        ),
+    )
     n = inst.n_channels
     roles = RoleDrivers(
         inputs=inst if inst.has("set_voltage") else None,
@@ -449,7 +498,7 @@ def _open(ctx: OpenContext) -> OpenedInstrument:
         device=inst,
         roles=roles,
         channel_counts=counts,
-        hard_close=lambda: _close_quietly(actions["close"], device),
+        hard_close=hard_close,
         confirm=inst.confirm,
     )
 
@@ -501,3 +550,246 @@ def instrument_kind() -> InstrumentKind:
     """Entry point of the ``python-class`` kind (group ``hwloop.instruments``)."""
     return KIND
 
+
+
+# --------------------------------------------------------------------------- crosspoints
+
+
+class AdaptedMatrix(AdaptedInstrument):
+    """A switch matrix driven through declared actions (a ``RouteMatrix``).
+
+    Its channels are the crosspoint names (``{channel}`` in the actions); every
+    action runs on the instance. ``closed_crosspoints`` reads the closed ones back
+    as one string, names separated by ``;`` or ``,`` (``closed_none``: none closed).
+
+    Args:
+        name: the instrument's name (messages).
+        device: the instance of the lab's class.
+        channels: the crosspoint names, one per board crosspoint.
+        actions: parsed actions by option name.
+        closed_none: the ``closed_crosspoints`` reading that means none is closed.
+    """
+
+    def __init__(self, name: str, device: object, channels: Sequence[str],
+                 actions: Mapping[str, tuple[Action, ...]], *, closed_none: str = "") -> None:
+        super().__init__(name, device, channels, actions, channel_objects=False)
+        self._index = {c: i for i, c in enumerate(self._paths)}
+        self._none = closed_none.strip()
+
+    def check_spec(self, spec: str) -> str:
+        """Return ``spec`` if it is one of the declared crosspoints."""
+        if spec not in self._index:
+            raise ConfigError(f"{self.name}: {spec!r} is not in options.channels; "
+                              "declare every crosspoint the wiring uses")
+        return spec
+
+    def closed_channels(self) -> tuple[str, ...]:
+        """The ``closed_crosspoints`` reading as crosspoint names, sorted."""
+        text = str(self._run("closed_crosspoints", self.device)).strip()
+        if not text or text == self._none:
+            return ()
+        return tuple(sorted(p.strip() for p in text.replace(",", ";").split(";") if p.strip()))
+
+    def _each(self, key: str, specs: Sequence[str]) -> None:
+        for spec in specs:
+            self._run(key, self.device, channel=self._index[self.check_spec(spec)])
+
+    def close_channels(self, specs: Sequence[str]) -> None:
+        """The ``close_crosspoint`` actions on each crosspoint."""
+        self._each("close_crosspoint", specs)
+
+    def open_channels(self, specs: Sequence[str]) -> None:
+        """The ``open_crosspoint`` actions on each crosspoint."""
+        self._each("open_crosspoint", specs)
+
+    def safe_state(self) -> None:
+        """The ``safe_state`` actions once (every relay open), then read back.
+
+        Raises:
+            InstrumentStateError: a crosspoint still reads closed (stuck relay).
+        """
+        self._run("safe_state", self.device)
+        stuck = self.closed_channels()
+        if stuck:
+            raise InstrumentStateError(
+                f"{self.name}: crosspoint(s) {','.join(stuck)} still closed after the "
+                "safe_state actions (stuck relays?); disconnect the device under test"
+            )
+
+    def is_energised(self) -> bool:
+        """True when any crosspoint reads closed."""
+        return bool(self.closed_channels())
+
+
+class AdaptedPulser(AdaptedInstrument):
+    """A source-measure unit that pulses through a matrix, by declared actions (a ``PulsingSmu``).
+
+    One channel (``{channel}``); ``pulse`` actions get the amplitude as ``value`` /
+    ``{value}`` (V), ``{width}`` (s) and ``{count}``, and the last one reads the number
+    of pulses applied; ``read_current`` actions get the read voltage as ``value`` and the
+    last one reads the current, A. Amplitudes and read voltages beyond ``v_max_v`` are
+    refused before anything is sent.
+    """
+
+    def _level(self, v: float, what: str) -> float:
+        x = float(v)
+        if not math.isfinite(x) or abs(x) > self.v_max_v:
+            raise LimitError(f"{self.name}: {what} {x:.6g} V exceeds the adapter's limit "
+                             f"{self.v_max_v:.6g} V; nothing was sent")
+        return x
+
+    def _number(self, key: str, raw: object) -> float:
+        try:
+            return float(str(raw))
+        except ValueError:
+            raise HwloopError(f"{self.name}: {key} gave {raw!r}, not a number; fix "
+                              f"options.smu_{key}") from None
+
+    def pulse_voltage(self, amplitude_v: float, width_s: float, count: int) -> int:
+        """Run the ``pulse`` actions; returns the pulses applied (0..count)."""
+        a = self._level(amplitude_v, "pulse amplitude")
+        n = int(count)
+        done = self._number("pulse", self._run(
+            "pulse", self._targets[0], a, 0, {"width": float(width_s), "count": n}))
+        if not done.is_integer() or not 0 <= done <= n:
+            raise HwloopError(f"{self.name}: pulse reports {done:g} pulses applied of {n}; "
+                              "fix options.smu_pulse (its last action reads the count)")
+        return int(done)
+
+    def measure_current_at(self, v_read: float) -> float:
+        """Run the ``read_current`` actions at ``v_read`` V; the current, A (NaN on overflow)."""
+        v = self._level(v_read, "read voltage")
+        i = self._number("read_current", self._run("read_current", self._targets[0], v, 0))
+        return i if math.isfinite(i) and abs(i) < _OVERFLOW else math.nan
+
+    def is_energised(self) -> bool:
+        """True when ``output_state`` reads ``output_on`` (no such reading: True)."""
+        if not self.has("output_state") or self._output_on is _NOTHING:
+            return True
+        return _same(self._run("output_state", self._targets[0], channel=0), self._output_on)
+
+
+_MATRIX_KEYS = ("identity", "setup", "close_crosspoint", "open_crosspoint",
+                "closed_crosspoints", "safe_state", "confirm", "close")
+_PULSER_KEYS = ("identity", "setup", "pulse", "read_current", "safe_state", "output_state",
+                "confirm", "close")
+
+
+def _open_crosspoints(ctx: OpenContext) -> OpenedInstrument:
+    lim = ctx.limits
+    where = f"[instruments.{ctx.name}.options]"
+    missing = [k for k in ("channels", "close_crosspoint", "open_crosspoint",
+                           "closed_crosspoints", "smu_pulse", "smu_read_current")
+               if not ctx.option(k)]
+    if missing:
+        raise ConfigError(f"{where} has no {', '.join(missing)}; declare them (see "
+                          "'hwloop instruments python-class+smu')")
+    names = tuple(str(c) for c in ctx.option("channels"))
+    matrix, m_ident, m_close = _build(
+        ctx, "", ctx.address, _MATRIX_KEYS,
+        lambda device, actions: AdaptedMatrix(f"{ctx.label} matrix", device, names, actions,
+                                              closed_none=str(ctx.option("closed_none"))),
+    )
+    on = ctx.option("smu_output_on")
+    try:
+        pulser, p_ident, p_close = _build(
+            ctx, "smu_", ctx.extra_address("smu_resource"), _PULSER_KEYS,
+            lambda device, actions: AdaptedPulser(
+                f"{ctx.label} SMU", device, (str(ctx.option("smu_channel")),), actions,
+                v_max_v=float(ctx.option("smu_v_max_v")),
+                output_on=_NOTHING if on is None else on, channel_objects=False),
+        )
+    except BaseException:
+        m_close()
+        raise
+
+    def hard_close() -> None:
+        try:
+            m_close()
+        finally:
+            p_close()
+
+    w_max, n_max = ctx.option("pulse_width_max_s"), ctx.option("max_pulses")
+    try:
+        cross = SwitchedCrosspoints(
+            matrix,
+            pulser,
+            [[c] for c in names],
+            pulse_amplitude_max_v=lim.pulse_amplitude_max_v,
+            pulse_width_range_s=(float(ctx.option("pulse_width_min_s")),
+                                 float(lim.pulse_width_max_s if w_max is None else w_max)),
+            max_pulses=int(lim.max_pulses_per_call if n_max is None else n_max),
+            v_read_max_v=ctx.v_read_max_v,
+        )
+    except BaseException:
+        hard_close()
+        raise
+
+    def confirm() -> None:
+        matrix.confirm()
+        pulser.confirm()
+
+    return OpenedInstrument(
+        identity=f"{m_ident} | {p_ident}",
+        device=MatrixWithSmu(matrix, pulser),
+        roles=RoleDrivers(crosspoints=cross),
+        channel_counts={"crosspoints": len(names)},
+        hard_close=hard_close,
+        confirm=confirm,
+    )
+
+
+def _instance_options(prefix: str, what: str) -> tuple[KindOption, ...]:
+    return (
+        KindOption(prefix + "class", "str", "", None, f"the {what}'s driver class, 'module:Class'"),
+        KindOption(prefix + "kwargs", "table", "", None,
+                   f"keyword arguments of the {what}'s class"),
+        KindOption(prefix + "address_arg", "str", "", "",
+                   "keyword that takes the address (default: the first positional argument)"),
+        KindOption(prefix + "identity", "str", "", None, f"reading that identifies the {what}"),
+        KindOption(prefix + "setup", "strlist", "", None, f"actions run once on the {what}"),
+        KindOption(prefix + "safe_state", "strlist", "", None, f"actions putting the {what} safe"),
+        KindOption(prefix + "confirm", "strlist", "", None,
+                   "actions answered only after earlier writes (a query)"),
+        KindOption(prefix + "close", "strlist", "", None, "actions releasing the connection"),
+    )
+
+
+CROSSPOINT_KIND = InstrumentKind(
+    name="python-class+smu",
+    help="crosspoints through a switch matrix and a pulsing SMU, both lab classes with adapters",
+    roles=(CrosspointRole,),
+    options=(
+        *_instance_options("", "matrix"),
+        KindOption("channels", "strlist", "", None,
+                   "crosspoint names ({channel}), one per board crosspoint, in order"),
+        KindOption("close_crosspoint", "strlist", "", None, "actions closing crosspoint {channel}"),
+        KindOption("open_crosspoint", "strlist", "", None, "actions opening crosspoint {channel}"),
+        KindOption("closed_crosspoints", "str", "", None,
+                   "reading of the closed crosspoints, names separated by ';' or ','"),
+        KindOption("closed_none", "str", "", "", "the closed_crosspoints reading meaning none"),
+        *_instance_options("smu_", "pulsing SMU"),
+        KindOption("smu_channel", "str", "", "", "the SMU channel wired to the matrix ({channel})"),
+        KindOption("smu_pulse", "strlist", "", None,
+                   "actions applying {count} pulses of value V, {width} s; the last reads "
+                   "the number applied"),
+        KindOption("smu_read_current", "strlist", "", None,
+                   "actions sourcing value V and reading the current, A (the last one)"),
+        KindOption("smu_output_state", "str", "", None, "reading of the SMU's output state"),
+        KindOption("smu_output_on", "str", "", None, "the smu_output_state value meaning on"),
+        KindOption("smu_v_max_v", "number", "V", math.inf, "largest |pulse or read voltage| sent"),
+        KindOption("pulse_width_min_s", "number", "s", 1e-5, "shortest pulse accepted"),
+        KindOption("pulse_width_max_s", "number", "s", None,
+                   "longest pulse accepted (default: [safety] pulse_width_max_s)"),
+        KindOption("max_pulses", "int", "", None,
+                   "most pulses per train (default: [safety] max_pulses_per_step)"),
+    ),
+    open=_open_crosspoints,
+    extra_address_keys=("smu_resource",),
+)
+"""The ``python-class+smu`` instrument kind (entry point ``hwloop.instruments``)."""
+
+
+def crosspoint_kind() -> InstrumentKind:
+    """Entry point of the ``python-class+smu`` kind (group ``hwloop.instruments``)."""
+    return CROSSPOINT_KIND

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,6 +48,79 @@ def parse_closed(text: str) -> tuple[str, ...]:
     if any(_SPEC.match(p) is None for p in items):
         raise ValueError(f"not a channel list: {t[:60]!r}")
     return tuple(sorted(items))
+
+
+class RouteMatrix(Protocol):
+    """A switch matrix as :class:`SwitchedCrosspoints` uses it (crosspoints named by strings).
+
+    Implemented by :class:`Keithley707B` and by the ``python-class+smu`` adapter
+    (:mod:`instruments.adapted`).
+    """
+
+    name: str
+
+    def check_spec(self, spec: str) -> str:
+        """Return ``spec`` if it names a crosspoint of the matrix (ConfigError otherwise)."""
+        ...
+
+    def closed_channels(self) -> tuple[str, ...]:
+        """The closed crosspoints, read back from the instrument, sorted."""
+        ...
+
+    def close_channels(self, specs: Sequence[str]) -> None:
+        """Close the crosspoints (others stay as they are)."""
+        ...
+
+    def open_channels(self, specs: Sequence[str]) -> None:
+        """Open the crosspoints."""
+        ...
+
+    def identity(self) -> str:
+        """The instrument's identity."""
+        ...
+
+    def safe_state(self) -> None:
+        """Open every relay and confirm it by read-back."""
+        ...
+
+    def is_energised(self) -> bool:
+        """True when any crosspoint is closed."""
+        ...
+
+    def close(self) -> None:
+        """Safe state, then release the connection."""
+        ...
+
+
+def close_route(matrix: RouteMatrix, specs: Sequence[str]) -> None:
+    """Close one route with the single-route guard, then verify it by read-back.
+
+    Refuses (before writing anything) when any crosspoint outside ``specs`` is
+    closed: while a device is programmed, at most one route may be closed.
+
+    Raises:
+        InstrumentStateError: another route is closed, or the read-back differs.
+    """
+    items = tuple(sorted(matrix.check_spec(s) for s in specs))
+    if not items:
+        raise ConfigError(f"{matrix.name}: a route needs at least one crosspoint")
+    before = matrix.closed_channels()
+    others = [c for c in before if c not in items]
+    if others:
+        raise InstrumentStateError(
+            f"{matrix.name}: crosspoint(s) {','.join(others)} are closed while route"
+            f" {','.join(items)} is to be programmed; only one route may be closed:"
+            " open them first (safe_state)"
+        )
+    missing = [c for c in items if c not in before]
+    if missing:
+        matrix.close_channels(missing)
+    after = matrix.closed_channels()
+    if after != items:
+        raise InstrumentStateError(
+            f"{matrix.name}: after closing {','.join(items)} the closed crosspoints are"
+            f" {','.join(after) or 'none'}; check the card and the channel list"
+        )
 
 
 class Keithley707B(su.VisaDriver):
@@ -110,34 +184,8 @@ class Keithley707B(su.VisaDriver):
             self.transport.write(f'channel.open("{",".join(items)}")')
 
     def close_route(self, specs: Sequence[str]) -> None:
-        """Close one route with the single-route guard, then verify it by read-back.
-
-        Refuses (before writing anything) when any crosspoint outside ``specs`` is
-        closed: while a device is programmed, at most one route may be closed.
-
-        Raises:
-            InstrumentStateError: another route is closed, or the read-back differs.
-        """
-        items = tuple(sorted(self.check_spec(s) for s in specs))
-        if not items:
-            raise ConfigError(f"{self.name}: a route needs at least one crosspoint")
-        before = self.closed_channels()
-        others = [c for c in before if c not in items]
-        if others:
-            raise InstrumentStateError(
-                f"{self.name}: crosspoint(s) {','.join(others)} are closed while route"
-                f" {','.join(items)} is to be programmed; only one route may be closed:"
-                " open them first (safe_state)"
-            )
-        missing = [c for c in items if c not in before]
-        if missing:
-            self.close_channels(missing)
-        after = self.closed_channels()
-        if after != items:
-            raise InstrumentStateError(
-                f"{self.name}: after closing {','.join(items)} the closed crosspoints are"
-                f" {','.join(after) or 'none'}; check the card and the channel list"
-            )
+        """Close one route: single-route guard, read-back (:func:`close_route`)."""
+        close_route(self, specs)
 
     def check_errors(self) -> None:
         """Raise :class:`InstrumentError` with the first queued error, if any."""
@@ -163,7 +211,7 @@ class Keithley707B(su.VisaDriver):
         return bool(self.closed_channels())
 
 
-def _smu_then_matrix_safe(smu: Instrument | PulsingSmu, matrix: Keithley707B) -> None:
+def _smu_then_matrix_safe(smu: Instrument | PulsingSmu, matrix: RouteMatrix) -> None:
     """Put ``smu`` in its safe state, then open every relay of ``matrix`` (both attempted)."""
     try:
         smu.safe_state()
@@ -190,7 +238,7 @@ class SwitchedCrosspoints:
 
     def __init__(
         self,
-        matrix: Keithley707B,
+        matrix: RouteMatrix,
         smu: PulsingSmu,
         routes: Sequence[Sequence[str]],
         *,
@@ -232,7 +280,7 @@ class SwitchedCrosspoints:
         if n == 0 or amplitude_v == 0.0:
             return 0
         self.smu.safe_state()  # never hot-switch the reed relays
-        self.matrix.close_route(route)
+        close_route(self.matrix, route)
         try:
             return self.smu.pulse_voltage(amplitude_v, width_s, n)
         finally:
@@ -250,7 +298,7 @@ class SwitchedCrosspoints:
         out = np.empty(len(cps))
         self.smu.safe_state()
         for j, route in enumerate(routes):
-            self.matrix.close_route(route)
+            close_route(self.matrix, route)
             try:
                 out[j] = self.smu.measure_current_at(v) / v
             finally:
@@ -301,9 +349,9 @@ def sequential_routes(n: int, rows: str, columns: int, slots: Sequence[int]) -> 
 
 
 class MatrixWithSmu:
-    """A 707B and its pulsing SMU as one :class:`~instruments.roles.Instrument`."""
+    """A switch matrix and its pulsing SMU as one :class:`~instruments.roles.Instrument`."""
 
-    def __init__(self, matrix: Keithley707B, smu: Instrument) -> None:
+    def __init__(self, matrix: RouteMatrix, smu: Instrument) -> None:
         self.matrix = matrix
         self.smu = smu
 

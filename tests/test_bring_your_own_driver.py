@@ -1,10 +1,12 @@
-"""Bring your own driver: PyMeasure's Keithley2600 drives the sources of a RealBoard.
+"""Bring your own driver: PyMeasure's classes drive the instruments of a RealBoard.
 
 The board's sources go through PyMeasure's own driver class (mapped onto hwloop's
-roles by the ``python-class`` adapter of the board file); the meter and the
-crosspoints are hwloop's kinds. The reference is a twin bench (same network, same
-seed) whose sources are driven by hwloop's ``keithley2600`` driver: two independent
-drivers of the same instrument must produce the same node voltages.
+roles by the ``python-class`` adapter of the board file), and its crosspoints through
+PyMeasure's generic ``Instrument`` (the 707B matrix, TSP commands from its manual) and
+``Keithley2600`` (the pulsing SMU) with the ``python-class+smu`` adapter of the shipped
+example. The reference is a twin bench (same network, same seed) driven by hwloop's
+own drivers: two independent drivers of the same instruments must produce the same
+node voltages and conductances.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import pytest
 
 from hwloop.cli import main
 from hwloop.device import CurrentNudge
-from hwloop.errors import ConfigError, LimitError
+from hwloop.errors import ConfigError, HwloopError, LimitError
 from hwloop.sessionlog import open_session
-from instruments.adapted import Action
+from instruments.adapted import Action, AdaptedMatrix
 from instruments.board_file import parse_board_file
 from simulated_device.bench_network import BenchNetwork
 from simulated_device.virtual_scpi import VirtualScpiBench
@@ -132,6 +134,91 @@ def test_pymeasure_driven_sources_give_the_readings_of_hwloops_own_driver() -> N
     np.testing.assert_allclose(v, v_ref, rtol=0, atol=2e-3)
     assert np.ptp(v_ref) > 0.1  # the levels did reach the network
     np.testing.assert_allclose(g, g_ref, rtol=0.02)
+
+
+def _example_crossbar(**edits: str) -> str:
+    """The shipped example's ``[instruments.crossbar]`` tables (PyMeasure), edited."""
+    text = PYMEASURE_EXAMPLE.read_text(encoding="utf-8")
+    part = text[text.index("[instruments.crossbar]"):text.index("[roles]")]
+    for old, new in edits.items():
+        assert old in part
+        part = part.replace(old, new)
+    return part
+
+
+def _with_crossbar(text: str, crossbar: str) -> str:
+    head, rest = text.split("[instruments.crossbar]", 1)
+    return head + crossbar + rest[rest.index("[roles]"):]
+
+
+def test_pymeasure_driven_crosspoints_program_and_read_as_hwloops_driver_does() -> None:
+    v, g, safe = run(_with_crossbar(byod_text(), _example_crossbar()))
+    v_ref, g_ref, safe_ref = run(REST + HWLOOP_SMU)  # hwloop's 707B and 2600B drivers
+    assert safe and safe_ref  # every relay open, the pulsing SMU at 0 and off
+    np.testing.assert_allclose(v, v_ref, rtol=0, atol=2e-3)
+    # the same pulse trains and reads on the same seed: the same conductances
+    np.testing.assert_allclose(g, g_ref, rtol=1e-9)
+    # the pulses reached the devices: programmed edges moved against a fresh twin
+    board, _ = open_scpi(21, ARCH, text=REST + HWLOOP_SMU)
+    try:
+        g0 = board.read_conductances()
+    finally:
+        board.close()
+    assert g[0] > g0[0] * 1.001 and g[3] < g0[3] / 1.001, (g0, g)
+
+
+def test_a_crosspoint_adapter_without_its_pulse_actions_is_a_one_line_error_at_open() -> None:
+    part = _example_crossbar()
+    part = part[:part.index("smu_pulse =")] + part[part.index("smu_read_current ="):]
+    with pytest.raises(ConfigError) as info:
+        board, _ = open_scpi(21, ARCH, text=_with_crossbar(byod_text(), part))
+        board.close()
+    msg = str(info.value)
+    assert "has no smu_pulse" in msg and "\n" not in msg, msg
+
+
+def test_the_crosspoint_adapter_refuses_a_pulse_before_any_relay_closes() -> None:
+    text = _with_crossbar(byod_text(), _example_crossbar(**{
+        "smu_v_max_v = 40.0": "smu_v_max_v = 0.5"}))
+    board, bench = open_scpi(21, ARCH, text=text)
+    try:
+        with pytest.raises(LimitError, match=r"pulse amplitude 1 V exceeds the adapter's limit"):
+            board.program_pulses(np.array([0]), np.array([1]))
+        assert bench.closed_crosspoints() == () and bench.is_safe
+    finally:
+        board.close()
+    assert bench.is_safe
+
+
+def test_the_matrix_adapter_confirms_by_read_back_and_names_a_relay_left_closed() -> None:
+    from pymeasure.instruments import Instrument
+
+    net = BenchNetwork({"arch": ARCH, "preset": "reram"}, np.random.default_rng(0))
+    bench = VirtualScpiBench(net, bias_channels=True)
+    bench.start()
+    dev = Instrument(bench.resources["matrix"], "707B", includeSCPI=False, visa_library="@py",
+                     read_termination="\n", write_termination="\n", timeout=2000)
+    try:
+        acts = {k: tuple(Action.parse(t, k) for t in v) for k, v in {
+            "close_crosspoint": ["write(\"channel.close('{channel}')\")"],
+            "open_crosspoint": ["write(\"channel.open('{channel}')\")"],
+            "closed_crosspoints": ["ask(\"print(channel.getclose('allslots'))\")"],
+            # a wrong safe state, as a lab might declare it: opens one relay only
+            "safe_state": ["write(\"channel.open('1A01')\")"],
+        }.items()}
+        m = AdaptedMatrix("707B", dev, ["1A01", "1A02", "1H12"], acts, closed_none="nil")
+        m.close_channels(["1H12", "1A02"])
+        assert m.closed_channels() == ("1A02", "1H12") == bench.closed_crosspoints()
+        assert m.is_energised()
+        with pytest.raises(ConfigError, match=r"'1B01' is not in options\.channels"):
+            m.close_channels(["1B01"])
+        with pytest.raises(HwloopError, match=r"1A02,1H12 still closed after the safe_state"):
+            m.safe_state()
+        m.open_channels(["1A02", "1H12"])
+        assert m.closed_channels() == () and not m.is_energised()
+    finally:
+        dev.adapter.close()
+        bench.stop()
 
 
 def test_the_adapters_limit_refuses_a_level_before_the_driver_could_truncate_it() -> None:
@@ -264,6 +351,8 @@ def test_the_pymeasure_example_trains_as_hwloops_driver_does_and_replays(
         assert ident["kind"] == "python-class" and "Model 2602B" in ident["identity"]
         meter = a.description.info["instruments"]["daq"]  # type: ignore[index]
         assert meter["kind"] == "python-class" and "DAQ6510" in meter["identity"]
+        cross = a.description.info["instruments"]["crossbar"]  # type: ignore[index]
+        assert cross["kind"] == "python-class+smu" and "707B" in cross["identity"]
         np.testing.assert_allclose(a.checkpoint(-1).arrays["conductances_s"],
                                    b.checkpoint(-1).arrays["conductances_s"],
                                    rtol=1e-9)
@@ -304,6 +393,6 @@ def test_the_readme_commands_train_and_replay_the_pymeasure_example(
         assert isinstance(insts, dict)
         kinds = {n: i["kind"] for n, i in insts.items()}
     assert kinds == {"smu": "python-class", "daq": "python-class",
-                     "crossbar": "keithley707b+smu"}
+                     "crossbar": "python-class+smu"}
     code, _, err = _cli(replay)  # offline: no instrument is needed to replay
     assert code == 0, err

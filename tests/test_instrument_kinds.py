@@ -228,7 +228,8 @@ def test_board_files_are_checked_against_the_throwaway_kinds_declaration(
     both = BOARD.format(options="") + '\n[instruments.dmm]\nkind = "daq6510"\nresource = "x"\n'
     bad = both.replace('crosspoints = "rig"', 'crosspoints = "dmm"')
     with pytest.raises(ConfigError, match="cannot play crosspoints; use an instrument of kind "
-                                          "keithley707b\\+smu or serial-board or throwaway-rig"):
+                                          "keithley707b\\+smu or python-class\\+smu or "
+                                          "serial-board or throwaway-rig"):
         parse_board_file(bad)
 
 
