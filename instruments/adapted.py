@@ -66,7 +66,7 @@ from numpy.typing import NDArray
 
 from hwloop.device import SampleFlag
 from hwloop.errors import ConfigError, HwloopError, LimitError
-from instruments.keithley707b import MatrixWithSmu, SwitchedCrosspoints
+from instruments.keithley707b import MatrixWithSmu, SwitchedCrosspoints, confirm_all_open
 from instruments.kinds import (
     InstrumentKind,
     KindOption,
@@ -75,7 +75,6 @@ from instruments.kinds import (
     RoleDrivers,
 )
 from instruments.roles import CrosspointRole, CurrentSourceRole, MeterRole, VoltageSourceRole
-from instruments.visa_transport import InstrumentStateError
 
 __all__ = [
     "CROSSPOINT_KIND",
@@ -609,12 +608,7 @@ class AdaptedMatrix(AdaptedInstrument):
             InstrumentStateError: a crosspoint still reads closed (stuck relay).
         """
         self._run("safe_state", self.device)
-        stuck = self.closed_channels()
-        if stuck:
-            raise InstrumentStateError(
-                f"{self.name}: crosspoint(s) {','.join(stuck)} still closed after the "
-                "safe_state actions (stuck relays?); disconnect the device under test"
-            )
+        confirm_all_open(self, "the safe_state actions")
 
     def is_energised(self) -> bool:
         """True when any crosspoint reads closed."""

@@ -92,6 +92,21 @@ class RouteMatrix(Protocol):
         ...
 
 
+def confirm_all_open(matrix: RouteMatrix, after: str) -> None:
+    """Read back ``matrix``'s closed crosspoints after its safe-state command ``after``.
+
+    Raises:
+        InstrumentStateError: a crosspoint still reads closed (a stuck relay): the safe
+            state is not confirmed.
+    """
+    stuck = matrix.closed_channels()
+    if stuck:
+        raise InstrumentStateError(
+            f"{matrix.name}: crosspoint(s) {','.join(stuck)} still closed after "
+            f"{after} (stuck relays?); disconnect the device under test"
+        )
+
+
 def close_route(matrix: RouteMatrix, specs: Sequence[str]) -> None:
     """Close one route with the single-route guard, then verify it by read-back.
 
@@ -199,12 +214,7 @@ class Keithley707B(su.VisaDriver):
                 safe state is not confirmed.
         """
         self.transport.write('channel.open("allslots")')
-        stuck = self.closed_channels()
-        if stuck:
-            raise InstrumentStateError(
-                f"{self.name}: crosspoint(s) {','.join(stuck)} still closed after "
-                'channel.open("allslots") (stuck relays?); disconnect the device under test'
-            )
+        confirm_all_open(self, 'channel.open("allslots")')
 
     def is_energised(self) -> bool:
         """True when any crosspoint is closed (read back)."""
